@@ -1,0 +1,49 @@
+#pragma once
+// The interface every backend implements: one virtual per op of kernels/ops.h, same signatures.
+// ops.cpp-family files validate arguments once, then dispatch here on the inputs' device.
+#include "kernels/ops.h"
+
+namespace ae::ops {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) const = 0;
+  virtual Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) const = 0;
+  virtual Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape) const = 0;
+  virtual BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var) const = 0;
+  virtual Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var) const = 0;
+  virtual BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd) const = 0;
+  virtual BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var) const = 0;
+  virtual Tensor relu_forward(const Tensor& x) const = 0;
+  virtual Tensor relu_backward(const Tensor& y, const Tensor& dy) const = 0;
+  virtual Tensor prelu_forward(const Tensor& x, const Tensor& slope) const = 0;
+  virtual PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy) const = 0;
+  virtual DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) const = 0;
+  virtual Tensor dropout_backward(const DropoutParams& p, const Tensor& mask, const Tensor& dy) const = 0;
+  virtual Tensor add(const Tensor& a, const Tensor& b) const = 0;
+  virtual Tensor scale(const Tensor& a, float s) const = 0;
+  virtual void add_inplace(Tensor& a, const Tensor& b, float s) const = 0;
+  virtual Tensor add_relu(const Tensor& a, const Tensor& b) const = 0;
+  virtual MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) const = 0;
+  virtual Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tensor& argmax, const Shape& x_shape) const = 0;
+  virtual Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor& x) const = 0;
+  virtual Tensor adaptive_avgpool2d_backward(const AdaptiveAvgPool2dParams& p, const Tensor& dy, const Shape& x_shape) const = 0;
+  virtual Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) const = 0;
+  virtual LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, bool has_bias, bool need_dx) const = 0;
+  virtual Tensor mse_loss_forward(const Tensor& pred, const Tensor& target) const = 0;
+  virtual Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float dloss) const = 0;
+  virtual void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf, int64_t step) const = 0;
+  virtual void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step) const = 0;
+};
+
+// The backend for a device; throws ae::Error naming the op when that device has none.
+const Backend& backend_for(const char* op, Device device);
+// Checks that all defined tensors share one device and returns its backend.
+const Backend& backend_for(const char* op, std::initializer_list<const Tensor*> tensors);
+// Registered at start-up by the CUDA backend (real or emulated device).
+void register_cuda_backend(const Backend* backend);
+const Backend* cuda_backend();
+
+}  // namespace ae::ops

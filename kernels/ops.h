@@ -1,0 +1,157 @@
+#pragma once
+// The op list. Every op is a free function here, taking its parameter struct and tensors,
+// dispatched on the device of its inputs to cpu:: (kernels/cpu/) or cuda:: (kernels/cuda/).
+// Parameter structs are defined once, here, so the backends can never disagree on meaning.
+//
+// Layouts (DESIGN.md): activations NHWC [N,H,W,C]; conv weights OHWI [O,KH,KW,I];
+// linear weights [out,in] (PyTorch's layout); "channels" of BatchNorm/PReLU are the last dim.
+// All tensors f32 unless stated. Ops return freshly allocated outputs on the inputs' device.
+// An op or shape a backend does not support is an ae::Error naming op, shape and device:
+// there is no silent fallback to another backend.
+#include <cstdint>
+
+#include "runtime/tensor.h"
+
+namespace ae::ops {
+
+// ---------------------------------------------------------------- convolution (groups = 1)
+struct Conv2dParams {
+  int kernel_h = 3, kernel_w = 3;
+  int stride_h = 1, stride_w = 1;
+  int pad_h = 0, pad_w = 0;
+  // Output size for an input of h x w (PyTorch's floor formula, dilation 1).
+  int64_t out_h(int64_t h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
+  int64_t out_w(int64_t w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
+};
+// x [N,H,W,C], w [O,KH,KW,C] -> y [N,OH,OW,O]
+Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w);
+// dy [N,OH,OW,O], w [O,KH,KW,C] -> dx with x_shape [N,H,W,C]
+Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape);
+// x [N,H,W,C], dy [N,OH,OW,O] -> dw [O,KH,KW,C]
+Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape);
+
+// ---------------------------------------------------------------- batch normalisation
+// Normalises over every dimension but the last: BatchNorm2d on NHWC and BatchNorm1d on [N,C]
+// are the same op. Training mode uses batch statistics (biased variance for normalising) and
+// updates running stats PyTorch's way: r = (1-momentum)*r + momentum*batch_stat, with the
+// unbiased variance (M/(M-1)) for running_var.
+struct BatchNormParams {
+  float eps = 1e-5f;
+  float momentum = 0.1f;
+};
+struct BatchNormTrainOut {
+  Tensor y;
+  Tensor save_mean;    // [C] batch mean
+  Tensor save_invstd;  // [C] 1/sqrt(biased batch var + eps)
+};
+// x [...,C], gamma/beta [C]; running_mean/var [C] updated in place.
+BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma,
+                                          const Tensor& beta, Tensor& running_mean, Tensor& running_var);
+Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var);
+struct BatchNormGrads {
+  Tensor dx, dgamma, dbeta;
+};
+// Backward of training mode (through the batch statistics).
+BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                        const Tensor& save_mean, const Tensor& save_invstd);
+// Backward of eval mode (statistics are constants): dx = dy*gamma*invstd(running_var).
+BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy,
+                                       const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var);
+
+// ---------------------------------------------------------------- activations
+Tensor relu_forward(const Tensor& x);
+// dx = dy where y > 0 (y is relu's output; at 0 the gradient is 0, as in PyTorch).
+Tensor relu_backward(const Tensor& y, const Tensor& dy);
+
+// slope [1] (shared) or [C] (per channel, C = last dim of x).
+Tensor prelu_forward(const Tensor& x, const Tensor& slope);
+struct PReluGrads {
+  Tensor dx, dslope;
+};
+PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy);
+
+// Inverted dropout: keep element i when philox::uniform(seed, offset + i) >= p, scale kept by 1/(1-p).
+struct DropoutParams {
+  float p = 0.5f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+struct DropoutOut {
+  Tensor y;
+  Tensor mask;  // u8, 1 = kept
+};
+DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x);
+Tensor dropout_backward(const DropoutParams& p, const Tensor& mask, const Tensor& dy);
+
+// ---------------------------------------------------------------- elementwise
+Tensor add(const Tensor& a, const Tensor& b);            // same shapes
+Tensor scale(const Tensor& a, float s);                  // s * a
+void add_inplace(Tensor& a, const Tensor& b, float s = 1.0f);  // a += s * b
+Tensor add_relu(const Tensor& a, const Tensor& b);       // relu(a + b): the residual join
+
+// ---------------------------------------------------------------- pooling
+struct MaxPool2dParams {
+  int kernel_h = 3, kernel_w = 3;
+  int stride_h = 2, stride_w = 2;
+  int pad_h = 1, pad_w = 1;
+  int64_t out_h(int64_t h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
+  int64_t out_w(int64_t w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
+};
+struct MaxPoolOut {
+  Tensor y;       // [N,OH,OW,C]
+  Tensor argmax;  // i64 [N,OH,OW,C]: flat index h*W+w of the winner in its image plane
+};
+MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x);
+Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tensor& argmax, const Shape& x_shape);
+
+// PyTorch's bins: output i covers [floor(i*H/OH), ceil((i+1)*H/OH)).
+struct AdaptiveAvgPool2dParams {
+  int64_t out_h = 1, out_w = 1;
+};
+Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor& x);
+Tensor adaptive_avgpool2d_backward(const AdaptiveAvgPool2dParams& p, const Tensor& dy, const Shape& x_shape);
+
+// ---------------------------------------------------------------- linear
+// x [N,in], w [out,in], bias [out] or undefined -> y [N,out]
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias);
+struct LinearGrads {
+  Tensor dx, dw, dbias;
+};
+// need_dx=false skips the input gradient (first layer of a frozen stack).
+LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, bool has_bias, bool need_dx = true);
+
+// ---------------------------------------------------------------- loss
+// mean((pred - target)^2) over all elements -> [1]
+Tensor mse_loss_forward(const Tensor& pred, const Tensor& target);
+// d/dpred of the mean, times the scalar upstream gradient dloss.
+Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float dloss = 1.0f);
+
+// ---------------------------------------------------------------- optimisers (in place)
+// torch.optim.SGD: g = grad + wd*param; buf = momentum*buf + (1-dampening)*g (buf = g at the
+// first step); g = nesterov ? g + momentum*buf : buf; param -= lr*g.
+struct SgdParams {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  float dampening = 0.0f;
+  float weight_decay = 0.0f;
+  bool nesterov = false;
+};
+// step is 1 for the first step (decides the momentum-buffer initialisation).
+void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf, int64_t step);
+
+// torch.optim.Adam / AdamW (decoupled = true), amsgrad off:
+//   Adam:  g = grad + wd*param.   AdamW: param *= (1 - lr*wd).
+//   m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+//   param -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+struct AdamParams {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decoupled = false;
+};
+void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step);
+
+}  // namespace ae::ops
