@@ -1,0 +1,106 @@
+// Tensor, device parsing, errors and the Philox RNG.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "runtime/alloc.h"
+#include "runtime/device.h"
+#include "runtime/philox.h"
+#include "runtime/tensor.h"
+#include "tests/support/check.h"
+
+using namespace ae;
+
+TEST_CASE("tensor basics: shape, numel, zeros, views share storage") {
+  Tensor t = Tensor::zeros({2, 3, 4});
+  CHECK(t.numel() == 24);
+  CHECK(t.ndim() == 3);
+  CHECK(t.dim(-1) == 4);
+  CHECK(t.desc() == "[2,3,4] f32 cpu");
+  CHECK(reinterpret_cast<uintptr_t>(t.raw()) % 64 == 0);
+  for (float v : t.to_vector()) CHECK(v == 0.0f);
+
+  Tensor r = t.rows(1, 2);
+  CHECK(r.shape() == Shape{1, 3, 4});
+  r.fill(5.0f);
+  std::vector<float> v = t.to_vector();
+  CHECK(v[11] == 0.0f);
+  CHECK(v[12] == 5.0f);
+  CHECK(v[23] == 5.0f);
+
+  Tensor c = t.clone();
+  c.fill(1.0f);
+  CHECK(t.to_vector()[0] == 0.0f);  // clone does not alias
+
+  Tensor flat = t.reshape({24});
+  CHECK(flat.f32()[12] == 5.0f);
+}
+
+TEST_CASE("tensor errors say what and where") {
+  Tensor t = Tensor::zeros({2, 3});
+  CHECK_THROWS_WITH_AS(t.reshape({5}), doctest::Contains("cannot reshape [2,3] f32 cpu to [5]"), ae::Error);
+  CHECK_THROWS_WITH_AS(t.rows(1, 3), doctest::Contains("rows [1,3) out of range"), ae::Error);
+  CHECK_THROWS_WITH_AS(t.data<int64_t>(), doctest::Contains("accessed as i64"), ae::Error);
+  CHECK_THROWS_WITH_AS(t.dim(2), doctest::Contains("dimension 2 out of range"), ae::Error);
+  CHECK_THROWS_WITH_AS(Tensor::from_vector({2}, {1.0f}), doctest::Contains("needs 2 values, got 1"), ae::Error);
+  CHECK_THROWS_WITH_AS(Tensor().raw(), doctest::Contains("undefined tensor"), ae::Error);
+  Tensor i = Tensor::zeros({2}, DType::i64);
+  CHECK_THROWS_WITH_AS(check_f32("conv2d_forward", "x", i), doctest::Contains("conv2d_forward: x [2] i64 cpu must be f32"),
+                       ae::Error);
+  CHECK_THROWS_WITH_AS(check_shape("bn", "gamma", t, {3}), doctest::Contains("bn: gamma has shape [2,3], expected [3]"),
+                       ae::Error);
+}
+
+TEST_CASE("a CUDA tensor without a CUDA device is a clear error") {
+  if (device_allocator() != nullptr) return;  // a build with a (possibly emulated) device registered
+  CHECK_THROWS_WITH_AS(Tensor::empty({4}, DType::f32, Device::cuda()), doctest::Contains("no usable CUDA device"),
+                       ae::Error);
+}
+
+TEST_CASE("device parsing") {
+  CHECK(parse_device("cpu") == Device::cpu());
+  CHECK(parse_device("cuda") == Device::cuda(0));
+  CHECK(parse_device("cuda:3") == Device::cuda(3));
+  CHECK(parse_device("cuda:3").str() == "cuda:3");
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "CPU", ""}) {
+    CHECK_THROWS_WITH_AS(parse_device(bad), doctest::Contains("expected cpu, cuda or cuda:N"), ae::Error);
+  }
+}
+
+TEST_CASE("philox matches the Random123 known-answer vectors") {
+  // Known-answer tests from Random123's kat_vectors for philox4x32_10.
+  auto r = philox::philox4x32(0, 0, 0, 0, 0, 0);
+  CHECK(r.v[0] == 0x6627e8d5u);
+  CHECK(r.v[1] == 0xe169c58du);
+  CHECK(r.v[2] == 0xbc57ac4cu);
+  CHECK(r.v[3] == 0x9b00dbd8u);
+  r = philox::philox4x32(0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu);
+  CHECK(r.v[0] == 0x408f276du);
+  CHECK(r.v[1] == 0x41c83b0eu);
+  CHECK(r.v[2] == 0xa20bc7c6u);
+  CHECK(r.v[3] == 0x6d5451fdu);
+  r = philox::philox4x32(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u, 0xa4093822u, 0x299f31d0u);
+  CHECK(r.v[0] == 0xd16cfe09u);
+  CHECK(r.v[1] == 0x94fdccebu);
+  CHECK(r.v[2] == 0x5001e420u);
+  CHECK(r.v[3] == 0x24126ea1u);
+}
+
+TEST_CASE("philox uniform stream: deterministic, in [0,1), roughly uniform, seeds differ") {
+  double sum = 0;
+  std::set<uint32_t> distinct;
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) {
+    const float u = philox::uniform(42, i);
+    REQUIRE(u >= 0.0f);
+    REQUIRE(u < 1.0f);
+    CHECK(u == philox::uniform(42, i));
+    sum += u;
+    distinct.insert(philox::u32(42, i));
+  }
+  CHECK(sum / n == doctest::Approx(0.5).epsilon(0.01));
+  CHECK(distinct.size() > n - 10);
+  int same = 0;
+  for (int i = 0; i < 1000; ++i) same += philox::u32(1, i) == philox::u32(2, i);
+  CHECK(same < 3);
+}
