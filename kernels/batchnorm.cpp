@@ -1,25 +1,91 @@
 // Validation and dispatch for the batchnorm ops of kernels/ops.h.
+// x is [..., C] with at least two dimensions; every per-channel tensor (gamma, beta, running
+// and saved statistics) is f32 [C] with C = the last dimension of x.
+#include <cmath>
+
 #include "kernels/backend.h"
 
 namespace ae::ops {
+namespace {
+
+// x must be f32 with >= 2 dims; returns C.
+int64_t check_input(const char* op, const Tensor& x) {
+  check_f32(op, "x", x);
+  AE_CHECK(x.ndim() >= 2, op << ": x " << x.desc()
+                             << " must have at least 2 dimensions ([N,C] or NHWC [N,H,W,C]; channels last)");
+  return x.dim(-1);
+}
+
+void check_channel_vector(const char* op, const char* arg, const Tensor& t, const Tensor& x) {
+  const int64_t c = x.dim(-1);
+  AE_CHECK(t.defined(), op << ": " << arg << " is undefined, expected [" << c << "] f32 (C = last dim of x "
+                           << shape_str(x.shape()) << ")");
+  AE_CHECK(t.dtype() == DType::f32 && t.shape() == Shape{c},
+           op << ": " << arg << " is " << t.desc() << ", expected [" << c << "] f32 (C = last dim of x "
+              << shape_str(x.shape()) << ")");
+}
+
+void check_same_shape(const char* op, const char* arg, const Tensor& t, const Tensor& x) {
+  check_f32(op, arg, t);
+  AE_CHECK(t.shape() == x.shape(),
+           op << ": " << arg << " has shape " << shape_str(t.shape()) << ", expected x's shape " << shape_str(x.shape()));
+}
+
+void check_params(const char* op, const BatchNormParams& p) {
+  AE_CHECK(std::isfinite(p.eps) && p.eps >= 0.0f, op << ": eps = " << p.eps << " must be finite and >= 0");
+  AE_CHECK(std::isfinite(p.momentum), op << ": momentum = " << p.momentum << " must be finite");
+}
+
+}  // namespace
 
 BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var) {
-  const Backend& be = backend_for("batchnorm_forward_train", {&x, &gamma, &beta, &running_mean, &running_var});
+  const char* op = "batchnorm_forward_train";
+  check_params(op, p);
+  const int64_t c = check_input(op, x);
+  check_channel_vector(op, "gamma", gamma, x);
+  check_channel_vector(op, "beta", beta, x);
+  check_channel_vector(op, "running_mean", running_mean, x);
+  check_channel_vector(op, "running_var", running_var, x);
+  const int64_t m = c > 0 ? x.numel() / c : 0;
+  // PyTorch refuses this too: the unbiased running variance divides by M-1.
+  AE_CHECK(m >= 2, op << ": x " << x.desc() << " has " << m << " value(s) per channel; training-mode batch norm needs"
+                      << " at least 2 (the unbiased running variance divides by M-1, M = numel/C)");
+  const Backend& be = backend_for(op, {&x, &gamma, &beta, &running_mean, &running_var});
   return be.batchnorm_forward_train(p, x, gamma, beta, running_mean, running_var);
 }
 
 Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var) {
-  const Backend& be = backend_for("batchnorm_forward_eval", {&x, &gamma, &beta, &running_mean, &running_var});
+  const char* op = "batchnorm_forward_eval";
+  check_params(op, p);
+  check_input(op, x);
+  check_channel_vector(op, "gamma", gamma, x);
+  check_channel_vector(op, "beta", beta, x);
+  check_channel_vector(op, "running_mean", running_mean, x);
+  check_channel_vector(op, "running_var", running_var, x);
+  const Backend& be = backend_for(op, {&x, &gamma, &beta, &running_mean, &running_var});
   return be.batchnorm_forward_eval(p, x, gamma, beta, running_mean, running_var);
 }
 
 BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd) {
-  const Backend& be = backend_for("batchnorm_backward_train", {&x, &dy, &gamma, &save_mean, &save_invstd});
+  const char* op = "batchnorm_backward_train";
+  check_input(op, x);
+  check_same_shape(op, "dy", dy, x);
+  check_channel_vector(op, "gamma", gamma, x);
+  check_channel_vector(op, "save_mean", save_mean, x);
+  check_channel_vector(op, "save_invstd", save_invstd, x);
+  const Backend& be = backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd});
   return be.batchnorm_backward_train(x, dy, gamma, save_mean, save_invstd);
 }
 
 BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var) {
-  const Backend& be = backend_for("batchnorm_backward_eval", {&x, &dy, &gamma, &running_mean, &running_var});
+  const char* op = "batchnorm_backward_eval";
+  check_params(op, p);
+  check_input(op, x);
+  check_same_shape(op, "dy", dy, x);
+  check_channel_vector(op, "gamma", gamma, x);
+  check_channel_vector(op, "running_mean", running_mean, x);
+  check_channel_vector(op, "running_var", running_var, x);
+  const Backend& be = backend_for(op, {&x, &dy, &gamma, &running_mean, &running_var});
   return be.batchnorm_backward_eval(p, x, dy, gamma, running_mean, running_var);
 }
 
