@@ -1,0 +1,126 @@
+#include "runtime/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "runtime/error.h"
+
+namespace ae {
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+std::string directory_of(const std::string& path) {
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
+}
+
+// A name that no other writer (thread or process) picks: pid, a per-process counter and the
+// clock. O_EXCL below still guards against a collision, and we simply try another name.
+std::string temporary_name(const std::string& path, int attempt) {
+  static std::atomic<unsigned long> counter{0};
+  const std::filesystem::path p(path);
+  const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
+  std::string name = "." + p.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                     std::to_string(counter++) + "-" + std::to_string(ticks % 1000000007) + "-" +
+                     std::to_string(attempt);
+  return (p.parent_path() / name).string();
+}
+
+// Opens a new temporary file for writing with the permissions a plain fopen would give
+// (0666 minus the umask), so the published file looks like any other file we write.
+std::FILE* create_temporary(const std::string& path, std::string& tmp_path) {
+  int fd = -1;
+  int err = 0;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    tmp_path = temporary_name(path, attempt);
+    fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0) break;
+    err = errno;
+    if (err != EEXIST) break;
+  }
+  AE_CHECK(fd >= 0, "cannot write '" << path << "': cannot create a temporary file in directory '"
+                                     << directory_of(path) << "': " << errno_text(err));
+  std::FILE* file = ::fdopen(fd, "wb");
+  if (file == nullptr) {
+    err = errno;
+    ::close(fd);
+    ::unlink(tmp_path.c_str());
+    AE_FAIL("cannot write '" << path << "': fdopen of temporary file '" << tmp_path << "' failed: "
+                             << errno_text(err));
+  }
+  return file;
+}
+
+// Flushes user-space buffers and the kernel's page cache for the file, then closes it.
+// Returns 0 or the errno of the first failing step; the stream is closed in every case.
+int flush_sync_close(std::FILE* file) {
+  int err = 0;
+  if (std::fflush(file) != 0) err = errno;
+  if (err == 0 && std::ferror(file)) err = EIO;
+  if (err == 0 && ::fsync(::fileno(file)) != 0) err = errno;
+  if (std::fclose(file) != 0 && err == 0) err = errno;
+  return err;
+}
+
+// Makes the rename durable. Some filesystems cannot fsync a directory (EINVAL); there is
+// nothing more we can do there, and the rename itself has already happened atomically.
+void sync_directory(const std::string& path) {
+  const std::string dir = directory_of(path);
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  AE_CHECK(fd >= 0, "wrote '" << path << "' but cannot open its directory '" << dir
+                              << "' to sync it: " << errno_text(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  AE_CHECK(rc == 0 || err == EINVAL, "wrote '" << path << "' but syncing its directory '" << dir
+                                               << "' failed: " << errno_text(err));
+}
+
+}  // namespace
+
+void write_all(std::FILE* file, const void* data, std::size_t bytes, const std::string& what) {
+  if (bytes == 0) return;
+  const std::size_t written = std::fwrite(data, 1, bytes, file);
+  AE_CHECK(written == bytes, "short write to '" << what << "': wrote " << written << " of " << bytes
+                                                << " bytes: " << errno_text(errno));
+}
+
+void atomic_write(const std::string& path, const std::function<void(std::FILE*)>& write_body) {
+  AE_CHECK(!path.empty(), "atomic_write: empty destination path");
+  std::string tmp_path;
+  std::FILE* file = create_temporary(path, tmp_path);
+  try {
+    write_body(file);
+  } catch (...) {
+    std::fclose(file);
+    ::unlink(tmp_path.c_str());
+    throw;
+  }
+  const int err = flush_sync_close(file);
+  if (err != 0) {
+    ::unlink(tmp_path.c_str());
+    AE_FAIL("cannot write '" << path << "': writing temporary file '" << tmp_path
+                             << "' failed: " << errno_text(err));
+  }
+  if (::rename(tmp_path.c_str(), path.c_str()) != 0) {
+    const int rename_err = errno;
+    ::unlink(tmp_path.c_str());
+    AE_FAIL("cannot write '" << path << "': renaming temporary file '" << tmp_path
+                             << "' over it failed: " << errno_text(rename_err));
+  }
+  sync_directory(path);
+}
+
+void atomic_write(const std::string& path, const void* data, std::size_t bytes) {
+  atomic_write(path, [&](std::FILE* file) { write_all(file, data, bytes, path); });
+}
+
+}  // namespace ae
