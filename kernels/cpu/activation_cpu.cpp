@@ -1,0 +1,132 @@
+// CPU activations: ReLU, PReLU (one shared slope or one per channel = last dim) and inverted
+// dropout driven by the counter-based Philox stream, so the mask is a pure function of
+// (seed, offset + element index) and the CUDA kernel draws the same one.
+// Arguments arrive validated by kernels/activation.cpp.
+#include <vector>
+
+#include "kernels/cpu/channel_reduce.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "runtime/philox.h"
+
+namespace ae::cpu {
+namespace {
+
+// Below this many elements, starting threads costs more than the loop.
+constexpr bool worth_threads(int64_t elements) { return elements > 32768; }
+
+// A shared slope [1] acts like C = 1: every element is its own "row".
+int64_t slope_channels(const Tensor& x, const Tensor& slope) { return slope.numel() == 1 ? 1 : x.dim(-1); }
+
+}  // namespace
+
+Tensor relu_forward(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape());
+  const float* xp = x.f32();
+  float* yp = y.f32();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+  return y;
+}
+
+Tensor relu_backward(const Tensor& y, const Tensor& dy) {
+  Tensor dx = Tensor::empty(y.shape());
+  const float* yp = y.f32();
+  const float* dyp = dy.f32();
+  float* dxp = dx.f32();
+  const int64_t n = y.numel();
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) dxp[i] = yp[i] > 0.0f ? dyp[i] : 0.0f;
+  return dx;
+}
+
+Tensor prelu_forward(const Tensor& x, const Tensor& slope) {
+  const int64_t c = slope_channels(x, slope);
+  const int64_t rows = c > 0 ? x.numel() / c : 0;
+  Tensor y = Tensor::empty(x.shape());
+  const float* xp = x.f32();
+  const float* a = slope.f32();
+  float* yp = y.f32();
+#pragma omp parallel for schedule(static) if (worth_threads(x.numel()))
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < c; ++j) {
+      const float v = xp[r * c + j];
+      yp[r * c + j] = v > 0.0f ? v : a[j] * v;
+    }
+  }
+  return y;
+}
+
+PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy) {
+  const int64_t c = slope_channels(x, slope);
+  const int64_t rows = c > 0 ? x.numel() / c : 0;
+  const float* xp = x.f32();
+  const float* a = slope.f32();
+  const float* dyp = dy.f32();
+
+  PReluGrads grads;
+  grads.dx = Tensor::empty(x.shape());
+  float* dxp = grads.dx.f32();
+#pragma omp parallel for schedule(static) if (worth_threads(x.numel()))
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < c; ++j) {
+      const int64_t i = r * c + j;
+      dxp[i] = xp[i] > 0.0f ? dyp[i] : a[j] * dyp[i];
+    }
+  }
+
+  // dslope[j] = sum over the negative side of dy * x (x = 0 contributes 0 either way).
+  std::vector<double> dslope(static_cast<std::size_t>(c));
+  reduce_rows<1>(
+      rows, c,
+      [&](int64_t r, double* acc) {
+        for (int64_t j = 0; j < c; ++j) {
+          const int64_t i = r * c + j;
+          if (!(xp[i] > 0.0f)) acc[j] += static_cast<double>(dyp[i]) * xp[i];
+        }
+      },
+      dslope.data());
+  grads.dslope = Tensor::empty(slope.shape());
+  float* dsp = grads.dslope.f32();
+  for (int64_t j = 0; j < c; ++j) dsp[j] = static_cast<float>(dslope[j]);
+  return grads;
+}
+
+DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) {
+  DropoutOut out;
+  out.y = Tensor::empty(x.shape());
+  out.mask = Tensor::empty(x.shape(), DType::u8);
+  const float* xp = x.f32();
+  float* yp = out.y.f32();
+  uint8_t* mp = out.mask.data<uint8_t>();
+  const int64_t n = x.numel();
+  if (p.p == 0.0f) {  // identity; skip drawing numbers that could only ever say "keep"
+    for (int64_t i = 0; i < n; ++i) {
+      yp[i] = xp[i];
+      mp[i] = 1;
+    }
+    return out;
+  }
+  const float keep_scale = 1.0f / (1.0f - p.p);
+#pragma omp parallel for schedule(static) if (n > 4096)
+  for (int64_t i = 0; i < n; ++i) {
+    const bool keep = philox::uniform(p.seed, p.offset + static_cast<uint64_t>(i)) >= p.p;
+    mp[i] = keep ? 1 : 0;
+    yp[i] = keep ? xp[i] * keep_scale : 0.0f;
+  }
+  return out;
+}
+
+Tensor dropout_backward(const DropoutParams& p, const Tensor& mask, const Tensor& dy) {
+  const float keep_scale = 1.0f / (1.0f - p.p);
+  Tensor dx = Tensor::empty(dy.shape());
+  const uint8_t* mp = mask.data<uint8_t>();
+  const float* dyp = dy.f32();
+  float* dxp = dx.f32();
+  const int64_t n = dy.numel();
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) dxp[i] = mp[i] ? dyp[i] * keep_scale : 0.0f;
+  return dx;
+}
+
+}  // namespace ae::cpu
