@@ -1,0 +1,55 @@
+// CPU elementwise ops on same-shape f32 tensors (validated by kernels/elementwise.cpp).
+// Each element is computed independently, so threading never changes the bits.
+#include "kernels/cpu/cpu_ops.h"
+
+namespace ae::cpu {
+namespace {
+
+// Below this many elements, starting threads costs more than the loop.
+constexpr bool worth_threads(int64_t elements) { return elements > 32768; }
+
+template <typename F>
+Tensor map2(const Tensor& a, const Tensor& b, F&& f) {
+  Tensor out = Tensor::empty(a.shape());
+  const float* ap = a.f32();
+  const float* bp = b.f32();
+  float* op = out.f32();
+  const int64_t n = a.numel();
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) op[i] = f(ap[i], bp[i]);
+  return out;
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  return map2(a, b, [](float u, float v) { return u + v; });
+}
+
+Tensor add_relu(const Tensor& a, const Tensor& b) {
+  return map2(a, b, [](float u, float v) {
+    const float s = u + v;
+    return s > 0.0f ? s : 0.0f;
+  });
+}
+
+Tensor scale(const Tensor& a, float s) {
+  Tensor out = Tensor::empty(a.shape());
+  const float* ap = a.f32();
+  float* op = out.f32();
+  const int64_t n = a.numel();
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) op[i] = s * ap[i];
+  return out;
+}
+
+void add_inplace(Tensor& a, const Tensor& b, float s) {
+  float* ap = a.f32();
+  const float* bp = b.f32();
+  const int64_t n = a.numel();
+  // b may be a itself (a += s*a): each element reads and writes only index i, so that is safe.
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) ap[i] += s * bp[i];
+}
+
+}  // namespace ae::cpu
