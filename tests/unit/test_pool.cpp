@@ -179,6 +179,27 @@ TEST_CASE("maxpool2d padding acts as -inf and NaN propagates") {
   CHECK(to_i64(nan_out.argmax)[0] == 1);  // PyTorch 1.13 reports the NaN's position too
 }
 
+TEST_CASE("with pad <= kernel/2 no max-pool window lies entirely in padding") {
+  // Exhaustive over small sizes: every output's winner is a real pixel inside its window.
+  int checked = 0;
+  for (int k = 1; k <= 7; ++k)
+    for (int stride = 1; stride <= 4; ++stride)
+      for (int pad = 0; pad <= k / 2; ++pad)
+        for (int64_t h = 1; h <= 10; ++h) {
+          if (h + 2 * pad < k) continue;
+          const ops::MaxPool2dParams p{k, 1, stride, 1, pad, 0};
+          Tensor x = distinct_values({1, h, 1, 1}, static_cast<uint32_t>(checked));
+          const std::vector<int64_t> argmax = to_i64(ops::maxpool2d_forward(p, x).argmax);
+          for (std::size_t i = 0; i < argmax.size(); ++i) {
+            const int64_t start = static_cast<int64_t>(i) * stride - pad;
+            INFO("kernel " << k << " stride " << stride << " pad " << pad << " H " << h << " output " << i);
+            CHECK((argmax[i] >= std::max<int64_t>(start, 0) && argmax[i] < std::min<int64_t>(start + k, h)));
+          }
+          ++checked;
+        }
+  CHECK(checked > 500);
+}
+
 TEST_CASE("maxpool2d backward matches the reference scatter (overlapping windows accumulate)") {
   uint64_t seed = 0;
   for (const Shape& s : kShapes)
