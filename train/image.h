@@ -1,0 +1,71 @@
+#pragma once
+// Photos in memory and on disk.
+//
+// Image  : 8-bit sRGB, height x width x 3, interleaved (rgb[(y*width + x)*3 + c]), top row first,
+//          already turned upright (the EXIF orientation of a JPEG is applied when it is read).
+// ImageF : the same layout in float, values nominally in [0,1] (value/255), for resizing and
+//          preprocessing.
+//
+// Reading recognises the format by its first bytes (JPEG: FF D8 FF, PNG: the 8-byte PNG
+// signature), never by the file name. Every failure (missing file, truncated or corrupt data,
+// unsupported variant such as CMYK JPEG) is an ae::Error whose message names the file.
+//
+// JPEG: baseline and progressive, 8-bit, YCbCr/RGB/grayscale (gray is expanded to RGB); decoded
+//       by libjpeg-turbo with its default (accurate integer) IDCT and fancy upsampling, the same
+//       settings PIL uses, so pixels agree with PIL/torchvision. CMYK/YCCK is refused. Data
+//       damage that libjpeg only warns about (premature end of file, bad Huffman code, premature
+//       end of a data segment) is an error here, so a truncated photo never half-decodes to grey.
+// PNG : every colour type and bit depth (gray, gray+alpha, palette with tRNS, RGB, RGBA, 1..16
+//       bits, interlaced). 16-bit samples are scaled to 8 bits with rounding; alpha (including
+//       tRNS transparency) is composited onto white in sRGB values:
+//       out = round((c*a + 255*(255-a)) / 255). Gamma/ICC chunks are ignored (values are taken
+//       as sRGB), as PIL does.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ae::img {
+
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // height x width x 3, interleaved
+};
+
+struct ImageF {
+  int width = 0, height = 0;
+  std::vector<float> rgb;  // height x width x 3, interleaved, nominally [0,1]
+};
+
+// The largest image accepted (width*height), so a corrupt header cannot ask for terabytes.
+inline constexpr int64_t kMaxPixels = int64_t{1} << 28;
+
+// ---- reading ----
+// JPEG or PNG, recognised by content. `path` is used for reading and in error messages.
+Image read_image(const std::string& path);
+// The same from bytes in memory; `name` is only used in error messages.
+Image decode_image(const uint8_t* data, std::size_t size, const std::string& name);
+Image decode_jpeg(const uint8_t* data, std::size_t size, const std::string& name);  // orientation applied
+Image decode_png(const uint8_t* data, std::size_t size, const std::string& name);
+
+// ---- writing ----
+struct JpegOptions {
+  int quality = 92;          // 1..100
+  bool progressive = false;  // progressive scan script (jpeg_simple_progression)
+};
+std::vector<uint8_t> encode_jpeg(const Image& im, const JpegOptions& options = {});
+std::vector<uint8_t> encode_png(const Image& im);  // 8-bit RGB, lossless
+// Both write atomically (ae::atomic_write: a temporary file beside `path`, fsync, rename).
+void write_jpeg(const std::string& path, const Image& im, int quality = 92);
+void write_png(const std::string& path, const Image& im);
+std::vector<uint8_t> read_file(const std::string& path);
+
+// ---- conversions ----
+ImageF to_float(const Image& im);  // v / 255
+Image to_u8(const ImageF& im);     // round(clamp(v, 0, 1) * 255), halves up; NaN becomes 0
+
+// Checks that width, height and the buffer size agree (what: names the caller in the error).
+void check_image(const Image& im, const char* what);
+void check_image(const ImageF& im, const char* what);
+
+}  // namespace ae::img

@@ -1,0 +1,166 @@
+// PNG decode and encode with libpng's classic API.
+//
+// libpng reports errors through an error callback that must not return; ours keeps the message
+// and longjmps to png_jmpbuf. As in jpeg_io.cpp, the setjmp sits in a small function whose state
+// all lives behind a pointer. Input comes from memory through a read callback that raises a
+// "truncated" error instead of reading past the end.
+#include <png.h>
+
+#include <csetjmp>
+#include <cstring>
+#include <memory>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "train/image.h"
+
+namespace ae::img {
+namespace {
+
+struct PngState {
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  std::string message;
+  // decode
+  const uint8_t* data = nullptr;
+  std::size_t size = 0;
+  std::size_t pos = 0;
+  Image image;
+  std::vector<uint8_t> rgba;  // decoded rows before alpha compositing
+  std::string refusal;
+  // encode
+  const Image* source = nullptr;
+  std::vector<uint8_t> out;
+};
+
+void on_error(png_structp png, png_const_charp msg) {
+  auto* s = static_cast<PngState*>(png_get_error_ptr(png));
+  s->message = msg ? msg : "unknown libpng error";
+  png_longjmp(png, 1);
+}
+
+void on_warning(png_structp, png_const_charp msg) { AE_DEBUG("libpng warning: " << (msg ? msg : "")); }
+
+void read_from_memory(png_structp png, png_bytep dst, png_size_t n) {
+  auto* s = static_cast<PngState*>(png_get_io_ptr(png));
+  if (s->size - s->pos < n) png_error(png, "file is truncated (unexpected end of data)");
+  std::memcpy(dst, s->data + s->pos, n);
+  s->pos += n;
+}
+
+void write_to_memory(png_structp png, png_bytep src, png_size_t n) {
+  auto* s = static_cast<PngState*>(png_get_io_ptr(png));
+  s->out.insert(s->out.end(), src, src + n);
+}
+
+void flush_nothing(png_structp) {}
+
+// Composite 8-bit RGBA onto white: out = round((c*a + 255*(255-a)) / 255).
+void composite_on_white(const std::vector<uint8_t>& rgba, std::vector<uint8_t>& rgb) {
+  const std::size_t n = rgba.size() / 4;
+  rgb.resize(n * 3);
+  for (std::size_t i = 0; i < n; ++i) {
+    const unsigned a = rgba[i * 4 + 3];
+    for (int c = 0; c < 3; ++c) {
+      const unsigned v = rgba[i * 4 + c] * a + 255u * (255u - a);
+      rgb[i * 3 + c] = static_cast<uint8_t>((v + 127u) / 255u);
+    }
+  }
+}
+
+bool run_decode(PngState* s) {
+  if (setjmp(png_jmpbuf(s->png)) != 0) return false;
+  png_set_read_fn(s->png, s, read_from_memory);
+  png_read_info(s->png, s->info);
+  const png_uint_32 w = png_get_image_width(s->png, s->info);
+  const png_uint_32 h = png_get_image_height(s->png, s->info);
+  if (int64_t{w} * int64_t{h} > kMaxPixels) {
+    s->refusal = "image " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the limit of " +
+                 std::to_string(kMaxPixels) + " pixels";
+    return true;
+  }
+  const int color_type = png_get_color_type(s->png, s->info);
+  // Normalise every variant to 8-bit RGBA: palette -> RGB, low-bit gray -> 8 bits, tRNS -> alpha,
+  // 16 -> 8 bits (rounded), gray -> RGB, then an opaque alpha byte where there is none.
+  if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(s->png);
+  if (color_type == PNG_COLOR_TYPE_GRAY && png_get_bit_depth(s->png, s->info) < 8)
+    png_set_expand_gray_1_2_4_to_8(s->png);
+  if (png_get_valid(s->png, s->info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(s->png);
+  png_set_scale_16(s->png);
+  if (color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(s->png);
+  png_set_filler(s->png, 0xFF, PNG_FILLER_AFTER);
+  png_set_interlace_handling(s->png);
+  png_read_update_info(s->png, s->info);
+  if (png_get_rowbytes(s->png, s->info) != std::size_t{w} * 4) {
+    s->refusal = "unexpected row size after conversion to RGBA";
+    return true;
+  }
+  s->rgba.resize(std::size_t{w} * h * 4);
+  std::vector<png_bytep> rows(h);
+  for (png_uint_32 y = 0; y < h; ++y) rows[y] = s->rgba.data() + std::size_t{y} * w * 4;
+  png_read_image(s->png, rows.data());
+  png_read_end(s->png, nullptr);
+  s->image.width = static_cast<int>(w);
+  s->image.height = static_cast<int>(h);
+  return true;
+}
+
+bool run_encode(PngState* s) {
+  if (setjmp(png_jmpbuf(s->png)) != 0) return false;
+  const Image& im = *s->source;
+  png_set_write_fn(s->png, s, write_to_memory, flush_nothing);
+  png_set_IHDR(s->png, s->info, static_cast<png_uint_32>(im.width), static_cast<png_uint_32>(im.height), 8,
+               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(s->png, s->info);
+  const std::size_t stride = std::size_t(im.width) * 3;
+  for (int y = 0; y < im.height; ++y) {
+    // libpng's API takes non-const rows but does not write through them.
+    png_write_row(s->png, const_cast<png_bytep>(im.rgb.data() + std::size_t(y) * stride));
+  }
+  png_write_end(s->png, nullptr);
+  return true;
+}
+
+}  // namespace
+
+Image decode_png(const uint8_t* data, std::size_t size, const std::string& name) {
+  AE_CHECK(data != nullptr && size > 0, name << ": PNG data is empty");
+  auto s = std::make_unique<PngState>();
+  s->data = data;
+  s->size = size;
+  s->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, s.get(), on_error, on_warning);
+  AE_CHECK(s->png != nullptr, name << ": cannot create a libpng reader");
+  s->info = png_create_info_struct(s->png);
+  if (s->info == nullptr) {
+    png_destroy_read_struct(&s->png, nullptr, nullptr);
+    AE_FAIL(name << ": cannot create a libpng info struct");
+  }
+  // Real photos' PNGs have chunks no larger than a few MB; this stops a corrupt length from
+  // asking for gigabytes while leaving libpng's own limits otherwise in place.
+  png_set_chunk_malloc_max(s->png, 64u << 20);
+  const bool ok = run_decode(s.get());
+  png_destroy_read_struct(&s->png, &s->info, nullptr);
+  AE_CHECK(ok, name << ": corrupt or truncated PNG: " << s->message);
+  AE_CHECK(s->refusal.empty(), name << ": " << s->refusal);
+  composite_on_white(s->rgba, s->image.rgb);
+  return std::move(s->image);
+}
+
+std::vector<uint8_t> encode_png(const Image& im) {
+  check_image(im, "encode_png");
+  auto s = std::make_unique<PngState>();
+  s->source = &im;
+  s->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, s.get(), on_error, on_warning);
+  AE_CHECK(s->png != nullptr, "encode_png: cannot create a libpng writer");
+  s->info = png_create_info_struct(s->png);
+  if (s->info == nullptr) {
+    png_destroy_write_struct(&s->png, nullptr);
+    AE_FAIL("encode_png: cannot create a libpng info struct");
+  }
+  const bool ok = run_encode(s.get());
+  png_destroy_write_struct(&s->png, &s->info);
+  AE_CHECK(ok, "encode_png: libpng failed: " << s->message);
+  return std::move(s->out);
+}
+
+}  // namespace ae::img

@@ -1,0 +1,134 @@
+#include "train/preprocess.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace ae::img {
+namespace {
+
+// Upper bound for a requested size, so a typo cannot allocate gigabytes.
+constexpr int kMaxSide = 1 << 15;
+
+void check_size(const char* what, int out_h, int out_w) {
+  AE_CHECK(out_h > 0 && out_w > 0 && out_h <= kMaxSide && out_w <= kMaxSide,
+           what << ": output size " << out_h << "x" << out_w << " must be in 1.." << kMaxSide);
+}
+
+// One output position of a separable resize: source indices and their weights (an index may
+// repeat: at the edge PyTorch blends the last pixel with itself, and so do we).
+struct Taps {
+  std::vector<int> index;
+  std::vector<float> weight;
+};
+
+// PyTorch's upsample_bilinear2d (align_corners=False) along one axis, evaluated in float like
+// its CPU kernel: scale = in/out, src = scale*(o+0.5)-0.5 clamped at 0, i0 = floor(src),
+// i1 = min(i0+1, in-1), lambda = src - i0.
+std::vector<Taps> bilinear_taps(int in, int out) {
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  std::vector<Taps> taps(out);
+  for (int o = 0; o < out; ++o) {
+    float src = scale * (static_cast<float>(o) + 0.5f) - 0.5f;
+    if (src < 0.0f) src = 0.0f;
+    const int i0 = std::min(static_cast<int>(src), in - 1);
+    const int i1 = i0 < in - 1 ? i0 + 1 : i0;
+    const float lambda1 = std::clamp(src - static_cast<float>(i0), 0.0f, 1.0f);
+    taps[o].index = {i0, i1};
+    taps[o].weight = {1.0f - lambda1, lambda1};
+  }
+  return taps;
+}
+
+// PyTorch's _upsample_bilinear2d_aa (PIL's algorithm) along one axis: a triangle filter whose
+// support is widened by the scale when shrinking, weights normalised to sum to 1.
+std::vector<Taps> antialias_taps(int in, int out) {
+  const double scale = static_cast<double>(in) / out;
+  const double support = scale >= 1.0 ? scale : 1.0;
+  const double invscale = scale >= 1.0 ? 1.0 / scale : 1.0;
+  std::vector<Taps> taps(out);
+  for (int o = 0; o < out; ++o) {
+    const double center = scale * (o + 0.5);
+    const int xmin = std::max(static_cast<int>(center - support + 0.5), 0);
+    const int xmax = std::min(static_cast<int>(center + support + 0.5), in);
+    std::vector<double> w;
+    double total = 0;
+    for (int j = xmin; j < xmax; ++j) {
+      const double x = (j - center + 0.5) * invscale;
+      const double v = std::max(0.0, 1.0 - std::fabs(x));
+      w.push_back(v);
+      total += v;
+    }
+    for (int j = xmin; j < xmax; ++j) {
+      taps[o].index.push_back(j);
+      taps[o].weight.push_back(static_cast<float>(total != 0 ? w[j - xmin] / total : 0.0));
+    }
+  }
+  return taps;
+}
+
+// Rows first, then columns: out = sum_y wy * (sum_x wx * in[y][x]), the order PyTorch's CPU
+// kernel uses for the bilinear case.
+ImageF resize_separable(const ImageF& im, const std::vector<Taps>& ty, const std::vector<Taps>& tx) {
+  ImageF out;
+  out.height = static_cast<int>(ty.size());
+  out.width = static_cast<int>(tx.size());
+  out.rgb.assign(std::size_t(out.height) * out.width * 3, 0.0f);
+  const std::size_t in_stride = std::size_t(im.width) * 3;
+#pragma omp parallel for schedule(static)
+  for (int oy = 0; oy < out.height; ++oy) {
+    const Taps& wy = ty[oy];
+    for (int ox = 0; ox < out.width; ++ox) {
+      const Taps& wx = tx[ox];
+      float acc[3] = {0, 0, 0};
+      for (std::size_t ky = 0; ky < wy.index.size(); ++ky) {
+        const float* row = im.rgb.data() + std::size_t(wy.index[ky]) * in_stride;
+        float along_x[3] = {0, 0, 0};
+        for (std::size_t kx = 0; kx < wx.index.size(); ++kx) {
+          const float* p = row + std::size_t(wx.index[kx]) * 3;
+          for (int c = 0; c < 3; ++c) along_x[c] += wx.weight[kx] * p[c];
+        }
+        for (int c = 0; c < 3; ++c) acc[c] += wy.weight[ky] * along_x[c];
+      }
+      float* o = out.rgb.data() + (std::size_t(oy) * out.width + ox) * 3;
+      for (int c = 0; c < 3; ++c) o[c] = acc[c];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+ImageF resize_bilinear(const ImageF& im, int out_h, int out_w) {
+  check_image(im, "resize_bilinear");
+  check_size("resize_bilinear", out_h, out_w);
+  if (out_h == im.height && out_w == im.width) return im;  // identity, bit-exact
+  return resize_separable(im, bilinear_taps(im.height, out_h), bilinear_taps(im.width, out_w));
+}
+
+ImageF resize_bilinear_antialias(const ImageF& im, int out_h, int out_w) {
+  check_image(im, "resize_bilinear_antialias");
+  check_size("resize_bilinear_antialias", out_h, out_w);
+  if (out_h == im.height && out_w == im.width) return im;
+  return resize_separable(im, antialias_taps(im.height, out_h), antialias_taps(im.width, out_w));
+}
+
+ae::Tensor normalize_imagenet(const ImageF& im) {
+  check_image(im, "normalize_imagenet");
+  ae::Tensor t = ae::Tensor::empty({1, im.height, im.width, 3});
+  float* out = t.f32();
+  const std::size_t n = im.rgb.size() / 3;
+  for (std::size_t i = 0; i < n; ++i)
+    for (int c = 0; c < 3; ++c) out[i * 3 + c] = (im.rgb[i * 3 + c] - kImagenetMean[c]) / kImagenetStd[c];
+  return t;
+}
+
+ae::Tensor preprocess_eval(const Image& im, int size) {
+  check_image(im, "preprocess_eval");
+  ImageF f = to_float(im);
+  if (size > 0) f = resize_bilinear(f, size, size);
+  return normalize_imagenet(f);
+}
+
+}  // namespace ae::img
