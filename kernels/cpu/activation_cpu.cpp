@@ -108,7 +108,8 @@ DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) {
     return out;
   }
   const float keep_scale = 1.0f / (1.0f - p.p);
-#pragma omp parallel for schedule(static) if (n > 4096)
+  // Ten Philox rounds per element make this compute-bound: threads pay off sooner than for a copy.
+#pragma omp parallel for schedule(static) if (worth_threads(8 * n))
   for (int64_t i = 0; i < n; ++i) {
     const bool keep = philox::uniform(p.seed, p.offset + static_cast<uint64_t>(i)) >= p.p;
     mp[i] = keep ? 1 : 0;
