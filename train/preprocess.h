@@ -28,6 +28,9 @@ inline constexpr float kImagenetStd[3] = {0.229f, 0.224f, 0.225f};
 
 ImageF resize_bilinear(const ImageF& im, int out_h, int out_w);
 ImageF resize_bilinear_antialias(const ImageF& im, int out_h, int out_w);
+// The same on an 8-bit image: bit for bit resize(to_float(im)), without the full-size float copy.
+ImageF resize_bilinear(const Image& im, int out_h, int out_w);
+ImageF resize_bilinear_antialias(const Image& im, int out_h, int out_w);
 
 // (x - mean[c]) / std[c] per channel; returns a [1,H,W,3] f32 CPU tensor.
 ae::Tensor normalize_imagenet(const ImageF& im);

@@ -152,11 +152,32 @@ TEST_CASE("resize is the identity, bit for bit, when the size is unchanged") {
   im.rgb[5] = -0.3f;  // values outside [0,1] pass through untouched too
   im.rgb[7] = 1.5f;
   im.rgb[9] = 1e-30f;
-  for (auto* resize : {&ae::img::resize_bilinear, &ae::img::resize_bilinear_antialias}) {
+  for (auto* resize : {static_cast<ImageF (*)(const ImageF&, int, int)>(&ae::img::resize_bilinear),
+                       static_cast<ImageF (*)(const ImageF&, int, int)>(&ae::img::resize_bilinear_antialias)}) {
     const ImageF out = resize(im, im.height, im.width);
     REQUIRE(out.rgb.size() == im.rgb.size());
     CHECK(std::memcmp(out.rgb.data(), im.rgb.data(), im.rgb.size() * sizeof(float)) == 0);
   }
+}
+
+TEST_CASE("resizing an 8-bit image equals resizing its to_float copy, bit for bit") {
+  ae::img::Image im;
+  im.width = 53;
+  im.height = 29;
+  for (int i = 0; i < im.width * im.height * 3; ++i) im.rgb.push_back(uint8_t((i * 97 + i / 7) % 256));
+  const ImageF f = ae::img::to_float(im);
+  for (auto [h, w] : {std::pair{29, 53}, {224, 224}, {7, 11}, {29, 20}}) {
+    CAPTURE(h);
+    CAPTURE(w);
+    const ImageF a = ae::img::resize_bilinear(im, h, w), b = ae::img::resize_bilinear(f, h, w);
+    REQUIRE(a.rgb.size() == b.rgb.size());
+    CHECK(std::memcmp(a.rgb.data(), b.rgb.data(), a.rgb.size() * sizeof(float)) == 0);
+    const ImageF c = ae::img::resize_bilinear_antialias(im, h, w), d = ae::img::resize_bilinear_antialias(f, h, w);
+    REQUIRE(c.rgb.size() == d.rgb.size());
+    CHECK(std::memcmp(c.rgb.data(), d.rgb.data(), c.rgb.size() * sizeof(float)) == 0);
+  }
+  CHECK_THROWS_AS(ae::img::resize_bilinear(im, 0, 3), ae::Error);
+  CHECK_THROWS_AS(ae::img::resize_bilinear_antialias(ae::img::Image{}, 3, 3), ae::Error);
 }
 
 TEST_CASE("resizing a flat image keeps it flat, at any scale") {
@@ -169,7 +190,8 @@ TEST_CASE("resizing a flat image keeps it flat, at any scale") {
     im.rgb.push_back(0.75f);
   }
   for (auto [h, w] : {std::pair{224, 224}, {5, 3}, {1, 80}, {23, 11}}) {
-    for (auto* resize : {&ae::img::resize_bilinear, &ae::img::resize_bilinear_antialias}) {
+    for (auto* resize : {static_cast<ImageF (*)(const ImageF&, int, int)>(&ae::img::resize_bilinear),
+                         static_cast<ImageF (*)(const ImageF&, int, int)>(&ae::img::resize_bilinear_antialias)}) {
       const ImageF out = resize(im, h, w);
       for (std::size_t i = 0; i < out.rgb.size(); ++i)
         REQUIRE(out.rgb[i] == doctest::Approx(0.25 + 0.25 * double(i % 3)).epsilon(1e-6));
