@@ -1,20 +1,89 @@
-// Validation and dispatch for the conv ops of kernels/ops.h.
+// Validation and dispatch for the conv ops of kernels/ops.h. Every argument is checked here, once,
+// so backends receive consistent shapes; errors name the op, the argument, the shapes and the device.
+#include <sstream>
+#include <string>
+
 #include "kernels/backend.h"
 
 namespace ae::ops {
+namespace {
+
+std::string params_str(const Conv2dParams& p) {
+  std::ostringstream os;
+  os << "kernel " << p.kernel_h << "x" << p.kernel_w << ", stride " << p.stride_h << "x" << p.stride_w << ", pad "
+     << p.pad_h << "x" << p.pad_w;
+  return os.str();
+}
+
+void check_params(const char* op, const Conv2dParams& p) {
+  AE_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
+           op << ": invalid parameters (" << params_str(p) << "): kernel and stride must be >= 1, padding >= 0");
+}
+
+void check_shape_arg(const char* op, const char* arg, const Shape& s) {
+  AE_CHECK(s.size() == 4, op << ": " << arg << " " << shape_str(s) << " must have 4 dimensions");
+  for (int64_t d : s) AE_CHECK(d >= 1, op << ": " << arg << " " << shape_str(s) << " has an empty dimension");
+}
+
+void check_tensor_arg(const char* op, const char* arg, const Tensor& t) {
+  check_ndim(op, arg, t, 4);
+  check_f32(op, arg, t);
+  for (int64_t d : t.shape()) AE_CHECK(d >= 1, op << ": " << arg << " " << t.desc() << " has an empty dimension");
+}
+
+// x [N,H,W,C] and w [O,KH,KW,C] agree with each other and with p; returns the output shape
+// [N,OH,OW,O]. `device` only decorates the messages.
+Shape check_x_w(const char* op, const Conv2dParams& p, const Shape& x, const Shape& w, const std::string& device) {
+  const std::string where = " (" + params_str(p) + ", device " + device + ")";
+  AE_CHECK(x[3] == w[3], op << ": x " << shape_str(x) << " has " << x[3] << " channels but w " << shape_str(w)
+                            << " [O,KH,KW,C] expects " << w[3] << where);
+  AE_CHECK(w[1] == p.kernel_h && w[2] == p.kernel_w,
+           op << ": w " << shape_str(w) << " [O,KH,KW,C] does not match the kernel size" << where);
+  // Checked before out_h/out_w: their integer division truncates toward zero, which would turn
+  // a slightly negative numerator into an output size of 1.
+  AE_CHECK(x[1] + 2 * p.pad_h >= p.kernel_h && x[2] + 2 * p.pad_w >= p.kernel_w,
+           op << ": output size < 1: the kernel is larger than the padded input x " << shape_str(x) << where);
+  return {x[0], p.out_h(x[1]), p.out_w(x[2]), w[0]};
+}
+
+void check_dy(const char* op, const Tensor& dy, const Shape& expected, const std::string& device) {
+  AE_CHECK(dy.shape() == expected, op << ": dy " << dy.desc() << " does not match the output shape "
+                                      << shape_str(expected) << " of this convolution (device " << device << ")");
+}
+
+}  // namespace
 
 Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
-  const Backend& be = backend_for("conv2d_forward", {&x, &w});
+  constexpr const char* op = "conv2d_forward";
+  check_params(op, p);
+  check_tensor_arg(op, "x", x);
+  check_tensor_arg(op, "w", w);
+  const Backend& be = backend_for(op, {&x, &w});
+  check_x_w(op, p, x.shape(), w.shape(), x.device().str());
   return be.conv2d_forward(p, x, w);
 }
 
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {
-  const Backend& be = backend_for("conv2d_backward_data", {&dy, &w});
+  constexpr const char* op = "conv2d_backward_data";
+  check_params(op, p);
+  check_tensor_arg(op, "dy", dy);
+  check_tensor_arg(op, "w", w);
+  check_shape_arg(op, "x_shape", x_shape);
+  const Backend& be = backend_for(op, {&dy, &w});
+  const std::string device = dy.device().str();
+  check_dy(op, dy, check_x_w(op, p, x_shape, w.shape(), device), device);
   return be.conv2d_backward_data(p, dy, w, x_shape);
 }
 
 Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape) {
-  const Backend& be = backend_for("conv2d_backward_weight", {&x, &dy});
+  constexpr const char* op = "conv2d_backward_weight";
+  check_params(op, p);
+  check_tensor_arg(op, "x", x);
+  check_tensor_arg(op, "dy", dy);
+  check_shape_arg(op, "w_shape", w_shape);
+  const Backend& be = backend_for(op, {&x, &dy});
+  const std::string device = x.device().str();
+  check_dy(op, dy, check_x_w(op, p, x.shape(), w_shape, device), device);
   return be.conv2d_backward_weight(p, x, dy, w_shape);
 }
 

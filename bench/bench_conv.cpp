@@ -1,0 +1,215 @@
+// bench_conv: CPU convolution speed on every distinct ResNet-18 conv layer (224x224 input),
+// forward, backward-data and backward-weight, each next to OpenBLAS sgemm on the GEMM of the same
+// M, N, K and transposes, measured in the same run right after it. The ratio conv/sgemm is what
+// the column-buffer work (im2col, col2im, chunking) costs; absolute numbers depend on the machine
+// and its load, the ratio much less.
+//
+//   bench_conv [--batch N] [--quick] [--min-time SECONDS] [--chunk-bytes B] [--chunk-min-rows R]
+// The --chunk-* flags override the column-buffer chunking policy (kernels/cpu/im2col.h) for tuning.
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/im2col.h"
+#include "kernels/ops.h"
+#include "runtime/philox.h"
+
+namespace {
+
+using ae::Shape;
+using ae::Tensor;
+using ae::ops::Conv2dParams;
+
+struct Layer {
+  const char* name;
+  int64_t hw, c, o;
+  int k, stride, pad;
+};
+
+// The distinct conv shapes of torchvision's ResNet-18 at 224x224.
+const Layer kLayers[] = {
+    {"conv1", 224, 3, 64, 7, 2, 3},
+    {"layer1 3x3", 56, 64, 64, 3, 1, 1},
+    {"layer2.0 3x3/2", 56, 64, 128, 3, 2, 1},
+    {"layer2 3x3", 28, 128, 128, 3, 1, 1},
+    {"layer2.0 down", 56, 64, 128, 1, 2, 0},
+    {"layer3.0 3x3/2", 28, 128, 256, 3, 2, 1},
+    {"layer3 3x3", 14, 256, 256, 3, 1, 1},
+    {"layer3.0 down", 28, 128, 256, 1, 2, 0},
+    {"layer4.0 3x3/2", 14, 256, 512, 3, 2, 1},
+    {"layer4 3x3", 7, 512, 512, 3, 1, 1},
+    {"layer4.0 down", 14, 256, 512, 1, 2, 0},
+};
+
+struct Options {
+  int64_t batch = 32;
+  double min_seconds = 0.5;
+};
+
+void usage_and_exit(const char* prog, const std::string& problem) {
+  std::fprintf(stderr, "%s: %s\nusage: %s [--batch N] [--quick] [--min-time SECONDS] [--chunk-bytes B] [--chunk-min-rows R]\n", prog, problem.c_str(), prog);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options opt;
+  bool batch_given = false;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_and_exit(argv[0], a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--quick") {
+      quick = true;
+    } else if (a == "--batch") {
+      opt.batch = std::atoll(value().c_str());
+      batch_given = true;
+      if (opt.batch < 1) usage_and_exit(argv[0], "--batch must be >= 1");
+    } else if (a == "--min-time") {
+      opt.min_seconds = std::atof(value().c_str());
+      if (!(opt.min_seconds > 0)) usage_and_exit(argv[0], "--min-time must be > 0");
+    } else if (a == "--chunk-bytes") {
+      ae::cpu::ConvChunking c = ae::cpu::conv_chunking();
+      c.target_bytes = static_cast<std::size_t>(std::atoll(value().c_str()));
+      c.max_bytes = std::max(c.max_bytes, c.target_bytes);
+      ae::cpu::set_conv_chunking(c);
+    } else if (a == "--chunk-min-rows") {
+      ae::cpu::ConvChunking c = ae::cpu::conv_chunking();
+      c.min_rows = std::atoll(value().c_str());
+      ae::cpu::set_conv_chunking(c);
+    } else if (a == "--help" || a == "-h") {
+      usage_and_exit(argv[0], "help");
+    } else {
+      usage_and_exit(argv[0], "unknown argument " + a);
+    }
+  }
+  if (quick) {
+    if (!batch_given) opt.batch = 4;
+    opt.min_seconds = 0.05;
+  }
+  return opt;
+}
+
+Tensor random(const Shape& shape, uint64_t seed) {
+  Tensor t = Tensor::empty(shape);
+  float* p = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = 2.0f * ae::philox::uniform(seed, static_cast<uint64_t>(i)) - 1.0f;
+  return t;
+}
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
+// Median seconds per call of a and of b. The calls alternate (a, b, a, b, ...) after one
+// warm-up each, until both have run for min_seconds and at least 3 times, so that load from
+// other processes, which comes and goes, hits both sides of the ratio alike.
+std::pair<double, double> time_alternating(const std::function<void()>& a, const std::function<void()>& b,
+                                           double min_seconds) {
+  using clock = std::chrono::steady_clock;
+  const auto seconds = [](const std::function<void()>& f) {
+    const auto t0 = clock::now();
+    f();
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  a();
+  b();
+  std::vector<double> ta, tb;
+  double total_a = 0, total_b = 0;
+  while (ta.size() < 3 || total_a < min_seconds || total_b < min_seconds) {
+    ta.push_back(seconds(a));
+    tb.push_back(seconds(b));
+    total_a += ta.back();
+    total_b += tb.back();
+  }
+  return {median(ta), median(tb)};
+}
+
+// The GEMM one conv op performs on the whole batch: C[m,n] = op(A) * op(B).
+struct Gemm {
+  int64_t m, n, k;
+  bool a_trans, b_trans;
+};
+
+struct Row {
+  double conv_gflops, sgemm_gflops;
+  double ratio() const { return conv_gflops / sgemm_gflops; }
+};
+
+Row measure(const std::function<void()>& conv, const Gemm& g, double flops, double min_seconds) {
+  const Tensor a = random({g.m * g.k}, 11), b = random({g.k * g.n}, 12);
+  Tensor c = Tensor::empty({g.m * g.n});
+  const int m = static_cast<int>(g.m), n = static_cast<int>(g.n), k = static_cast<int>(g.k);
+  const auto sgemm = [&] {
+    cblas_sgemm(CblasRowMajor, g.a_trans ? CblasTrans : CblasNoTrans, g.b_trans ? CblasTrans : CblasNoTrans, m, n, k,
+                1.0f, a.f32(), g.a_trans ? m : k, b.f32(), g.b_trans ? k : n, 0.0f, c.f32(), n);
+  };
+  const auto [conv_s, sgemm_s] = time_alternating(conv, sgemm, min_seconds);
+  return {flops / conv_s * 1e-9, flops / sgemm_s * 1e-9};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opt = parse(argc, argv);
+  std::printf("CPU conv vs OpenBLAS sgemm of the same M,N,K, batch %lld, %d OpenBLAS threads, median of alternating calls, >= %.2f s each\n",
+              static_cast<long long>(opt.batch), openblas_get_num_threads(), opt.min_seconds);
+  const ae::cpu::ConvChunking chunking = ae::cpu::conv_chunking();
+  std::printf("column chunks: target %zu bytes, at least %lld rows, at most %zu bytes\n", chunking.target_bytes,
+              static_cast<long long>(chunking.min_rows), chunking.max_bytes);
+  std::printf("%-15s %-24s %-6s %9s %10s %-22s %6s\n", "layer", "shape", "op", "conv GF/s", "sgemm GF/s",
+              "sgemm M,N,K", "ratio");
+
+  double worst_ratio_3x3 = 1e9;
+  double worst_ratio_all = 1e9;
+  for (const Layer& L : kLayers) {
+    const Conv2dParams p{L.k, L.k, L.stride, L.stride, L.pad, L.pad};
+    const Shape x_shape{opt.batch, L.hw, L.hw, L.c};
+    const Shape w_shape{L.o, L.k, L.k, L.c};
+    const int64_t oh = p.out_h(L.hw), ow = p.out_w(L.hw);
+    const Tensor x = random(x_shape, 1), w = random(w_shape, 2), dy = random({opt.batch, oh, ow, L.o}, 3);
+
+    const int64_t rows = opt.batch * oh * ow;        // output pixels
+    const int64_t inner = int64_t{L.k} * L.k * L.c;  // KH*KW*C
+    const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(L.o) * static_cast<double>(inner);
+
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%lldx%lldx%lld->%lld k%d/%d", static_cast<long long>(L.hw),
+                  static_cast<long long>(L.hw), static_cast<long long>(L.c), static_cast<long long>(L.o), L.k,
+                  L.stride);
+
+    struct Op {
+      const char* name;
+      std::function<void()> run;
+      Gemm gemm;
+    };
+    const Op ops[] = {
+        {"fwd", [&] { ae::ops::conv2d_forward(p, x, w); }, {rows, L.o, inner, false, true}},
+        {"bwd-d", [&] { ae::ops::conv2d_backward_data(p, dy, w, x_shape); }, {rows, inner, L.o, false, false}},
+        {"bwd-w", [&] { ae::ops::conv2d_backward_weight(p, x, dy, w_shape); }, {L.o, inner, rows, true, false}},
+    };
+    for (const Op& op : ops) {
+      const Row r = measure(op.run, op.gemm, flops, opt.min_seconds);
+      char mnk[40];
+      std::snprintf(mnk, sizeof mnk, "%lld,%lld,%lld", static_cast<long long>(op.gemm.m),
+                    static_cast<long long>(op.gemm.n), static_cast<long long>(op.gemm.k));
+      std::printf("%-15s %-24s %-6s %9.1f %10.1f %-22s %6.2f\n", L.name, shape, op.name, r.conv_gflops,
+                  r.sgemm_gflops, mnk, r.ratio());
+      std::fflush(stdout);
+      worst_ratio_all = std::min(worst_ratio_all, r.ratio());
+      if (L.k == 3) worst_ratio_3x3 = std::min(worst_ratio_3x3, r.ratio());
+    }
+  }
+  std::printf("worst conv/sgemm ratio: 3x3 layers %.2f, all layers %.2f\n", worst_ratio_3x3, worst_ratio_all);
+  return 0;
+}

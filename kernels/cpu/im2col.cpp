@@ -1,0 +1,145 @@
+#include "kernels/cpu/im2col.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "runtime/alloc.h"
+
+namespace ae::cpu {
+
+ConvGeometry::ConvGeometry(const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels)
+    : n(x_shape[0]), h(x_shape[1]), w(x_shape[2]), c(x_shape[3]),
+      o(out_channels), kh(p.kernel_h), kw(p.kernel_w),
+      sh(p.stride_h), sw(p.stride_w), ph(p.pad_h), pw(p.pad_w),
+      oh(p.out_h(x_shape[1])), ow(p.out_w(x_shape[2])) {}
+
+namespace {
+
+// The kernel columns kw in [lo, hi) of an output pixel whose window starts at input column w0
+// fall inside the image; the rest read padding.
+struct ValidColumns {
+  int64_t lo, hi;
+};
+inline ValidColumns valid_columns(const ConvGeometry& g, int64_t w0) {
+  const int64_t lo = std::max<int64_t>(0, -w0);
+  const int64_t hi = std::min<int64_t>(g.kw, g.w - w0);
+  return {lo, std::max(lo, hi)};
+}
+
+}  // namespace
+
+void im2col_lines(const ConvGeometry& g, const float* x, int64_t l0, int64_t l1, float* col) {
+  const int64_t rows = (l1 - l0) * g.ow;
+  const int64_t k = g.k();
+  const int64_t window_row = g.kw * g.c;  // one kh slice of a column row
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t line = l0 + r / g.ow;
+    const int64_t ow = r % g.ow;
+    const int64_t n = line / g.oh, oh = line % g.oh;
+    const int64_t w0 = ow * g.sw - g.pw;
+    const ValidColumns v = valid_columns(g, w0);
+    float* dst_row = col + r * k;
+    for (int64_t kh = 0; kh < g.kh; ++kh) {
+      float* dst = dst_row + kh * window_row;
+      const int64_t h = oh * g.sh - g.ph + kh;
+      if (h < 0 || h >= g.h || v.lo == v.hi) {
+        std::memset(dst, 0, sizeof(float) * window_row);
+        continue;
+      }
+      // The valid kernel columns read consecutive input pixels, so their channels are one
+      // contiguous run of x: a single copy, with padding zeroed on either side.
+      const float* src = x + ((n * g.h + h) * g.w + w0 + v.lo) * g.c;
+      std::memset(dst, 0, sizeof(float) * v.lo * g.c);
+      std::memcpy(dst + v.lo * g.c, src, sizeof(float) * (v.hi - v.lo) * g.c);
+      std::memset(dst + v.hi * g.c, 0, sizeof(float) * (g.kw - v.hi) * g.c);
+    }
+  }
+}
+
+void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, float* dx) {
+  // The input rows (n, h) that lines [l0, l1) read: each is owned by one thread below.
+  struct InputRow {
+    int64_t n, h;
+  };
+  std::vector<InputRow> touched;
+  for (int64_t n = l0 / g.oh; n <= (l1 - 1) / g.oh; ++n) {
+    const int64_t oh_first = std::max<int64_t>(l0 - n * g.oh, 0);
+    const int64_t oh_last = std::min<int64_t>(l1 - n * g.oh, g.oh) - 1;
+    const int64_t h_first = std::max<int64_t>(0, oh_first * g.sh - g.ph);
+    const int64_t h_last = std::min<int64_t>(g.h - 1, oh_last * g.sh - g.ph + g.kh - 1);
+    for (int64_t h = h_first; h <= h_last; ++h) touched.push_back({n, h});
+  }
+
+  const int64_t k = g.k();
+  const int64_t window_row = g.kw * g.c;
+  const int64_t count = static_cast<int64_t>(touched.size());
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t n = touched[i].n, h = touched[i].h;
+    float* dx_row = dx + (n * g.h + h) * g.w * g.c;
+    for (int64_t kh = 0; kh < g.kh; ++kh) {
+      // Output row oh reads input row h through kernel row kh when oh*SH - PH + kh == h.
+      const int64_t t = h + g.ph - kh;
+      if (t < 0 || t % g.sh != 0) continue;
+      const int64_t oh = t / g.sh;
+      const int64_t line = n * g.oh + oh;
+      if (oh >= g.oh || line < l0 || line >= l1) continue;
+      const float* col_line = col + (line - l0) * g.ow * k + kh * window_row;
+      for (int64_t ow = 0; ow < g.ow; ++ow) {
+        const int64_t w0 = ow * g.sw - g.pw;
+        const ValidColumns v = valid_columns(g, w0);
+        const float* src = col_line + ow * k + v.lo * g.c;
+        float* dst = dx_row + (w0 + v.lo) * g.c;
+        const int64_t len = (v.hi - v.lo) * g.c;
+        for (int64_t j = 0; j < len; ++j) dst[j] += src[j];
+      }
+    }
+  }
+}
+
+namespace {
+std::mutex g_chunking_mutex;
+ConvChunking g_chunking;
+}  // namespace
+
+ConvChunking conv_chunking() {
+  std::lock_guard<std::mutex> lock(g_chunking_mutex);
+  return g_chunking;
+}
+
+void set_conv_chunking(const ConvChunking& chunking) {
+  std::lock_guard<std::mutex> lock(g_chunking_mutex);
+  g_chunking = chunking;
+}
+
+int64_t conv_lines_per_chunk(const ConvGeometry& g) {
+  const ConvChunking policy = conv_chunking();
+  const int64_t line_bytes = g.ow * g.k() * static_cast<int64_t>(sizeof(float));
+  const int64_t for_target = static_cast<int64_t>(policy.target_bytes) / line_bytes;
+  const int64_t for_min_rows = (policy.min_rows + g.ow - 1) / g.ow;
+  const int64_t under_max = static_cast<int64_t>(policy.max_bytes) / line_bytes;
+  return std::clamp<int64_t>(std::min(std::max(for_target, for_min_rows), under_max), 1, g.lines());
+}
+
+namespace {
+struct Workspace {
+  float* data = nullptr;
+  std::size_t floats = 0;
+  ~Workspace() { host_free(data); }
+};
+}  // namespace
+
+float* conv_workspace(std::size_t floats) {
+  thread_local Workspace ws;
+  if (ws.floats < floats) {
+    host_free(ws.data);
+    ws.data = nullptr;
+    ws.floats = 0;
+    ws.data = static_cast<float*>(host_alloc(floats * sizeof(float)));
+    ws.floats = floats;
+  }
+  return ws.data;
+}
+
+}  // namespace ae::cpu

@@ -1,0 +1,58 @@
+#pragma once
+// NHWC im2col / col2im for the CPU convolution (kernels/cpu/conv_cpu.cpp), working on a chunk
+// of output lines so the column buffer stays bounded whatever the batch and image size.
+//
+// An "output line" is one output row of one image: line l = n*OH + oh, holding OW output pixels.
+// The column matrix of lines [l0, l1) has (l1-l0)*OW rows and K = KH*KW*C columns; row
+// (l, ow) holds the receptive field of that output pixel in (kh, kw, c) order, which is exactly
+// the OHWI weight layout, so forward is col * W^T with W viewed as [O, K].
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/ops.h"
+
+namespace ae::cpu {
+
+struct ConvGeometry {
+  int64_t n, h, w, c;       // input  [N,H,W,C]
+  int64_t o, kh, kw;        // weight [O,KH,KW,C]
+  int64_t sh, sw, ph, pw;   // stride, padding
+  int64_t oh, ow;           // output [N,OH,OW,O]
+
+  ConvGeometry(const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels);
+  int64_t k() const { return kh * kw * c; }   // GEMM inner size of forward
+  int64_t lines() const { return n * oh; }    // output lines in the batch
+  // 1x1, stride 1, no padding: the column matrix is x itself, viewed as [N*H*W, C].
+  bool is_pointwise_identity() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+};
+
+// col[(l-l0)*OW + ow][kh][kw][c] = x[n, oh*SH-PH+kh, ow*SW-PW+kw, c], zero outside the image.
+void im2col_lines(const ConvGeometry& g, const float* x, int64_t l0, int64_t l1, float* col);
+
+// The adjoint of im2col_lines: dx[n,h,w,c] += every col entry that im2col_lines read from there.
+// Walks the input rows (n, h) the chunk touches and gathers into each, so a row is owned by one
+// iteration (ready to be split across threads should that ever pay; see conv_cpu.cpp).
+void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, float* dx);
+
+// How the batch is cut into chunks of output lines. A chunk aims at target_bytes of column
+// matrix, so im2col writes it into cache and the GEMM reads it back from there, but holds at
+// least min_rows rows, so each GEMM call still amortises packing the weights and waking
+// OpenBLAS's threads; max_bytes bounds the buffer whatever min_rows asks. A chunk is never less
+// than one output line, so one line wider than max_bytes is still processed, as one line.
+struct ConvChunking {
+  std::size_t target_bytes = std::size_t{2} << 20;
+  int64_t min_rows = 512;
+  std::size_t max_bytes = std::size_t{64} << 20;
+};
+ConvChunking conv_chunking();
+// Process-wide; for benchmarks tuning the policy and tests forcing many small chunks.
+void set_conv_chunking(const ConvChunking& chunking);
+
+// Output lines per chunk under the current policy (>= 1, <= g.lines()).
+int64_t conv_lines_per_chunk(const ConvGeometry& g);
+
+// A per-thread scratch buffer of at least `floats` floats, reused between calls (grow only) so
+// the column buffer is not allocated and page-faulted on every convolution.
+float* conv_workspace(std::size_t floats);
+
+}  // namespace ae::cpu

@@ -1,0 +1,345 @@
+// Convolution on the CPU: forward, backward-data and backward-weight against naive double-precision
+// loops over an awkward sweep of shapes, with the column buffer forced into many small chunks,
+// backward against central finite differences, and the argument checks of kernels/conv.cpp.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/im2col.h"
+#include "kernels/ops.h"
+#include "tests/support/check.h"
+
+namespace {
+
+using ae::Shape;
+using ae::Tensor;
+using ae::ops::Conv2dParams;
+namespace test = ae::test;
+
+struct ConvCase {
+  int64_t n, h, w, c, o;
+  Conv2dParams p;
+
+  int64_t oh() const { return p.out_h(h); }
+  int64_t ow() const { return p.out_w(w); }
+  Shape x_shape() const { return {n, h, w, c}; }
+  Shape w_shape() const { return {o, p.kernel_h, p.kernel_w, c}; }
+  Shape y_shape() const { return {n, oh(), ow(), o}; }
+  bool valid() const { return h + 2 * p.pad_h >= p.kernel_h && w + 2 * p.pad_w >= p.kernel_w; }
+  std::string str() const {
+    std::ostringstream os;
+    os << "x [" << n << "," << h << "," << w << "," << c << "] O " << o << " kernel " << p.kernel_h << "x"
+       << p.kernel_w << " stride " << p.stride_h << "x" << p.stride_w << " pad " << p.pad_h << "x" << p.pad_w;
+    return os.str();
+  }
+};
+
+// Calls tap(n, oh, ow, h, w, kh, kw) for every kernel tap that lands inside the input: the
+// definition of convolution, written once and shared by the three reference loops.
+void for_each_tap(const ConvCase& k, const std::function<void(int64_t, int64_t, int64_t, int64_t, int64_t,
+                                                                 int64_t, int64_t)>& tap) {
+  for (int64_t n = 0; n < k.n; ++n)
+    for (int64_t oh = 0; oh < k.oh(); ++oh)
+      for (int64_t ow = 0; ow < k.ow(); ++ow)
+        for (int64_t kh = 0; kh < k.p.kernel_h; ++kh) {
+          const int64_t h = oh * k.p.stride_h - k.p.pad_h + kh;
+          if (h < 0 || h >= k.h) continue;
+          for (int64_t kw = 0; kw < k.p.kernel_w; ++kw) {
+            const int64_t w = ow * k.p.stride_w - k.p.pad_w + kw;
+            if (w < 0 || w >= k.w) continue;
+            tap(n, oh, ow, h, w, kh, kw);
+          }
+        }
+}
+
+// Flat offsets of NHWC / OHWI elements (channel 0); channels follow contiguously.
+int64_t x_at(const ConvCase& k, int64_t n, int64_t h, int64_t w) { return ((n * k.h + h) * k.w + w) * k.c; }
+int64_t y_at(const ConvCase& k, int64_t n, int64_t oh, int64_t ow) { return ((n * k.oh() + oh) * k.ow() + ow) * k.o; }
+int64_t w_at(const ConvCase& k, int64_t o, int64_t kh, int64_t kw) {
+  return ((o * k.p.kernel_h + kh) * k.p.kernel_w + kw) * k.c;
+}
+
+std::vector<double> ref_forward(const ConvCase& k, const std::vector<double>& x, const std::vector<double>& wt) {
+  std::vector<double> y(static_cast<std::size_t>(ae::shape_numel(k.y_shape())), 0.0);
+  for_each_tap(k, [&](int64_t n, int64_t oh, int64_t ow, int64_t h, int64_t w, int64_t kh, int64_t kw) {
+    const double* xs = &x[x_at(k, n, h, w)];
+    double* ys = &y[y_at(k, n, oh, ow)];
+    for (int64_t o = 0; o < k.o; ++o) {
+      const double* ws = &wt[w_at(k, o, kh, kw)];
+      double s = 0;
+      for (int64_t c = 0; c < k.c; ++c) s += xs[c] * ws[c];
+      ys[o] += s;
+    }
+  });
+  return y;
+}
+
+std::vector<double> ref_backward_data(const ConvCase& k, const std::vector<double>& dy,
+                                      const std::vector<double>& wt) {
+  std::vector<double> dx(static_cast<std::size_t>(ae::shape_numel(k.x_shape())), 0.0);
+  for_each_tap(k, [&](int64_t n, int64_t oh, int64_t ow, int64_t h, int64_t w, int64_t kh, int64_t kw) {
+    double* dxs = &dx[x_at(k, n, h, w)];
+    const double* dys = &dy[y_at(k, n, oh, ow)];
+    for (int64_t o = 0; o < k.o; ++o) {
+      const double* ws = &wt[w_at(k, o, kh, kw)];
+      for (int64_t c = 0; c < k.c; ++c) dxs[c] += dys[o] * ws[c];
+    }
+  });
+  return dx;
+}
+
+std::vector<double> ref_backward_weight(const ConvCase& k, const std::vector<double>& x,
+                                        const std::vector<double>& dy) {
+  std::vector<double> dw(static_cast<std::size_t>(ae::shape_numel(k.w_shape())), 0.0);
+  for_each_tap(k, [&](int64_t n, int64_t oh, int64_t ow, int64_t h, int64_t w, int64_t kh, int64_t kw) {
+    const double* xs = &x[x_at(k, n, h, w)];
+    const double* dys = &dy[y_at(k, n, oh, ow)];
+    for (int64_t o = 0; o < k.o; ++o) {
+      double* dws = &dw[w_at(k, o, kh, kw)];
+      for (int64_t c = 0; c < k.c; ++c) dws[c] += dys[o] * xs[c];
+    }
+  });
+  return dw;
+}
+
+// The awkward sweep: every spatial size x kernel x stride x padding that has an output, with
+// channel counts, batch size and an uneven second padding cycled through so that every value
+// of each appears many times without the full cross product.
+std::vector<ConvCase> sweep() {
+  const int64_t spatial[][2] = {{1, 1}, {7, 5}, {13, 17}};
+  const int kernels[][2] = {{1, 1}, {3, 3}, {7, 7}, {3, 1}};
+  const int64_t channels[] = {1, 3, 5, 64};
+  std::vector<ConvCase> cases;
+  int64_t i = 0;
+  for (const auto& hw : spatial)
+    for (const auto& kernel : kernels)
+      for (int stride = 1; stride <= 2; ++stride)
+        for (int pad = 0; pad <= 3; ++pad) {
+          ConvCase k{};
+          k.h = hw[0];
+          k.w = hw[1];
+          k.p.kernel_h = kernel[0];
+          k.p.kernel_w = kernel[1];
+          k.p.stride_h = stride;
+          k.p.stride_w = (i % 5 == 4) ? 3 - stride : stride;  // sometimes unequal strides
+          k.p.pad_h = pad;
+          k.p.pad_w = (i % 3 == 2) ? (pad + 1) % 4 : pad;      // sometimes unequal padding
+          k.n = 1 + i % 2;
+          k.c = channels[i % 4];
+          k.o = channels[(i / 4 + 2 * i + 1) % 4];
+          ++i;
+          if (k.valid()) cases.push_back(k);
+        }
+  return cases;
+}
+
+// Float GEMMs over up to 7*7*64 = 3136 terms of size ~1 against exact double sums.
+const test::Tolerance kConvTol{/*atol=*/5e-4, /*rtol=*/1e-4, /*max_nmse=*/1e-10};
+
+void check_case_against_reference(const ConvCase& k, uint64_t seed) {
+  const Tensor x = test::random_tensor(k.x_shape(), seed);
+  const Tensor w = test::random_tensor(k.w_shape(), seed + 1);
+  const Tensor dy = test::random_tensor(k.y_shape(), seed + 2);
+  const auto xd = test::to_double(x), wd = test::to_double(w), dyd = test::to_double(dy);
+
+  const Tensor y = ae::ops::conv2d_forward(k.p, x, w);
+  REQUIRE(y.shape() == k.y_shape());
+  AE_REQUIRE_OK(test::compare(y, ref_forward(k, xd, wd), kConvTol, "forward " + k.str()));
+
+  const Tensor dx = ae::ops::conv2d_backward_data(k.p, dy, w, k.x_shape());
+  REQUIRE(dx.shape() == k.x_shape());
+  AE_REQUIRE_OK(test::compare(dx, ref_backward_data(k, dyd, wd), kConvTol, "backward_data " + k.str()));
+
+  const Tensor dw = ae::ops::conv2d_backward_weight(k.p, x, dy, k.w_shape());
+  REQUIRE(dw.shape() == k.w_shape());
+  AE_REQUIRE_OK(test::compare(dw, ref_backward_weight(k, xd, dyd), kConvTol, "backward_weight " + k.str()));
+}
+
+// Chunks of exactly `bytes` of column matrix for one scope (the policy is restored even when
+// a check throws).
+class ChunkBytes {
+ public:
+  explicit ChunkBytes(std::size_t bytes) : saved_(ae::cpu::conv_chunking()) {
+    ae::cpu::set_conv_chunking({/*target_bytes=*/bytes, /*min_rows=*/0, /*max_bytes=*/bytes});
+  }
+  ~ChunkBytes() { ae::cpu::set_conv_chunking(saved_); }
+  ChunkBytes(const ChunkBytes&) = delete;
+  ChunkBytes& operator=(const ChunkBytes&) = delete;
+
+ private:
+  ae::cpu::ConvChunking saved_;
+};
+
+// The message of the ae::Error that f throws ("" and a failed check when it throws none).
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ae::Error& e) {
+    return e.what();
+  }
+  FAIL_CHECK("expected an ae::Error");
+  return "";
+}
+
+void check_mentions(const std::string& message, const std::vector<std::string>& parts) {
+  INFO("message: " << message);
+  for (const std::string& part : parts) CHECK_MESSAGE(message.find(part) != std::string::npos, "missing: " << part);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: forward, backward-data and backward-weight match double loops over the sweep") {
+  const std::vector<ConvCase> cases = sweep();
+  REQUIRE(cases.size() > 60);
+  uint64_t seed = 100;
+  for (const ConvCase& k : cases) {
+    CAPTURE(k.str());
+    check_case_against_reference(k, seed);
+    seed += 3;
+  }
+}
+
+TEST_CASE("conv2d: chunked column buffers give the same results, chunks straddling images") {
+  // Batch 3 of 7 output lines each; 1 and 3 lines per chunk put chunk borders inside and
+  // across images, so im2col, col2im and the dW accumulation all see partial images.
+  const std::vector<ConvCase> cases = {
+      {3, 13, 17, 5, 4, Conv2dParams{3, 3, 2, 2, 1, 1}},   // OH 7
+      {3, 7, 5, 3, 6, Conv2dParams{7, 7, 1, 1, 3, 3}},     // OH 7, windows overlap heavily
+      {3, 13, 9, 4, 3, Conv2dParams{3, 1, 2, 1, 0, 2}},    // OH 6, non-square kernel
+      {3, 7, 5, 3, 2, Conv2dParams{1, 1, 2, 2, 0, 0}},     // strided 1x1: stride > kernel
+  };
+  for (const ConvCase& k : cases) {
+    const int64_t line_bytes = k.ow() * k.p.kernel_h * k.p.kernel_w * k.c * 4;
+    for (int64_t lines : {1, 3}) {
+      CAPTURE(k.str());
+      CAPTURE(lines);
+      ChunkBytes chunk(static_cast<std::size_t>(lines * line_bytes));
+      const ae::cpu::ConvGeometry g(k.p, k.x_shape(), k.o);
+      REQUIRE(ae::cpu::conv_lines_per_chunk(g) == lines);
+      check_case_against_reference(k, 7 + static_cast<uint64_t>(lines));
+    }
+  }
+}
+
+TEST_CASE("conv2d: a 1-byte chunk limit still makes progress one output line at a time") {
+  ChunkBytes chunk(1);
+  const ConvCase k{2, 7, 5, 3, 4, Conv2dParams{3, 3, 1, 1, 1, 1}};
+  const ae::cpu::ConvGeometry g(k.p, k.x_shape(), k.o);
+  CHECK(ae::cpu::conv_lines_per_chunk(g) == 1);
+  check_case_against_reference(k, 42);
+}
+
+TEST_CASE("conv2d: chunk size follows the policy: cache target, minimum rows, hard bound") {
+  // OW 10 and K = 1*1*100, so one output line is 4000 bytes of column matrix; 4 x 20 lines.
+  const ConvCase k{4, 20, 10, 100, 8, Conv2dParams{1, 1, 1, 1, 0, 0}};
+  const ae::cpu::ConvGeometry g(k.p, k.x_shape(), k.o);
+  const ae::cpu::ConvChunking saved = ae::cpu::conv_chunking();
+  const auto lines = [&](std::size_t target, int64_t min_rows, std::size_t max) {
+    ae::cpu::set_conv_chunking({target, min_rows, max});
+    return ae::cpu::conv_lines_per_chunk(g);
+  };
+  CHECK(lines(8000, 0, 1 << 30) == 2);       // the cache target
+  CHECK(lines(8000, 35, 1 << 30) == 4);      // raised to hold 35 rows
+  CHECK(lines(8000, 1000, 20000) == 5);      // but never above the hard bound
+  CHECK(lines(100, 0, 100) == 1);            // at least one line
+  CHECK(lines(1 << 30, 0, 1 << 30) == 80);   // at most the whole batch
+  ae::cpu::set_conv_chunking(saved);
+}
+
+TEST_CASE("conv2d: inputs that are views at an offset into shared storage") {
+  const ConvCase k{1, 7, 5, 3, 4, Conv2dParams{3, 3, 2, 1, 1, 0}};
+  const Tensor batch = test::random_tensor({3, 7, 5, 3}, 5);
+  const Tensor x = batch.rows(1, 2);  // second image: a view with a non-zero offset
+  const Tensor w = test::random_tensor(k.w_shape(), 6);
+  const Tensor dy = test::random_tensor(k.y_shape(), 7);
+  const auto xd = test::to_double(x), wd = test::to_double(w), dyd = test::to_double(dy);
+  AE_REQUIRE_OK(test::compare(ae::ops::conv2d_forward(k.p, x, w), ref_forward(k, xd, wd), kConvTol, "forward"));
+  AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_weight(k.p, x, dy, k.w_shape()),
+                              ref_backward_weight(k, xd, dyd), kConvTol, "backward_weight"));
+}
+
+TEST_CASE("conv2d: backward ops match central finite differences of the forward") {
+  // loss = sum(y * r) with r random, so dloss/dy = r.
+  const std::vector<ConvCase> cases = {
+      {2, 5, 4, 3, 4, Conv2dParams{3, 2, 2, 1, 1, 0}},
+      {1, 6, 6, 2, 3, Conv2dParams{3, 3, 1, 1, 1, 1}},
+      {2, 4, 3, 3, 2, Conv2dParams{1, 1, 1, 1, 0, 0}},  // the copy-free GEMM path
+      {1, 7, 5, 2, 2, Conv2dParams{7, 7, 2, 2, 3, 3}},
+  };
+  const test::Tolerance fd_tol{/*atol=*/2e-3, /*rtol=*/1e-3, /*max_nmse=*/1e-6};
+  uint64_t seed = 900;
+  for (const ConvCase& k : cases) {
+    CAPTURE(k.str());
+    Tensor x = test::random_tensor(k.x_shape(), seed++);
+    Tensor w = test::random_tensor(k.w_shape(), seed++);
+    const Tensor r = test::random_tensor(k.y_shape(), seed++);
+    const auto loss = [&] { return test::weighted_sum(ae::ops::conv2d_forward(k.p, x, w), r); };
+
+    const Tensor dx = ae::ops::conv2d_backward_data(k.p, r, w, k.x_shape());
+    AE_REQUIRE_OK(test::compare(dx, test::numeric_gradient(x, loss), fd_tol, "dx vs finite differences"));
+
+    const Tensor dw = ae::ops::conv2d_backward_weight(k.p, x, r, k.w_shape());
+    AE_REQUIRE_OK(test::compare(dw, test::numeric_gradient(w, loss), fd_tol, "dw vs finite differences"));
+  }
+}
+
+TEST_CASE("conv2d: bad arguments are ae::Errors naming the op, the argument and the shapes") {
+  const Conv2dParams p3{3, 3, 1, 1, 1, 1};
+  const Tensor x = Tensor::zeros({1, 5, 5, 3});
+  const Tensor w = Tensor::zeros({4, 3, 3, 3});
+  const Tensor dy = Tensor::zeros({1, 5, 5, 4});
+
+  SUBCASE("channels of x and w disagree") {
+    const Tensor w2 = Tensor::zeros({4, 3, 3, 2});
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p3, x, w2); }),
+                   {"conv2d_forward", "[1,5,5,3]", "[4,3,3,2]", "channels", "cpu"});
+    check_mentions(error_of([&] { ae::ops::conv2d_backward_data(p3, dy, w2, {1, 5, 5, 3}); }),
+                   {"conv2d_backward_data", "[1,5,5,3]", "[4,3,3,2]", "channels"});
+    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(p3, x, dy, {4, 3, 3, 2}); }),
+                   {"conv2d_backward_weight", "[1,5,5,3]", "[4,3,3,2]", "channels"});
+  }
+  SUBCASE("wrong number of dimensions") {
+    const Tensor x3 = Tensor::zeros({5, 5, 3});
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p3, x3, w); }),
+                   {"conv2d_forward", "x", "[5,5,3]", "4 dimensions"});
+    check_mentions(error_of([&] { ae::ops::conv2d_backward_data(p3, dy, w, {5, 5, 3}); }),
+                   {"conv2d_backward_data", "x_shape", "[5,5,3]", "4 dimensions"});
+    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(p3, x, dy, {4, 3, 3}); }),
+                   {"conv2d_backward_weight", "w_shape", "[4,3,3]", "4 dimensions"});
+  }
+  SUBCASE("weight kernel size disagrees with the parameters") {
+    const Conv2dParams p5{5, 5, 1, 1, 2, 2};
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p5, x, w); }),
+                   {"conv2d_forward", "[4,3,3,3]", "kernel 5x5"});
+  }
+  SUBCASE("output size below 1") {
+    const Conv2dParams p7{7, 7, 1, 1, 0, 0};
+    const Tensor w7 = Tensor::zeros({4, 7, 7, 3});
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p7, x, w7); }),
+                   {"conv2d_forward", "output size < 1", "[1,5,5,3]", "kernel 7x7"});
+    // (2 + 0 - 3) / 2 + 1 truncates to 1 in C++: the check must not rely on out_h.
+    const Conv2dParams p3s2{3, 3, 2, 2, 0, 0};
+    const Tensor x2 = Tensor::zeros({1, 2, 2, 3});
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p3s2, x2, w); }), {"conv2d_forward", "output size < 1"});
+  }
+  SUBCASE("dy does not match the output shape") {
+    const Tensor dy_bad = Tensor::zeros({1, 4, 5, 4});
+    check_mentions(error_of([&] { ae::ops::conv2d_backward_data(p3, dy_bad, w, {1, 5, 5, 3}); }),
+                   {"conv2d_backward_data", "dy", "[1,4,5,4]", "[1,5,5,4]"});
+    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(p3, x, dy_bad, {4, 3, 3, 3}); }),
+                   {"conv2d_backward_weight", "dy", "[1,4,5,4]", "[1,5,5,4]"});
+  }
+  SUBCASE("non-f32 tensors and invalid parameters") {
+    const Tensor xi = Tensor::zeros({1, 5, 5, 3}, ae::DType::i64);
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p3, xi, w); }), {"conv2d_forward", "x", "f32"});
+    const Conv2dParams p0{3, 3, 0, 1, 1, 1};
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p0, x, w); }), {"conv2d_forward", "stride 0x1"});
+    const Conv2dParams pneg{3, 3, 1, 1, -1, 1};
+    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(pneg, x, dy, {4, 3, 3, 3}); }),
+                   {"conv2d_backward_weight", "pad -1x1"});
+  }
+}
