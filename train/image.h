@@ -12,7 +12,8 @@
 //
 // JPEG: baseline and progressive, 8-bit, YCbCr/RGB/grayscale (gray is expanded to RGB); decoded
 //       by libjpeg-turbo with its default (accurate integer) IDCT and fancy upsampling, the same
-//       settings PIL uses, so pixels agree with PIL/torchvision. CMYK/YCCK is refused. Data
+//       settings PIL uses: on the sample photos of tests/unit/test_image_photos.cpp our pixels
+//       equal PIL 9.4's exactly. CMYK/YCCK is refused. Data
 //       damage that libjpeg only warns about (premature end of file, bad Huffman code, premature
 //       end of a data segment) is an error here, so a truncated photo never half-decodes to grey.
 // PNG : every colour type and bit depth (gray, gray+alpha, palette with tRNS, RGB, RGBA, 1..16

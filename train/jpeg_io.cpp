@@ -173,7 +173,7 @@ Image decode_jpeg(const uint8_t* data, std::size_t size, const std::string& name
   jpeg_create_decompress(&s->cinfo);
   const bool ok = run_decode(s.get());
   jpeg_destroy_decompress(&s->cinfo);
-  AE_CHECK(ok, name << ": corrupt or truncated JPEG: " << s->err.message);
+  AE_CHECK(ok, name << ": cannot decode JPEG (corrupt, truncated or unsupported): " << s->err.message);
   AE_CHECK(s->refusal.empty(), name << ": " << s->refusal);
   if (s->orientation != 1) return apply_orientation(s->image, s->orientation);
   return std::move(s->image);

@@ -140,7 +140,7 @@ Image decode_png(const uint8_t* data, std::size_t size, const std::string& name)
   png_set_chunk_malloc_max(s->png, 64u << 20);
   const bool ok = run_decode(s.get());
   png_destroy_read_struct(&s->png, &s->info, nullptr);
-  AE_CHECK(ok, name << ": corrupt or truncated PNG: " << s->message);
+  AE_CHECK(ok, name << ": cannot decode PNG (corrupt, truncated or unsupported): " << s->message);
   AE_CHECK(s->refusal.empty(), name << ": " << s->refusal);
   composite_on_white(s->rgba, s->image.rgb);
   return std::move(s->image);
