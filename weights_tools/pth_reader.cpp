@@ -97,13 +97,22 @@ void check_byteorder(const std::string& path, const ZipReader& zip, const std::s
                                    << order.substr(0, 32) << "' (expected 'little')");
 }
 
-// The dict holding the tensors: the root, or its "state_dict" / "model" entry when that is a dict.
+bool holds_tensors(const PyObject* dict) {
+  return std::any_of(dict->entries.begin(), dict->entries.end(),
+                     [](const auto& kv) { return kv.second->kind == PyObject::Kind::tensor; });
+}
+
+// The dict holding the tensors: the root's "state_dict" or "model" entry when that is a dict of
+// tensors (checkpoint wrappers), else the root itself.
 const PyObject* select_state_dict(const std::string& where, const PyObject* root) {
   AE_CHECK(root->kind == PyObject::Kind::dict,
            where << " holds a " << kind_name(root->kind) << ", not a state dict; " << kResave);
   for (const char* wrapper : {"state_dict", "model"}) {
     for (const auto& [k, v] : root->entries) {
-      if (k->kind == PyObject::Kind::string && k->text == wrapper && v->kind == PyObject::Kind::dict) return v;
+      if (k->kind == PyObject::Kind::string && k->text == wrapper && v->kind == PyObject::Kind::dict &&
+          holds_tensors(v)) {
+        return v;
+      }
     }
   }
   return root;
@@ -196,6 +205,10 @@ class TensorBuilder {
     float* out_f = to_float ? out.data<float>() : nullptr;
     int64_t* out_i = to_float ? nullptr : out.data<int64_t>();
 
+    if (s.dtype == TorchDType::f32 && is_contiguous(ref) && out.numel() > 0) {  // the common case: one copy
+      std::memcpy(out_f, storage.data() + static_cast<std::size_t>(ref.offset) * item, out.nbytes());
+      return out;
+    }
     // Walk the view in row-major order with an odometer over the dims.
     const std::size_t ndim = ref.sizes.size();
     std::vector<int64_t> index(ndim, 0);
@@ -233,6 +246,15 @@ class TensorBuilder {
                                                                              : std::string("too many"))
                    << " bytes) but the member has " << bytes.size() << " bytes (truncated or corrupt file)");
     return bytes;
+  }
+
+  static bool is_contiguous(const TensorRef& ref) {
+    int64_t expected = 1;
+    for (std::size_t d = ref.sizes.size(); d-- > 0;) {
+      if (ref.sizes[d] != 1 && ref.strides[d] != expected) return false;
+      expected *= ref.sizes[d];
+    }
+    return true;
   }
 
   // Every element the view touches lies inside the storage (overflow-safe).

@@ -302,7 +302,8 @@ TEST_CASE("pth: zip variants load the same tensors") {
 
 TEST_CASE("pth: every storage dtype converts (float types to f32, integer types to i64)") {
   const std::vector<double> f64 = {1.5, -1e300, 0.1};
-  const std::vector<uint16_t> f16 = {0x3c00, 0xc100, 0x7bff, 0x0001, 0x8200, 0x7c00, 0x0000};  // 1 -2.5 65504 2^-24 -2^-15 inf 0
+  // 1, -2.5, 65504, subnormals 2^-24, 3*2^-24, -2^-15, inf, 0
+  const std::vector<uint16_t> f16 = {0x3c00, 0xc100, 0x7bff, 0x0001, 0x0003, 0x8200, 0x7c00, 0x0000};
   const std::vector<uint16_t> bf16 = {0x3f80, 0xc020, 0x0001};                                // 1 -2.5 tiny
   const std::vector<int32_t> i32 = {-7, 2147483647};
   const std::vector<int16_t> i16 = {-300, 300};
@@ -312,7 +313,7 @@ TEST_CASE("pth: every storage dtype converts (float types to f32, integer types 
   Pickle p;
   p.proto(2).op('}').mark();
   p.str("f64").tensor("DoubleStorage", "0", 3, 0, {3}, {1});
-  p.str("f16").tensor("HalfStorage", "1", 7, 0, {7}, {1});
+  p.str("f16").tensor("HalfStorage", "1", 8, 0, {8}, {1});
   p.str("bf16").tensor("BFloat16Storage", "2", 3, 0, {3}, {1});
   p.str("i32").tensor("IntStorage", "3", 2, 0, {2}, {1});
   p.str("i16").tensor("ShortStorage", "4", 2, 0, {2}, {1});
@@ -327,7 +328,7 @@ TEST_CASE("pth: every storage dtype converts (float types to f32, integer types 
                                        {"archive/data/6", raw(u8)}, {"archive/data/7", raw(b)}}));
   REQUIRE(got.size() == 8);
   CHECK(floats(got[0].second) == std::vector<float>{1.5f, -std::numeric_limits<float>::infinity(), 0.1f});
-  CHECK(floats(got[1].second) == std::vector<float>{1.0f, -2.5f, 65504.0f, std::ldexp(1.0f, -24),
+  CHECK(floats(got[1].second) == std::vector<float>{1.0f, -2.5f, 65504.0f, std::ldexp(1.0f, -24), std::ldexp(3.0f, -24),
                                                     -std::ldexp(1.0f, -15), std::numeric_limits<float>::infinity(), 0.0f});
   CHECK(floats(got[2].second) == std::vector<float>{1.0f, -2.5f, std::bit_cast<float>(uint32_t{0x00010000})});
   auto ints = [](const ae::Tensor& t) {
@@ -427,6 +428,14 @@ TEST_CASE("pth: checkpoint dicts with other entries, wrappers and protocol-4 opc
     REQUIRE(got.size() == 1);
     CHECK(floats(got[0].second) == w);
   }
+  SUBCASE("a 'model' entry that is not a state dict is not taken for one") {
+    Pickle p;
+    p.proto(2).op('}').mark().str("model").op('}').str("arch").str("resnet18").op('s');
+    p.str("w").tensor("FloatStorage", "0", 2, 0, {2}, {1}).op('u').stop();
+    const auto got = read_pth(file_with("model_config.pth", p.b, storage));
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].first == "w");
+  }
   SUBCASE("_rebuild_parameter wraps a tensor") {
     Pickle p;
     p.proto(2).op('}').str("w").global("torch._utils", "_rebuild_parameter");
@@ -444,7 +453,10 @@ TEST_CASE("pth: other files are refused with a message saying what they are") {
     CHECK_HAS(msg, "empty.pth");
     CHECK_HAS(msg, "empty");
   }
-  SUBCASE("missing file") { CHECK_HAS(error_of(ae::test::build_dir() + "/no/such/file.pth"), "cannot open"); }
+  SUBCASE("missing file, directory") {
+    CHECK_HAS(error_of(ae::test::build_dir() + "/no/such/file.pth"), "cannot open");
+    CHECK_HAS(error_of(ae::test::build_dir()), "not a regular file");
+  }
   SUBCASE("garbage") {
     const std::string msg = error_of(write_file("garbage.pth", "\x89PNG\r\n\x1a\n and more"));
     CHECK_HAS(msg, "neither a zip archive nor a pickle");
