@@ -486,12 +486,11 @@ void Unpickler::step(uint8_t op) {
     case BUILD: {
       // torch applies {'_metadata': ...} to the root OrderedDict as attribute state; we keep
       // nothing of it. State on anything else would need a class, which the allow-list excludes.
-      PyObject* state = pop();
-      PyObject* obj = top();
+      pop();  // the state
+      const PyObject* obj = top();
       if (obj->kind != K::dict && obj->kind != K::tensor) {
         fail(std::string("BUILD on a ") + kind_name(obj->kind) + " is not supported");
       }
-      (void)state;
       return;
     }
     default: {
