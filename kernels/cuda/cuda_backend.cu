@@ -1,0 +1,117 @@
+// Adapts the ae::cuda op implementations to the ops::Backend interface. Ops without a CUDA
+// kernel yet throw an ae::Error naming the op, the shapes and the device: there is no silent
+// fallback to the CPU (DESIGN.md).
+#include <initializer_list>
+#include <sstream>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/runtime.h"
+
+namespace ae::cuda {
+namespace {
+
+using namespace ae::ops;
+
+[[noreturn]] void not_implemented(const char* op, std::initializer_list<const Tensor*> tensors) {
+  std::ostringstream os;
+  os << op << ": not implemented by the CUDA backend yet (";
+  const char* sep = "";
+  for (const Tensor* t : tensors) {
+    if (t && t->defined()) {
+      os << sep << t->desc();
+      sep = ", ";
+    }
+  }
+  os << "; device " << initialize().name << "). Move the tensors to the CPU explicitly to run this op there.";
+  AE_FAIL(os.str());
+}
+
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+  Tensor conv2d_forward(const Conv2dParams&, const Tensor& x, const Tensor& w) const override {
+    not_implemented("conv2d_forward", {&x, &w});
+  }
+  Tensor conv2d_backward_data(const Conv2dParams&, const Tensor& dy, const Tensor& w, const Shape&) const override {
+    not_implemented("conv2d_backward_data", {&dy, &w});
+  }
+  Tensor conv2d_backward_weight(const Conv2dParams&, const Tensor& x, const Tensor& dy, const Shape&) const override {
+    not_implemented("conv2d_backward_weight", {&x, &dy});
+  }
+  BatchNormTrainOut batchnorm_forward_train(const BatchNormParams&, const Tensor& x, const Tensor& gamma, const Tensor&,
+                                            Tensor&, Tensor&) const override {
+    not_implemented("batchnorm_forward_train", {&x, &gamma});
+  }
+  Tensor batchnorm_forward_eval(const BatchNormParams&, const Tensor& x, const Tensor& gamma, const Tensor&,
+                                const Tensor&, const Tensor&) const override {
+    not_implemented("batchnorm_forward_eval", {&x, &gamma});
+  }
+  BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor&, const Tensor&,
+                                          const Tensor&) const override {
+    not_implemented("batchnorm_backward_train", {&x, &dy});
+  }
+  BatchNormGrads batchnorm_backward_eval(const BatchNormParams&, const Tensor& x, const Tensor& dy, const Tensor&,
+                                         const Tensor&, const Tensor&) const override {
+    not_implemented("batchnorm_backward_eval", {&x, &dy});
+  }
+  Tensor relu_forward(const Tensor& x) const override { return cuda::relu_forward(x); }
+  Tensor relu_backward(const Tensor& y, const Tensor& dy) const override { return cuda::relu_backward(y, dy); }
+  Tensor prelu_forward(const Tensor& x, const Tensor& slope) const override {
+    not_implemented("prelu_forward", {&x, &slope});
+  }
+  PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy) const override {
+    not_implemented("prelu_backward", {&x, &slope, &dy});
+  }
+  DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) const override {
+    return cuda::dropout_forward(p, x);
+  }
+  Tensor dropout_backward(const DropoutParams& p, const Tensor& mask, const Tensor& dy) const override {
+    return cuda::dropout_backward(p, mask, dy);
+  }
+  Tensor add(const Tensor& a, const Tensor& b) const override { return cuda::add(a, b); }
+  Tensor scale(const Tensor& a, float s) const override { return cuda::scale(a, s); }
+  void add_inplace(Tensor& a, const Tensor& b, float s) const override { cuda::add_inplace(a, b, s); }
+  Tensor add_relu(const Tensor& a, const Tensor& b) const override { return cuda::add_relu(a, b); }
+  MaxPoolOut maxpool2d_forward(const MaxPool2dParams&, const Tensor& x) const override {
+    not_implemented("maxpool2d_forward", {&x});
+  }
+  Tensor maxpool2d_backward(const MaxPool2dParams&, const Tensor& dy, const Tensor& argmax, const Shape&) const override {
+    not_implemented("maxpool2d_backward", {&dy, &argmax});
+  }
+  Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams&, const Tensor& x) const override {
+    not_implemented("adaptive_avgpool2d_forward", {&x});
+  }
+  Tensor adaptive_avgpool2d_backward(const AdaptiveAvgPool2dParams&, const Tensor& dy, const Shape&) const override {
+    not_implemented("adaptive_avgpool2d_backward", {&dy});
+  }
+  Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) const override {
+    not_implemented("linear_forward", {&x, &w, &bias});
+  }
+  LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, bool, bool) const override {
+    not_implemented("linear_backward", {&x, &w, &dy});
+  }
+  Tensor mse_loss_forward(const Tensor& pred, const Tensor& target) const override {
+    return cuda::mse_loss_forward(pred, target);
+  }
+  Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float dloss) const override {
+    return cuda::mse_loss_backward(pred, target, dloss);
+  }
+  void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf,
+                int64_t step) const override {
+    cuda::sgd_step(p, param, grad, momentum_buf, step);
+  }
+  void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                 int64_t step) const override {
+    cuda::adam_step(p, param, grad, m, v, step);
+  }
+};
+
+}  // namespace
+
+const ops::Backend* the_backend() {
+  static const CudaBackend backend;
+  return &backend;
+}
+
+}  // namespace ae::cuda

@@ -1,0 +1,34 @@
+#pragma once
+// The CUDA backend's op implementations (kernels/cuda/*.cu), one function per op of
+// kernels/ops.h with the same meaning. Arguments arrive validated by kernels/<family>.cpp; each
+// function returns outputs on the inputs' device. cuda_backend.cu maps ops::Backend onto these.
+#include "kernels/ops.h"
+
+namespace ae::cuda {
+
+using ops::AdamParams;
+using ops::DropoutOut;
+using ops::DropoutParams;
+using ops::SgdParams;
+
+// elementwise.cu
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, float s);
+void add_inplace(Tensor& a, const Tensor& b, float s);
+Tensor add_relu(const Tensor& a, const Tensor& b);
+
+// activation.cu
+Tensor relu_forward(const Tensor& x);
+Tensor relu_backward(const Tensor& y, const Tensor& dy);
+DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x);
+Tensor dropout_backward(const DropoutParams& p, const Tensor& mask, const Tensor& dy);
+
+// loss.cu
+Tensor mse_loss_forward(const Tensor& pred, const Tensor& target);
+Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float dloss);
+
+// optimizer.cu
+void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf, int64_t step);
+void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step);
+
+}  // namespace ae::cuda

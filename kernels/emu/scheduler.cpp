@@ -1,0 +1,362 @@
+// Fiber scheduler of the emulated device (see scheduler.h for the model).
+#include "kernels/emu/scheduler.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <random>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/error.h"
+
+namespace ae::emu {
+namespace {
+
+enum class FiberState { ready, at_block_barrier, at_warp_barrier, done };
+
+struct Fiber {
+  ucontext_t context;
+  ThreadState pub;
+  FiberState state = FiberState::ready;
+  unsigned warp_mask = 0;
+};
+
+struct alignas(16) WarpSlots {
+  unsigned char bytes[kWarpSize][kWarpSlotBytes];
+};
+
+// Stacks for up to 1024 fibers, each below a PROT_NONE guard page so that a kernel overflowing
+// its stack faults instead of silently corrupting its neighbour. Reused across launches.
+class StackPool {
+ public:
+  ~StackPool() {
+    if (base_) munmap(base_, total_);
+  }
+  char* stack(int i) const { return base_ + static_cast<std::size_t>(i) * stride_ + page_; }
+  std::size_t stack_bytes() const { return stride_ - page_; }
+  void reserve(int count) {
+    if (count <= capacity_) return;
+    if (base_) munmap(base_, total_);
+    page_ = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    stride_ = stack_bytes_from_env() + page_;
+    total_ = stride_ * static_cast<std::size_t>(count);
+    void* p = mmap(nullptr, total_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    AE_CHECK(p != MAP_FAILED, "emulated device: cannot map " << total_ << " bytes of fiber stacks");
+    base_ = static_cast<char*>(p);
+    capacity_ = count;
+    for (int i = 0; i < count; ++i) mprotect(base_ + static_cast<std::size_t>(i) * stride_, page_, PROT_NONE);
+  }
+
+ private:
+  static std::size_t stack_bytes_from_env() {
+    const char* kb = std::getenv("AE_EMU_STACK_KB");
+    const long v = kb ? std::strtol(kb, nullptr, 10) : 0;
+    return static_cast<std::size_t>(v >= 16 ? v : 64) * 1024;
+  }
+  char* base_ = nullptr;
+  std::size_t page_ = 0, stride_ = 0, total_ = 0;
+  int capacity_ = 0;
+};
+
+struct Block {
+  const char* kernel = "";
+  BlockState pub;
+  std::vector<Fiber> fibers;
+  std::vector<WarpSlots> warps;
+  std::vector<unsigned> existing_lanes;  // per warp
+  unsigned char* shared = nullptr;       // kMaxSharedPerBlock bytes, 16-aligned
+  std::size_t dynamic_bytes = 0;
+  std::size_t static_used = 0;
+  std::vector<std::pair<const void*, std::size_t>> static_arrays;  // key -> offset
+  const std::function<void()>* body = nullptr;
+  ucontext_t scheduler;
+  std::exception_ptr error;
+};
+
+thread_local Block* t_block = nullptr;
+thread_local Fiber* t_fiber = nullptr;
+
+uint64_t& seed_storage() {
+  static uint64_t s = [] {
+    const char* env = std::getenv("AE_EMU_SEED");
+    return env ? std::strtoull(env, nullptr, 10) : uint64_t{1};
+  }();
+  return s;
+}
+
+Block& current_block() {
+  AE_CHECK(t_block != nullptr && t_fiber != nullptr, "emulated device: device function called outside a kernel");
+  return *t_block;
+}
+
+void yield_to_scheduler() { swapcontext(&t_fiber->context, &t_block->scheduler); }
+
+void fiber_main() {
+  try {
+    (*t_block->body)();
+  } catch (...) {
+    t_block->error = std::current_exception();
+  }
+  t_fiber->state = FiberState::done;
+  // Returning resumes uc_link, the scheduler.
+}
+
+std::string where(const Block& b, const Fiber& f) {
+  std::ostringstream os;
+  os << "kernel " << b.kernel << " block (" << b.pub.block_idx.x << "," << b.pub.block_idx.y << ","
+     << b.pub.block_idx.z << ") thread (" << f.pub.thread_idx.x << "," << f.pub.thread_idx.y << ","
+     << f.pub.thread_idx.z << ")";
+  return os.str();
+}
+
+// Releases every warp barrier whose lanes have all arrived. Returns whether any was released.
+bool release_warp_barriers(Block& b) {
+  bool released = false;
+  const int warp_count = static_cast<int>(b.warps.size());
+  for (int w = 0; w < warp_count; ++w) {
+    const int first = w * kWarpSize;
+    const int last = std::min(first + kWarpSize, static_cast<int>(b.fibers.size()));
+    for (int i = first; i < last; ++i) {
+      Fiber& f = b.fibers[static_cast<std::size_t>(i)];
+      if (f.state != FiberState::at_warp_barrier) continue;
+      const unsigned mask = f.warp_mask;
+      bool complete = true;
+      for (int j = first; j < last; ++j) {
+        if (!(mask >> (j - first) & 1u)) continue;
+        const Fiber& g = b.fibers[static_cast<std::size_t>(j)];
+        if (g.state == FiberState::done) {
+          AE_FAIL("emulated device: " << where(b, f) << " waits at a warp operation with mask 0x" << std::hex << mask
+                                      << " but lane " << std::dec << (j - first) << " has already exited");
+        }
+        if (g.state != FiberState::at_warp_barrier) {
+          complete = false;
+          break;
+        }
+        AE_CHECK(g.warp_mask == mask, "emulated device: " << where(b, f) << " and lane " << (j - first)
+                                                          << " disagree on the warp mask (0x" << std::hex << mask
+                                                          << " vs 0x" << g.warp_mask << ")");
+      }
+      if (!complete) continue;
+      for (int j = first; j < last; ++j) {
+        if (mask >> (j - first) & 1u) b.fibers[static_cast<std::size_t>(j)].state = FiberState::ready;
+      }
+      released = true;
+    }
+  }
+  return released;
+}
+
+bool release_block_barrier(Block& b) {
+  bool any_waiting = false;
+  for (const Fiber& f : b.fibers) {
+    if (f.state == FiberState::at_block_barrier) any_waiting = true;
+    else if (f.state != FiberState::done) return false;
+  }
+  if (!any_waiting) return false;
+  for (Fiber& f : b.fibers) {
+    if (f.state == FiberState::at_block_barrier) f.state = FiberState::ready;
+  }
+  return true;
+}
+
+[[noreturn]] void report_deadlock(const Block& b) {
+  std::ostringstream os;
+  int at_block = 0, at_warp = 0, done = 0;
+  const Fiber* example = nullptr;
+  for (const Fiber& f : b.fibers) {
+    if (f.state == FiberState::at_block_barrier) ++at_block;
+    if (f.state == FiberState::at_warp_barrier) {
+      ++at_warp;
+      if (!example) example = &f;
+    }
+    if (f.state == FiberState::done) ++done;
+  }
+  os << "emulated device: deadlock in kernel " << b.kernel << ": " << at_block << " threads wait at __syncthreads, "
+     << at_warp << " at a warp operation, " << done << " have exited";
+  if (example) os << " (e.g. " << where(b, *example) << ", mask 0x" << std::hex << example->warp_mask << ")";
+  AE_FAIL(os.str());
+}
+
+void run_block(Block& b, StackPool& stacks, const ucontext_t& prototype, std::mt19937_64& rng) {
+  const std::size_t n = b.fibers.size();
+  // Poison shared memory so that reading before writing gives NaN, not a plausible zero.
+  std::memset(b.shared, 0xFF, b.dynamic_bytes);
+  b.static_used = 0;
+  b.static_arrays.clear();
+  for (WarpSlots& w : b.warps) std::memset(&w, 0xFF, sizeof(w));
+  for (std::size_t i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[i];
+    f.state = FiberState::ready;
+    f.context = prototype;
+    f.context.uc_stack.ss_sp = stacks.stack(static_cast<int>(i));
+    f.context.uc_stack.ss_size = stacks.stack_bytes();
+    f.context.uc_link = &b.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  std::vector<std::size_t> order;
+  order.reserve(n);
+  for (;;) {
+    order.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (b.fibers[i].state == FiberState::ready) order.push_back(i);
+    }
+    if (order.empty()) {
+      if (release_warp_barriers(b) || release_block_barrier(b)) continue;
+      for (const Fiber& f : b.fibers) {
+        if (f.state != FiberState::done) report_deadlock(b);
+      }
+      return;
+    }
+    std::shuffle(order.begin(), order.end(), rng);
+    for (std::size_t i : order) {
+      t_fiber = &b.fibers[i];
+      swapcontext(&b.scheduler, &t_fiber->context);
+      if (b.error) {
+        const std::exception_ptr e = std::exchange(b.error, nullptr);
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          AE_FAIL("emulated device: " << where(b, b.fibers[i]) << ": " << ex.what());
+        }
+      }
+    }
+  }
+}
+
+void check_dims(const char* name, dim3 grid, dim3 block, std::size_t dynamic_bytes) {
+  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+  AE_CHECK(threads >= 1 && threads <= 1024 && block.z <= 64,
+           "emulated device: kernel " << name << " launched with block (" << block.x << "," << block.y << ","
+                                      << block.z << "): a block has 1..1024 threads and z <= 64");
+  AE_CHECK(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 && grid.z <= 65535,
+           "emulated device: kernel " << name << " launched with grid (" << grid.x << "," << grid.y << "," << grid.z
+                                      << ")");
+  AE_CHECK(dynamic_bytes <= kMaxSharedPerBlock, "emulated device: kernel " << name << " asks for " << dynamic_bytes
+                                                                         << " bytes of dynamic shared memory (limit "
+                                                                         << kMaxSharedPerBlock << ")");
+}
+
+}  // namespace
+
+const ThreadState& this_thread() {
+  current_block();
+  return t_fiber->pub;
+}
+
+const BlockState& this_block() { return current_block().pub; }
+
+void sync_block() {
+  current_block();
+  t_fiber->state = FiberState::at_block_barrier;
+  yield_to_scheduler();
+}
+
+void sync_warp(unsigned mask) {
+  Block& b = current_block();
+  const ThreadState& me = t_fiber->pub;
+  AE_CHECK(mask >> me.lane & 1u, "warp operation with mask 0x" << std::hex << mask << " that excludes the calling lane "
+                                                               << std::dec << me.lane);
+  const unsigned existing = b.existing_lanes[static_cast<std::size_t>(me.warp)];
+  AE_CHECK((mask & ~existing) == 0u, "warp operation with mask 0x" << std::hex << mask << " names lanes outside the block "
+                                                                   << "(this warp has lanes 0x" << existing << ")");
+  t_fiber->warp_mask = mask;
+  t_fiber->state = FiberState::at_warp_barrier;
+  yield_to_scheduler();
+}
+
+unsigned char* warp_slots() {
+  Block& b = current_block();
+  return &b.warps[static_cast<std::size_t>(t_fiber->pub.warp)].bytes[0][0];
+}
+
+unsigned warp_existing_lanes() {
+  Block& b = current_block();
+  return b.existing_lanes[static_cast<std::size_t>(t_fiber->pub.warp)];
+}
+
+void* static_shared(const void* key, std::size_t bytes) {
+  Block& b = current_block();
+  for (const auto& [k, offset] : b.static_arrays) {
+    if (k == key) return b.shared + offset;
+  }
+  const std::size_t start = (b.dynamic_bytes + 15) / 16 * 16 + b.static_used;
+  const std::size_t rounded = (bytes + 15) / 16 * 16;
+  AE_CHECK(b.static_used + rounded <= kMaxStaticShared,
+           "static shared memory exceeds " << kMaxStaticShared << " bytes (" << b.static_used + rounded << ")");
+  AE_CHECK(start + rounded <= kMaxSharedPerBlock, "static (" << b.static_used + rounded << ") plus dynamic ("
+                                                             << b.dynamic_bytes << ") shared memory exceeds "
+                                                             << kMaxSharedPerBlock << " bytes");
+  std::memset(b.shared + start, 0xFF, rounded);
+  b.static_used += rounded;
+  b.static_arrays.emplace_back(key, start);
+  return b.shared + start;
+}
+
+void* dynamic_shared() { return current_block().shared; }
+std::size_t dynamic_shared_bytes() { return current_block().dynamic_bytes; }
+
+void set_seed(uint64_t s) { seed_storage() = s; }
+uint64_t seed() { return seed_storage(); }
+
+void run_kernel(const char* name, dim3 grid, dim3 block, std::size_t dynamic_bytes, const std::function<void()>& body) {
+  AE_CHECK(t_block == nullptr, "emulated device: kernel " << name << " launched from inside another kernel");
+  check_dims(name, grid, block, dynamic_bytes);
+  static thread_local StackPool stacks;
+  static thread_local std::vector<unsigned char> shared_storage(kMaxSharedPerBlock + 16);
+  static thread_local uint64_t launch_counter = 0;
+
+  const int threads = static_cast<int>(block.x * block.y * block.z);
+  stacks.reserve(threads);
+  Block b;
+  b.kernel = name;
+  b.pub.block_dim = block;
+  b.pub.grid_dim = grid;
+  b.body = &body;
+  b.dynamic_bytes = dynamic_bytes;
+  b.shared = shared_storage.data() + (16 - reinterpret_cast<uintptr_t>(shared_storage.data()) % 16) % 16;
+  b.fibers.resize(static_cast<std::size_t>(threads));
+  const int warp_count = (threads + kWarpSize - 1) / kWarpSize;
+  b.warps.resize(static_cast<std::size_t>(warp_count));
+  b.existing_lanes.assign(static_cast<std::size_t>(warp_count), 0xFFFFFFFFu);
+  if (threads % kWarpSize) b.existing_lanes.back() = (1u << (threads % kWarpSize)) - 1u;
+  for (int i = 0; i < threads; ++i) {
+    ThreadState& t = b.fibers[static_cast<std::size_t>(i)].pub;
+    const unsigned u = static_cast<unsigned>(i);
+    t.thread_idx = {u % block.x, u / block.x % block.y, u / (block.x * block.y)};
+    t.linear = i;
+    t.lane = i % kWarpSize;
+    t.warp = i / kWarpSize;
+  }
+
+  ucontext_t prototype;
+  getcontext(&prototype);
+  std::mt19937_64 rng(seed() * 0x9E3779B97F4A7C15ull + ++launch_counter);
+
+  // Blocks also run in a shuffled order: kernels must not assume blocks run in sequence.
+  std::vector<uint64_t> block_order(uint64_t{grid.x} * grid.y * grid.z);
+  for (std::size_t i = 0; i < block_order.size(); ++i) block_order[i] = i;
+  std::shuffle(block_order.begin(), block_order.end(), rng);
+
+  struct Reset {
+    ~Reset() {
+      t_block = nullptr;
+      t_fiber = nullptr;
+    }
+  } reset;
+  t_block = &b;
+  for (uint64_t linear : block_order) {
+    b.pub.block_idx = {static_cast<unsigned>(linear % grid.x), static_cast<unsigned>(linear / grid.x % grid.y),
+                       static_cast<unsigned>(linear / (uint64_t{grid.x} * grid.y))};
+    run_block(b, stacks, prototype, rng);
+  }
+}
+
+}  // namespace ae::emu

@@ -1,0 +1,126 @@
+// CUDA elementwise and activation ops against the CPU backend over awkward shapes, with every
+// device buffer guarded and every output poisoned (NaN) until the kernel writes it.
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "kernels/ops.h"
+#include "tests/gpu/gpu_harness.h"
+#include "tests/support/check.h"
+
+using namespace ae;
+using namespace ae::gputest;
+
+namespace {
+
+const std::vector<Shape> kShapes = {{1}, {7}, {3, 5}, {1, 1, 1, 33}, {2, 13, 17, 3}, {5, 7, 11, 9}, {0}};
+
+// Elementwise results are the same float operations on both devices; a GPU may fuse a*b+c.
+const test::Tolerance kTight{1e-6, 1e-6, 1e-12};
+
+void require_close(const Tensor& device_result, const Tensor& cpu_result, const std::string& what) {
+  REQUIRE(device_result.device().is_cuda());
+  AE_REQUIRE_OK(test::compare(device_result.to(Device::cpu()), cpu_result, kTight, what));
+}
+
+}  // namespace
+
+TEST_CASE("add, scale, add_inplace and add_relu match the CPU backend") {
+  AE_GPU_TEST_PRELUDE();
+  uint64_t seed = 1;
+  for (const Shape& s : kShapes) {
+    const Tensor a = test::random_tensor(s, seed++), b = test::random_tensor(s, seed++);
+    const Tensor da = to_device(a), db = to_device(b);
+    const std::string where = " for shape " + shape_str(s);
+    require_close(ops::add(da, db), ops::add(a, b), "add" + where);
+    require_close(ops::scale(da, -2.5f), ops::scale(a, -2.5f), "scale" + where);
+    require_close(ops::add_relu(da, db), ops::add_relu(a, b), "add_relu" + where);
+
+    Tensor acc = a.clone(), dacc = to_device(a);
+    ops::add_inplace(acc, b, 0.75f);
+    ops::add_inplace(dacc, db, 0.75f);
+    require_close(dacc, acc, "add_inplace" + where);
+    ops::add_inplace(acc, acc, -0.5f);  // aliasing a += s*a is allowed
+    ops::add_inplace(dacc, dacc, -0.5f);
+    require_close(dacc, acc, "add_inplace aliased" + where);
+    require_guards_intact();
+  }
+}
+
+TEST_CASE("views: ops on a slice touch exactly that slice") {
+  AE_GPU_TEST_PRELUDE();
+  const Tensor a = test::random_tensor({6, 5}, 3), b = test::random_tensor({2, 5}, 4);
+  Tensor da = to_device(a);
+  Tensor dslice = da.rows(2, 4);
+  ops::add_inplace(dslice, to_device(b), 1.0f);
+  Tensor expected = a.clone();
+  Tensor slice = expected.rows(2, 4);
+  ops::add_inplace(slice, b, 1.0f);
+  require_close(da, expected, "add_inplace on rows [2,4)");
+  require_guards_intact();
+}
+
+TEST_CASE("a grid-stride loop covers tensors larger than the capped grid") {
+  AE_GPU_TEST_PRELUDE();
+  const Shape s = {4096 * 256 + 777};  // more elements than 4096 blocks x 256 threads
+  const Tensor a = test::random_tensor(s, 8), b = test::random_tensor(s, 9);
+  require_close(ops::add(to_device(a), to_device(b)), ops::add(a, b), "add over " + shape_str(s));
+  require_guards_intact();
+}
+
+TEST_CASE("relu forward and backward match the CPU backend (0 at the kink)") {
+  AE_GPU_TEST_PRELUDE();
+  uint64_t seed = 100;
+  for (const Shape& s : kShapes) {
+    Tensor x = test::random_tensor(s, seed++);
+    if (x.numel() > 2) x.f32()[1] = 0.0f;  // exactly at the kink
+    const Tensor dy = test::random_tensor(s, seed++);
+    const Tensor y = ops::relu_forward(x);
+    const Tensor dev_y = ops::relu_forward(to_device(x));
+    require_close(dev_y, y, "relu_forward for " + shape_str(s));
+    require_close(ops::relu_backward(dev_y, to_device(dy)), ops::relu_backward(y, dy),
+                  "relu_backward for " + shape_str(s));
+    require_guards_intact();
+  }
+}
+
+TEST_CASE("dropout draws the CPU's mask from the same Philox stream") {
+  AE_GPU_TEST_PRELUDE();
+  uint64_t seed = 200;
+  for (const Shape& s : kShapes) {
+    for (const float p : {0.0f, 0.1f, 0.5f, 0.9f}) {
+      ops::DropoutParams params;
+      params.p = p;
+      params.seed = 0x1234567ull + seed;
+      params.offset = 1000 * seed + 3;  // an offset not a multiple of 4 starts mid-Philox-block
+      const Tensor x = test::random_tensor(s, seed++), dy = test::random_tensor(s, seed++);
+      const ops::DropoutOut cpu = ops::dropout_forward(params, x);
+      const ops::DropoutOut gpu = ops::dropout_forward(params, to_device(x));
+      const std::string what = "dropout p=" + std::to_string(p) + " shape " + shape_str(s);
+      const Tensor mask = gpu.mask.to(Device::cpu());
+      REQUIRE(mask.dtype() == DType::u8);
+      INFO(what);
+      REQUIRE(std::memcmp(mask.raw(), cpu.mask.raw(), cpu.mask.nbytes()) == 0);
+      require_close(gpu.y, cpu.y, what);
+      require_close(ops::dropout_backward(params, gpu.mask, to_device(dy)), ops::dropout_backward(params, cpu.mask, dy),
+                    "backward of " + what);
+      require_guards_intact();
+    }
+  }
+}
+
+TEST_CASE("ops the CUDA backend lacks are an error naming op, shape and device") {
+  AE_GPU_TEST_PRELUDE();
+  const Tensor x = to_device(test::random_tensor({1, 5, 5, 3}, 1));
+  const Tensor w = to_device(test::random_tensor({4, 3, 3, 3}, 2));
+  try {
+    ops::conv2d_backward_data(ops::Conv2dParams{}, x, w, Shape{1, 7, 7, 3});
+    FAIL("conv2d_backward_data on the CUDA device did not throw");
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    INFO(m);
+    CHECK(m.find("conv2d_backward_data") != std::string::npos);
+    CHECK(m.find("[1,5,5,3]") != std::string::npos);
+    CHECK(m.find("cuda:0") != std::string::npos);
+  }
+}

@@ -1,0 +1,136 @@
+// Properties of the emulated device itself: a missing __syncthreads is caught by the randomised
+// thread order, scheduling is reproducible per seed, shared memory starts poisoned, and misuse
+// (bad warp masks, deadlocks, impossible launches) is a clear ae::Error. On a real GPU these
+// checks have no meaning, so the gpu-real/ variant of this binary reports Skipped.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+
+#include "tests/gpu/device_features.h"
+#include "tests/gpu/gpu_harness.h"
+#include "tests/support/check.h"
+
+#if defined(AE_EMULATED_DEVICE)
+#include "kernels/cuda/launch.h"
+#include "runtime/tensor.h"
+
+using namespace ae::gputest;
+
+namespace {
+
+std::vector<float> ones_and_twos(std::size_t n) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<float>(1 + i % 2);
+  return v;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ae::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+__global__ void read_unwritten_shared_kernel(float* out) {
+  AE_SHARED(float, scratch, 64);
+  out[threadIdx.x] = scratch[threadIdx.x];
+}
+
+__global__ void divergent_barrier_kernel(int* out) {
+  if (threadIdx.x == 1) {
+    __syncthreads();
+  } else {
+    __syncwarp();
+  }
+  out[threadIdx.x] = 1;
+}
+
+__global__ void huge_static_shared_kernel(float* out) {
+  AE_SHARED(float, big, 13000);  // 52 KB > 48 KB
+  big[threadIdx.x] = 1.0f;
+  out[threadIdx.x] = big[threadIdx.x];
+}
+
+}  // namespace
+
+TEST_CASE("a missing __syncthreads gives a wrong result for some scheduling seed") {
+  AE_GPU_TEST_PRELUDE();
+  const std::vector<float> x = ones_and_twos(256 * 4);
+  const uint64_t saved = ae::emu::seed();
+  int wrong = 0;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    ae::emu::set_seed(seed);
+    const std::vector<float> good = shared_tree_block_sums(x, 256, false);
+    for (float s : good) REQUIRE(s == 384.0f);
+    const std::vector<float> bad = shared_tree_block_sums(x, 256, true);
+    for (float s : bad) {
+      if (s != 384.0f) ++wrong;
+    }
+  }
+  ae::emu::set_seed(saved);
+  MESSAGE(wrong << " of 24 block sums wrong without barriers");
+  CHECK(wrong > 0);
+  require_guards_intact();
+}
+
+TEST_CASE("the same seed gives the same interleaving") {
+  AE_GPU_TEST_PRELUDE();
+  const std::vector<float> x = ones_and_twos(128 * 8);
+  const uint64_t saved = ae::emu::seed();
+  ae::emu::set_seed(42);
+  const std::vector<float> first = shared_tree_block_sums(x, 128, true);
+  ae::emu::set_seed(42);
+  const std::vector<float> second = shared_tree_block_sums(x, 128, true);
+  ae::emu::set_seed(saved);
+  REQUIRE(first.size() == second.size());
+  CHECK(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("static shared memory starts poisoned with NaN") {
+  AE_GPU_TEST_PRELUDE();
+  ae::Tensor out = ae::Tensor::zeros({64}, ae::DType::f32, device());
+  AE_LAUNCH(read_unwritten_shared_kernel, dim3(3), dim3(64), 0, nullptr, out.f32());
+  for (float v : out.to_vector()) CHECK(std::isnan(v));
+}
+
+TEST_CASE("misuse of the device is a clear error, not a hang or a crash") {
+  AE_GPU_TEST_PRELUDE();
+  const std::string mask = error_of([] { shuffle_with_full_mask_in_partial_warp(40); });
+  CHECK(mask.find("bad_mask_kernel") != std::string::npos);
+  CHECK(mask.find("names lanes outside the block") != std::string::npos);
+
+  ae::Tensor out = ae::Tensor::zeros({64}, ae::DType::f32, device());
+  ae::Tensor ints = ae::Tensor::zeros({64}, ae::DType::i64, device());
+  const std::string deadlock = error_of([&] {
+    AE_LAUNCH(divergent_barrier_kernel, dim3(1), dim3(32), 0, nullptr, reinterpret_cast<int*>(ints.raw()));
+  });
+  CHECK(deadlock.find("deadlock in kernel divergent_barrier_kernel") != std::string::npos);
+
+  const std::string too_big = error_of(
+      [&] { AE_LAUNCH(huge_static_shared_kernel, dim3(1), dim3(32), 0, nullptr, out.f32()); });
+  CHECK(too_big.find("static shared memory exceeds") != std::string::npos);
+
+  const std::string block = error_of(
+      [&] { AE_LAUNCH(read_unwritten_shared_kernel, dim3(1), dim3(1025), 0, nullptr, out.f32()); });
+  CHECK(block.find("1..1024 threads") != std::string::npos);
+  CHECK(block.find("test_emulator.cpp") != std::string::npos);  // the call site is named
+
+  const std::string smem = error_of(
+      [&] { AE_LAUNCH(read_unwritten_shared_kernel, dim3(1), dim3(32), 200 * 1024, nullptr, out.f32()); });
+  CHECK(smem.find("dynamic shared memory") != std::string::npos);
+  require_guards_intact();
+}
+
+#else
+
+TEST_CASE("emulator properties (emulated device only)") {
+  ae::test::skip_binary("these checks are about the emulated device; this binary runs on a real GPU");
+}
+
+#endif
