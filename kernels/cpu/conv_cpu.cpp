@@ -9,10 +9,8 @@
 // The batch is processed in chunks of output lines (kernels/cpu/im2col.h: ConvChunking) so the
 // column buffer stays bounded and cache-sized whatever the batch size.
 //
-// Threads: OpenBLAS threads each GEMM; im2col and col2im run on the calling thread. Measured on
-// 2 cores, an OpenMP im2col made the convolution 3-20x slower: OpenMP's workers and OpenBLAS's
-// pthread workers each spin-wait after their parallel section and steal the cores the other
-// needs. Cache-sized chunks keep the serial copy a small fraction of the GEMM instead.
+// Threads: OpenBLAS threads each GEMM; im2col and col2im split their rows over sleeping worker
+// threads (kernels/cpu/parallel_rows.h explains why not OpenMP).
 #include <cblas.h>
 
 #include <algorithm>
@@ -85,13 +83,18 @@ Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tenso
     gemm_a_b(op, g.n * g.h * g.w, g.c, g.o, dyp, wp, /*b_transposed=*/false, 0.0f, dx.f32());
     return dx;
   }
-  // Zeroed: col2im accumulates, and input pixels no window reads (stride > kernel) get 0.
-  Tensor dx = Tensor::zeros(x_shape);
+  // col2im accumulates into dx, which is zeroed chunk by chunk just ahead of it (im2col.h).
+  Tensor dx = Tensor::empty(x_shape);
   float* dxp = dx.f32();
+  int64_t zeroed_rows = 0;
   for_each_chunk(g, [&](int64_t l0, int64_t l1, float* dcol) {
     gemm_a_b(op, (l1 - l0) * g.ow, g.k(), g.o, dyp + l0 * g.ow * g.o, wp, /*b_transposed=*/false, 0.0f, dcol);
+    const int64_t rows_read = last_input_row(g, l1 - 1) + 1;
+    zero_input_rows(g, dxp, zeroed_rows, rows_read);
+    zeroed_rows = rows_read;
     col2im_lines(g, dcol, l0, l1, dxp);
   });
+  zero_input_rows(g, dxp, zeroed_rows, g.n * g.h);  // rows below the last window, if any
   return dx;
 }
 

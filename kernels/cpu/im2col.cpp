@@ -5,6 +5,7 @@
 #include <mutex>
 #include <vector>
 
+#include "kernels/cpu/parallel_rows.h"
 #include "runtime/alloc.h"
 
 namespace ae::cpu {
@@ -16,6 +17,10 @@ ConvGeometry::ConvGeometry(const ops::Conv2dParams& p, const Shape& x_shape, int
       oh(p.out_h(x_shape[1])), ow(p.out_w(x_shape[2])) {}
 
 namespace {
+
+// A thread's share of a copy should be at least this many floats: waking a thread costs more
+// than copying fewer.
+constexpr int64_t kMinFloatsPerThread = 1 << 15;
 
 // The kernel columns kw in [lo, hi) of an output pixel whose window starts at input column w0
 // fall inside the image; the rest read padding.
@@ -30,36 +35,67 @@ inline ValidColumns valid_columns(const ConvGeometry& g, int64_t w0) {
 
 }  // namespace
 
-void im2col_lines(const ConvGeometry& g, const float* x, int64_t l0, int64_t l1, float* col) {
-  const int64_t rows = (l1 - l0) * g.ow;
-  const int64_t k = g.k();
+namespace {
+
+// Column row r of the chunk starting at line l0: the receptive field of one output pixel.
+void im2col_row(const ConvGeometry& g, const float* x, int64_t l0, int64_t r, float* dst_row) {
+  const int64_t line = l0 + r / g.ow;
+  const int64_t ow = r % g.ow;
+  const int64_t n = line / g.oh, oh = line % g.oh;
+  const int64_t w0 = ow * g.sw - g.pw;
+  const ValidColumns v = valid_columns(g, w0);
   const int64_t window_row = g.kw * g.c;  // one kh slice of a column row
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t line = l0 + r / g.ow;
-    const int64_t ow = r % g.ow;
-    const int64_t n = line / g.oh, oh = line % g.oh;
-    const int64_t w0 = ow * g.sw - g.pw;
-    const ValidColumns v = valid_columns(g, w0);
-    float* dst_row = col + r * k;
-    for (int64_t kh = 0; kh < g.kh; ++kh) {
-      float* dst = dst_row + kh * window_row;
-      const int64_t h = oh * g.sh - g.ph + kh;
-      if (h < 0 || h >= g.h || v.lo == v.hi) {
-        std::memset(dst, 0, sizeof(float) * window_row);
-        continue;
-      }
-      // The valid kernel columns read consecutive input pixels, so their channels are one
-      // contiguous run of x: a single copy, with padding zeroed on either side.
-      const float* src = x + ((n * g.h + h) * g.w + w0 + v.lo) * g.c;
-      std::memset(dst, 0, sizeof(float) * v.lo * g.c);
-      std::memcpy(dst + v.lo * g.c, src, sizeof(float) * (v.hi - v.lo) * g.c);
-      std::memset(dst + v.hi * g.c, 0, sizeof(float) * (g.kw - v.hi) * g.c);
+  for (int64_t kh = 0; kh < g.kh; ++kh) {
+    float* dst = dst_row + kh * window_row;
+    const int64_t h = oh * g.sh - g.ph + kh;
+    if (h < 0 || h >= g.h || v.lo == v.hi) {
+      std::memset(dst, 0, sizeof(float) * window_row);
+      continue;
+    }
+    // The valid kernel columns read consecutive input pixels, so their channels are one
+    // contiguous run of x: a single copy, with padding zeroed on either side.
+    const float* src = x + ((n * g.h + h) * g.w + w0 + v.lo) * g.c;
+    std::memset(dst, 0, sizeof(float) * v.lo * g.c);
+    std::memcpy(dst + v.lo * g.c, src, sizeof(float) * (v.hi - v.lo) * g.c);
+    std::memset(dst + v.hi * g.c, 0, sizeof(float) * (g.kw - v.hi) * g.c);
+  }
+}
+
+// Input row (n, h) of dx gathers what the chunk's column lines [l0, l1) hold for it.
+void col2im_input_row(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, int64_t n, int64_t h,
+                      float* dx) {
+  const int64_t k = g.k();
+  float* dx_row = dx + (n * g.h + h) * g.w * g.c;
+  for (int64_t kh = 0; kh < g.kh; ++kh) {
+    // Output row oh reads input row h through kernel row kh when oh*SH - PH + kh == h.
+    const int64_t t = h + g.ph - kh;
+    if (t < 0 || t % g.sh != 0) continue;
+    const int64_t oh = t / g.sh;
+    const int64_t line = n * g.oh + oh;
+    if (oh >= g.oh || line < l0 || line >= l1) continue;
+    const float* col_line = col + (line - l0) * g.ow * k + kh * g.kw * g.c;
+    for (int64_t ow = 0; ow < g.ow; ++ow) {
+      const int64_t w0 = ow * g.sw - g.pw;
+      const ValidColumns v = valid_columns(g, w0);
+      const float* src = col_line + ow * k + v.lo * g.c;
+      float* dst = dx_row + (w0 + v.lo) * g.c;
+      const int64_t len = (v.hi - v.lo) * g.c;
+      for (int64_t j = 0; j < len; ++j) dst[j] += src[j];
     }
   }
 }
 
+}  // namespace
+
+void im2col_lines(const ConvGeometry& g, const float* x, int64_t l0, int64_t l1, float* col) {
+  const int64_t k = g.k();
+  parallel_rows((l1 - l0) * g.ow, kMinFloatsPerThread / k + 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) im2col_row(g, x, l0, r, col + r * k);
+  });
+}
+
 void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, float* dx) {
-  // The input rows (n, h) that lines [l0, l1) read: each is owned by one thread below.
+  // The input rows (n, h) that lines [l0, l1) read. Each is written by one thread only.
   struct InputRow {
     int64_t n, h;
   };
@@ -71,31 +107,24 @@ void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l
     const int64_t h_last = std::min<int64_t>(g.h - 1, oh_last * g.sh - g.ph + g.kh - 1);
     for (int64_t h = h_first; h <= h_last; ++h) touched.push_back({n, h});
   }
+  const int64_t gathered_per_row = g.w * g.c * g.kh;  // about what one input row adds up
+  parallel_rows(static_cast<int64_t>(touched.size()), kMinFloatsPerThread / gathered_per_row + 1,
+                [&](int64_t begin, int64_t end) {
+                  for (int64_t i = begin; i < end; ++i) col2im_input_row(g, col, l0, l1, touched[i].n, touched[i].h, dx);
+                });
+}
 
-  const int64_t k = g.k();
-  const int64_t window_row = g.kw * g.c;
-  const int64_t count = static_cast<int64_t>(touched.size());
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t n = touched[i].n, h = touched[i].h;
-    float* dx_row = dx + (n * g.h + h) * g.w * g.c;
-    for (int64_t kh = 0; kh < g.kh; ++kh) {
-      // Output row oh reads input row h through kernel row kh when oh*SH - PH + kh == h.
-      const int64_t t = h + g.ph - kh;
-      if (t < 0 || t % g.sh != 0) continue;
-      const int64_t oh = t / g.sh;
-      const int64_t line = n * g.oh + oh;
-      if (oh >= g.oh || line < l0 || line >= l1) continue;
-      const float* col_line = col + (line - l0) * g.ow * k + kh * window_row;
-      for (int64_t ow = 0; ow < g.ow; ++ow) {
-        const int64_t w0 = ow * g.sw - g.pw;
-        const ValidColumns v = valid_columns(g, w0);
-        const float* src = col_line + ow * k + v.lo * g.c;
-        float* dst = dx_row + (w0 + v.lo) * g.c;
-        const int64_t len = (v.hi - v.lo) * g.c;
-        for (int64_t j = 0; j < len; ++j) dst[j] += src[j];
-      }
-    }
-  }
+int64_t last_input_row(const ConvGeometry& g, int64_t line) {
+  const int64_t n = line / g.oh, oh = line % g.oh;
+  const int64_t h = std::clamp<int64_t>(oh * g.sh - g.ph + g.kh - 1, 0, g.h - 1);
+  return n * g.h + h;
+}
+
+void zero_input_rows(const ConvGeometry& g, float* dx, int64_t begin_row, int64_t end_row) {
+  const int64_t row_floats = g.w * g.c;
+  parallel_rows(end_row - begin_row, kMinFloatsPerThread / row_floats + 1, [&](int64_t begin, int64_t end) {
+    std::memset(dx + (begin_row + begin) * row_floats, 0, sizeof(float) * (end - begin) * row_floats);
+  });
 }
 
 namespace {

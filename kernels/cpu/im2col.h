@@ -27,12 +27,21 @@ struct ConvGeometry {
 };
 
 // col[(l-l0)*OW + ow][kh][kw][c] = x[n, oh*SH-PH+kh, ow*SW-PW+kw, c], zero outside the image.
+// Both functions split their rows across threads with parallel_rows (kernels/cpu/parallel_rows.h).
 void im2col_lines(const ConvGeometry& g, const float* x, int64_t l0, int64_t l1, float* col);
 
 // The adjoint of im2col_lines: dx[n,h,w,c] += every col entry that im2col_lines read from there.
-// Walks the input rows (n, h) the chunk touches and gathers into each, so a row is owned by one
-// iteration (ready to be split across threads should that ever pay; see conv_cpu.cpp).
+// Walks the input rows (n, h) the chunk touches and gathers into each, so threads (parallel_rows)
+// own whole rows of dx and never race.
 void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, float* dx);
+
+// dx rows are (n, h) pairs, numbered n*H + h. Output line `line` reads input rows up to
+// last_input_row(g, line), and lines read rows in non-decreasing order, so a backward-data pass
+// over chunks in order can zero dx lazily: before each chunk's col2im, zero the rows after the
+// previous chunk's last row up to this chunk's last row (rows no window reads included), and the
+// rest at the end. That replaces a separate memset pass over dx with cache-warm, parallel zeroing.
+int64_t last_input_row(const ConvGeometry& g, int64_t line);
+void zero_input_rows(const ConvGeometry& g, float* dx, int64_t begin_row, int64_t end_row);
 
 // How the batch is cut into chunks of output lines. A chunk aims at target_bytes of column
 // matrix, so im2col writes it into cache and the GEMM reads it back from there, but holds at

@@ -4,12 +4,16 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <atomic>
 #include <functional>
+#include <mutex>
+#include <thread>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/im2col.h"
+#include "kernels/cpu/parallel_rows.h"
 #include "kernels/ops.h"
 #include "tests/support/check.h"
 
@@ -204,13 +208,16 @@ TEST_CASE("conv2d: forward, backward-data and backward-weight match double loops
 }
 
 TEST_CASE("conv2d: chunked column buffers give the same results, chunks straddling images") {
-  // Batch 3 of 7 output lines each; 1 and 3 lines per chunk put chunk borders inside and
-  // across images, so im2col, col2im and the dW accumulation all see partial images.
+  // Batch 3 of up to 7 output lines each; 1 and 3 lines per chunk put chunk borders inside and
+  // across images, so im2col, col2im, dx's lazy zeroing and the dW accumulation all see partial
+  // images. Some shapes leave input rows that no window reads: dx must still be 0 there.
   const std::vector<ConvCase> cases = {
       {3, 13, 17, 5, 4, Conv2dParams{3, 3, 2, 2, 1, 1}},   // OH 7
       {3, 7, 5, 3, 6, Conv2dParams{7, 7, 1, 1, 3, 3}},     // OH 7, windows overlap heavily
       {3, 13, 9, 4, 3, Conv2dParams{3, 1, 2, 1, 0, 2}},    // OH 6, non-square kernel
       {3, 7, 5, 3, 2, Conv2dParams{1, 1, 2, 2, 0, 0}},     // strided 1x1: stride > kernel
+      {3, 8, 6, 3, 2, Conv2dParams{1, 1, 2, 2, 0, 0}},     // and the last input row is never read
+      {3, 10, 9, 4, 3, Conv2dParams{3, 3, 3, 3, 0, 0}},    // last input row unread, OH 3
   };
   for (const ConvCase& k : cases) {
     const int64_t line_bytes = k.ow() * k.p.kernel_h * k.p.kernel_w * k.c * 4;
@@ -248,6 +255,72 @@ TEST_CASE("conv2d: chunk size follows the policy: cache target, minimum rows, ha
   CHECK(lines(100, 0, 100) == 1);            // at least one line
   CHECK(lines(1 << 30, 0, 1 << 30) == 80);   // at most the whole batch
   ae::cpu::set_conv_chunking(saved);
+}
+
+TEST_CASE("parallel_rows covers every row exactly once, also from concurrent callers") {
+  const auto run = [](int64_t count, int64_t min_rows, int* calls) {
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(count));
+    std::mutex m;
+    ae::cpu::parallel_rows(count, min_rows, [&](int64_t begin, int64_t end) {
+      {
+        std::lock_guard<std::mutex> lock(m);
+        ++*calls;
+      }
+      for (int64_t i = begin; i < end; ++i) hits[static_cast<std::size_t>(i)]++;
+    });
+    int64_t bad = 0;
+    for (const auto& h : hits) bad += h.load() != 1;
+    return bad;
+  };
+  int calls = 0;
+  CHECK(run(1000, 1, &calls) == 0);
+  CHECK(calls >= 1);
+  calls = 0;
+  CHECK(run(10, 6, &calls) == 0);  // too few rows to split: one inline call
+  CHECK(calls == 1);
+  calls = 0;
+  CHECK(run(0, 1, &calls) == 0);
+  CHECK(calls == 0);
+
+  std::atomic<int64_t> bad{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 3; ++t)
+    callers.emplace_back([&] {
+      int c = 0;
+      for (int rep = 0; rep < 50; ++rep) bad += run(777, 1, &c);
+    });
+  for (auto& t : callers) t.join();
+  CHECK(bad.load() == 0);
+}
+
+TEST_CASE("conv2d: concurrent calls from several threads agree with the reference") {
+  const std::vector<ConvCase> cases = {
+      {2, 13, 17, 64, 5, Conv2dParams{3, 3, 1, 1, 1, 1}},
+      {2, 13, 17, 5, 64, Conv2dParams{7, 7, 2, 2, 3, 3}},
+      {1, 7, 5, 64, 64, Conv2dParams{3, 1, 1, 2, 0, 1}},
+  };
+  std::vector<std::string> failures(cases.size());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < cases.size(); ++i)
+    threads.emplace_back([&, i] {
+      const ConvCase& k = cases[i];
+      const Tensor x = test::random_tensor(k.x_shape(), 300 + i), w = test::random_tensor(k.w_shape(), 400 + i);
+      const Tensor dy = test::random_tensor(k.y_shape(), 500 + i);
+      const auto xd = test::to_double(x), wd = test::to_double(w), dyd = test::to_double(dy);
+      for (int rep = 0; rep < 3; ++rep) {
+        const test::CompareResult results[] = {
+            test::compare(ae::ops::conv2d_forward(k.p, x, w), ref_forward(k, xd, wd), kConvTol, "forward"),
+            test::compare(ae::ops::conv2d_backward_data(k.p, dy, w, k.x_shape()), ref_backward_data(k, dyd, wd),
+                          kConvTol, "backward_data"),
+            test::compare(ae::ops::conv2d_backward_weight(k.p, x, dy, k.w_shape()),
+                          ref_backward_weight(k, xd, dyd), kConvTol, "backward_weight"),
+        };
+        for (const auto& r : results)
+          if (!r.ok) failures[i] += k.str() + ": " + r.report;
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const std::string& f : failures) CHECK_MESSAGE(f.empty(), f);
 }
 
 TEST_CASE("conv2d: inputs that are views at an offset into shared storage") {
