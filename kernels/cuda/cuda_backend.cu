@@ -30,8 +30,8 @@ using namespace ae::ops;
 class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
-  Tensor conv2d_forward(const Conv2dParams&, const Tensor& x, const Tensor& w) const override {
-    not_implemented("conv2d_forward", {&x, &w});
+  Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) const override {
+    return cuda::conv2d_forward(p, x, w);
   }
   Tensor conv2d_backward_data(const Conv2dParams&, const Tensor& dy, const Tensor& w, const Shape&) const override {
     not_implemented("conv2d_backward_data", {&dy, &w});

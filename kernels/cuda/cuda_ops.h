@@ -11,6 +11,9 @@ using ops::DropoutOut;
 using ops::DropoutParams;
 using ops::SgdParams;
 
+// conv.cu (forward only so far)
+Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w);
+
 // elementwise.cu
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& a, float s);
