@@ -1,0 +1,130 @@
+// aesthete train: generic training on a labelled photo folder (train/trainer.h does the work).
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "apps/report_html.h"
+#include "runtime/atomic_file.h"
+#include "runtime/log.h"
+#include "train/trainer.h"
+#include "weights_tools/model_file.h"
+
+namespace ae::app {
+
+namespace {
+
+struct TrainArgs {
+  train::TrainOptions o;
+  std::string init, head = "seed", device = "auto", optimizer = "adam", resize_mode = "squash";
+};
+
+extern "C" void on_interrupt(int) {
+  train::request_stop();
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_of(" '\"\\$`!*?;&|<>()") == std::string::npos) return s;
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+void run_train(TrainArgs& a) {
+  train::TrainOptions& o = a.o;
+  o.head = model::parse_head(a.head);
+  AE_CHECK(o.head != model::HeadType::imagenet, "--head must be seed or linear");
+  o.device = resolve_device(a.device);
+  o.optimizer = train::parse_optimizer(a.optimizer);
+  o.resize_mode = data::parse_resize_mode(a.resize_mode);
+  std::optional<model::Checkpoint> init;
+  if (!a.init.empty() && !o.resume) init = weights::load_model_file(a.init);
+
+  std::vector<std::pair<std::string, std::string>> settings = {
+      {"train csv", o.train_csv}, {"images", o.images_dir}, {"validation", o.val_csv.empty() ? "fraction " + std::to_string(o.val_fraction) + " of the training images" : o.val_csv},
+      {"init", a.init.empty() ? "random" : a.init}, {"head", a.head}, {"epochs", std::to_string(o.epochs)},
+      {"batch", std::to_string(o.batch)}, {"optimizer", a.optimizer}, {"lr", std::to_string(o.lr)},
+      {"lr decay", std::to_string(o.lr_decay) + " every " + std::to_string(o.decay_every) + " epochs"},
+      {"input", std::to_string(o.size) + " px (" + a.resize_mode + ", train resize " + std::to_string(o.resize_to) + ")"},
+      {"device", o.device.str()}, {"seed", std::to_string(o.seed)}};
+  const std::string report = (std::filesystem::path(o.out_dir) / "report.html").string();
+  auto write_report = [&](const train::TrainResult& r) {
+    const std::string html = training_report_html(r, settings);
+    atomic_write(report, html.data(), html.size());
+  };
+
+  train::clear_stop_request();
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  const train::TrainResult r = train::run_training(o, init, write_report);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+
+  if (r.interrupted) {
+    write_report(r);
+    std::ostringstream cmd;
+    bool has_resume = false;
+    const auto& args = command_line();
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--stop-after-steps") {  // the testing flag is not part of the run
+        ++i;
+        continue;
+      }
+      if (args[i].rfind("--stop-after-steps=", 0) == 0) continue;
+      has_resume |= args[i] == "--resume";
+      cmd << shell_quote(args[i]) << " ";
+    }
+    if (!has_resume) cmd << "--resume";
+    AE_INFO("stopped; the state is saved in " << o.out_dir << "/last.safetensors. Continue with:\n  " << cmd.str());
+    return;
+  }
+  if (r.diverged) {
+    set_exit_code(1);
+    return;
+  }
+  AE_INFO("done: best epoch " << r.best_epoch << " (val MSE " << r.best_val_mse << ") saved as " << o.out_dir
+                              << "/model.safetensors; report " << report);
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  train::TrainOptions& o = a->o;
+  CLI::App* cmd = app.add_subcommand("train", "Train a generic aesthetics model (the original recipe, fixed model selection)");
+  cmd->add_option("--train-csv", o.train_csv, "Labels: FLICKR-AES file or CSV image,score[,user]")->required();
+  cmd->add_option("--images", o.images_dir, "Folder holding the images")->required();
+  cmd->add_option("--out", o.out_dir, "Output folder (model.safetensors, last.safetensors, metrics.csv, report.html)")
+      ->required();
+  cmd->add_option("--val-csv", o.val_csv, "Validation labels (default: a split of the training images)");
+  cmd->add_option("--val-fraction", o.val_fraction, "Fraction of training images held out for model selection")
+      ->capture_default_str();
+  cmd->add_option("--init", a->init, "Starting weights: ImageNet resnet18 (.pth/.safetensors) or an aesthete model");
+  cmd->add_option("--head", a->head, "seed (the original MLP on the 1000 logits) or linear (512->1)")
+      ->capture_default_str();
+  cmd->add_option("--epochs", o.epochs)->capture_default_str();
+  cmd->add_option("--batch", o.batch)->capture_default_str();
+  cmd->add_option("--lr", o.lr)->capture_default_str();
+  cmd->add_option("--lr-decay", o.lr_decay, "lr = lr * decay^floor(epoch / decay-every)")->capture_default_str();
+  cmd->add_option("--decay-every", o.decay_every)->capture_default_str();
+  cmd->add_option("--optimizer", a->optimizer, "adam, adamw or sgd")->capture_default_str();
+  cmd->add_option("--weight-decay", o.weight_decay)->capture_default_str();
+  cmd->add_option("--dropout", o.dropout, "Dropout of the seed head")->capture_default_str();
+  cmd->add_option("--size", o.size, "Network input side")->capture_default_str();
+  cmd->add_option("--resize-to", o.resize_to, "Train-time resize before the random crop")->capture_default_str();
+  cmd->add_option("--resize-mode", a->resize_mode, "squash (original) or aspect")->capture_default_str();
+  cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--workers", o.workers, "Image decoding threads")->capture_default_str();
+  cmd->add_option("--seed", o.seed)->capture_default_str();
+  cmd->add_option("--max-missing", o.max_missing_fraction, "Stop if a larger fraction of listed images is missing")
+      ->capture_default_str();
+  cmd->add_flag("--resume", o.resume, "Continue the run saved in --out");
+  cmd->add_option("--stop-after-steps", o.stop_after_steps, "Stop as if interrupted after N steps (testing)")
+      ->group("");
+  cmd->callback([a] { run_train(*a); });
+}
+
+}  // namespace ae::app

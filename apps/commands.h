@@ -1,0 +1,28 @@
+#pragma once
+// The `aesthete` command line: one file per subcommand, each adding itself to the app.
+// apps/ parses flags and prints; the work happens in train/, model/ and weights_tools/.
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+#include "runtime/device.h"
+
+namespace ae::app {
+
+void add_score_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_make_dataset_command(CLI::App& app);
+
+// Exit code the process returns once the chosen subcommand finished (0 unless it says so).
+void set_exit_code(int code);
+int exit_code();
+// The process arguments (for "continue with" hints).
+const std::vector<std::string>& command_line();
+
+// "auto" = a CUDA device when one is usable, else the CPU (saying so once); "cpu", "cuda[:N]".
+Device resolve_device(const std::string& text);
+
+}  // namespace ae::app

@@ -1,0 +1,62 @@
+// aesthete: personalised photo aesthetics. Entry point; every subcommand lives in its own file.
+#include <cstdio>
+#include <exception>
+
+#include "apps/commands.h"
+#include "kernels/backend.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace ae::app {
+
+namespace {
+int g_exit_code = 0;
+std::vector<std::string> g_command_line;
+}
+
+const std::vector<std::string>& command_line() { return g_command_line; }
+
+void set_exit_code(int code) { g_exit_code = code; }
+int exit_code() { return g_exit_code; }
+
+Device resolve_device(const std::string& text) {
+  if (text == "auto") {
+    if (ops::cuda_backend() != nullptr) return Device::cuda(0);
+    AE_INFO("no usable CUDA device: running on the CPU");
+    return Device::cpu();
+  }
+  const Device d = parse_device(text);
+  AE_CHECK(d.is_cpu() || ops::cuda_backend() != nullptr,
+           "--device " << text << ": this build has no usable CUDA device (use --device cpu or auto)");
+  return d;
+}
+
+}  // namespace ae::app
+
+int main(int argc, char** argv) {
+  ae::app::g_command_line.assign(argv, argv + argc);
+  CLI::App app{"aesthete: photo aesthetics with ResNet-18, from scratch in C++ and CUDA", "aesthete"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "aesthete 0.1");
+  bool quiet = false, verbose = false;
+  app.add_flag("-q,--quiet", quiet, "Only print results and errors");
+  app.add_flag("-v,--verbose", verbose, "Print debugging detail");
+  app.parse_complete_callback([&] {
+    if (quiet) ae::set_log_level(ae::LogLevel::warn);
+    if (verbose) ae::set_log_level(ae::LogLevel::debug);
+  });
+  ae::app::add_score_command(app);
+  ae::app::add_inspect_command(app);
+  ae::app::add_convert_command(app);
+  ae::app::add_train_command(app);
+  ae::app::add_make_dataset_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return ae::app::exit_code();
+}

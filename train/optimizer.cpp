@@ -1,0 +1,89 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+#include <map>
+
+#include "runtime/error.h"
+
+namespace ae::train {
+
+OptimizerKind parse_optimizer(const std::string& text) {
+  if (text == "adam") return OptimizerKind::adam;
+  if (text == "adamw") return OptimizerKind::adamw;
+  if (text == "sgd") return OptimizerKind::sgd;
+  AE_FAIL("unknown optimiser '" << text << "': expected adam, adamw or sgd");
+}
+
+float step_lr(float base, float decay, int every, int64_t epoch) {
+  AE_CHECK(every > 0, "learning-rate schedule: decay interval must be positive, got " << every);
+  return base * static_cast<float>(std::pow(static_cast<double>(decay), static_cast<double>(epoch / every)));
+}
+
+Optimizer::Optimizer(std::vector<model::ParamRef> params, OptimizerConfig config) : config_(config) {
+  for (auto& p : params) {
+    Slot s{p, Tensor::zeros(p.param->value.shape(), DType::f32, p.param->value.device()), Tensor()};
+    if (config_.kind != OptimizerKind::sgd) s.v = Tensor::zeros(p.param->value.shape(), DType::f32, p.param->value.device());
+    slots_.push_back(std::move(s));
+  }
+}
+
+void Optimizer::step() {
+  ++step_;
+  for (auto& s : slots_) {
+    model::Param& p = *s.ref.param;
+    if (!p.grad.defined()) continue;
+    if (config_.kind == OptimizerKind::sgd) {
+      ops::SgdParams sp;
+      sp.lr = config_.lr;
+      sp.momentum = config_.momentum;
+      sp.weight_decay = config_.weight_decay;
+      ops::sgd_step(sp, p.value, p.grad, s.m, step_);
+    } else {
+      ops::AdamParams ap;
+      ap.lr = config_.lr;
+      ap.beta1 = config_.beta1;
+      ap.beta2 = config_.beta2;
+      ap.eps = config_.eps;
+      ap.weight_decay = config_.weight_decay;
+      ap.decoupled = config_.kind == OptimizerKind::adamw;
+      ops::adam_step(ap, p.value, p.grad, s.m, s.v, step_);
+    }
+  }
+}
+
+std::vector<std::pair<std::string, Tensor>> Optimizer::state() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& s : slots_) {
+    if (config_.kind == OptimizerKind::sgd) {
+      out.emplace_back("optim.buf." + s.ref.name, s.m.to(Device::cpu()));
+    } else {
+      out.emplace_back("optim.m." + s.ref.name, s.m.to(Device::cpu()));
+      out.emplace_back("optim.v." + s.ref.name, s.v.to(Device::cpu()));
+    }
+  }
+  return out;
+}
+
+void Optimizer::load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) {
+  std::map<std::string, const Tensor*> by_name;
+  for (const auto& [n, t] : state) by_name[n] = &t;
+  auto restore = [&](const std::string& name, Tensor& dst) {
+    auto it = by_name.find(name);
+    AE_CHECK(it != by_name.end(), "optimiser state lacks '" << name << "'");
+    AE_CHECK(it->second->shape() == dst.shape(), "optimiser state '" << name << "' has shape "
+                                                                     << shape_str(it->second->shape())
+                                                                     << ", expected " << shape_str(dst.shape()));
+    dst.copy_from(it->second->to(dst.device()));
+  };
+  for (auto& s : slots_) {
+    if (config_.kind == OptimizerKind::sgd) {
+      restore("optim.buf." + s.ref.name, s.m);
+    } else {
+      restore("optim.m." + s.ref.name, s.m);
+      restore("optim.v." + s.ref.name, s.v);
+    }
+  }
+  step_ = steps;
+}
+
+}  // namespace ae::train
