@@ -17,7 +17,7 @@ namespace {
 
 struct ScoreArgs {
   std::string model;
-  std::string size = "224";
+  std::string size = "auto";
   std::string device = "auto";
   int batch = 16;
   std::vector<std::string> paths;
@@ -47,7 +47,12 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& args) {
   return out;
 }
 
-int parse_size(const std::string& s) {
+// "auto": the side the model was trained at (checkpoint metadata input_size), else 224.
+int parse_size(const std::string& s, const model::Checkpoint& ck) {
+  if (s == "auto") {
+    auto it = ck.metadata.find("input_size");
+    return it == ck.metadata.end() ? 224 : parse_size(it->second, ck);
+  }
   if (s == "native") return 0;
   char* end = nullptr;
   const long v = std::strtol(s.c_str(), &end, 10);
@@ -56,9 +61,9 @@ int parse_size(const std::string& s) {
 }
 
 void run_score(const ScoreArgs& a) {
-  const int size = parse_size(a.size);
   const Device device = resolve_device(a.device);
   const model::Checkpoint ck = weights::load_model_file(a.model);
+  const int size = parse_size(a.size, ck);
   AE_CHECK(ck.config.head != model::HeadType::imagenet,
            "'" << a.model << "' is an ImageNet classifier (fc 512->1000, no aesthetics head); train one with "
                   "`aesthete train --init " << a.model << " ...`");
@@ -109,7 +114,8 @@ void add_score_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("score", "Score photos: CSV path,score,stars on stdout");
   cmd->add_option("--model", args->model, "Model file (.safetensors from aesthete, or a PyTorch .pth state dict)")
       ->required();
-  cmd->add_option("--size", args->size, "Input side (squash-resize), or 'native' to feed each photo at its own size")
+  cmd->add_option("--size", args->size, "Input side (squash-resize); auto = the size the model was trained at (224 if unknown); "
+                 "native = each photo at its own size")
       ->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--batch", args->batch, "Photos per forward pass")->capture_default_str();

@@ -6,6 +6,9 @@
 #include "kernels/backend.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#ifdef AE_WITH_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace ae::app {
 
@@ -19,15 +22,31 @@ const std::vector<std::string>& command_line() { return g_command_line; }
 void set_exit_code(int code) { g_exit_code = code; }
 int exit_code() { return g_exit_code; }
 
+// Brings up the CUDA backend on first use (cudart start-up costs time; commands that never touch
+// a device do not pay it). Returns why no device is usable, or "" when one is.
+static std::string cuda_unusable_reason() {
+#ifdef AE_WITH_CUDA
+  const cuda::DeviceInfo& info = cuda::initialize();
+  if (info.usable) return "";
+  return info.reason;
+#else
+  return "this build has no CUDA backend (nvcc was not found when it was configured)";
+#endif
+}
+
 Device resolve_device(const std::string& text) {
   if (text == "auto") {
-    if (ops::cuda_backend() != nullptr) return Device::cuda(0);
-    AE_INFO("no usable CUDA device: running on the CPU");
+    const std::string why = cuda_unusable_reason();
+    if (why.empty() && ops::cuda_backend() != nullptr) return Device::cuda(0);
+    AE_INFO("no usable CUDA device (" << why << "): running on the CPU");
     return Device::cpu();
   }
   const Device d = parse_device(text);
-  AE_CHECK(d.is_cpu() || ops::cuda_backend() != nullptr,
-           "--device " << text << ": this build has no usable CUDA device (use --device cpu or auto)");
+  if (d.is_cuda()) {
+    const std::string why = cuda_unusable_reason();
+    AE_CHECK(why.empty() && ops::cuda_backend() != nullptr,
+             "--device " << text << ": no usable CUDA device: " << why << " (use --device cpu or auto)");
+  }
   return d;
 }
 

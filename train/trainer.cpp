@@ -399,7 +399,7 @@ TrainResult run_training(const TrainOptions& o, const std::optional<model::Check
       result.best_epoch = row.epoch;
       result.best_val_mse = val.mse;
       model::save_checkpoint(best_path, net, model::TargetNorm{},
-                             {{"epoch", std::to_string(row.epoch)}, {"val_mse", fmt(val.mse)},
+                             {{"epoch", std::to_string(row.epoch)}, {"val_mse", fmt(val.mse)}, {"input_size", std::to_string(o.size)},
                               {"val_spearman", fmt(val.spearman)}});
     }
     pos = Position{};
