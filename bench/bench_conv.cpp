@@ -54,7 +54,9 @@ struct Options {
 };
 
 void usage_and_exit(const char* prog, const std::string& problem) {
-  std::fprintf(stderr, "%s: %s\nusage: %s [--batch N] [--quick] [--min-time SECONDS] [--chunk-bytes B] [--chunk-min-rows R]\n", prog, problem.c_str(), prog);
+  std::fprintf(stderr,
+               "%s: %s\nusage: %s [--batch N] [--quick] [--min-time SECONDS] [--chunk-bytes B] [--chunk-min-rows R]\n",
+               prog, problem.c_str(), prog);
   std::exit(2);
 }
 
@@ -162,13 +164,15 @@ Row measure(const std::function<void()>& conv, const Gemm& g, double flops, doub
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
-  std::printf("CPU conv vs OpenBLAS sgemm of the same M,N,K, batch %lld, %d OpenBLAS threads, median of alternating calls, >= %.2f s each\n",
-              static_cast<long long>(opt.batch), openblas_get_num_threads(), opt.min_seconds);
+  std::printf(
+      "CPU conv vs OpenBLAS sgemm of the same M,N,K, batch %lld, %d OpenBLAS threads, median of alternating calls, >= "
+      "%.2f s each\n",
+      static_cast<long long>(opt.batch), openblas_get_num_threads(), opt.min_seconds);
   const ae::cpu::ConvChunking chunking = ae::cpu::conv_chunking();
   std::printf("column chunks: target %zu bytes, at least %lld rows, at most %zu bytes\n", chunking.target_bytes,
               static_cast<long long>(chunking.min_rows), chunking.max_bytes);
-  std::printf("%-15s %-24s %-6s %9s %10s %-22s %6s\n", "layer", "shape", "op", "conv GF/s", "sgemm GF/s",
-              "sgemm M,N,K", "ratio");
+  std::printf("%-15s %-24s %-6s %9s %10s %-22s %6s\n", "layer", "shape", "op", "conv GF/s", "sgemm GF/s", "sgemm M,N,K",
+              "ratio");
 
   double worst_ratio_3x3 = 1e9;
   double worst_ratio_all = 1e9;
@@ -203,8 +207,8 @@ int main(int argc, char** argv) {
       char mnk[40];
       std::snprintf(mnk, sizeof mnk, "%lld,%lld,%lld", static_cast<long long>(op.gemm.m),
                     static_cast<long long>(op.gemm.n), static_cast<long long>(op.gemm.k));
-      std::printf("%-15s %-24s %-6s %9.1f %10.1f %-22s %6.2f\n", L.name, shape, op.name, r.conv_gflops,
-                  r.sgemm_gflops, mnk, r.ratio());
+      std::printf("%-15s %-24s %-6s %9.1f %10.1f %-22s %6.2f\n", L.name, shape, op.name, r.conv_gflops, r.sgemm_gflops,
+                  mnk, r.ratio());
       std::fflush(stdout);
       worst_ratio_all = std::min(worst_ratio_all, r.ratio());
       if (L.k == 3) worst_ratio_3x3 = std::min(worst_ratio_3x3, r.ratio());

@@ -30,14 +30,13 @@ int blas_dim(const char* op, int64_t v) {
 // Row-major C[m,n] = A[m,k] * op(B) + beta*C, op(B) = B^T when b_transposed (B stored [n,k]).
 void gemm_a_b(const char* op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, bool b_transposed,
               float beta, float* c) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, blas_dim(op, m),
-              blas_dim(op, n), blas_dim(op, k), 1.0f, a, blas_dim(op, k), b, blas_dim(op, b_transposed ? k : n), beta,
-              c, blas_dim(op, n));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, blas_dim(op, m), blas_dim(op, n),
+              blas_dim(op, k), 1.0f, a, blas_dim(op, k), b, blas_dim(op, b_transposed ? k : n), beta, c,
+              blas_dim(op, n));
 }
 
 // Row-major C[m,n] = A^T * B + beta*C with A stored [k,m] and B stored [k,n].
-void gemm_at_b(const char* op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta,
-               float* c) {
+void gemm_at_b(const char* op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas_dim(op, m), blas_dim(op, n), blas_dim(op, k), 1.0f, a,
               blas_dim(op, m), b, blas_dim(op, n), beta, c, blas_dim(op, n));
 }

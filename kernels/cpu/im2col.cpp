@@ -33,10 +33,6 @@ inline ValidColumns valid_columns(const ConvGeometry& g, int64_t w0) {
   return {lo, std::max(lo, hi)};
 }
 
-}  // namespace
-
-namespace {
-
 // Column row r of the chunk starting at line l0: the receptive field of one output pixel.
 void im2col_row(const ConvGeometry& g, const float* x, int64_t l0, int64_t r, float* dst_row) {
   const int64_t line = l0 + r / g.ow;
@@ -55,9 +51,10 @@ void im2col_row(const ConvGeometry& g, const float* x, int64_t l0, int64_t r, fl
     // The valid kernel columns read consecutive input pixels, so their channels are one
     // contiguous run of x: a single copy, with padding zeroed on either side.
     const float* src = x + ((n * g.h + h) * g.w + w0 + v.lo) * g.c;
-    std::memset(dst, 0, sizeof(float) * v.lo * g.c);
+    // (Most windows lie inside the image: skipping the empty memsets matters when C is small.)
+    if (v.lo > 0) std::memset(dst, 0, sizeof(float) * v.lo * g.c);
     std::memcpy(dst + v.lo * g.c, src, sizeof(float) * (v.hi - v.lo) * g.c);
-    std::memset(dst + v.hi * g.c, 0, sizeof(float) * (g.kw - v.hi) * g.c);
+    if (v.hi < g.kw) std::memset(dst + v.hi * g.c, 0, sizeof(float) * (g.kw - v.hi) * g.c);
   }
 }
 
@@ -107,11 +104,11 @@ void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l
     const int64_t h_last = std::min<int64_t>(g.h - 1, oh_last * g.sh - g.ph + g.kh - 1);
     for (int64_t h = h_first; h <= h_last; ++h) touched.push_back({n, h});
   }
+  const int64_t count = static_cast<int64_t>(touched.size());
   const int64_t gathered_per_row = g.w * g.c * g.kh;  // about what one input row adds up
-  parallel_rows(static_cast<int64_t>(touched.size()), kMinFloatsPerThread / gathered_per_row + 1,
-                [&](int64_t begin, int64_t end) {
-                  for (int64_t i = begin; i < end; ++i) col2im_input_row(g, col, l0, l1, touched[i].n, touched[i].h, dx);
-                });
+  parallel_rows(count, kMinFloatsPerThread / gathered_per_row + 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) col2im_input_row(g, col, l0, l1, touched[i].n, touched[i].h, dx);
+  });
 }
 
 int64_t last_input_row(const ConvGeometry& g, int64_t line) {

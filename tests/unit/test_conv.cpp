@@ -3,13 +3,13 @@
 // backward against central finite differences, and the argument checks of kernels/conv.cpp.
 #include <doctest/doctest.h>
 
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <functional>
 #include <mutex>
-#include <thread>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/im2col.h"
@@ -36,16 +36,16 @@ struct ConvCase {
   bool valid() const { return h + 2 * p.pad_h >= p.kernel_h && w + 2 * p.pad_w >= p.kernel_w; }
   std::string str() const {
     std::ostringstream os;
-    os << "x [" << n << "," << h << "," << w << "," << c << "] O " << o << " kernel " << p.kernel_h << "x"
-       << p.kernel_w << " stride " << p.stride_h << "x" << p.stride_w << " pad " << p.pad_h << "x" << p.pad_w;
+    os << "x [" << n << "," << h << "," << w << "," << c << "] O " << o << " kernel " << p.kernel_h << "x" << p.kernel_w
+       << " stride " << p.stride_h << "x" << p.stride_w << " pad " << p.pad_h << "x" << p.pad_w;
     return os.str();
   }
 };
 
 // Calls tap(n, oh, ow, h, w, kh, kw) for every kernel tap that lands inside the input: the
 // definition of convolution, written once and shared by the three reference loops.
-void for_each_tap(const ConvCase& k, const std::function<void(int64_t, int64_t, int64_t, int64_t, int64_t,
-                                                                 int64_t, int64_t)>& tap) {
+void for_each_tap(const ConvCase& k,
+                  const std::function<void(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t)>& tap) {
   for (int64_t n = 0; n < k.n; ++n)
     for (int64_t oh = 0; oh < k.oh(); ++oh)
       for (int64_t ow = 0; ow < k.ow(); ++ow)
@@ -82,8 +82,7 @@ std::vector<double> ref_forward(const ConvCase& k, const std::vector<double>& x,
   return y;
 }
 
-std::vector<double> ref_backward_data(const ConvCase& k, const std::vector<double>& dy,
-                                      const std::vector<double>& wt) {
+std::vector<double> ref_backward_data(const ConvCase& k, const std::vector<double>& dy, const std::vector<double>& wt) {
   std::vector<double> dx(static_cast<std::size_t>(ae::shape_numel(k.x_shape())), 0.0);
   for_each_tap(k, [&](int64_t n, int64_t oh, int64_t ow, int64_t h, int64_t w, int64_t kh, int64_t kw) {
     double* dxs = &dx[x_at(k, n, h, w)];
@@ -131,7 +130,7 @@ std::vector<ConvCase> sweep() {
           k.p.stride_h = stride;
           k.p.stride_w = (i % 5 == 4) ? 3 - stride : stride;  // sometimes unequal strides
           k.p.pad_h = pad;
-          k.p.pad_w = (i % 3 == 2) ? (pad + 1) % 4 : pad;      // sometimes unequal padding
+          k.p.pad_w = (i % 3 == 2) ? (pad + 1) % 4 : pad;  // sometimes unequal padding
           k.n = 1 + i % 2;
           k.c = channels[i % 4];
           k.o = channels[(i / 4 + 2 * i + 1) % 4];
@@ -212,12 +211,12 @@ TEST_CASE("conv2d: chunked column buffers give the same results, chunks straddli
   // across images, so im2col, col2im, dx's lazy zeroing and the dW accumulation all see partial
   // images. Some shapes leave input rows that no window reads: dx must still be 0 there.
   const std::vector<ConvCase> cases = {
-      {3, 13, 17, 5, 4, Conv2dParams{3, 3, 2, 2, 1, 1}},   // OH 7
-      {3, 7, 5, 3, 6, Conv2dParams{7, 7, 1, 1, 3, 3}},     // OH 7, windows overlap heavily
-      {3, 13, 9, 4, 3, Conv2dParams{3, 1, 2, 1, 0, 2}},    // OH 6, non-square kernel
-      {3, 7, 5, 3, 2, Conv2dParams{1, 1, 2, 2, 0, 0}},     // strided 1x1: stride > kernel
-      {3, 8, 6, 3, 2, Conv2dParams{1, 1, 2, 2, 0, 0}},     // and the last input row is never read
-      {3, 10, 9, 4, 3, Conv2dParams{3, 3, 3, 3, 0, 0}},    // last input row unread, OH 3
+      {3, 13, 17, 5, 4, Conv2dParams{3, 3, 2, 2, 1, 1}},  // OH 7
+      {3, 7, 5, 3, 6, Conv2dParams{7, 7, 1, 1, 3, 3}},    // OH 7, windows overlap heavily
+      {3, 13, 9, 4, 3, Conv2dParams{3, 1, 2, 1, 0, 2}},   // OH 6, non-square kernel
+      {3, 7, 5, 3, 2, Conv2dParams{1, 1, 2, 2, 0, 0}},    // strided 1x1: stride > kernel
+      {3, 8, 6, 3, 2, Conv2dParams{1, 1, 2, 2, 0, 0}},    // and the last input row is never read
+      {3, 10, 9, 4, 3, Conv2dParams{3, 3, 3, 3, 0, 0}},   // last input row unread, OH 3
   };
   for (const ConvCase& k : cases) {
     const int64_t line_bytes = k.ow() * k.p.kernel_h * k.p.kernel_w * k.c * 4;
@@ -249,11 +248,11 @@ TEST_CASE("conv2d: chunk size follows the policy: cache target, minimum rows, ha
     ae::cpu::set_conv_chunking({target, min_rows, max});
     return ae::cpu::conv_lines_per_chunk(g);
   };
-  CHECK(lines(8000, 0, 1 << 30) == 2);       // the cache target
-  CHECK(lines(8000, 35, 1 << 30) == 4);      // raised to hold 35 rows
-  CHECK(lines(8000, 1000, 20000) == 5);      // but never above the hard bound
-  CHECK(lines(100, 0, 100) == 1);            // at least one line
-  CHECK(lines(1 << 30, 0, 1 << 30) == 80);   // at most the whole batch
+  CHECK(lines(8000, 0, 1 << 30) == 2);      // the cache target
+  CHECK(lines(8000, 35, 1 << 30) == 4);     // raised to hold 35 rows
+  CHECK(lines(8000, 1000, 20000) == 5);     // but never above the hard bound
+  CHECK(lines(100, 0, 100) == 1);           // at least one line
+  CHECK(lines(1 << 30, 0, 1 << 30) == 80);  // at most the whole batch
   ae::cpu::set_conv_chunking(saved);
 }
 
@@ -312,8 +311,8 @@ TEST_CASE("conv2d: concurrent calls from several threads agree with the referenc
             test::compare(ae::ops::conv2d_forward(k.p, x, w), ref_forward(k, xd, wd), kConvTol, "forward"),
             test::compare(ae::ops::conv2d_backward_data(k.p, dy, w, k.x_shape()), ref_backward_data(k, dyd, wd),
                           kConvTol, "backward_data"),
-            test::compare(ae::ops::conv2d_backward_weight(k.p, x, dy, k.w_shape()),
-                          ref_backward_weight(k, xd, dyd), kConvTol, "backward_weight"),
+            test::compare(ae::ops::conv2d_backward_weight(k.p, x, dy, k.w_shape()), ref_backward_weight(k, xd, dyd),
+                          kConvTol, "backward_weight"),
         };
         for (const auto& r : results)
           if (!r.ok) failures[i] += k.str() + ": " + r.report;
@@ -331,8 +330,8 @@ TEST_CASE("conv2d: inputs that are views at an offset into shared storage") {
   const Tensor dy = test::random_tensor(k.y_shape(), 7);
   const auto xd = test::to_double(x), wd = test::to_double(w), dyd = test::to_double(dy);
   AE_REQUIRE_OK(test::compare(ae::ops::conv2d_forward(k.p, x, w), ref_forward(k, xd, wd), kConvTol, "forward"));
-  AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_weight(k.p, x, dy, k.w_shape()),
-                              ref_backward_weight(k, xd, dyd), kConvTol, "backward_weight"));
+  AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_weight(k.p, x, dy, k.w_shape()), ref_backward_weight(k, xd, dyd),
+                              kConvTol, "backward_weight"));
 }
 
 TEST_CASE("conv2d: backward ops match central finite differences of the forward") {
@@ -370,24 +369,31 @@ TEST_CASE("conv2d: bad arguments are ae::Errors naming the op, the argument and 
     const Tensor w2 = Tensor::zeros({4, 3, 3, 2});
     check_mentions(error_of([&] { ae::ops::conv2d_forward(p3, x, w2); }),
                    {"conv2d_forward", "[1,5,5,3]", "[4,3,3,2]", "channels", "cpu"});
-    check_mentions(error_of([&] { ae::ops::conv2d_backward_data(p3, dy, w2, {1, 5, 5, 3}); }),
+    check_mentions(error_of([&] {
+                     ae::ops::conv2d_backward_data(p3, dy, w2, {1, 5, 5, 3});
+                   }),
                    {"conv2d_backward_data", "[1,5,5,3]", "[4,3,3,2]", "channels"});
-    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(p3, x, dy, {4, 3, 3, 2}); }),
+    check_mentions(error_of([&] {
+                     ae::ops::conv2d_backward_weight(p3, x, dy, {4, 3, 3, 2});
+                   }),
                    {"conv2d_backward_weight", "[1,5,5,3]", "[4,3,3,2]", "channels"});
   }
   SUBCASE("wrong number of dimensions") {
     const Tensor x3 = Tensor::zeros({5, 5, 3});
     check_mentions(error_of([&] { ae::ops::conv2d_forward(p3, x3, w); }),
                    {"conv2d_forward", "x", "[5,5,3]", "4 dimensions"});
-    check_mentions(error_of([&] { ae::ops::conv2d_backward_data(p3, dy, w, {5, 5, 3}); }),
+    check_mentions(error_of([&] {
+                     ae::ops::conv2d_backward_data(p3, dy, w, {5, 5, 3});
+                   }),
                    {"conv2d_backward_data", "x_shape", "[5,5,3]", "4 dimensions"});
-    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(p3, x, dy, {4, 3, 3}); }),
+    check_mentions(error_of([&] {
+                     ae::ops::conv2d_backward_weight(p3, x, dy, {4, 3, 3});
+                   }),
                    {"conv2d_backward_weight", "w_shape", "[4,3,3]", "4 dimensions"});
   }
   SUBCASE("weight kernel size disagrees with the parameters") {
     const Conv2dParams p5{5, 5, 1, 1, 2, 2};
-    check_mentions(error_of([&] { ae::ops::conv2d_forward(p5, x, w); }),
-                   {"conv2d_forward", "[4,3,3,3]", "kernel 5x5"});
+    check_mentions(error_of([&] { ae::ops::conv2d_forward(p5, x, w); }), {"conv2d_forward", "[4,3,3,3]", "kernel 5x5"});
   }
   SUBCASE("output size below 1") {
     const Conv2dParams p7{7, 7, 1, 1, 0, 0};
@@ -401,9 +407,13 @@ TEST_CASE("conv2d: bad arguments are ae::Errors naming the op, the argument and 
   }
   SUBCASE("dy does not match the output shape") {
     const Tensor dy_bad = Tensor::zeros({1, 4, 5, 4});
-    check_mentions(error_of([&] { ae::ops::conv2d_backward_data(p3, dy_bad, w, {1, 5, 5, 3}); }),
+    check_mentions(error_of([&] {
+                     ae::ops::conv2d_backward_data(p3, dy_bad, w, {1, 5, 5, 3});
+                   }),
                    {"conv2d_backward_data", "dy", "[1,4,5,4]", "[1,5,5,4]"});
-    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(p3, x, dy_bad, {4, 3, 3, 3}); }),
+    check_mentions(error_of([&] {
+                     ae::ops::conv2d_backward_weight(p3, x, dy_bad, {4, 3, 3, 3});
+                   }),
                    {"conv2d_backward_weight", "dy", "[1,4,5,4]", "[1,5,5,4]"});
   }
   SUBCASE("non-f32 tensors and invalid parameters") {
@@ -412,7 +422,9 @@ TEST_CASE("conv2d: bad arguments are ae::Errors naming the op, the argument and 
     const Conv2dParams p0{3, 3, 0, 1, 1, 1};
     check_mentions(error_of([&] { ae::ops::conv2d_forward(p0, x, w); }), {"conv2d_forward", "stride 0x1"});
     const Conv2dParams pneg{3, 3, 1, 1, -1, 1};
-    check_mentions(error_of([&] { ae::ops::conv2d_backward_weight(pneg, x, dy, {4, 3, 3, 3}); }),
+    check_mentions(error_of([&] {
+                     ae::ops::conv2d_backward_weight(pneg, x, dy, {4, 3, 3, 3});
+                   }),
                    {"conv2d_backward_weight", "pad -1x1"});
   }
 }
