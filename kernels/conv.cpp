@@ -31,18 +31,20 @@ void check_tensor_arg(const char* op, const char* arg, const Tensor& t) {
   for (int64_t d : t.shape()) AE_CHECK(d >= 1, op << ": " << arg << " " << t.desc() << " has an empty dimension");
 }
 
-// x [N,H,W,C] and w [O,KH,KW,C] agree with each other and with p; returns the output shape
-// [N,OH,OW,O]. `device` only decorates the messages.
-Shape check_x_w(const char* op, const Conv2dParams& p, const Shape& x, const Shape& w, const std::string& device) {
+// The input [N,H,W,C] and weight [O,KH,KW,C] shapes agree with each other and with p; returns the
+// output shape [N,OH,OW,O]. x_arg/w_arg name the arguments they came from; `device` decorates.
+Shape check_x_w(const char* op, const Conv2dParams& p, const char* x_arg, const Shape& x, const char* w_arg,
+                const Shape& w, const std::string& device) {
   const std::string where = " (" + params_str(p) + ", device " + device + ")";
-  AE_CHECK(x[3] == w[3], op << ": x " << shape_str(x) << " has " << x[3] << " channels but w " << shape_str(w)
-                            << " [O,KH,KW,C] expects " << w[3] << where);
+  AE_CHECK(x[3] == w[3], op << ": " << x_arg << " " << shape_str(x) << " has " << x[3] << " channels but " << w_arg
+                            << " " << shape_str(w) << " [O,KH,KW,C] expects " << w[3] << where);
   AE_CHECK(w[1] == p.kernel_h && w[2] == p.kernel_w,
-           op << ": w " << shape_str(w) << " [O,KH,KW,C] does not match the kernel size" << where);
+           op << ": " << w_arg << " " << shape_str(w) << " [O,KH,KW,C] does not match the kernel size" << where);
   // Checked before out_h/out_w: their integer division truncates toward zero, which would turn
   // a slightly negative numerator into an output size of 1.
   AE_CHECK(x[1] + 2 * p.pad_h >= p.kernel_h && x[2] + 2 * p.pad_w >= p.kernel_w,
-           op << ": output size < 1: the kernel is larger than the padded input x " << shape_str(x) << where);
+           op << ": output size < 1: the kernel is larger than the padded input " << x_arg << " " << shape_str(x)
+              << where);
   return {x[0], p.out_h(x[1]), p.out_w(x[2]), w[0]};
 }
 
@@ -59,7 +61,7 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
   check_tensor_arg(op, "x", x);
   check_tensor_arg(op, "w", w);
   const Backend& be = backend_for(op, {&x, &w});
-  check_x_w(op, p, x.shape(), w.shape(), x.device().str());
+  check_x_w(op, p, "x", x.shape(), "w", w.shape(), x.device().str());
   return be.conv2d_forward(p, x, w);
 }
 
@@ -71,7 +73,7 @@ Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tenso
   check_shape_arg(op, "x_shape", x_shape);
   const Backend& be = backend_for(op, {&dy, &w});
   const std::string device = dy.device().str();
-  check_dy(op, dy, check_x_w(op, p, x_shape, w.shape(), device), device);
+  check_dy(op, dy, check_x_w(op, p, "x_shape", x_shape, "w", w.shape(), device), device);
   return be.conv2d_backward_data(p, dy, w, x_shape);
 }
 
@@ -83,7 +85,7 @@ Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tens
   check_shape_arg(op, "w_shape", w_shape);
   const Backend& be = backend_for(op, {&x, &dy});
   const std::string device = x.device().str();
-  check_dy(op, dy, check_x_w(op, p, x.shape(), w_shape, device), device);
+  check_dy(op, dy, check_x_w(op, p, "x", x.shape(), "w_shape", w_shape, device), device);
   return be.conv2d_backward_weight(p, x, dy, w_shape);
 }
 
