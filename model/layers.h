@@ -1,0 +1,166 @@
+#pragma once
+// The layers of the network, each with an explicit forward and backward (there is no autograd).
+//
+// Conventions shared by every layer:
+// - forward(x, ..., keep): when `keep` is true the layer keeps what its backward needs (its input,
+//   its output or saved statistics); inference passes keep = false and holds nothing.
+// - backward(dy, need_dx): accumulates weight gradients into Param::grad for trainable parameters
+//   only, returns dx when need_dx (an undefined tensor otherwise), and releases what forward kept,
+//   so a second backward without a forward is an error, never a silent reuse of stale activations.
+// - Layouts (DESIGN.md): activations NHWC, conv weights OHWI; files use PyTorch's OIHW and are
+//   permuted at load/save only (model/resnet18.cpp).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "runtime/tensor.h"
+
+namespace ae::model {
+
+// Parameter groups: the unit of freezing. `bn_affine` is every BatchNorm gamma/beta of the
+// backbone; the BatchNorm1d layers inside the seed head belong to `head`.
+enum class ParamGroup { backbone, bn_affine, adapters, head };
+const char* group_name(ParamGroup g);
+
+struct Param {
+  Tensor value;     // internal layout (OHWI for conv weights)
+  Tensor grad;      // undefined until a backward computes it; ResNet18::zero_grad() resets it
+  ParamGroup group = ParamGroup::backbone;
+  bool trainable = true;
+
+  // grad = g the first time after zero_grad, grad += g afterwards (gradient accumulation).
+  void accumulate(const Tensor& g);
+};
+
+// One named entry of a model's state (PyTorch's state_dict): exactly one of param, buffer,
+// counter is set.
+struct StateEntry {
+  std::string name;
+  Param* param = nullptr;
+  Tensor* buffer = nullptr;     // f32 buffer (BatchNorm running statistics)
+  int64_t* counter = nullptr;   // BatchNorm num_batches_tracked (i64 scalar in files)
+  bool conv_weight = false;     // OHWI in memory, OIHW in files
+};
+
+// OIHW <-> OHWI permutes (CPU tensors; used at load/save and for comparing gradients with PyTorch).
+Tensor oihw_to_ohwi(const Tensor& w);
+Tensor ohwi_to_oihw(const Tensor& w);
+
+class Conv2d {
+ public:
+  Conv2d() = default;
+  Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int pad, ParamGroup group);
+  Tensor forward(const Tensor& x, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+  void list_state(const std::string& prefix, std::vector<StateEntry>& out);
+
+  Param weight;  // [out, k, k, in]
+  ops::Conv2dParams params;
+
+ private:
+  Tensor x_;
+};
+
+// BatchNorm2d (NHWC) and BatchNorm1d ([N,C]) are the same layer: channels are the last dimension.
+class BatchNorm {
+ public:
+  BatchNorm() = default;
+  BatchNorm(int64_t channels, ParamGroup affine_group);
+  // training: batch statistics, running statistics updated, num_batches_tracked incremented.
+  Tensor forward(const Tensor& x, bool training, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+  void list_state(const std::string& prefix, std::vector<StateEntry>& out);
+
+  Param weight, bias;  // gamma, beta [C]
+  Tensor running_mean, running_var;
+  int64_t num_batches_tracked = 0;
+  ops::BatchNormParams params;
+
+ private:
+  Tensor x_, save_mean_, save_invstd_;
+  bool kept_training_ = false;
+};
+
+class Linear {
+ public:
+  Linear() = default;
+  Linear(int64_t in_features, int64_t out_features, ParamGroup group);
+  Tensor forward(const Tensor& x, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+  void list_state(const std::string& prefix, std::vector<StateEntry>& out);
+
+  Param weight;  // [out, in]
+  Param bias;    // [out]
+
+ private:
+  Tensor x_;
+};
+
+// PReLU with one shared slope (nn.PReLU() default, init 0.25).
+class PReLU {
+ public:
+  PReLU() = default;
+  explicit PReLU(ParamGroup group);
+  Tensor forward(const Tensor& x, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+  void list_state(const std::string& prefix, std::vector<StateEntry>& out);
+
+  Param weight;  // [1]
+
+ private:
+  Tensor x_;
+};
+
+// Inverted dropout. The random stream is (seed, offset): the caller derives both from the
+// model's seed and step counter so that runs are reproducible.
+class Dropout {
+ public:
+  Dropout() = default;
+  explicit Dropout(float p);
+  Tensor forward(const Tensor& x, bool training, uint64_t seed, uint64_t offset, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+
+  float p = 0.5f;
+
+ private:
+  ops::DropoutParams used_;
+  Tensor mask_;
+  bool identity_ = true;   // eval mode or p == 0: the forward was the identity
+  bool kept_ = false;
+};
+
+class ReLU {
+ public:
+  Tensor forward(const Tensor& x, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+
+ private:
+  Tensor y_;
+};
+
+class MaxPool2d {
+ public:
+  MaxPool2d() = default;
+  explicit MaxPool2d(const ops::MaxPool2dParams& p) : params(p) {}
+  Tensor forward(const Tensor& x, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+
+  ops::MaxPool2dParams params;
+
+ private:
+  Tensor argmax_;
+  Shape x_shape_;
+};
+
+// Global average pooling NHWC [N,H,W,C] -> [N,C] (AdaptiveAvgPool2d((1,1)) followed by flatten).
+class GlobalAvgPool {
+ public:
+  Tensor forward(const Tensor& x, bool keep);
+  Tensor backward(const Tensor& dy, bool need_dx);
+
+ private:
+  Shape x_shape_;
+};
+
+}  // namespace ae::model

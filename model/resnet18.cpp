@@ -1,0 +1,296 @@
+#include "model/resnet18.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <numbers>
+
+#include "runtime/philox.h"
+
+namespace ae::model {
+namespace {
+
+constexpr int kClassifierStage = 9;   // stages: 0 stem, 1..8 blocks, 9 fc
+constexpr int kHeadOnly = 10;         // nothing before the seed head needs a gradient
+
+// splitmix64: decorrelates the streams derived from one seed.
+uint64_t mix(uint64_t seed, uint64_t salt) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (salt + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+void fill_uniform(Tensor& t, uint64_t seed, float bound) {
+  float* p = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = bound * (2.0f * philox::uniform(seed, i) - 1.0f);
+}
+
+// Box-Muller on two philox uniforms per element.
+void fill_normal(Tensor& t, uint64_t seed, float stddev) {
+  float* p = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const double u1 = 1.0 - philox::uniform(seed, 2 * i);  // (0, 1]
+    const double u2 = philox::uniform(seed, 2 * i + 1);
+    p[i] = static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2));
+  }
+}
+
+// FNV-1a of a parameter name.
+uint64_t name_hash(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+ResNet18::ResNet18(const ModelConfig& config)
+    : config_(config),
+      conv1_(3, 64, 7, 2, 3, ParamGroup::backbone),
+      bn1_(64, ParamGroup::bn_affine),
+      maxpool_(ops::MaxPool2dParams{3, 3, 2, 2, 1, 1}) {
+  const int64_t widths[4] = {64, 128, 256, 512};
+  int64_t in = 64;
+  for (int layer = 0; layer < 4; ++layer) {
+    for (int block = 0; block < 2; ++block) {
+      const int stride = (layer > 0 && block == 0) ? 2 : 1;
+      blocks_.push_back(std::make_unique<BasicBlock>(block == 0 ? in : widths[layer], widths[layer], stride,
+                                                     config.adapters));
+    }
+    in = widths[layer];
+  }
+  if (config.head == HeadType::linear) {
+    fc_ = Linear(512, 1, ParamGroup::head);
+  } else {
+    fc_ = Linear(512, 1000, ParamGroup::backbone);
+  }
+  if (config.head == HeadType::seed) {
+    head0_ = Linear(1000, 256, ParamGroup::head);
+    head1_ = PReLU(ParamGroup::head);
+    head2_ = Dropout(config.dropout);
+    head3_ = BatchNorm(256, ParamGroup::head);
+    head4_ = Linear(256, 256, ParamGroup::head);
+    head5_ = PReLU(ParamGroup::head);
+    head6_ = Dropout(config.dropout);
+    head7_ = BatchNorm(256, ParamGroup::head);
+    head8_ = Linear(256, 1, ParamGroup::head);
+  }
+  initialise();
+}
+
+void ResNet18::initialise() {
+  int64_t previous_linear_fan_in = 0;  // a Linear bias follows its weight in state order
+  for (StateEntry& e : state_entries()) {
+    const int64_t fan_in = previous_linear_fan_in;
+    previous_linear_fan_in = 0;
+    if (e.param == nullptr) continue;
+    Tensor& v = e.param->value;
+    // Seeded by name, so the backbone of an adapter model equals the generic model's.
+    const uint64_t seed = mix(config_.seed, name_hash(e.name));
+    if (e.conv_weight) {
+      if (e.param->group == ParamGroup::adapters) continue;  // zero: an adapted model starts as the generic one
+      const int64_t fan_out = v.dim(0) * v.dim(1) * v.dim(2);
+      fill_normal(v, seed, static_cast<float>(std::sqrt(2.0 / static_cast<double>(fan_out))));
+    } else if (v.ndim() == 2) {  // Linear weight [out, in]
+      previous_linear_fan_in = v.dim(1);
+      fill_uniform(v, seed, static_cast<float>(1.0 / std::sqrt(static_cast<double>(v.dim(1)))));
+    } else if (fan_in > 0) {  // Linear bias; BatchNorm biases keep their zeros, PReLU its 0.25
+      fill_uniform(v, seed, static_cast<float>(1.0 / std::sqrt(static_cast<double>(fan_in))));
+    }
+  }
+}
+
+std::vector<StateEntry> ResNet18::state_entries() {
+  std::vector<StateEntry> out;
+  conv1_.list_state("conv1.", out);
+  bn1_.list_state("bn1.", out);
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    blocks_[i]->list_state("layer" + std::to_string(i / 2 + 1) + "." + std::to_string(i % 2) + ".", out);
+  }
+  fc_.list_state("fc.", out);
+  if (config_.head == HeadType::seed) {
+    head0_.list_state("head.0.", out);
+    head1_.list_state("head.1.", out);
+    head3_.list_state("head.3.", out);
+    head4_.list_state("head.4.", out);
+    head5_.list_state("head.5.", out);
+    head7_.list_state("head.7.", out);
+    head8_.list_state("head.8.", out);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- forward / backward
+
+Tensor ResNet18::forward(const Tensor& x) {
+  AE_CHECK(x.defined() && x.ndim() == 4 && x.dim(3) == 3 && x.dtype() == DType::f32,
+           "ResNet18.forward: input " << x.desc() << " must be NHWC [N,H,W,3] f32");
+  const bool keep = grad_enabled_;
+  Tensor h = maxpool_.forward(relu_.forward(bn1_.forward(conv1_.forward(x, keep), training_, keep), keep), keep);
+  for (auto& block : blocks_) h = block->forward(h, training_, keep);
+  Tensor y = fc_.forward(avgpool_.forward(h, keep), keep);
+  if (config_.head == HeadType::seed) y = head_forward(y, keep);
+  if (training_) ++dropout_step_;
+  kept_ = keep;
+  return y;
+}
+
+Tensor ResNet18::head_forward(const Tensor& features, bool keep) {
+  // Each training forward draws fresh masks: the stream offset moves by 2^32 per step.
+  const uint64_t offset = dropout_step_ << 32;
+  Tensor h = head1_.forward(head0_.forward(features, keep), keep);
+  h = head3_.forward(head2_.forward(h, training_, mix(config_.seed, 1002), offset, keep), training_, keep);
+  h = head5_.forward(head4_.forward(h, keep), keep);
+  h = head7_.forward(head6_.forward(h, training_, mix(config_.seed, 1006), offset, keep), training_, keep);
+  return head8_.forward(h, keep);
+}
+
+Tensor ResNet18::head_backward(const Tensor& dy, bool need_dx) {
+  Tensor d = head7_.backward(head8_.backward(dy, true), true);
+  d = head3_.backward(head4_.backward(head5_.backward(head6_.backward(d, true), true), true), true);
+  d = head1_.backward(head2_.backward(d, true), true);
+  return head0_.backward(d, need_dx);
+}
+
+int ResNet18::first_stage_needing_grad(bool need_input_grad) const {
+  if (need_input_grad) return 0;
+  std::vector<StateEntry> entries;
+  auto any_trainable = [&entries]() {
+    for (const StateEntry& e : entries)
+      if (e.param != nullptr && e.param->trainable) return true;
+    return false;
+  };
+  // list_state only records pointers; the const_cast never writes.
+  auto* self = const_cast<ResNet18*>(this);
+  self->conv1_.list_state("", entries);
+  self->bn1_.list_state("", entries);
+  if (any_trainable()) return 0;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    entries.clear();
+    blocks_[i]->list_state("", entries);
+    if (any_trainable()) return static_cast<int>(i) + 1;
+  }
+  if (self->fc_.weight.trainable || self->fc_.bias.trainable) return kClassifierStage;
+  return kHeadOnly;
+}
+
+Tensor ResNet18::backward(const Tensor& dout, bool need_input_grad) {
+  AE_CHECK(kept_, "ResNet18.backward: no activations kept; call forward with grad enabled first, once per backward");
+  kept_ = false;
+  const int first = first_stage_needing_grad(need_input_grad);
+  Tensor d = dout;
+  if (config_.head == HeadType::seed) {
+    d = head_backward(d, first < kHeadOnly);
+    if (first >= kHeadOnly) return Tensor();
+  }
+  d = fc_.backward(d, first < kClassifierStage);
+  if (first >= kClassifierStage) return Tensor();
+  d = avgpool_.backward(d, true);
+  for (int stage = static_cast<int>(blocks_.size()); stage >= std::max(first, 1); --stage) {
+    d = blocks_[static_cast<std::size_t>(stage - 1)]->backward(d, stage > first);
+  }
+  if (first > 0) return Tensor();
+  d = bn1_.backward(relu_.backward(maxpool_.backward(d, true), true), true);
+  return conv1_.backward(d, need_input_grad);
+}
+
+// ---------------------------------------------------------------- parameters and state
+
+void ResNet18::set_trainable(ParamGroup group, bool on) {
+  for (StateEntry& e : state_entries())
+    if (e.param != nullptr && e.param->group == group) e.param->trainable = on;
+}
+
+bool ResNet18::trainable(ParamGroup group) const {
+  for (StateEntry& e : const_cast<ResNet18*>(this)->state_entries())
+    if (e.param != nullptr && e.param->group == group && e.param->trainable) return true;
+  return false;
+}
+
+void ResNet18::zero_grad() {
+  for (StateEntry& e : state_entries())
+    if (e.param != nullptr) e.param->grad = Tensor();
+}
+
+std::vector<ParamRef> ResNet18::parameters() {
+  std::vector<ParamRef> out;
+  for (StateEntry& e : state_entries())
+    if (e.param != nullptr) out.push_back(ParamRef{e.name, e.param});
+  return out;
+}
+
+std::vector<ParamRef> ResNet18::trainable_parameters() {
+  std::vector<ParamRef> out;
+  for (ParamRef& r : parameters())
+    if (r.param->trainable) out.push_back(r);
+  return out;
+}
+
+int64_t ResNet18::parameter_count(ParamGroup group) {
+  int64_t n = 0;
+  for (ParamRef& r : parameters())
+    if (r.param->group == group) n += r.param->value.numel();
+  return n;
+}
+
+NamedTensors ResNet18::state_dict() {
+  NamedTensors out;
+  for (StateEntry& e : state_entries()) {
+    if (e.param != nullptr) {
+      const Tensor& v = e.param->value;
+      out.emplace_back(e.name, e.conv_weight ? ohwi_to_oihw(v) : v.to(Device::cpu()).clone());
+    } else if (e.buffer != nullptr) {
+      out.emplace_back(e.name, e.buffer->to(Device::cpu()).clone());
+    } else {
+      Tensor n = Tensor::empty({}, DType::i64);
+      *n.data<int64_t>() = *e.counter;
+      out.emplace_back(e.name, n);
+    }
+  }
+  return out;
+}
+
+void ResNet18::load_state_dict(const NamedTensors& tensors, const LoadOptions& options) {
+  check_layout(tensors, config_.head, config_.adapters, options, "state dict");
+  std::map<std::string, StateEntry> by_name;
+  for (StateEntry& e : state_entries()) by_name[e.name] = e;
+  for (const auto& [name, t] : tensors) {
+    const StateEntry& e = by_name.at(name);  // check_layout guarantees the name exists
+    if (e.param != nullptr) {
+      e.param->value.copy_from(e.conv_weight ? oihw_to_ohwi(t) : t);
+      e.param->grad = Tensor();
+    } else if (e.buffer != nullptr) {
+      e.buffer->copy_from(t);
+    } else {
+      *e.counter = *t.to(Device::cpu()).data<int64_t>();
+    }
+  }
+  kept_ = false;
+}
+
+NamedTensors ResNet18::grads_pytorch_layout() {
+  NamedTensors out;
+  for (StateEntry& e : state_entries()) {
+    if (e.param == nullptr || !e.param->grad.defined()) continue;
+    const Tensor& g = e.param->grad;
+    out.emplace_back(e.name, e.conv_weight ? ohwi_to_oihw(g) : g.to(Device::cpu()));
+  }
+  return out;
+}
+
+void ResNet18::to(Device target) {
+  for (StateEntry& e : state_entries()) {
+    if (e.param != nullptr) {
+      e.param->value = e.param->value.to(target);
+      if (e.param->grad.defined()) e.param->grad = e.param->grad.to(target);
+    } else if (e.buffer != nullptr) {
+      *e.buffer = e.buffer->to(target);
+    }
+  }
+  kept_ = false;
+}
+
+Device ResNet18::device() const { return conv1_.weight.value.device(); }
+
+}  // namespace ae::model

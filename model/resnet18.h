@@ -1,0 +1,110 @@
+#pragma once
+// ResNet-18 exactly as torchvision defines it (names, shapes, any input size), with the heads
+// and residual adapters of DESIGN.md "Model". Input NHWC [N,H,W,3], output [N,1] for the
+// `seed` and `linear` heads ([N,1000] logits for a plain torchvision classifier, head `imagenet`).
+//
+// Forward/backward are explicit: forward keeps activations while grad is enabled, backward
+// walks the layers in reverse, writes gradients next to the parameters (Param::grad) for
+// trainable groups only, and stops at the earliest layer that still needs a gradient unless the
+// input gradient is asked for.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/basic_block.h"
+#include "model/layers.h"
+#include "model/model_layout.h"
+
+namespace ae::model {
+
+// A parameter as optimisers see it.
+struct ParamRef {
+  std::string name;  // PyTorch name ("layer1.0.conv1.weight")
+  Param* param;
+};
+
+class ResNet18 {
+ public:
+  // Default initialisation (deterministic from config.seed): torchvision's for the backbone
+  // (Kaiming-normal fan_out convs, BN gamma 1 beta 0, fc uniform(+-1/sqrt(in))), PyTorch's
+  // defaults for the head (Linear uniform(+-1/sqrt(in)), PReLU 0.25), adapters zero.
+  explicit ResNet18(const ModelConfig& config);
+  ResNet18(const ResNet18&) = delete;
+  ResNet18& operator=(const ResNet18&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+
+  Tensor forward(const Tensor& x);
+  // dout has the output's shape. Returns the input gradient when need_input_grad, else an
+  // undefined tensor. Gradients accumulate until zero_grad().
+  Tensor backward(const Tensor& dout, bool need_input_grad = false);
+
+  void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
+  // With grad disabled, forward keeps nothing (inference) and backward is an error.
+  void set_grad_enabled(bool on) { grad_enabled_ = on; }
+  bool grad_enabled() const { return grad_enabled_; }
+
+  void set_trainable(ParamGroup group, bool on);
+  bool trainable(ParamGroup group) const;
+  void zero_grad();
+
+  // Every parameter (frozen ones too) in state_dict order, and the trainable subset.
+  std::vector<ParamRef> parameters();
+  std::vector<ParamRef> trainable_parameters();
+  int64_t parameter_count(ParamGroup group);
+
+  // Every state entry (parameters, running statistics, counters) in torchvision's order.
+  std::vector<StateEntry> state_entries();
+  // PyTorch names and layouts (conv weights OIHW), CPU copies; num_batches_tracked as i64 [].
+  NamedTensors state_dict();
+  // Loads PyTorch-layout tensors by name. Shapes must match exactly; names the model has
+  // but `tensors` lacks are an error unless their part is allowed to be missing (they keep
+  // their current values); names the model does not have are always an error.
+  // num_batches_tracked may be absent (old torchvision files) and then counts from 0.
+  void load_state_dict(const NamedTensors& tensors, const LoadOptions& options = {});
+
+  // Gradients of trainable parameters that have one, in PyTorch layout (tests, debugging).
+  NamedTensors grads_pytorch_layout();
+
+  // Moves parameters, buffers and gradients to `device`.
+  void to(Device device);
+  Device device() const;
+
+  // Dropout's random stream: seed derived from config.seed and the layer, offset from this
+  // counter, which every training-mode forward advances. Save and restore it to replay a run.
+  uint64_t dropout_step() const { return dropout_step_; }
+  void set_dropout_step(uint64_t step) { dropout_step_ = step; }
+
+ private:
+  void initialise();
+  Tensor head_forward(const Tensor& features, bool keep);
+  Tensor head_backward(const Tensor& dy, bool need_dx);
+  // Index of the earliest stage (0 = stem, 1..8 = blocks, 9 = classifier) that still needs a
+  // gradient; 10 when nothing before the head does.
+  int first_stage_needing_grad(bool need_input_grad) const;
+
+  ModelConfig config_;
+  bool training_ = false;
+  bool grad_enabled_ = true;
+  uint64_t dropout_step_ = 0;
+  bool kept_ = false;
+
+  // Stem.
+  Conv2d conv1_;
+  BatchNorm bn1_;
+  ReLU relu_;
+  MaxPool2d maxpool_;
+  // layer1..layer4, two blocks each.
+  std::vector<std::unique_ptr<BasicBlock>> blocks_;
+  GlobalAvgPool avgpool_;
+  Linear fc_;
+  // Seed head: Linear(1000,256) PReLU Dropout BN1d Linear(256,256) PReLU Dropout BN1d Linear(256,1).
+  Linear head0_, head4_, head8_;
+  PReLU head1_, head5_;
+  Dropout head2_, head6_;
+  BatchNorm head3_, head7_;
+};
+
+}  // namespace ae::model
