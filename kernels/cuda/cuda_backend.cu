@@ -33,11 +33,13 @@ class CudaBackend final : public Backend {
   Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) const override {
     return cuda::conv2d_forward(p, x, w);
   }
-  Tensor conv2d_backward_data(const Conv2dParams&, const Tensor& dy, const Tensor& w, const Shape&) const override {
-    not_implemented("conv2d_backward_data", {&dy, &w});
+  Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w,
+                              const Shape& x_shape) const override {
+    return cuda::conv2d_backward_data(p, dy, w, x_shape);
   }
-  Tensor conv2d_backward_weight(const Conv2dParams&, const Tensor& x, const Tensor& dy, const Shape&) const override {
-    not_implemented("conv2d_backward_weight", {&x, &dy});
+  Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy,
+                                const Shape& w_shape) const override {
+    return cuda::conv2d_backward_weight(p, x, dy, w_shape);
   }
   BatchNormTrainOut batchnorm_forward_train(const BatchNormParams&, const Tensor& x, const Tensor& gamma, const Tensor&,
                                             Tensor&, Tensor&) const override {

@@ -11,8 +11,11 @@ using ops::DropoutOut;
 using ops::DropoutParams;
 using ops::SgdParams;
 
-// conv.cu (forward only so far)
+// conv.cu
 Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w);
+// conv_backward.cu
+Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape);
+Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape);
 
 // elementwise.cu
 Tensor add(const Tensor& a, const Tensor& b);

@@ -1,0 +1,170 @@
+// Convolution backward passes as implicit GEMMs over NHWC activations and OHWI weights, float32
+// on CUDA cores (kernels/cuda/tiled_gemm.h). With x [N,H,W,C], w [O,KH,KW,C], dy [N,OH,OW,O]:
+//
+//   backward-data    dx[m, c] = sum_k  A[m, k] * w[o, kh, kw, c]
+//                    m = (n, ih, iw), k = (kh, kw, o), A[m, k] = dy[n, oh, ow, o] where
+//                    ih = oh*sh - ph + kh (zero when no output pixel reads ih through tap kh)
+//   backward-weight  dw[o, j] = sum_r  dy[r, o] * X[r, j]
+//                    r = (n, oh, ow), j = (kh, kw, c), X = the forward's im2col matrix, gathered
+//
+// Backward-weight reduces over N*OH*OW, which is large for early layers and small for late ones;
+// it splits that reduction into a shape-determined number of fixed slices, writes one partial dw per
+// slice to a workspace and sums the partials in slice order: deterministic, no float atomics.
+#include <algorithm>
+
+#include "kernels/cuda/conv_backward.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/tiled_gemm.h"
+
+namespace ae::cuda {
+namespace {
+
+struct ConvShape {
+  int64_t n, h, w, c;  // input
+  int64_t oh, ow, o;   // output
+  int64_t kh, kw, sh, sw, ph, pw;
+};
+
+ConvShape conv_shape(const ops::Conv2dParams& p, const Shape& x, int64_t out_channels) {
+  ConvShape g{};
+  g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
+  g.o = out_channels;
+  g.kh = p.kernel_h, g.kw = p.kernel_w, g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
+  g.oh = p.out_h(g.h), g.ow = p.out_w(g.w);
+  return g;
+}
+
+// backward-data A[m, k]: the output gradient that reaches input pixel m through tap (kh, kw) of
+// output channel o, or 0 when the tap falls between strides or outside the output.
+struct DyThroughTap {
+  static constexpr bool kAlongK = true;  // k = (kh, kw, o): o is dy's innermost dimension
+  ConvShape g;
+  const float* __restrict__ dy;
+  __device__ __forceinline__ float operator()(int64_t m, int64_t k) const {
+    const int64_t iw = m % g.w, ih = m / g.w % g.h, img = m / (g.w * g.h);
+    const int64_t o = k % g.o, tap = k / g.o;
+    const int64_t tw = iw + g.pw - tap % g.kw, th = ih + g.ph - tap / g.kw;  // = o{h,w} * stride
+    if (th < 0 || tw < 0 || th % g.sh != 0 || tw % g.sw != 0) return 0.0f;
+    const int64_t oh = th / g.sh, ow = tw / g.sw;
+    if (oh >= g.oh || ow >= g.ow) return 0.0f;
+    return dy[((img * g.oh + oh) * g.ow + ow) * g.o + o];
+  }
+};
+
+// backward-data B[c, k] = w[o, kh, kw, c] with k = (kh, kw, o).
+struct WeightByTapThenOut {
+  static constexpr bool kAlongK = false;  // c is the weight's innermost dimension
+  ConvShape g;
+  const float* __restrict__ w;
+  __device__ __forceinline__ float operator()(int64_t c, int64_t k) const {
+    const int64_t o = k % g.o, tap = k / g.o;
+    return w[(o * g.kh * g.kw + tap) * g.c + c];
+  }
+};
+
+struct StoreDx {
+  float* __restrict__ dx;
+  int64_t c;
+  __device__ __forceinline__ void operator()(int64_t m, int64_t ch, int64_t, float v) const { dx[m * c + ch] = v; }
+};
+
+// backward-weight A[o, r] = dy[r, o].
+struct DyTransposed {
+  static constexpr bool kAlongK = false;  // o is dy's innermost dimension
+  const float* __restrict__ dy;
+  int64_t o;
+  __device__ __forceinline__ float operator()(int64_t oc, int64_t r) const { return dy[r * o + oc]; }
+};
+
+// backward-weight B[j, r]: the input value under tap j = (kh, kw, c) for output pixel r, or 0 in
+// the padding (the forward's implicit im2col matrix, read transposed).
+struct InputUnderTap {
+  static constexpr bool kAlongK = false;  // c, the innermost part of j, is x's innermost dimension
+  ConvShape g;
+  const float* __restrict__ x;
+  __device__ __forceinline__ float operator()(int64_t j, int64_t r) const {
+    const int64_t ow = r % g.ow, oh = r / g.ow % g.oh, img = r / (g.ow * g.oh);
+    const int64_t c = j % g.c, tap = j / g.c;
+    const int64_t ih = oh * g.sh - g.ph + tap / g.kw, iw = ow * g.sw - g.pw + tap % g.kw;
+    if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) return 0.0f;
+    return x[((img * g.h + ih) * g.w + iw) * g.c + c];
+  }
+};
+
+// Slice s of the weight gradient goes to out + s * slice_elements (out = dw when there is one slice).
+struct StoreWeightSlice {
+  float* __restrict__ out;
+  int64_t row_length;  // KH*KW*C
+  int64_t slice_elements;
+  __device__ __forceinline__ void operator()(int64_t o, int64_t j, int64_t s, float v) const {
+    out[s * slice_elements + o * row_length + j] = v;
+  }
+};
+
+constexpr int kThreads = 256;
+
+// dw[i] = sum over slices in slice order (double, rounded once).
+__global__ void sum_slices_kernel(const float* __restrict__ partials, int64_t slices, int64_t elements,
+                                  float* __restrict__ dw) {
+  for (int64_t i = first_index(); i < elements; i += index_stride()) {
+    double total = 0.0;
+    for (int64_t s = 0; s < slices; ++s) total += partials[s * elements + i];
+    dw[i] = static_cast<float>(total);
+  }
+}
+
+}  // namespace
+
+int64_t conv_wgrad_split_count(int64_t reduction_rows, int64_t output_tiles) {
+  // Below this many rows per slice, writing and re-reading a slice's partial dw costs more than
+  // the extra parallelism gains.
+  constexpr int64_t kMinRowsPerSlice = 256;
+  // Enough blocks for two waves on a 132-SM GPU; more only adds workspace traffic.
+  constexpr int64_t kTargetBlocks = 264;
+  constexpr int64_t kMaxSlices = 64;
+  const int64_t by_work = reduction_rows / kMinRowsPerSlice;
+  const int64_t by_occupancy = (kTargetBlocks + output_tiles - 1) / std::max<int64_t>(output_tiles, 1);
+  return std::clamp<int64_t>(std::min(by_work, by_occupancy), 1, kMaxSlices);
+}
+
+Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {
+  const ConvShape g = conv_shape(p, x_shape, w.dim(0));
+  Tensor dx = Tensor::empty(x_shape, DType::f32, dy.device());
+  gemm::GemmShape s;
+  s.m = g.n * g.h * g.w;
+  s.n = g.c;
+  s.k = g.kh * g.kw * g.o;
+  s.k_per_split = (s.k + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;  // one slice
+  gemm::run_tiled_gemm(LaunchSite{"conv2d_backward_data (implicit GEMM)", __FILE__, __LINE__}, s,
+                       DyThroughTap{g, dy.f32()}, WeightByTapThenOut{g, w.f32()}, StoreDx{dx.f32(), g.c});
+  return dx;
+}
+
+Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape) {
+  const ConvShape g = conv_shape(p, x.shape(), w_shape[0]);
+  Tensor dw = Tensor::empty(w_shape, DType::f32, x.device());
+  gemm::GemmShape s;
+  s.m = g.o;
+  s.n = g.kh * g.kw * g.c;
+  s.k = g.n * g.oh * g.ow;
+  const int64_t tiles = (s.m + gemm::kTileM - 1) / gemm::kTileM * ((s.n + gemm::kTileN - 1) / gemm::kTileN);
+  const int64_t wanted = conv_wgrad_split_count(s.k, tiles);
+  const int64_t rows_per_slice = (s.k + wanted - 1) / wanted;
+  s.k_per_split = (rows_per_slice + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;
+  const int64_t slices = (s.k + s.k_per_split - 1) / s.k_per_split;  // rounding may drop one
+  const LaunchSite site{"conv2d_backward_weight (implicit GEMM)", __FILE__, __LINE__};
+  const int64_t elements = dw.numel();
+  if (slices == 1) {
+    gemm::run_tiled_gemm(site, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
+                         StoreWeightSlice{dw.f32(), s.n, elements});
+    return dw;
+  }
+  Tensor partials = Tensor::empty({slices * elements}, DType::f32, x.device());
+  gemm::run_tiled_gemm(site, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
+                       StoreWeightSlice{partials.f32(), s.n, elements});
+  AE_LAUNCH(sum_slices_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr,
+            static_cast<const float*>(partials.f32()), slices, elements, dw.f32());
+  return dw;
+}
+
+}  // namespace ae::cuda

@@ -1,0 +1,113 @@
+// CUDA conv2d backward-data and backward-weight (implicit GEMM, f32) against the CPU backend over
+// an awkward sweep: 1x1 and odd spatial sizes, kernels 1/3/7, strides 1/2, padding 0..3, channel
+// counts 1/3/5/17/64, batch 1 and 2. Outputs start poisoned (NaN) and every buffer has red zones,
+// so an element left unwritten or a write out of bounds fails. Backward-weight's split-K reduction
+// must be bitwise repeatable.
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "kernels/cuda/conv_backward.h"
+#include "kernels/ops.h"
+#include "tests/gpu/gpu_harness.h"
+#include "tests/support/check.h"
+
+using namespace ae;
+using namespace ae::gputest;
+
+namespace {
+
+struct Case {
+  int64_t n, h, w, c, o;
+  int k, stride, pad;
+};
+
+// Every input pixel of {1,8,8,...,k3,s2,p0} past row/column 6 is read by no output: its dx must
+// still be written (as zero). {2,17,17,...} is large enough for backward-weight to split its
+// reduction into several slices (checked below).
+const Case kCases[] = {
+    {1, 1, 1, 1, 1, 1, 1, 0},  {2, 5, 7, 3, 7, 3, 1, 1},   {1, 13, 17, 5, 65, 3, 2, 1}, {2, 9, 9, 3, 4, 7, 2, 3},
+    {1, 6, 6, 17, 9, 1, 2, 0}, {1, 7, 5, 1, 3, 3, 1, 0},   {2, 4, 4, 64, 5, 1, 1, 0},   {1, 15, 15, 3, 16, 7, 2, 3},
+    {1, 3, 3, 4, 5, 3, 1, 2},  {1, 8, 8, 3, 4, 3, 2, 0},   {2, 7, 5, 64, 64, 3, 1, 1},  {2, 17, 17, 5, 3, 3, 1, 1},
+    {1, 1, 1, 3, 5, 3, 1, 1},  {2, 13, 17, 1, 1, 7, 1, 3},
+};
+
+ops::Conv2dParams params_of(const Case& c) {
+  ops::Conv2dParams p;
+  p.kernel_h = p.kernel_w = c.k;
+  p.stride_h = p.stride_w = c.stride;
+  p.pad_h = p.pad_w = c.pad;
+  return p;
+}
+
+std::string describe(const char* op, const Case& c) {
+  return std::string(op) + " x [" + std::to_string(c.n) + "," + std::to_string(c.h) + "," + std::to_string(c.w) +
+         "," + std::to_string(c.c) + "] o " + std::to_string(c.o) + " k " + std::to_string(c.k) + " stride " +
+         std::to_string(c.stride) + " pad " + std::to_string(c.pad);
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
+  return ha.shape() == hb.shape() && std::memcmp(ha.f32(), hb.f32(), ha.nbytes()) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_backward_data matches the CPU backend over awkward shapes") {
+  AE_GPU_TEST_PRELUDE();
+  uint64_t seed = 100;
+  for (const Case& c : kCases) {
+    const ops::Conv2dParams p = params_of(c);
+    const Shape x_shape{c.n, c.h, c.w, c.c};
+    const Tensor w = test::random_tensor({c.o, c.k, c.k, c.c}, seed++);
+    const Tensor dy = test::random_tensor({c.n, p.out_h(c.h), p.out_w(c.w), c.o}, seed++);
+    const Tensor ref = ops::conv2d_backward_data(p, dy, w, x_shape);
+    const Tensor got = ops::conv2d_backward_data(p, to_device(dy), to_device(w), x_shape);
+    REQUIRE(got.device().is_cuda());
+    REQUIRE(got.shape() == ref.shape());
+    AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, {1e-5, 1e-4, 1e-10}, describe("dgrad", c)));
+    require_guards_intact();
+  }
+}
+
+TEST_CASE("conv2d_backward_weight matches the CPU backend over awkward shapes") {
+  AE_GPU_TEST_PRELUDE();
+  uint64_t seed = 200;
+  bool split_seen = false;
+  for (const Case& c : kCases) {
+    const ops::Conv2dParams p = params_of(c);
+    const Shape w_shape{c.o, c.k, c.k, c.c};
+    const Tensor x = test::random_tensor({c.n, c.h, c.w, c.c}, seed++);
+    const Tensor dy = test::random_tensor({c.n, p.out_h(c.h), p.out_w(c.w), c.o}, seed++);
+    const int64_t rows = dy.numel() / c.o;
+    const int64_t tiles = (c.o + 63) / 64 * ((c.k * c.k * c.c + 63) / 64);
+    split_seen = split_seen || cuda::conv_wgrad_split_count(rows, tiles) > 1;
+    const Tensor ref = ops::conv2d_backward_weight(p, x, dy, w_shape);
+    const Tensor got = ops::conv2d_backward_weight(p, to_device(x), to_device(dy), w_shape);
+    REQUIRE(got.device().is_cuda());
+    REQUIRE(got.shape() == ref.shape());
+    // Sums over N*OH*OW (up to ~600) products of values in [-1, 1].
+    AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, {1e-4, 1e-4, 1e-10}, describe("wgrad", c)));
+    require_guards_intact();
+  }
+  CHECK_MESSAGE(split_seen, "no case exercised backward-weight's split-K path");
+}
+
+TEST_CASE("conv2d_backward_weight is bitwise repeatable, split into slices or not") {
+  AE_GPU_TEST_PRELUDE();
+  const Case cases[] = {{2, 17, 17, 5, 3, 3, 1, 1}, {2, 5, 7, 3, 7, 3, 1, 1}};
+  const Tensor x0 = to_device(test::random_tensor({2, 17, 17, 5}, 7));
+  for (const Case& c : cases) {
+    const ops::Conv2dParams p = params_of(c);
+    const Tensor x = to_device(test::random_tensor({c.n, c.h, c.w, c.c}, 301));
+    const Tensor dy = to_device(test::random_tensor({c.n, p.out_h(c.h), p.out_w(c.w), c.o}, 302));
+    const Shape w_shape{c.o, c.k, c.k, c.c};
+    const Tensor first = ops::conv2d_backward_weight(p, x, dy, w_shape);
+    const Tensor second = ops::conv2d_backward_weight(p, x, dy, w_shape);
+    INFO(describe("wgrad", c));
+    CHECK(bitwise_equal(first, second));
+  }
+  CHECK(cuda::conv_wgrad_split_count(2 * 17 * 17, 1) > 1);
+  CHECK(cuda::conv_wgrad_split_count(2 * 5 * 7, 1) == 1);
+  require_guards_intact();
+}
