@@ -15,6 +15,7 @@ void add_inspect_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_make_dataset_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 // Exit code the process returns once the chosen subcommand finished (0 unless it says so).
 void set_exit_code(int code);

@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   ae::app::add_convert_command(app);
   ae::app::add_train_command(app);
   ae::app::add_make_dataset_command(app);
+  ae::app::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

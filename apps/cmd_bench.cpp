@@ -1,0 +1,141 @@
+// aesthete bench: throughput of the whole training step, inference, and the data loader, on
+// the chosen device. bench/torch_peer.py runs the same work in PyTorch, and bench/compare.sh
+// runs both in one go so the result is a ratio measured side by side.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "apps/commands.h"
+#include "kernels/ops.h"
+#include "model/resnet18.h"
+#include "runtime/philox.h"
+#include "train/image.h"
+#include "train/loader.h"
+#include "train/optimizer.h"
+
+namespace ae::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct BenchArgs {
+  std::string what = "all";
+  std::string device = "auto";
+  int64_t batch = 16;
+  int size = 224;
+  int steps = 5;
+  int workers = 0;  // 0 = hardware threads
+};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+Tensor random_input(const Shape& shape, uint64_t seed) {
+  Tensor t = Tensor::empty(shape);
+  float* p = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = 2.0f * philox::uniform(seed, static_cast<uint64_t>(i)) - 1.0f;
+  return t;
+}
+
+// One Adam training step (forward, MSE, backward, update) of the seed-head model, as trained.
+void bench_model(const BenchArgs& a, Device device) {
+  model::ModelConfig cfg;
+  model::ResNet18 net(cfg);
+  net.to(device);
+  train::Optimizer opt(net.trainable_parameters(), {});
+  const Tensor x = random_input({a.batch, a.size, a.size, 3}, 1).to(device);
+  const Tensor target = random_input({a.batch, 1}, 2).to(device);
+  auto step = [&] {
+    net.zero_grad();
+    const Tensor y = net.forward(x);
+    net.backward(ops::mse_loss_backward(y, target));
+    opt.step();
+    return ops::mse_loss_forward(y, target).item();  // item() waits for the device
+  };
+  net.set_training(true);
+  step();  // warm-up: allocator caches, first-touch pages
+  auto t0 = Clock::now();
+  for (int i = 0; i < a.steps; ++i) step();
+  const double train_s = seconds_since(t0);
+
+  net.set_training(false);
+  net.set_grad_enabled(false);
+  net.forward(x).to_vector();
+  t0 = Clock::now();
+  for (int i = 0; i < a.steps; ++i) net.forward(x).to_vector();
+  const double infer_s = seconds_since(t0);
+  const double imgs = static_cast<double>(a.batch * a.steps);
+  const double gflop_fwd = 3.63 * (a.size / 224.0) * (a.size / 224.0);  // ResNet-18 at 224: 1.81 GMAC
+  std::printf("train-step  device=%s batch=%lld size=%d  %.2f images/s  (%.1f GFLOP/s at 3x forward)\n",
+              device.str().c_str(), static_cast<long long>(a.batch), a.size, imgs / train_s,
+              3 * gflop_fwd * imgs / train_s);
+  std::printf("inference   device=%s batch=%lld size=%d  %.2f images/s  (%.1f GFLOP/s)\n", device.str().c_str(),
+              static_cast<long long>(a.batch), a.size, imgs / infer_s, gflop_fwd * imgs / infer_s);
+}
+
+// Decode + augment throughput of the loader on FLICKR-AES-sized JPEGs (500x375).
+void bench_loader(const BenchArgs& a) {
+  const fs::path dir = fs::temp_directory_path() / ("aesthete_bench_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::vector<data::Sample> samples;
+  const int n_files = 16;
+  for (int i = 0; i < n_files; ++i) {
+    img::Image im;
+    im.width = 500;
+    im.height = 375;
+    im.rgb.resize(500 * 375 * 3);
+    for (std::size_t k = 0; k < im.rgb.size(); ++k)
+      im.rgb[k] = static_cast<uint8_t>((k * 7 + (k / 1500) * 13 + static_cast<std::size_t>(i) * 31) % 251);
+    const std::string p = (dir / ("p" + std::to_string(i) + ".jpg")).string();
+    img::write_jpeg(p, im, 90);
+    samples.push_back({p, 0.0f});
+  }
+  std::vector<data::Sample> many;
+  for (int r = 0; r < 8; ++r) many.insert(many.end(), samples.begin(), samples.end());
+  const int hw = a.workers > 0 ? a.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int workers : {1, hw}) {
+    data::LoaderConfig c;
+    c.batch = 16;
+    c.workers = workers;
+    c.transform.size = a.size;
+    c.transform.resize_to = a.size * 256 / 224;
+    data::Loader loader(many, c);
+    loader.start_epoch(0);
+    const auto t0 = Clock::now();
+    int64_t n = 0;
+    while (auto b = loader.next()) n += b->images.dim(0);
+    const double s = seconds_since(t0);
+    std::printf("loader      workers=%d  %.1f images/s  (%.1f images/s per worker; 500x375 JPEG -> %d px train transform)\n",
+                workers, static_cast<double>(n) / s, static_cast<double>(n) / s / workers, a.size);
+    if (workers == hw) break;
+  }
+  fs::remove_all(dir);
+}
+
+void run_bench(const BenchArgs& a) {
+  AE_CHECK(a.what == "all" || a.what == "model" || a.what == "loader",
+           "--what must be all, model or loader, got '" << a.what << "'");
+  AE_CHECK(a.batch >= 2 && a.size >= 32 && a.steps >= 1, "bench: need --batch >= 2, --size >= 32, --steps >= 1");
+  if (a.what != "loader") bench_model(a, resolve_device(a.device));
+  if (a.what != "model") bench_loader(a);
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure training-step, inference and loader throughput");
+  cmd->add_option("--what", a->what, "all, model or loader")->capture_default_str();
+  cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--batch", a->batch)->capture_default_str();
+  cmd->add_option("--size", a->size)->capture_default_str();
+  cmd->add_option("--steps", a->steps, "Timed steps after one warm-up step")->capture_default_str();
+  cmd->add_option("--workers", a->workers, "Loader threads for the second loader run (0 = all cores)")
+      ->capture_default_str();
+  cmd->callback([a] { run_bench(*a); });
+}
+
+}  // namespace ae::app
