@@ -41,21 +41,23 @@ class CudaBackend final : public Backend {
                                 const Shape& w_shape) const override {
     return cuda::conv2d_backward_weight(p, x, dy, w_shape);
   }
-  BatchNormTrainOut batchnorm_forward_train(const BatchNormParams&, const Tensor& x, const Tensor& gamma, const Tensor&,
-                                            Tensor&, Tensor&) const override {
-    not_implemented("batchnorm_forward_train", {&x, &gamma});
+  BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma,
+                                            const Tensor& beta, Tensor& running_mean,
+                                            Tensor& running_var) const override {
+    return cuda::batchnorm_forward_train(p, x, gamma, beta, running_mean, running_var);
   }
-  Tensor batchnorm_forward_eval(const BatchNormParams&, const Tensor& x, const Tensor& gamma, const Tensor&,
-                                const Tensor&, const Tensor&) const override {
-    not_implemented("batchnorm_forward_eval", {&x, &gamma});
+  Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                const Tensor& running_mean, const Tensor& running_var) const override {
+    return cuda::batchnorm_forward_eval(p, x, gamma, beta, running_mean, running_var);
   }
-  BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor&, const Tensor&,
-                                          const Tensor&) const override {
-    not_implemented("batchnorm_backward_train", {&x, &dy});
+  BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                          const Tensor& save_mean, const Tensor& save_invstd) const override {
+    return cuda::batchnorm_backward_train(x, dy, gamma, save_mean, save_invstd);
   }
-  BatchNormGrads batchnorm_backward_eval(const BatchNormParams&, const Tensor& x, const Tensor& dy, const Tensor&,
-                                         const Tensor&, const Tensor&) const override {
-    not_implemented("batchnorm_backward_eval", {&x, &dy});
+  BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy,
+                                         const Tensor& gamma, const Tensor& running_mean,
+                                         const Tensor& running_var) const override {
+    return cuda::batchnorm_backward_eval(p, x, dy, gamma, running_mean, running_var);
   }
   Tensor relu_forward(const Tensor& x) const override { return cuda::relu_forward(x); }
   Tensor relu_backward(const Tensor& y, const Tensor& dy) const override { return cuda::relu_backward(y, dy); }

@@ -7,6 +7,9 @@
 namespace ae::cuda {
 
 using ops::AdamParams;
+using ops::BatchNormGrads;
+using ops::BatchNormParams;
+using ops::BatchNormTrainOut;
 using ops::DropoutOut;
 using ops::DropoutParams;
 using ops::SgdParams;
@@ -16,6 +19,16 @@ Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor&
 // conv_backward.cu
 Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape);
 Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape);
+
+// batchnorm.cu (channels = last dimension; statistics and reductions deterministic)
+BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma,
+                                          const Tensor& beta, Tensor& running_mean, Tensor& running_var);
+Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var);
+BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                        const Tensor& save_mean, const Tensor& save_invstd);
+BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy,
+                                       const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var);
 
 // elementwise.cu
 Tensor add(const Tensor& a, const Tensor& b);

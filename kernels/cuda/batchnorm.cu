@@ -1,0 +1,234 @@
+// Batch normalisation over every dimension but the last (channels last): x is seen as [M, C]
+// with M = numel / C, exactly as the CPU backend (kernels/cpu/batchnorm_cpu.cpp), which is the
+// reference these kernels follow step by step:
+//   - statistics in double through the deterministic two-stage reduction of channel_reduce.h,
+//     two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2;
+//   - the saved mean/invstd are rounded to float once and the normalisation uses exactly those;
+//   - the backward's three nearly cancelling terms are combined per element in double.
+// Arguments arrive validated by kernels/batchnorm.cpp (shapes, dtypes, M >= 2 in training).
+#include <cmath>
+
+#include "kernels/cuda/channel_reduce.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace ae::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+int64_t channels_of(const Tensor& x) { return x.dim(-1); }
+int64_t rows_of(const Tensor& x) { return x.dim(-1) > 0 ? x.numel() / x.dim(-1) : 0; }
+
+// A device buffer of n doubles (Tensor has no f64; the allocator aligns to 256 bytes).
+struct DoubleBuffer {
+  Tensor storage;
+  double* ptr;
+  DoubleBuffer(int64_t n, Device device)
+      : storage(Tensor::empty({n * static_cast<int64_t>(sizeof(double))}, DType::u8, device)),
+        ptr(reinterpret_cast<double*>(storage.data<uint8_t>())) {}
+};
+
+// ------------------------------------------------------------------ reduction values
+
+struct SumX {
+  const float* __restrict__ x;
+  int64_t c;
+  __device__ __forceinline__ void operator()(int64_t r, int64_t j, double* acc) const { acc[0] += x[r * c + j]; }
+};
+
+struct SumSquaredDeviation {
+  const float* __restrict__ x;
+  const double* __restrict__ mean;
+  int64_t c;
+  __device__ __forceinline__ void operator()(int64_t r, int64_t j, double* acc) const {
+    const double d = x[r * c + j] - mean[j];
+    acc[0] += d * d;
+  }
+};
+
+// acc[0] += dy * xhat (-> dgamma), acc[1] += dy (-> dbeta), xhat from the float statistics.
+struct SumDyXhatAndDy {
+  const float* __restrict__ x;
+  const float* __restrict__ dy;
+  const float* __restrict__ mean;
+  const float* __restrict__ invstd;
+  int64_t c;
+  __device__ __forceinline__ void operator()(int64_t r, int64_t j, double* acc) const {
+    const int64_t i = r * c + j;
+    const double xhat = (static_cast<double>(x[i]) - mean[j]) * invstd[j];
+    acc[0] += static_cast<double>(dy[i]) * xhat;
+    acc[1] += dy[i];
+  }
+};
+
+// ------------------------------------------------------------------ per-channel finishers
+
+struct FinishMean {
+  double* __restrict__ mean;
+  double rows;
+  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const { mean[j] = sums[0] / rows; }
+};
+
+// Biased variance for normalising, the saved float statistics, the folded scale gamma*invstd and
+// PyTorch's running update (unbiased variance into running_var).
+struct FinishTrainStatistics {
+  const double* __restrict__ mean;
+  const float* __restrict__ gamma;
+  float* __restrict__ save_mean;
+  float* __restrict__ save_invstd;
+  float* __restrict__ scale;
+  float* __restrict__ running_mean;
+  float* __restrict__ running_var;
+  double rows;
+  double eps;
+  double momentum;
+  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const {
+    const double var = sums[0] / rows;
+    save_mean[j] = static_cast<float>(mean[j]);
+    const float invstd = static_cast<float>(1.0 / sqrt(var + eps));
+    save_invstd[j] = invstd;
+    scale[j] = gamma[j] * invstd;
+    const double unbias = rows / (rows - 1.0);
+    running_mean[j] = static_cast<float>((1.0 - momentum) * running_mean[j] + momentum * mean[j]);
+    running_var[j] = static_cast<float>((1.0 - momentum) * running_var[j] + momentum * var * unbias);
+  }
+};
+
+// dgamma, dbeta, and the coefficients of dx = k * (dy - mean_dy - xhat * mean_dy_xhat).
+struct FinishTrainGrads {
+  const float* __restrict__ gamma;
+  const float* __restrict__ invstd;
+  float* __restrict__ dgamma;
+  float* __restrict__ dbeta;
+  double* __restrict__ coef;  // [3][C]: k, mean_dy, mean_dy_xhat
+  int64_t c;
+  double rows;
+  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const {
+    dgamma[j] = static_cast<float>(sums[0]);
+    dbeta[j] = static_cast<float>(sums[1]);
+    coef[j] = static_cast<double>(gamma[j]) * invstd[j];
+    coef[c + j] = sums[1] / rows;
+    coef[2 * c + j] = sums[0] / rows;
+  }
+};
+
+struct FinishAffineGrads {
+  float* __restrict__ dgamma;
+  float* __restrict__ dbeta;
+  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const {
+    dgamma[j] = static_cast<float>(sums[0]);
+    dbeta[j] = static_cast<float>(sums[1]);
+  }
+};
+
+// ------------------------------------------------------------------ elementwise kernels
+
+// Eval mode: invstd = 1/sqrt(running_var + eps) in double, rounded once; scale = gamma * invstd.
+__global__ void running_scale_kernel(const float* __restrict__ gamma, const float* __restrict__ running_var,
+                                     double eps, float* __restrict__ invstd, float* __restrict__ scale, int64_t c) {
+  for (int64_t j = first_index(); j < c; j += index_stride()) {
+    const float s = static_cast<float>(1.0 / sqrt(static_cast<double>(running_var[j]) + eps));
+    invstd[j] = s;
+    scale[j] = gamma[j] * s;
+  }
+}
+
+// y = (x - mean[c]) * scale[c] + beta[c]; (x - mean) first, as on the CPU, to avoid cancellation.
+__global__ void normalise_kernel(const float* __restrict__ x, const float* __restrict__ mean,
+                                 const float* __restrict__ scale, const float* __restrict__ beta, float* __restrict__ y,
+                                 int64_t n, int64_t c) {
+  for (int64_t i = first_index(); i < n; i += index_stride()) {
+    const int64_t j = i % c;
+    y[i] = (x[i] - mean[j]) * scale[j] + beta[j];
+  }
+}
+
+__global__ void train_dx_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                const float* __restrict__ mean, const float* __restrict__ invstd,
+                                const double* __restrict__ coef, float* __restrict__ dx, int64_t n, int64_t c) {
+  for (int64_t i = first_index(); i < n; i += index_stride()) {
+    const int64_t j = i % c;
+    const double xhat = (static_cast<double>(x[i]) - mean[j]) * invstd[j];
+    dx[i] = static_cast<float>(coef[j] * (dy[i] - coef[c + j] - xhat * coef[2 * c + j]));
+  }
+}
+
+__global__ void scale_by_channel_kernel(const float* __restrict__ dy, const float* __restrict__ scale,
+                                        float* __restrict__ dx, int64_t n, int64_t c) {
+  for (int64_t i = first_index(); i < n; i += index_stride()) dx[i] = dy[i] * scale[i % c];
+}
+
+Tensor channel_vector(int64_t c, Device device) { return Tensor::empty({c}, DType::f32, device); }
+
+}  // namespace
+
+BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma,
+                                          const Tensor& beta, Tensor& running_mean, Tensor& running_var) {
+  const int64_t m = rows_of(x), c = channels_of(x), n = x.numel();
+  const Device dev = x.device();
+  BatchNormTrainOut out{Tensor::empty(x.shape(), DType::f32, dev), channel_vector(c, dev), channel_vector(c, dev)};
+  if (c == 0) return out;
+  DoubleBuffer mean(c, dev);
+  reduce_channels<1>("batchnorm_forward_train (mean)", m, c, dev, SumX{x.f32(), c},
+                     FinishMean{mean.ptr, static_cast<double>(m)});
+  Tensor scale = channel_vector(c, dev);
+  reduce_channels<1>("batchnorm_forward_train (variance)", m, c, dev, SumSquaredDeviation{x.f32(), mean.ptr, c},
+                     FinishTrainStatistics{mean.ptr, gamma.f32(), out.save_mean.f32(), out.save_invstd.f32(),
+                                           scale.f32(), running_mean.f32(), running_var.f32(),
+                                           static_cast<double>(m), static_cast<double>(p.eps),
+                                           static_cast<double>(p.momentum)});
+  AE_LAUNCH(normalise_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(),
+            static_cast<const float*>(out.save_mean.f32()), static_cast<const float*>(scale.f32()), beta.f32(),
+            out.y.f32(), n, c);
+  return out;
+}
+
+Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var) {
+  const int64_t c = channels_of(x), n = x.numel();
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(x.shape(), DType::f32, dev);
+  if (c == 0) return y;
+  Tensor invstd = channel_vector(c, dev), scale = channel_vector(c, dev);
+  AE_LAUNCH(running_scale_kernel, dim3(blocks_for(c, kThreads)), dim3(kThreads), 0, nullptr, gamma.f32(),
+            running_var.f32(), static_cast<double>(p.eps), invstd.f32(), scale.f32(), c);
+  AE_LAUNCH(normalise_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(), running_mean.f32(),
+            static_cast<const float*>(scale.f32()), beta.f32(), y.f32(), n, c);
+  return y;
+}
+
+BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                        const Tensor& save_mean, const Tensor& save_invstd) {
+  const int64_t m = rows_of(x), c = channels_of(x), n = x.numel();
+  const Device dev = x.device();
+  BatchNormGrads g{Tensor::empty(x.shape(), DType::f32, dev), channel_vector(c, dev), channel_vector(c, dev)};
+  if (c == 0) return g;
+  DoubleBuffer coef(3 * c, dev);
+  reduce_channels<2>("batchnorm_backward_train", m, c, dev,
+                     SumDyXhatAndDy{x.f32(), dy.f32(), save_mean.f32(), save_invstd.f32(), c},
+                     FinishTrainGrads{gamma.f32(), save_invstd.f32(), g.dgamma.f32(), g.dbeta.f32(), coef.ptr, c,
+                                      static_cast<double>(m)});
+  AE_LAUNCH(train_dx_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(), dy.f32(),
+            save_mean.f32(), save_invstd.f32(), static_cast<const double*>(coef.ptr), g.dx.f32(), n, c);
+  return g;
+}
+
+BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy,
+                                       const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var) {
+  const int64_t m = rows_of(x), c = channels_of(x), n = x.numel();
+  const Device dev = x.device();
+  BatchNormGrads g{Tensor::empty(x.shape(), DType::f32, dev), channel_vector(c, dev), channel_vector(c, dev)};
+  if (c == 0) return g;
+  Tensor invstd = channel_vector(c, dev), scale = channel_vector(c, dev);
+  AE_LAUNCH(running_scale_kernel, dim3(blocks_for(c, kThreads)), dim3(kThreads), 0, nullptr, gamma.f32(),
+            running_var.f32(), static_cast<double>(p.eps), invstd.f32(), scale.f32(), c);
+  reduce_channels<2>("batchnorm_backward_eval", m, c, dev,
+                     SumDyXhatAndDy{x.f32(), dy.f32(), running_mean.f32(), invstd.f32(), c},
+                     FinishAffineGrads{g.dgamma.f32(), g.dbeta.f32()});
+  // The statistics are constants in eval mode: BN is a per-channel affine map.
+  AE_LAUNCH(scale_by_channel_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, dy.f32(),
+            static_cast<const float*>(scale.f32()), g.dx.f32(), n, c);
+  return g;
+}
+
+}  // namespace ae::cuda
