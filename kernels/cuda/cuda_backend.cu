@@ -1,31 +1,13 @@
-// Adapts the ae::cuda op implementations to the ops::Backend interface. Ops without a CUDA
-// kernel yet throw an ae::Error naming the op, the shapes and the device: there is no silent
-// fallback to the CPU (DESIGN.md).
-#include <initializer_list>
-#include <sstream>
-
+// Adapts the ae::cuda op implementations to the ops::Backend interface. Every op of kernels/ops.h
+// has a CUDA kernel; a shape a kernel cannot take (e.g. a grid too large) is an ae::Error from that
+// kernel's launch naming the op and the shape: there is no silent fallback to the CPU (DESIGN.md).
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_ops.h"
-#include "kernels/cuda/runtime.h"
 
 namespace ae::cuda {
 namespace {
 
 using namespace ae::ops;
-
-[[noreturn]] void not_implemented(const char* op, std::initializer_list<const Tensor*> tensors) {
-  std::ostringstream os;
-  os << op << ": not implemented by the CUDA backend yet (";
-  const char* sep = "";
-  for (const Tensor* t : tensors) {
-    if (t && t->defined()) {
-      os << sep << t->desc();
-      sep = ", ";
-    }
-  }
-  os << "; device " << initialize().name << "). Move the tensors to the CPU explicitly to run this op there.";
-  AE_FAIL(os.str());
-}
 
 class CudaBackend final : public Backend {
  public:
@@ -61,11 +43,9 @@ class CudaBackend final : public Backend {
   }
   Tensor relu_forward(const Tensor& x) const override { return cuda::relu_forward(x); }
   Tensor relu_backward(const Tensor& y, const Tensor& dy) const override { return cuda::relu_backward(y, dy); }
-  Tensor prelu_forward(const Tensor& x, const Tensor& slope) const override {
-    not_implemented("prelu_forward", {&x, &slope});
-  }
+  Tensor prelu_forward(const Tensor& x, const Tensor& slope) const override { return cuda::prelu_forward(x, slope); }
   PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy) const override {
-    not_implemented("prelu_backward", {&x, &slope, &dy});
+    return cuda::prelu_backward(x, slope, dy);
   }
   DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) const override {
     return cuda::dropout_forward(p, x);
@@ -77,23 +57,26 @@ class CudaBackend final : public Backend {
   Tensor scale(const Tensor& a, float s) const override { return cuda::scale(a, s); }
   void add_inplace(Tensor& a, const Tensor& b, float s) const override { cuda::add_inplace(a, b, s); }
   Tensor add_relu(const Tensor& a, const Tensor& b) const override { return cuda::add_relu(a, b); }
-  MaxPoolOut maxpool2d_forward(const MaxPool2dParams&, const Tensor& x) const override {
-    not_implemented("maxpool2d_forward", {&x});
+  MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) const override {
+    return cuda::maxpool2d_forward(p, x);
   }
-  Tensor maxpool2d_backward(const MaxPool2dParams&, const Tensor& dy, const Tensor& argmax, const Shape&) const override {
-    not_implemented("maxpool2d_backward", {&dy, &argmax});
+  Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tensor& argmax,
+                            const Shape& x_shape) const override {
+    return cuda::maxpool2d_backward(p, dy, argmax, x_shape);
   }
-  Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams&, const Tensor& x) const override {
-    not_implemented("adaptive_avgpool2d_forward", {&x});
+  Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor& x) const override {
+    return cuda::adaptive_avgpool2d_forward(p, x);
   }
-  Tensor adaptive_avgpool2d_backward(const AdaptiveAvgPool2dParams&, const Tensor& dy, const Shape&) const override {
-    not_implemented("adaptive_avgpool2d_backward", {&dy});
+  Tensor adaptive_avgpool2d_backward(const AdaptiveAvgPool2dParams& p, const Tensor& dy,
+                                     const Shape& x_shape) const override {
+    return cuda::adaptive_avgpool2d_backward(p, dy, x_shape);
   }
   Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) const override {
-    not_implemented("linear_forward", {&x, &w, &bias});
+    return cuda::linear_forward(x, w, bias);
   }
-  LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, bool, bool) const override {
-    not_implemented("linear_backward", {&x, &w, &dy});
+  LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, bool has_bias,
+                              bool need_dx) const override {
+    return cuda::linear_backward(x, w, dy, has_bias, need_dx);
   }
   Tensor mse_loss_forward(const Tensor& pred, const Tensor& target) const override {
     return cuda::mse_loss_forward(pred, target);

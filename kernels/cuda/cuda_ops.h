@@ -12,6 +12,9 @@ using ops::BatchNormParams;
 using ops::BatchNormTrainOut;
 using ops::DropoutOut;
 using ops::DropoutParams;
+using ops::LinearGrads;
+using ops::MaxPoolOut;
+using ops::PReluGrads;
 using ops::SgdParams;
 
 // conv.cu
@@ -41,6 +44,20 @@ Tensor relu_forward(const Tensor& x);
 Tensor relu_backward(const Tensor& y, const Tensor& dy);
 DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x);
 Tensor dropout_backward(const DropoutParams& p, const Tensor& mask, const Tensor& dy);
+
+// prelu.cu (slope [1] shared or [C] per channel; dslope deterministic)
+Tensor prelu_forward(const Tensor& x, const Tensor& slope);
+PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy);
+
+// pool.cu (backward passes gather over input positions: no atomics)
+MaxPoolOut maxpool2d_forward(const ops::MaxPool2dParams& p, const Tensor& x);
+Tensor maxpool2d_backward(const ops::MaxPool2dParams& p, const Tensor& dy, const Tensor& argmax, const Shape& x_shape);
+Tensor adaptive_avgpool2d_forward(const ops::AdaptiveAvgPool2dParams& p, const Tensor& x);
+Tensor adaptive_avgpool2d_backward(const ops::AdaptiveAvgPool2dParams& p, const Tensor& dy, const Shape& x_shape);
+
+// linear.cu
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias);
+LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, bool has_bias, bool need_dx);
 
 // loss.cu
 Tensor mse_loss_forward(const Tensor& pred, const Tensor& target);
