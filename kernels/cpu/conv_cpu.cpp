@@ -82,18 +82,15 @@ Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tenso
     gemm_a_b(op, g.n * g.h * g.w, g.c, g.o, dyp, wp, /*b_transposed=*/false, 0.0f, dx.f32());
     return dx;
   }
-  // col2im accumulates into dx, which is zeroed chunk by chunk just ahead of it (im2col.h).
+  // col2im zeroes dx rows as it first reaches them, chunk by chunk, and accumulates into them.
   Tensor dx = Tensor::empty(x_shape);
   float* dxp = dx.f32();
-  int64_t zeroed_rows = 0;
+  int64_t fresh_from = 0;
   for_each_chunk(g, [&](int64_t l0, int64_t l1, float* dcol) {
     gemm_a_b(op, (l1 - l0) * g.ow, g.k(), g.o, dyp + l0 * g.ow * g.o, wp, /*b_transposed=*/false, 0.0f, dcol);
-    const int64_t rows_read = last_input_row(g, l1 - 1) + 1;
-    zero_input_rows(g, dxp, zeroed_rows, rows_read);
-    zeroed_rows = rows_read;
-    col2im_lines(g, dcol, l0, l1, dxp);
+    fresh_from = col2im_lines(g, dcol, l0, l1, fresh_from, dxp);
   });
-  zero_input_rows(g, dxp, zeroed_rows, g.n * g.h);  // rows below the last window, if any
+  zero_input_rows(g, dxp, fresh_from, g.n * g.h);  // rows below the last window, if any
   return dx;
 }
 

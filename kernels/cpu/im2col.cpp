@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
-#include <vector>
 
 #include "kernels/cpu/parallel_rows.h"
 #include "runtime/alloc.h"
@@ -91,30 +90,29 @@ void im2col_lines(const ConvGeometry& g, const float* x, int64_t l0, int64_t l1,
   });
 }
 
-void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, float* dx) {
-  // The input rows (n, h) that lines [l0, l1) read. Each is written by one thread only.
-  struct InputRow {
-    int64_t n, h;
-  };
-  std::vector<InputRow> touched;
-  for (int64_t n = l0 / g.oh; n <= (l1 - 1) / g.oh; ++n) {
-    const int64_t oh_first = std::max<int64_t>(l0 - n * g.oh, 0);
-    const int64_t oh_last = std::min<int64_t>(l1 - n * g.oh, g.oh) - 1;
-    const int64_t h_first = std::max<int64_t>(0, oh_first * g.sh - g.ph);
-    const int64_t h_last = std::min<int64_t>(g.h - 1, oh_last * g.sh - g.ph + g.kh - 1);
-    for (int64_t h = h_first; h <= h_last; ++h) touched.push_back({n, h});
-  }
-  const int64_t count = static_cast<int64_t>(touched.size());
-  const int64_t gathered_per_row = g.w * g.c * g.kh;  // about what one input row adds up
-  parallel_rows(count, kMinFloatsPerThread / gathered_per_row + 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) col2im_input_row(g, col, l0, l1, touched[i].n, touched[i].h, dx);
-  });
-}
-
+namespace {
+// The last dx row (n*H + h) that output line `line` reads; lines read rows in non-decreasing order.
 int64_t last_input_row(const ConvGeometry& g, int64_t line) {
   const int64_t n = line / g.oh, oh = line % g.oh;
-  const int64_t h = std::clamp<int64_t>(oh * g.sh - g.ph + g.kh - 1, 0, g.h - 1);
-  return n * g.h + h;
+  return n * g.h + std::clamp<int64_t>(oh * g.sh - g.ph + g.kh - 1, 0, g.h - 1);
+}
+}  // namespace
+
+int64_t col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, int64_t fresh_from, float* dx) {
+  const int64_t n0 = l0 / g.oh, oh0 = l0 % g.oh;
+  const int64_t first_read = n0 * g.h + std::clamp<int64_t>(oh0 * g.sh - g.ph, 0, g.h - 1);
+  const int64_t row_begin = std::min(first_read, fresh_from);
+  const int64_t row_end = std::max(last_input_row(g, l1 - 1) + 1, fresh_from);
+  const int64_t row_floats = g.w * g.c;
+  // One pass, each thread owning whole rows: zero the fresh ones, then gather into all of them.
+  parallel_rows(row_end - row_begin, kMinFloatsPerThread / (row_floats * (g.kh + 1)) + 1,
+                [&](int64_t begin, int64_t end) {
+                  for (int64_t r = row_begin + begin; r < row_begin + end; ++r) {
+                    if (r >= fresh_from) std::memset(dx + r * row_floats, 0, sizeof(float) * row_floats);
+                    col2im_input_row(g, col, l0, l1, r / g.h, r % g.h, dx);
+                  }
+                });
+  return row_end;
 }
 
 void zero_input_rows(const ConvGeometry& g, float* dx, int64_t begin_row, int64_t end_row) {

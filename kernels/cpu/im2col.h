@@ -30,17 +30,14 @@ struct ConvGeometry {
 // Both functions split their rows across threads with parallel_rows (kernels/cpu/parallel_rows.h).
 void im2col_lines(const ConvGeometry& g, const float* x, int64_t l0, int64_t l1, float* col);
 
-// The adjoint of im2col_lines: dx[n,h,w,c] += every col entry that im2col_lines read from there.
-// Walks the input rows (n, h) the chunk touches and gathers into each, so threads (parallel_rows)
-// own whole rows of dx and never race.
-void col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, float* dx);
+// The adjoint of im2col_lines, for backward-data: gathers the chunk's column lines [l0, l1) into
+// dx, dx[n,h,w,c] += every col entry that im2col_lines would have read from there. dx rows are
+// numbered n*H + h; rows >= fresh_from have not been written yet (garbage) and are zeroed first,
+// rows no window reads included, so dx needs no separate zeroing pass over memory. Returns the
+// fresh_from of the next chunk: chunks must come in order. Threads own whole rows: no races.
+int64_t col2im_lines(const ConvGeometry& g, const float* col, int64_t l0, int64_t l1, int64_t fresh_from, float* dx);
 
-// dx rows are (n, h) pairs, numbered n*H + h. Output line `line` reads input rows up to
-// last_input_row(g, line), and lines read rows in non-decreasing order, so a backward-data pass
-// over chunks in order can zero dx lazily: before each chunk's col2im, zero the rows after the
-// previous chunk's last row up to this chunk's last row (rows no window reads included), and the
-// rest at the end. That replaces a separate memset pass over dx with cache-warm, parallel zeroing.
-int64_t last_input_row(const ConvGeometry& g, int64_t line);
+// Zeroes dx rows [begin_row, end_row): the rows below the last chunk's last window.
 void zero_input_rows(const ConvGeometry& g, float* dx, int64_t begin_row, int64_t end_row);
 
 // How the batch is cut into chunks of output lines. A chunk aims at target_bytes of column
