@@ -177,3 +177,54 @@ TEST_CASE("corrupt images are skipped and counted; a too-high learning rate stop
   CHECK(r.err.find("last good state") != std::string::npos);
   CHECK_FALSE(fs::exists(dir + "/nan/model.safetensors"));
 }
+
+TEST_CASE("Ctrl-C (SIGINT) finishes the step, saves the state, exits 0 and prints how to continue") {
+  const std::string out = test::build_dir() + "/train_e2e/sigint";
+  const std::string log = test::build_dir() + "/train_e2e/sigint.log";
+  const std::string cmd = train_cmd(out, "--epochs 6") + " > " + log + " 2>&1";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (!fs::exists(out + "/metrics.csv") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  std::ifstream in(log);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  INFO(ss.str());
+  CHECK(ss.str().find("Continue with:") != std::string::npos);
+  const auto r = test::run_command(train_cmd(out, "--epochs 4 --resume"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(loss_columns(out) == loss_columns(reference_run()));
+}
+
+TEST_CASE("training reads FLICKR-AES label files as published") {
+  // The generated labels rewritten in the FLICKR-AES means format (quoted header, index column).
+  std::ifstream in(data_dir() + "/labels.csv");
+  const std::string flickr = test::build_dir() + "/train_e2e/flickr_means.csv";
+  std::ofstream outf(flickr);
+  outf << "\" imagePair\" rating\n";
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    const auto comma = line.find(',');
+    outf << line.substr(0, comma) << " " << line.substr(0, comma) << " " << line.substr(comma + 1) << "\n";
+  }
+  outf.close();
+  const std::string out = test::build_dir() + "/train_e2e/flickr";
+  const auto r = test::run_command(test::aesthete_binary() + " train --train-csv " + flickr + " --images " +
+                                   data_dir() + " --out " + out +
+                                   " --size 32 --resize-to 36 --batch 16 --head linear --device cpu --epochs 1");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("training on 144 images, validating on 16") != std::string::npos);
+}
