@@ -17,7 +17,7 @@
 
 namespace ae::cuda::gemm {
 
-constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreads = 256;
+constexpr int kTileM = 64, kTileN = 64, kTileK = 64, kThreads = 256;
 // Shared tiles are [k][row] with one float of padding per k row, so that staging stores along
 // k (kAlongK loaders) do not all land in the same shared-memory bank.
 constexpr int kStrideA = kTileM + 1, kStrideB = kTileN + 1;

@@ -5,8 +5,10 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <string>
 
 #include "kernels/ops.h"
+#include "runtime/error.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
 
@@ -80,5 +82,23 @@ TEST_CASE("linear gradients are bitwise repeatable") {
   CHECK(bitwise_equal(a.dw, b.dw));
   CHECK(bitwise_equal(a.dbias, b.dbias));
   CHECK(bitwise_equal(a.dx, b.dx));
+  require_guards_intact();
+}
+
+TEST_CASE("a GEMM larger than the kernel's grid is a clear error naming the op") {
+  AE_GPU_TEST_PRELUDE();
+  // 65536 tiles of 64 output features: one more than grid.y allows.
+  const int64_t out = int64_t{65536} * 64;
+  const Tensor x = to_device(test::random_tensor({1, 1}, 1));
+  const Tensor w = Tensor::zeros({out, 1}, DType::f32, device());
+  std::string message;
+  try {
+    (void)ops::linear_forward(x, w, Tensor());
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  INFO(message);
+  CHECK(message.find("linear_forward") != std::string::npos);
+  CHECK(message.find("grid") != std::string::npos);
   require_guards_intact();
 }

@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "kernels/cuda/channel_reduce.h"
+#include "kernels/cuda/channel_reduce_layout.h"
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"

@@ -1,0 +1,149 @@
+// The whole ResNet-18 on the CUDA backend against the same model on the CPU backend: the seed
+// head without and with residual adapters, forward and backward in training mode (dropout p = 0 so
+// the two devices see the same network) and in eval mode, on a batch of four 32x32 images (32 px is
+// the smallest input for which the stem and the four stages still leave a 1x1 map). Compared: the
+// output, the loss, every parameter gradient, the input gradient and the BatchNorm running
+// statistics after a training step. Every device buffer has red zones.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "model/resnet18.h"
+#include "tests/gpu/gpu_harness.h"
+#include "tests/support/check.h"
+
+using namespace ae;
+using namespace ae::gputest;
+using ae::model::ParamGroup;
+using ae::model::ResNet18;
+
+namespace {
+
+ae::model::ModelConfig config(bool adapters) {
+  ae::model::ModelConfig c;
+  c.head = ae::model::HeadType::seed;
+  c.adapters = adapters;
+  c.dropout = 0.0f;
+  c.seed = 5;
+  return c;
+}
+
+// Adapters start at zero; give them small random weights (the same on both models) so that the
+// adapter path changes the activations and its gradients are not trivially related to others.
+void randomise_adapters(ResNet18& m) {
+  uint64_t seed = 900;
+  for (const ae::model::ParamRef& r : m.parameters()) {
+    if (r.param->group != ParamGroup::adapters) continue;
+    r.param->value = test::random_tensor(r.param->value.shape(), seed++, -0.05f, 0.05f);
+  }
+}
+
+struct StepResult {
+  Tensor out, loss, dx;
+  ae::model::NamedTensors grads, state;
+};
+
+StepResult step(ResNet18& m, const Tensor& x, const Tensor& target, bool training) {
+  m.set_training(training);
+  m.zero_grad();
+  StepResult r;
+  const Tensor out = m.forward(x);
+  const Tensor loss = ops::mse_loss_forward(out, target);
+  const Tensor dx = m.backward(ops::mse_loss_backward(out, target), /*need_input_grad=*/true);
+  r.out = out.to(Device::cpu());
+  r.loss = loss.to(Device::cpu());
+  r.dx = dx.to(Device::cpu());
+  r.grads = m.grads_pytorch_layout();
+  r.state = m.state_dict();
+  return r;
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0.0;
+  const float* p = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, static_cast<double>(std::fabs(p[i])));
+  return m;
+}
+
+// Float32 through ~20 layers, summed in different orders on the two devices. Elements are
+// compared against a fraction of the tensor's largest magnitude (individual gradient elements can
+// be near zero, where a purely relative bound means nothing), and the tensor as a whole must agree
+// to a normalised error. Training mode is looser: batch statistics over only 4 rows per channel
+// (layer4's 1x1 maps, the head's BatchNorm1d) amplify rounding differences on the way back (with 2
+// rows the head's BN input gradient is pure cancellation noise, which is why the batch is 4).
+struct ModeTolerance {
+  double of_max;  // per element: |a - b| <= of_max * max|ref| + rtol * |ref|
+  double rtol;
+  double max_nmse;
+};
+constexpr ModeTolerance kEvalTolerance{2e-4, 1e-3, 1e-8};
+constexpr ModeTolerance kTrainTolerance{2e-3, 1e-3, 1e-6};
+
+void require_close(const Tensor& got, const Tensor& ref, const ModeTolerance& mode, const std::string& what) {
+  REQUIRE(got.shape() == ref.shape());
+  const double scale = std::max(max_abs(ref), 1e-30);
+  AE_REQUIRE_OK(test::compare(got, ref, {mode.of_max * scale, mode.rtol, mode.max_nmse}, what));
+}
+
+void require_same_step(const StepResult& gpu, const StepResult& cpu, const ModeTolerance& tol,
+                       const std::string& what) {
+  require_close(gpu.out, cpu.out, tol, what + " output");
+  require_close(gpu.loss, cpu.loss, tol, what + " loss");
+  require_close(gpu.dx, cpu.dx, tol, what + " input gradient");
+  REQUIRE(gpu.grads.size() == cpu.grads.size());
+  REQUIRE(!cpu.grads.empty());
+  for (std::size_t i = 0; i < cpu.grads.size(); ++i) {
+    REQUIRE(gpu.grads[i].first == cpu.grads[i].first);
+    require_close(gpu.grads[i].second, cpu.grads[i].second, tol, what + " grad " + cpu.grads[i].first);
+  }
+  REQUIRE(gpu.state.size() == cpu.state.size());
+  for (std::size_t i = 0; i < cpu.state.size(); ++i) {
+    REQUIRE(gpu.state[i].first == cpu.state[i].first);
+    const std::string& name = cpu.state[i].first;
+    if (name.find("running_") == std::string::npos) continue;  // parameters are unchanged by a step
+    require_close(gpu.state[i].second, cpu.state[i].second, tol, what + " " + name);
+  }
+}
+
+void check_model(bool adapters) {
+  ResNet18 cpu_model(config(adapters));
+  ResNet18 gpu_model(config(adapters));
+  if (adapters) {
+    randomise_adapters(cpu_model);
+    randomise_adapters(gpu_model);
+  }
+  gpu_model.to(device());
+  REQUIRE(gpu_model.device().is_cuda());
+
+  const Tensor x = test::random_tensor({4, 32, 32, 3}, 41, -2.0f, 2.0f);
+  const Tensor target = test::random_tensor({4, 1}, 42);
+  const Tensor xd = to_device(x), td = to_device(target);
+  const std::string name = adapters ? "seed head + adapters" : "seed head";
+
+  const StepResult train_cpu = step(cpu_model, x, target, true);
+  const StepResult train_gpu = step(gpu_model, xd, td, true);
+  // Every trainable parameter has a gradient, adapters included.
+  CHECK(train_cpu.grads.size() == cpu_model.trainable_parameters().size());
+  require_same_step(train_gpu, train_cpu, kTrainTolerance, name + " train");
+  require_guards_intact();
+
+  // Eval mode uses the running statistics the training step just updated (compared above).
+  const StepResult eval_cpu = step(cpu_model, x, target, false);
+  const StepResult eval_gpu = step(gpu_model, xd, td, false);
+  require_same_step(eval_gpu, eval_cpu, kEvalTolerance, name + " eval");
+  require_guards_intact();
+}
+
+}  // namespace
+
+TEST_CASE("ResNet-18 with the seed head: CUDA backend matches the CPU backend, train and eval") {
+  AE_GPU_TEST_PRELUDE();
+  check_model(false);
+}
+
+TEST_CASE("ResNet-18 with the seed head and adapters: CUDA backend matches the CPU backend, train and eval") {
+  AE_GPU_TEST_PRELUDE();
+  check_model(true);
+}
