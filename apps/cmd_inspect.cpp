@@ -7,11 +7,39 @@
 #include "model/checkpoint.h"
 #include "model/model_layout.h"
 #include "model/safetensors.h"
+#include "model/user_file.h"
 #include "weights_tools/pth_reader.h"
 
 namespace ae::app {
 
 namespace {
+
+// A user file: validated as a whole (read_user_file), then what it is for.
+void print_user_file(const std::string& path) {
+  try {
+    const model::UserFile u = model::read_user_file(path);
+    std::printf("layout: user file (adapters, BatchNorm and head of one user), head %s\n", model::head_name(u.head));
+    std::printf("user: %s\n", u.user_id.empty() ? "<unnamed>" : u.user_id.c_str());
+    std::printf("trained on generic model: %s\n", u.generic_digest.c_str());
+  } catch (const Error& e) {
+    std::printf("layout: a damaged user file: %s\n", e.what());
+    set_exit_code(1);
+  }
+}
+
+// The generic-model digest a user file trained on this model records (model/user_file.h).
+void print_digest(const model::NamedTensors& tensors, const model::DetectedLayout& layout) {
+  model::ModelConfig config;
+  config.head = layout.head;
+  config.adapters = layout.adapters;
+  model::ResNet18 net(config);
+  net.load_state_dict(tensors);
+  try {
+    std::printf("digest: %s\n", model::model_digest(net).c_str());
+  } catch (const Error&) {
+    std::printf("digest: none (non-zero adapters: a personalised model, not a generic one)\n");
+  }
+}
 
 void run_inspect(const std::string& path) {
   model::NamedTensors tensors;
@@ -43,9 +71,14 @@ void run_inspect(const std::string& path) {
     numbers += t.numel();
   }
   std::printf("tensors: %zu, numbers: %lld\n", tensors.size(), static_cast<long long>(numbers));
+  if (const auto kind = metadata.find("kind"); kind != metadata.end() && kind->second == model::kUserFileKind) {
+    print_user_file(path);
+    return;
+  }
   try {
     const model::DetectedLayout l = model::detect_layout(tensors, "'" + path + "'");
     std::printf("layout: ResNet-18, head %s, adapters %s\n", model::head_name(l.head), l.adapters ? "yes" : "no");
+    print_digest(tensors, l);
   } catch (const Error& e) {
     std::printf("layout: not a ResNet-18 model file aesthete can load as a model: %s\n", e.what());
   }

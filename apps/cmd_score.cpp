@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "apps/commands.h"
+#include "model/user_file.h"
 #include "runtime/log.h"
 #include "train/preprocess.h"
 #include "weights_tools/model_file.h"
@@ -17,6 +18,7 @@ namespace {
 
 struct ScoreArgs {
   std::string model;
+  std::string user;  // a user file applied on top of `model` ("" = the generic model)
   std::string size = "auto";
   std::string device = "auto";
   int batch = 16;
@@ -67,7 +69,18 @@ void run_score(const ScoreArgs& a) {
   AE_CHECK(ck.config.head != model::HeadType::imagenet,
            "'" << a.model << "' is an ImageNet classifier (fc 512->1000, no aesthetics head); train one with "
                   "`aesthete train --init " << a.model << " ...`");
-  std::unique_ptr<model::ResNet18> net = model::make_model(ck);
+  std::unique_ptr<model::ResNet18> net;
+  if (a.user.empty()) {
+    net = model::make_model(ck);
+  } else {
+    // A generic file has no adapters: enable them (zero, so still the generic model, with the
+    // generic digest), then overwrite the user's trainables after checking the digest.
+    const model::UserFile user = model::read_user_file(a.user);
+    net = model::make_adapter_model(ck);
+    model::apply_user_file(*net, user, "--model '" + a.model + "'");
+    AE_INFO("scoring for user " << (user.user_id.empty() ? std::string("<unnamed>") : user.user_id) << " ('"
+                                << a.user << "')");
+  }
   net->set_training(false);
   net->set_grad_enabled(false);
   net->to(device);
@@ -114,6 +127,9 @@ void add_score_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("score", "Score photos: CSV path,score,stars on stdout");
   cmd->add_option("--model", args->model, "Model file (.safetensors from aesthete, or a PyTorch .pth state dict)")
       ->required();
+  cmd->add_option("--user", args->user,
+                  "User file (from personalisation) applied on top of --model, which must be the generic model it "
+                  "was trained on");
   cmd->add_option("--size", args->size, "Input side (squash-resize); auto = the size the model was trained at (224 if unknown); "
                  "native = each photo at its own size")
       ->capture_default_str();

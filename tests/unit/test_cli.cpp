@@ -1,11 +1,13 @@
 // The `aesthete` binary end to end: inspect, convert, score, and the errors users meet.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "model/checkpoint.h"
+#include "model/user_file.h"
 #include "tests/support/check.h"
 #include "tests/support/run_command.h"
 #include "train/preprocess.h"
@@ -160,4 +162,92 @@ TEST_CASE("train refuses unusable settings before doing any work") {
                         " --batch 1 --device cpu");
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("--batch must be at least 2") != std::string::npos);
+}
+
+// ---------------------------------------------------------------- score --user (user files)
+
+namespace {
+
+// A generic seed-head model (input_size 32) and a personalised model on top of it: adapters, BN
+// affine parameters and head set to seeded random values, running statistics moved by two
+// train-mode forwards. Written as the generic file, the user file and the equivalent full model.
+struct UserFiles {
+  std::string generic, user, full, digest;
+};
+
+const UserFiles& user_files() {
+  static const UserFiles files = [] {
+    UserFiles f;
+    f.generic = work_dir() + "/generic.safetensors";
+    f.user = work_dir() + "/user.safetensors";
+    f.full = work_dir() + "/user_full.safetensors";
+    model::ModelConfig cfg;
+    cfg.seed = 7;
+    model::ResNet18 generic(cfg);
+    f.digest = model::model_digest(generic);
+    model::save_checkpoint(f.generic, generic, model::TargetNorm{}, {{"input_size", "32"}});
+    std::unique_ptr<model::ResNet18> user = model::make_adapter_model(model::read_checkpoint(f.generic));
+    uint64_t seed = 100;
+    for (model::ParamRef& p : user->parameters()) {
+      if (p.param->group == model::ParamGroup::backbone) continue;
+      const bool gamma = p.param->group == model::ParamGroup::bn_affine && p.name.ends_with(".weight");
+      p.param->value.copy_from(gamma ? test::random_tensor(p.param->value.shape(), ++seed, 0.7f, 1.3f)
+                                     : test::random_tensor(p.param->value.shape(), ++seed, -0.05f, 0.05f));
+    }
+    user->set_training(true);
+    user->set_grad_enabled(false);
+    for (int i = 0; i < 2; ++i) user->forward(test::random_tensor({2, 32, 32, 3}, 900 + i));
+    user->set_training(false);
+    model::save_user_file(f.user, *user, f.digest, "alice");
+    model::save_checkpoint(f.full, *user, model::TargetNorm{}, {{"input_size", "32"}});
+    return f;
+  }();
+  return files;
+}
+
+}  // namespace
+
+TEST_CASE("score --user gives the scores of the equivalent full model; inspect names the user file") {
+  const UserFiles& f = user_files();
+  const std::string dir = photos();
+  const auto with_user = test::run_command(bin() + " score --device cpu --model " + f.generic + " --user " + f.user + " " + dir);
+  const auto full = test::run_command(bin() + " score --device cpu --model " + f.full + " " + dir);
+  const auto generic = test::run_command(bin() + " score --device cpu --model " + f.generic + " " + dir);
+  INFO(with_user.err);
+  REQUIRE(with_user.exit_code == 0);
+  REQUIRE(full.exit_code == 0);
+  CHECK(with_user.out == full.out);     // the same weights: the same numbers, digit for digit
+  CHECK(with_user.out != generic.out);  // and the user file did change them
+  CHECK(std::count(with_user.out.begin(), with_user.out.end(), '\n') == 4);  // header + 3 photos
+
+  const auto user_info = test::run_command(bin() + " inspect " + f.user);
+  REQUIRE(user_info.exit_code == 0);
+  CHECK(user_info.out.find("metadata: kind = user") != std::string::npos);
+  CHECK(user_info.out.find("layout: user file") != std::string::npos);
+  CHECK(user_info.out.find("user: alice") != std::string::npos);
+  CHECK(user_info.out.find("trained on generic model: " + f.digest) != std::string::npos);
+  const auto generic_info = test::run_command(bin() + " inspect " + f.generic);
+  REQUIRE(generic_info.exit_code == 0);
+  CHECK(generic_info.out.find("digest: " + f.digest) != std::string::npos);
+}
+
+TEST_CASE("score --user on another generic model, or with the files swapped, is refused clearly") {
+  const UserFiles& f = user_files();
+  const std::string other = work_dir() + "/other_generic.safetensors";
+  model::ModelConfig cfg;
+  cfg.seed = 8;
+  model::ResNet18 net(cfg);
+  model::save_checkpoint(other, net);
+  const std::string img = photos() + "/img_00000.png";
+  auto r = test::run_command(bin() + " score --device cpu --model " + other + " --user " + f.user + " " + img);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("error: user file '" + f.user + "' was trained on generic model " + f.digest + ", but --model '" +
+                   other + "' has digest " + model::model_digest(net)) != std::string::npos);
+  r = test::run_command(bin() + " score --device cpu --model " + f.user + " " + img);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("this is a 'user' file, not a model checkpoint") != std::string::npos);
+  r = test::run_command(bin() + " score --device cpu --model " + f.generic + " --user " + f.full + " " + img);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("is a 'model' file, not a user file") != std::string::npos);
 }
