@@ -1,5 +1,6 @@
 #include "model/sha256.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "runtime/error.h"
