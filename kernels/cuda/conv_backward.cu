@@ -3,7 +3,8 @@
 //
 //   backward-data    dx[m, c] = sum_k  A[m, k] * w[o, kh, kw, c]
 //                    m = (n, ih, iw), k = (kh, kw, o), A[m, k] = dy[n, oh, ow, o] where
-//                    ih = oh*sh - ph + kh (zero when no output pixel reads ih through tap kh)
+//                    ih = oh*sh - ph + kh (zero when no output pixel reads ih through tap kh);
+//                    run per stride phase so that only taps that can reach a pixel are multiplied
 //   backward-weight  dw[o, j] = sum_r  dy[r, o] * X[r, j]
 //                    r = (n, oh, ow), j = (kh, kw, c), X = the forward's im2col matrix, gathered
 //
@@ -34,38 +35,79 @@ ConvShape conv_shape(const ops::Conv2dParams& p, const Shape& x, int64_t out_cha
   return g;
 }
 
-// backward-data A[m, k]: the output gradient that reaches input pixel m through tap (kh, kw) of
-// output channel o, or 0 when the tap falls between strides or outside the output.
-struct DyThroughTap {
-  static constexpr bool kAlongK = true;  // k = (kh, kw, o): o is dy's innermost dimension
+// Backward-data runs once per stride phase (rh, rw): the input pixels ih = rh + sh*i, iw = rw + sw*j.
+// Output pixel oh reads ih through tap kh only when ih + ph - kh is a multiple of sh, so a phase
+// needs only the taps kh = kh0 + sh*t with kh0 = (rh + ph) mod sh (likewise for w). Splitting by
+// phase skips the structurally zero products a strided convolution's dgrad would otherwise
+// multiply (3/4 of them at stride 2); at stride 1 there is one phase with every tap.
+struct DgradPhase {
   ConvShape g;
+  int64_t rh, rw;          // first input row / column of the phase
+  int64_t rows, cols;      // input rows / columns in the phase
+  int64_t kh0, kw0;        // first tap of the phase
+  int64_t taps_h, taps_w;  // taps in the phase
+  // Input pixel of phase-local GEMM row m = (img, i, j), as a flat NHW index.
+  __device__ __forceinline__ int64_t pixel(int64_t m, int64_t& ih, int64_t& iw) const {
+    const int64_t j = m % cols, i = m / cols % rows, img = m / (cols * rows);
+    ih = rh + g.sh * i;
+    iw = rw + g.sw * j;
+    return (img * g.h + ih) * g.w + iw;
+  }
+};
+
+DgradPhase dgrad_phase(const ConvShape& g, int64_t rh, int64_t rw) {
+  DgradPhase p{};
+  p.g = g;
+  p.rh = rh, p.rw = rw;
+  p.rows = rh < g.h ? (g.h - rh + g.sh - 1) / g.sh : 0;
+  p.cols = rw < g.w ? (g.w - rw + g.sw - 1) / g.sw : 0;
+  p.kh0 = (rh + g.ph) % g.sh, p.kw0 = (rw + g.pw) % g.sw;
+  p.taps_h = p.kh0 < g.kh ? (g.kh - p.kh0 + g.sh - 1) / g.sh : 0;
+  p.taps_w = p.kw0 < g.kw ? (g.kw - p.kw0 + g.sw - 1) / g.sw : 0;
+  return p;
+}
+
+// backward-data A[m, k]: the output gradient that reaches phase pixel m through phase tap
+// k = (th, tw, o), or 0 when that tap's output pixel lies outside the output.
+struct DyThroughTap {
+  static constexpr bool kAlongK = true;  // o is dy's innermost dimension
+  DgradPhase p;
   const float* __restrict__ dy;
   __device__ __forceinline__ float operator()(int64_t m, int64_t k) const {
-    const int64_t iw = m % g.w, ih = m / g.w % g.h, img = m / (g.w * g.h);
+    const ConvShape& g = p.g;
+    int64_t ih = 0, iw = 0;
+    const int64_t at = p.pixel(m, ih, iw);
+    const int64_t img = at / (g.h * g.w);
     const int64_t o = k % g.o, tap = k / g.o;
-    const int64_t tw = iw + g.pw - tap % g.kw, th = ih + g.ph - tap / g.kw;  // = o{h,w} * stride
-    if (th < 0 || tw < 0 || th % g.sh != 0 || tw % g.sw != 0) return 0.0f;
+    const int64_t kw = p.kw0 + g.sw * (tap % p.taps_w), kh = p.kh0 + g.sh * (tap / p.taps_w);
+    const int64_t th = ih + g.ph - kh, tw = iw + g.pw - kw;  // multiples of the stride by construction
+    if (th < 0 || tw < 0) return 0.0f;
     const int64_t oh = th / g.sh, ow = tw / g.sw;
     if (oh >= g.oh || ow >= g.ow) return 0.0f;
     return dy[((img * g.oh + oh) * g.ow + ow) * g.o + o];
   }
 };
 
-// backward-data B[c, k] = w[o, kh, kw, c] with k = (kh, kw, o).
+// backward-data B[c, k] = w[o, kh, kw, c] for phase tap k = (th, tw, o).
 struct WeightByTapThenOut {
   static constexpr bool kAlongK = false;  // c is the weight's innermost dimension
-  ConvShape g;
+  DgradPhase p;
   const float* __restrict__ w;
   __device__ __forceinline__ float operator()(int64_t c, int64_t k) const {
+    const ConvShape& g = p.g;
     const int64_t o = k % g.o, tap = k / g.o;
-    return w[(o * g.kh * g.kw + tap) * g.c + c];
+    const int64_t kw = p.kw0 + g.sw * (tap % p.taps_w), kh = p.kh0 + g.sh * (tap / p.taps_w);
+    return w[((o * g.kh + kh) * g.kw + kw) * g.c + c];
   }
 };
 
 struct StoreDx {
+  DgradPhase p;
   float* __restrict__ dx;
-  int64_t c;
-  __device__ __forceinline__ void operator()(int64_t m, int64_t ch, int64_t, float v) const { dx[m * c + ch] = v; }
+  __device__ __forceinline__ void operator()(int64_t m, int64_t c, int64_t, float v) const {
+    int64_t ih = 0, iw = 0;
+    dx[p.pixel(m, ih, iw) * p.g.c + c] = v;
+  }
 };
 
 // backward-weight A[o, r] = dy[r, o].
@@ -130,13 +172,20 @@ int64_t conv_wgrad_split_count(int64_t reduction_rows, int64_t output_tiles) {
 Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {
   const ConvShape g = conv_shape(p, x_shape, w.dim(0));
   Tensor dx = Tensor::empty(x_shape, DType::f32, dy.device());
-  gemm::GemmShape s;
-  s.m = g.n * g.h * g.w;
-  s.n = g.c;
-  s.k = g.kh * g.kw * g.o;
-  s.k_per_split = (s.k + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;  // one slice
-  gemm::run_tiled_gemm(LaunchSite{"conv2d_backward_data (implicit GEMM)", __FILE__, __LINE__}, s,
-                       DyThroughTap{g, dy.f32()}, WeightByTapThenOut{g, w.f32()}, StoreDx{dx.f32(), g.c});
+  // One GEMM per stride phase; together the phases cover every input pixel exactly once, and a
+  // phase without taps (e.g. odd pixels of a 1x1 stride-2 conv) stores zeros.
+  for (int64_t rh = 0; rh < g.sh; ++rh) {
+    for (int64_t rw = 0; rw < g.sw; ++rw) {
+      const DgradPhase phase = dgrad_phase(g, rh, rw);
+      gemm::GemmShape s;
+      s.m = g.n * phase.rows * phase.cols;
+      s.n = g.c;
+      s.k = phase.taps_h * phase.taps_w * g.o;
+      s.k_per_split = std::max<int64_t>((s.k + gemm::kTileK - 1) / gemm::kTileK, 1) * gemm::kTileK;  // one slice
+      gemm::run_tiled_gemm(LaunchSite{"conv2d_backward_data (implicit GEMM)", __FILE__, __LINE__}, s,
+                           DyThroughTap{phase, dy.f32()}, WeightByTapThenOut{phase, w.f32()}, StoreDx{phase, dx.f32()});
+    }
+  }
   return dx;
 }
 

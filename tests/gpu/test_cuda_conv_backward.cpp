@@ -111,3 +111,31 @@ TEST_CASE("conv2d_backward_weight is bitwise repeatable, split into slices or no
   CHECK(cuda::conv_wgrad_split_count(2 * 5 * 7, 1) == 1);
   require_guards_intact();
 }
+
+TEST_CASE("conv2d backward passes with different kernel, stride and padding per axis") {
+  AE_GPU_TEST_PRELUDE();
+  struct Asym {
+    Shape x;
+    int64_t o;
+    int kh, kw, sh, sw, ph, pw;
+  };
+  const Asym cases[] = {{{2, 7, 5, 3}, 4, 3, 1, 2, 1, 1, 0}, {{1, 5, 13, 5}, 3, 1, 7, 1, 2, 0, 3}, {{1, 9, 8, 2}, 5, 3, 3, 3, 2, 1, 0}};
+  uint64_t seed = 400;
+  for (const Asym& c : cases) {
+    ops::Conv2dParams p;
+    p.kernel_h = c.kh, p.kernel_w = c.kw, p.stride_h = c.sh, p.stride_w = c.sw, p.pad_h = c.ph, p.pad_w = c.pw;
+    const Shape w_shape{c.o, c.kh, c.kw, c.x[3]};
+    const Tensor x = test::random_tensor(c.x, seed++);
+    const Tensor w = test::random_tensor(w_shape, seed++);
+    const Tensor dy = test::random_tensor({c.x[0], p.out_h(c.x[1]), p.out_w(c.x[2]), c.o}, seed++);
+    const std::string what = "x " + shape_str(c.x) + " w " + shape_str(w_shape) + " stride " + std::to_string(c.sh) +
+                             "x" + std::to_string(c.sw) + " pad " + std::to_string(c.ph) + "x" + std::to_string(c.pw);
+    const Tensor dx = ops::conv2d_backward_data(p, to_device(dy), to_device(w), c.x);
+    AE_REQUIRE_OK(test::compare(dx.to(Device::cpu()), ops::conv2d_backward_data(p, dy, w, c.x), {1e-5, 1e-4, 1e-10},
+                                "dgrad " + what));
+    const Tensor dw = ops::conv2d_backward_weight(p, to_device(x), to_device(dy), w_shape);
+    AE_REQUIRE_OK(test::compare(dw.to(Device::cpu()), ops::conv2d_backward_weight(p, x, dy, w_shape),
+                                {1e-4, 1e-4, 1e-10}, "wgrad " + what));
+    require_guards_intact();
+  }
+}
