@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "runtime/error.h"
+#include "runtime/thread_pool.h"
 
 namespace ae::img {
 namespace {
@@ -84,25 +85,31 @@ ImageF resize_separable(const Sample* pixels, int in_w, const std::vector<Taps>&
   out.width = static_cast<int>(tx.size());
   out.rgb.assign(std::size_t(out.height) * out.width * 3, 0.0f);
   const std::size_t in_stride = std::size_t(in_w) * 3;
-#pragma omp parallel for schedule(static)
-  for (int oy = 0; oy < out.height; ++oy) {
-    const Taps& wy = ty[oy];
-    for (int ox = 0; ox < out.width; ++ox) {
-      const Taps& wx = tx[ox];
-      float acc[3] = {0, 0, 0};
-      for (std::size_t ky = 0; ky < wy.index.size(); ++ky) {
-        const Sample* row = pixels + std::size_t(wy.index[ky]) * in_stride;
-        float along_x[3] = {0, 0, 0};
-        for (std::size_t kx = 0; kx < wx.index.size(); ++kx) {
-          const Sample* p = row + std::size_t(wx.index[kx]) * 3;
-          for (int c = 0; c < 3; ++c) along_x[c] += wx.weight[kx] * value(p[c]);
+  const auto resize_rows = [&](int64_t row_begin, int64_t row_end) {
+    for (int oy = static_cast<int>(row_begin); oy < static_cast<int>(row_end); ++oy) {
+      const Taps& wy = ty[oy];
+      for (int ox = 0; ox < out.width; ++ox) {
+        const Taps& wx = tx[ox];
+        float acc[3] = {0, 0, 0};
+        for (std::size_t ky = 0; ky < wy.index.size(); ++ky) {
+          const Sample* row = pixels + std::size_t(wy.index[ky]) * in_stride;
+          float along_x[3] = {0, 0, 0};
+          for (std::size_t kx = 0; kx < wx.index.size(); ++kx) {
+            const Sample* p = row + std::size_t(wx.index[kx]) * 3;
+            for (int c = 0; c < 3; ++c) along_x[c] += wx.weight[kx] * value(p[c]);
+          }
+          for (int c = 0; c < 3; ++c) acc[c] += wy.weight[ky] * along_x[c];
         }
-        for (int c = 0; c < 3; ++c) acc[c] += wy.weight[ky] * along_x[c];
+        float* o = out.rgb.data() + (std::size_t(oy) * out.width + ox) * 3;
+        for (int c = 0; c < 3; ++c) o[c] = acc[c];
       }
-      float* o = out.rgb.data() + (std::size_t(oy) * out.width + ox) * 3;
-      for (int c = 0; c < 3; ++c) o[c] = acc[c];
     }
-  }
+  };
+  // Rows are independent. A row costs about width * 3 * taps_y * taps_x multiply-adds; give each
+  // thread at least ~16k of them, or waking it costs more than it saves.
+  const int64_t taps = int64_t(ty.empty() ? 1 : ty[0].index.size()) * int64_t(tx.empty() ? 1 : tx[0].index.size());
+  const int64_t row_cost = std::max<int64_t>(1, int64_t(out.width) * 3 * taps);
+  parallel_rows(out.height, std::max<int64_t>(1, 16384 / row_cost), resize_rows);
   return out;
 }
 

@@ -6,13 +6,11 @@
 
 #include "kernels/cpu/channel_reduce.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel_loop.h"
 #include "runtime/philox.h"
 
 namespace ae::cpu {
 namespace {
-
-// Below this many elements, starting threads costs more than the loop.
-constexpr bool worth_threads(int64_t elements) { return elements > 32768; }
 
 // A shared slope [1] acts like C = 1: every element is its own "row".
 int64_t slope_channels(const Tensor& x, const Tensor& slope) { return slope.numel() == 1 ? 1 : x.dim(-1); }
@@ -24,8 +22,7 @@ Tensor relu_forward(const Tensor& x) {
   const float* xp = x.f32();
   float* yp = y.f32();
   const int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (worth_threads(n))
-  for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+  parallel_elements(n, [=](int64_t i) { yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f; });
   return y;
 }
 
@@ -35,8 +32,12 @@ Tensor relu_backward(const Tensor& y, const Tensor& dy) {
   const float* dyp = dy.f32();
   float* dxp = dx.f32();
   const int64_t n = y.numel();
-#pragma omp parallel for schedule(static) if (worth_threads(n))
-  for (int64_t i = 0; i < n; ++i) dxp[i] = yp[i] > 0.0f ? dyp[i] : 0.0f;
+  // dy is loaded unconditionally: a conditional load would keep this a (mispredicted) branch
+  // per element instead of a vectorised select.
+  parallel_elements(n, [=](int64_t i) {
+    const float g = dyp[i];
+    dxp[i] = yp[i] > 0.0f ? g : 0.0f;
+  });
   return dx;
 }
 
@@ -47,13 +48,14 @@ Tensor prelu_forward(const Tensor& x, const Tensor& slope) {
   const float* xp = x.f32();
   const float* a = slope.f32();
   float* yp = y.f32();
-#pragma omp parallel for schedule(static) if (worth_threads(x.numel()))
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < c; ++j) {
-      const float v = xp[r * c + j];
-      yp[r * c + j] = v > 0.0f ? v : a[j] * v;
+  parallel_rows(rows, min_rows_for(c), [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < c; ++j) {
+        const float v = xp[r * c + j];
+        yp[r * c + j] = v > 0.0f ? v : a[j] * v;
+      }
     }
-  }
+  });
   return y;
 }
 
@@ -67,13 +69,14 @@ PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy
   PReluGrads grads;
   grads.dx = Tensor::empty(x.shape());
   float* dxp = grads.dx.f32();
-#pragma omp parallel for schedule(static) if (worth_threads(x.numel()))
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < c; ++j) {
-      const int64_t i = r * c + j;
-      dxp[i] = xp[i] > 0.0f ? dyp[i] : a[j] * dyp[i];
+  parallel_rows(rows, min_rows_for(c), [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t i = r * c + j;
+        dxp[i] = xp[i] > 0.0f ? dyp[i] : a[j] * dyp[i];
+      }
     }
-  }
+  });
 
   // dslope[j] = sum over the negative side of dy * x (x = 0 contributes 0 either way).
   std::vector<double> dslope(static_cast<std::size_t>(c));
@@ -109,12 +112,14 @@ DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) {
   }
   const float keep_scale = 1.0f / (1.0f - p.p);
   // Ten Philox rounds per element make this compute-bound: threads pay off sooner than for a copy.
-#pragma omp parallel for schedule(static) if (worth_threads(8 * n))
-  for (int64_t i = 0; i < n; ++i) {
-    const bool keep = philox::uniform(p.seed, p.offset + static_cast<uint64_t>(i)) >= p.p;
-    mp[i] = keep ? 1 : 0;
-    yp[i] = keep ? xp[i] * keep_scale : 0.0f;
-  }
+  parallel_elements(
+      n,
+      [=, &p](int64_t i) {
+        const bool keep = philox::uniform(p.seed, p.offset + static_cast<uint64_t>(i)) >= p.p;
+        mp[i] = keep ? 1 : 0;
+        yp[i] = keep ? xp[i] * keep_scale : 0.0f;
+      },
+      8);
   return out;
 }
 
@@ -125,8 +130,7 @@ Tensor dropout_backward(const DropoutParams& p, const Tensor& mask, const Tensor
   const float* dyp = dy.f32();
   float* dxp = dx.f32();
   const int64_t n = dy.numel();
-#pragma omp parallel for schedule(static) if (worth_threads(n))
-  for (int64_t i = 0; i < n; ++i) dxp[i] = mp[i] ? dyp[i] * keep_scale : 0.0f;
+  parallel_elements(n, [=](int64_t i) { dxp[i] = mp[i] ? dyp[i] * keep_scale : 0.0f; });
   return dx;
 }
 

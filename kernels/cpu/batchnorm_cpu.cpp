@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/channel_reduce.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel_loop.h"
 
 namespace ae::cpu {
 namespace {
@@ -15,23 +16,22 @@ namespace {
 int64_t channels_of(const Tensor& x) { return x.dim(-1); }
 int64_t rows_of(const Tensor& x) { return x.dim(-1) > 0 ? x.numel() / x.dim(-1) : 0; }
 
-// Below this many elements, starting threads costs more than the loop.
-constexpr bool worth_threads(int64_t elements) { return elements > 32768; }
-
 // y = (x - mean[c]) * scale[c] + beta[c], with scale = gamma * invstd folded per channel.
 // (x - mean) first: folding the mean into the shift would cancel badly when |mean| >> std.
-Tensor normalise(const Tensor& x, const std::vector<float>& mean, const std::vector<float>& scale,
-                 const float* beta) {
+Tensor normalise(const Tensor& x, const std::vector<float>& mean, const std::vector<float>& scale, const float* beta) {
   const int64_t m = rows_of(x), c = channels_of(x);
   Tensor y = Tensor::empty(x.shape());
   const float* xp = x.f32();
   float* yp = y.f32();
-#pragma omp parallel for schedule(static) if (worth_threads(m * c))
-  for (int64_t r = 0; r < m; ++r) {
-    const float* xr = xp + r * c;
-    float* yr = yp + r * c;
-    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mean[j]) * scale[j] + beta[j];
-  }
+  const float* mp = mean.data();
+  const float* sp = scale.data();
+  parallel_rows(m, min_rows_for(c), [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = xp + r * c;
+      float* yr = yp + r * c;
+      for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mp[j]) * sp[j] + beta[j];
+    }
+  });
   return y;
 }
 
@@ -144,8 +144,8 @@ Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const T
   return normalise(x, copy_channels(running_mean), scale, beta.f32());
 }
 
-BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                                        const Tensor& save_mean, const Tensor& save_invstd) {
+BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                                        const Tensor& save_invstd) {
   const int64_t m = rows_of(x), c = channels_of(x);
   const std::vector<float> mean = copy_channels(save_mean);
   const std::vector<float> invstd = copy_channels(save_invstd);
@@ -165,21 +165,22 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   const float* xp = x.f32();
   const float* dyp = dy.f32();
   float* dxp = grads.dx.f32();
-#pragma omp parallel for schedule(static) if (worth_threads(m * c))
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t j = 0; j < c; ++j) {
-      const int64_t i = r * c + j;
-      const double xhat = (static_cast<double>(xp[i]) - mean[j]) * invstd[j];
-      dxp[i] = static_cast<float>(k[j] * (dyp[i] - mean_dy[j] - xhat * mean_dy_xhat[j]));
+  parallel_rows(m, min_rows_for(c), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t i = r * c + j;
+        const double xhat = (static_cast<double>(xp[i]) - mean[j]) * invstd[j];
+        dxp[i] = static_cast<float>(k[j] * (dyp[i] - mean_dy[j] - xhat * mean_dy_xhat[j]));
+      }
     }
-  }
+  });
   grads.dgamma = channel_tensor(s.sum_dy_xhat);
   grads.dbeta = channel_tensor(s.sum_dy);
   return grads;
 }
 
-BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy,
-                                       const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var) {
+BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                                       const Tensor& running_mean, const Tensor& running_var) {
   const int64_t m = rows_of(x), c = channels_of(x);
   const std::vector<float> mean = copy_channels(running_mean);
   const std::vector<float> invstd = running_invstd(running_var, p.eps);
@@ -193,10 +194,12 @@ BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x
   grads.dx = Tensor::empty(x.shape());
   const float* dyp = dy.f32();
   float* dxp = grads.dx.f32();
-#pragma omp parallel for schedule(static) if (worth_threads(m * c))
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t j = 0; j < c; ++j) dxp[r * c + j] = dyp[r * c + j] * scale[j];
-  }
+  const float* sp = scale.data();
+  parallel_rows(m, min_rows_for(c), [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < c; ++j) dxp[r * c + j] = dyp[r * c + j] * sp[j];
+    }
+  });
   grads.dgamma = channel_tensor(s.sum_dy_xhat);
   grads.dbeta = channel_tensor(s.sum_dy);
   return grads;

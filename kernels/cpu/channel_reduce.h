@@ -7,10 +7,12 @@
 // run. Here the rows are cut into a fixed number of blocks that depends only on M; each block
 // sums its rows in row order into its own partial, and the partials are added in block order.
 // Which thread computes which block does not matter, so the result is the same bits every run
-// and for any OMP_NUM_THREADS.
+// and for any thread count.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include "runtime/thread_pool.h"
 
 namespace ae::cpu {
 
@@ -30,12 +32,19 @@ void reduce_rows(int64_t rows, int64_t channels, AddRow&& add_row, double* out) 
   const int64_t blocks = reduce_block_count(rows);
   const int64_t width = K * channels;
   std::vector<double> partial(static_cast<std::size_t>(blocks * width), 0.0);
-#pragma omp parallel for schedule(static) if (rows * channels > 32768)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double* acc = partial.data() + b * width;
-    const int64_t begin = rows * b / blocks;
-    const int64_t end = rows * (b + 1) / blocks;
-    for (int64_t r = begin; r < end; ++r) add_row(r, acc);
+  const auto sum_blocks = [&](int64_t block_begin, int64_t block_end) {
+    for (int64_t b = block_begin; b < block_end; ++b) {
+      double* acc = partial.data() + b * width;
+      const int64_t begin = rows * b / blocks;
+      const int64_t end = rows * (b + 1) / blocks;
+      for (int64_t r = begin; r < end; ++r) add_row(r, acc);
+    }
+  };
+  // Small inputs stay on the calling thread: waking workers would cost more than the sums.
+  if (rows * channels > 32768) {
+    parallel_rows(blocks, 1, sum_blocks);
+  } else {
+    sum_blocks(0, blocks);
   }
   std::fill(out, out + width, 0.0);
   for (int64_t b = 0; b < blocks; ++b) {

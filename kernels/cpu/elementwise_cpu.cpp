@@ -1,12 +1,10 @@
 // CPU elementwise ops on same-shape f32 tensors (validated by kernels/elementwise.cpp).
 // Each element is computed independently, so threading never changes the bits.
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel_loop.h"
 
 namespace ae::cpu {
 namespace {
-
-// Below this many elements, starting threads costs more than the loop.
-constexpr bool worth_threads(int64_t elements) { return elements > 32768; }
 
 template <typename F>
 Tensor map2(const Tensor& a, const Tensor& b, F&& f) {
@@ -15,8 +13,7 @@ Tensor map2(const Tensor& a, const Tensor& b, F&& f) {
   const float* bp = b.f32();
   float* op = out.f32();
   const int64_t n = a.numel();
-#pragma omp parallel for schedule(static) if (worth_threads(n))
-  for (int64_t i = 0; i < n; ++i) op[i] = f(ap[i], bp[i]);
+  parallel_elements(n, [=, &f](int64_t i) { op[i] = f(ap[i], bp[i]); });
   return out;
 }
 
@@ -38,8 +35,7 @@ Tensor scale(const Tensor& a, float s) {
   const float* ap = a.f32();
   float* op = out.f32();
   const int64_t n = a.numel();
-#pragma omp parallel for schedule(static) if (worth_threads(n))
-  for (int64_t i = 0; i < n; ++i) op[i] = s * ap[i];
+  parallel_elements(n, [=](int64_t i) { op[i] = s * ap[i]; });
   return out;
 }
 
@@ -48,8 +44,7 @@ void add_inplace(Tensor& a, const Tensor& b, float s) {
   const float* bp = b.f32();
   const int64_t n = a.numel();
   // b may be a itself (a += s*a): each element reads and writes only index i, so that is safe.
-#pragma omp parallel for schedule(static) if (worth_threads(n))
-  for (int64_t i = 0; i < n; ++i) ap[i] += s * bp[i];
+  parallel_elements(n, [=](int64_t i) { ap[i] += s * bp[i]; });
 }
 
 }  // namespace ae::cpu

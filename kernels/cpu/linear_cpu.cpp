@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel_loop.h"
 
 namespace ae::cpu {
 
@@ -49,12 +50,13 @@ LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, 
   if (has_bias) {
     // db = column sums of dy, accumulated in double so a large batch loses nothing.
     float* db = g.dbias.f32();
-#pragma omp parallel for schedule(static)
-    for (int64_t o = 0; o < out; ++o) {
-      double s = 0;
-      for (int64_t r = 0; r < n; ++r) s += dyp[r * out + o];
-      db[o] = static_cast<float>(s);
-    }
+    parallel_rows(out, min_rows_for(n), [=](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) {
+        double s = 0;
+        for (int64_t r = 0; r < n; ++r) s += dyp[r * out + o];
+        db[o] = static_cast<float>(s);
+      }
+    });
   }
   return g;
 }

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel_loop.h"
 
 namespace ae::cpu {
 
@@ -24,18 +25,18 @@ void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& mom
   // PyTorch creates the momentum buffer as a copy of the first (decayed) gradient.
   const bool first = step == 1;
 
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  const bool nesterov = p.nesterov;
+  parallel_elements(n, [=](int64_t i) {
     float d = g[i];
     if (wd != 0) d = std::fma(wd, w[i], d);  // d_p = d_p.add(param, alpha=wd)
     if (buf) {
       // buf.mul_(momentum).add_(d_p, alpha=1-dampening)
       const float b = first ? d : std::fma(keep, d, buf[i] * momentum);
       buf[i] = b;
-      d = p.nesterov ? std::fma(momentum, b, d) : b;  // d_p.add(buf, alpha=momentum) or buf
+      d = nesterov ? std::fma(momentum, b, d) : b;  // d_p.add(buf, alpha=momentum) or buf
     }
     w[i] = std::fma(neg_lr, d, w[i]);  // param.add_(d_p, alpha=-lr)
-  }
+  });
 }
 
 void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step) {
@@ -59,20 +60,26 @@ void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m
       static_cast<float>(1.0 - static_cast<double>(p.lr) * static_cast<double>(p.weight_decay));
   const float beta1 = p.beta1, beta2 = p.beta2, eps = p.eps, wd = p.weight_decay;
   const bool coupled_decay = !p.decoupled && wd != 0;
+  const bool decoupled = p.decoupled;
 
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float w_i = w[i];
-    if (p.decoupled) w_i = w_i * decoupled_decay;  // AdamW: param.mul_(1 - lr*wd)
-    float d = g[i];
-    if (coupled_decay) d = std::fma(wd, w_i, d);  // Adam: grad = grad.add(param, alpha=wd)
-    const float m_i = std::fma(one_minus_beta1, d, mp[i] * beta1);      // exp_avg.mul_(b1).add_(g, alpha=1-b1)
-    const float v_i = std::fma(one_minus_beta2 * d, d, vp[i] * beta2);  // exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
-    const float denom = std::sqrt(v_i) / bias_correction2_sqrt + eps;  // (v.sqrt() / bc2_sqrt).add_(eps)
-    mp[i] = m_i;
-    vp[i] = v_i;
-    w[i] = w_i + neg_step_size * m_i / denom;  // param.addcdiv_(m, denom, value=-step_size)
-  }
+  // A square root and a division per element: worth threads sooner than a plain copy.
+  constexpr int64_t kCost = 4;
+  parallel_elements(
+      n,
+      [=](int64_t i) {
+        float w_i = w[i];
+        if (decoupled) w_i = w_i * decoupled_decay;  // AdamW: param.mul_(1 - lr*wd)
+        float d = g[i];
+        if (coupled_decay) d = std::fma(wd, w_i, d);                    // Adam: grad = grad.add(param, alpha=wd)
+        const float m_i = std::fma(one_minus_beta1, d, mp[i] * beta1);  // exp_avg.mul_(b1).add_(g, alpha=1-b1)
+        const float v_i =
+            std::fma(one_minus_beta2 * d, d, vp[i] * beta2);  // exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
+        const float denom = std::sqrt(v_i) / bias_correction2_sqrt + eps;  // (v.sqrt() / bc2_sqrt).add_(eps)
+        mp[i] = m_i;
+        vp[i] = v_i;
+        w[i] = w_i + neg_step_size * m_i / denom;  // param.addcdiv_(m, denom, value=-step_size)
+      },
+      kCost);
 }
 
 }  // namespace ae::cpu

@@ -5,8 +5,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/parallel_loop.h"
 
 namespace ae::cpu {
 namespace {
@@ -14,6 +16,36 @@ namespace {
 // PyTorch's adaptive bins: output i of `out` covers input [start, end) of `in`.
 int64_t bin_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
 int64_t bin_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
+
+// A pooling window clipped to the image: rows [h0, h1), columns [w0, w1).
+struct Window {
+  int64_t h0 = 0, h1 = 0, w0 = 0, w1 = 0;
+};
+
+// Max over one window for all c channels of an NHWC image, with the position (y * w + x) of
+// each maximum. PyTorch starts from -inf with the first in-image position as the index (so an
+// all -inf window still reports a valid position), keeps the first maximum in scan order
+// (strictly greater wins) and lets NaN win. Written without branches so it vectorises.
+template <typename Index>
+void window_max(const float* image, int64_t w, int64_t c, const Window& win, float* best, Index* best_at) {
+  const Index first = static_cast<Index>(win.h0 * w + win.w0);
+  for (int64_t k = 0; k < c; ++k) {
+    best[k] = -std::numeric_limits<float>::infinity();
+    best_at[k] = first;
+  }
+  for (int64_t y = win.h0; y < win.h1; ++y) {
+    for (int64_t xx = win.w0; xx < win.w1; ++xx) {
+      const float* v = image + (y * w + xx) * c;
+      const Index at = static_cast<Index>(y * w + xx);
+      for (int64_t k = 0; k < c; ++k) {
+        const float value = v[k], so_far = best[k];
+        const bool wins = value > so_far || std::isnan(value);
+        best[k] = wins ? value : so_far;
+        best_at[k] = wins ? at : best_at[k];
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -24,41 +56,34 @@ MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) {
   const float* xp = x.f32();
   float* yp = out.y.f32();
   int64_t* ap = out.argmax.data<int64_t>();
+  // 32-bit positions vectorise with the floats; an image plane too big for them is impossible
+  // in practice (8 GB per channel) but still handled, with 64-bit positions.
+  const bool narrow = h * w <= std::numeric_limits<int32_t>::max();
 
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t i = 0; i < oh; ++i) {
+  // One output row (image b, row i) per index.
+  parallel_rows(n * oh, min_rows_for(ow * c * p.kernel_h * p.kernel_w), [&](int64_t row_begin, int64_t row_end) {
+    std::vector<int32_t> narrow_at(static_cast<std::size_t>(narrow ? c : 0));
+    for (int64_t row = row_begin; row < row_end; ++row) {
+      const int64_t b = row / oh, i = row % oh;
       // The window clipped to the image: padding never wins, it acts as -inf. The validated
       // pad <= kernel/2 rule makes the clipped window non-empty.
-      const int64_t h0 = std::max<int64_t>(i * p.stride_h - p.pad_h, 0);
-      const int64_t h1 = std::min<int64_t>(i * p.stride_h - p.pad_h + p.kernel_h, h);
+      Window win;
+      win.h0 = std::max<int64_t>(i * p.stride_h - p.pad_h, 0);
+      win.h1 = std::min<int64_t>(i * p.stride_h - p.pad_h + p.kernel_h, h);
       for (int64_t j = 0; j < ow; ++j) {
-        const int64_t w0 = std::max<int64_t>(j * p.stride_w - p.pad_w, 0);
-        const int64_t w1 = std::min<int64_t>(j * p.stride_w - p.pad_w + p.kernel_w, w);
-        float* best = yp + ((b * oh + i) * ow + j) * c;
-        int64_t* best_at = ap + ((b * oh + i) * ow + j) * c;
-        // PyTorch starts from -inf with the first in-image position as the index, so an
-        // all -inf window still reports a valid position.
-        for (int64_t k = 0; k < c; ++k) {
-          best[k] = -std::numeric_limits<float>::infinity();
-          best_at[k] = h0 * w + w0;
-        }
-        for (int64_t y = h0; y < h1; ++y) {
-          for (int64_t xx = w0; xx < w1; ++xx) {
-            const float* v = xp + ((b * h + y) * w + xx) * c;
-            const int64_t at = y * w + xx;
-            for (int64_t k = 0; k < c; ++k) {
-              // Strictly greater: the first maximum in scan order keeps the win (PyTorch CPU).
-              if (v[k] > best[k] || std::isnan(v[k])) {
-                best[k] = v[k];
-                best_at[k] = at;
-              }
-            }
-          }
+        win.w0 = std::max<int64_t>(j * p.stride_w - p.pad_w, 0);
+        win.w1 = std::min<int64_t>(j * p.stride_w - p.pad_w + p.kernel_w, w);
+        const int64_t at_out = ((b * oh + i) * ow + j) * c;
+        const float* image = xp + b * h * w * c;
+        if (narrow) {
+          window_max(image, w, c, win, yp + at_out, narrow_at.data());
+          std::copy(narrow_at.begin(), narrow_at.end(), ap + at_out);
+        } else {
+          window_max(image, w, c, win, yp + at_out, ap + at_out);
         }
       }
     }
-  }
+  });
   return out;
 }
 
@@ -72,24 +97,28 @@ Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tens
   float* dxp = dx.f32();
   // Windows overlap, so several outputs may scatter into one input: accumulate. One thread
   // per image keeps the scatter race-free. A corrupt argmax would write out of bounds, so it
-  // is checked (cheaply) and reported after the loop rather than thrown inside OpenMP.
-  int64_t bad_index = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad_index)
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t o = 0; o < oh * ow; ++o) {
-      const int64_t base = (b * oh * ow + o) * c;
-      for (int64_t k = 0; k < c; ++k) {
-        const int64_t at = ap[base + k];
-        if (at < 0 || at >= plane) {
-          bad_index = std::max(bad_index, base + k);
-          continue;
+  // is checked (cheaply), noted per image and reported after the loop (threads must not throw).
+  std::vector<int64_t> bad_in_image(static_cast<std::size_t>(n), -1);
+  parallel_rows(n, min_rows_for(oh * ow * c), [&](int64_t image_begin, int64_t image_end) {
+    for (int64_t b = image_begin; b < image_end; ++b) {
+      int64_t bad = -1;
+      for (int64_t o = 0; o < oh * ow; ++o) {
+        const int64_t base = (b * oh * ow + o) * c;
+        for (int64_t k = 0; k < c; ++k) {
+          const int64_t at = ap[base + k];
+          if (at < 0 || at >= plane) {
+            bad = std::max(bad, base + k);
+            continue;
+          }
+          dxp[(b * plane + at) * c + k] += dyp[base + k];
         }
-        dxp[(b * plane + at) * c + k] += dyp[base + k];
       }
+      bad_in_image[static_cast<std::size_t>(b)] = bad;
     }
-  }
-  AE_CHECK(bad_index < 0, "maxpool2d_backward: argmax element " << bad_index << " is "
-                                                                << ap[bad_index] << ", outside the " << h << "x" << w
+  });
+  const int64_t bad_index = n > 0 ? *std::max_element(bad_in_image.begin(), bad_in_image.end()) : -1;
+  AE_CHECK(bad_index < 0, "maxpool2d_backward: argmax element " << bad_index << " is " << ap[bad_index]
+                                                                << ", outside the " << h << "x" << w
                                                                 << " image plane of x_shape " << shape_str(x_shape));
   return dx;
 }
@@ -101,9 +130,10 @@ Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor
   const float* xp = x.f32();
   float* yp = y.f32();
 
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t i = 0; i < oh; ++i) {
+  // One output row (image b, row i) per index.
+  parallel_rows(n * oh, min_rows_for(ow * c * (h / oh + 1) * (w / ow + 1)), [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t row = row_begin; row < row_end; ++row) {
+      const int64_t b = row / oh, i = row % oh;
       const int64_t h0 = bin_start(i, h, oh), h1 = bin_end(i, h, oh);
       for (int64_t j = 0; j < ow; ++j) {
         const int64_t w0 = bin_start(j, w, ow), w1 = bin_end(j, w, ow);
@@ -119,7 +149,7 @@ Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor
         for (int64_t k = 0; k < c; ++k) out[k] /= count;
       }
     }
-  }
+  });
   return y;
 }
 
@@ -131,23 +161,24 @@ Tensor adaptive_avgpool2d_backward(const AdaptiveAvgPool2dParams& p, const Tenso
   float* dxp = dx.f32();
   // Non-divisible sizes give overlapping bins, so each output spreads its gradient evenly over
   // its bin and the contributions accumulate. One thread per image keeps that race-free.
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t i = 0; i < oh; ++i) {
-      const int64_t h0 = bin_start(i, h, oh), h1 = bin_end(i, h, oh);
-      for (int64_t j = 0; j < ow; ++j) {
-        const int64_t w0 = bin_start(j, w, ow), w1 = bin_end(j, w, ow);
-        const float* g = dyp + ((b * oh + i) * ow + j) * c;
-        const float count = static_cast<float>((h1 - h0) * (w1 - w0));
-        for (int64_t yy = h0; yy < h1; ++yy) {
-          for (int64_t xx = w0; xx < w1; ++xx) {
-            float* d = dxp + ((b * h + yy) * w + xx) * c;
-            for (int64_t k = 0; k < c; ++k) d[k] += g[k] / count;
+  parallel_rows(n, min_rows_for(h * w * c), [&](int64_t image_begin, int64_t image_end) {
+    for (int64_t b = image_begin; b < image_end; ++b) {
+      for (int64_t i = 0; i < oh; ++i) {
+        const int64_t h0 = bin_start(i, h, oh), h1 = bin_end(i, h, oh);
+        for (int64_t j = 0; j < ow; ++j) {
+          const int64_t w0 = bin_start(j, w, ow), w1 = bin_end(j, w, ow);
+          const float* g = dyp + ((b * oh + i) * ow + j) * c;
+          const float count = static_cast<float>((h1 - h0) * (w1 - w0));
+          for (int64_t yy = h0; yy < h1; ++yy) {
+            for (int64_t xx = w0; xx < w1; ++xx) {
+              float* d = dxp + ((b * h + yy) * w + xx) * c;
+              for (int64_t k = 0; k < c; ++k) d[k] += g[k] / count;
+            }
           }
         }
       }
     }
-  }
+  });
   return dx;
 }
 

@@ -3,7 +3,6 @@
 // kink at 0), dropout's mask as a pure function of (seed, offset), argument errors, and
 // bitwise determinism of the one reduction (PReLU's slope gradient) across thread counts.
 #include <doctest/doctest.h>
-#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -13,6 +12,7 @@
 
 #include "kernels/ops.h"
 #include "runtime/philox.h"
+#include "runtime/thread_pool.h"
 #include "tests/support/check.h"
 
 namespace {
@@ -150,10 +150,10 @@ TEST_CASE("prelu slope gradient is bitwise identical across runs and thread coun
   for (const Shape& slope_shape : std::vector<Shape>{{1}, {8}}) {
     const Tensor slope = ae::test::random_tensor(slope_shape, 13, 0.0f, 0.3f);
     auto run = [&](int threads) {
-      const int saved = omp_get_max_threads();
-      omp_set_num_threads(threads);
+      const int saved = ae::thread_count();
+      ae::set_thread_count(threads);
       ae::ops::PReluGrads g = ae::ops::prelu_backward(x, slope, dy);
-      omp_set_num_threads(saved);
+      ae::set_thread_count(saved);
       return g;
     };
     const auto a = run(2);
@@ -233,10 +233,10 @@ TEST_CASE("dropout mask is reproducible from (seed, offset) and changes with eit
   CHECK(mismatched == 0);
 
   // A threaded run draws the same mask as a single thread.
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
+  const int saved = ae::thread_count();
+  ae::set_thread_count(1);
   const auto single = ae::ops::dropout_forward(p, x);
-  omp_set_num_threads(saved);
+  ae::set_thread_count(saved);
   CHECK(bitwise_equal(single.mask, a.mask));
 }
 

@@ -3,7 +3,6 @@
 // backward passes against the double reference and against central finite differences,
 // argument errors, and bitwise determinism across runs and thread counts.
 #include <doctest/doctest.h>
-#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -14,6 +13,7 @@
 #include "kernels/cpu/channel_reduce.h"
 #include "kernels/ops.h"
 #include "runtime/philox.h"
+#include "runtime/thread_pool.h"
 #include "tests/support/check.h"
 
 namespace {
@@ -286,8 +286,8 @@ TEST_CASE("batchnorm results are bitwise identical across runs and thread counts
     Tensor y, mean, invstd, rm, rv, dx, dgamma, dbeta, dx_eval, dgamma_eval;
   };
   auto run = [&](int threads) {
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(threads);
+    const int saved = ae::thread_count();
+    ae::set_thread_count(threads);
     Run r{};
     r.rm = in.running_mean.clone();
     r.rv = in.running_var.clone();
@@ -296,7 +296,7 @@ TEST_CASE("batchnorm results are bitwise identical across runs and thread counts
     const auto e = ae::ops::batchnorm_backward_eval({}, in.x, dy, in.gamma, r.rm, r.rv);
     r.y = f.y, r.mean = f.save_mean, r.invstd = f.save_invstd;
     r.dx = b.dx, r.dgamma = b.dgamma, r.dbeta = b.dbeta, r.dx_eval = e.dx, r.dgamma_eval = e.dgamma;
-    omp_set_num_threads(saved);
+    ae::set_thread_count(saved);
     return r;
   };
   const Run a = run(2), b = run(2), c = run(1), d = run(3);
@@ -325,8 +325,8 @@ TEST_CASE("per-channel row reductions give the same double bits for any thread c
     values[i] = (u - 0.5) * std::pow(10.0, 40.0 * e - 20.0);
   }
   auto sums = [&](int threads) {
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(threads);
+    const int saved = ae::thread_count();
+    ae::set_thread_count(threads);
     std::vector<double> out(static_cast<std::size_t>(2 * channels));
     ae::cpu::reduce_rows<2>(
         rows, channels,
@@ -337,7 +337,7 @@ TEST_CASE("per-channel row reductions give the same double bits for any thread c
           }
         },
         out.data());
-    omp_set_num_threads(saved);
+    ae::set_thread_count(saved);
     return out;
   };
   const std::vector<double> one = sums(1);

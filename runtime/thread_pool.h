@@ -1,0 +1,35 @@
+#pragma once
+// The project's CPU thread pool: split a loop over independent rows across a few threads that
+// SLEEP between calls. Every parallel loop of the CPU backend and of image preprocessing uses it.
+//
+// Why not OpenMP: a training step alternates memory-bound passes (im2col, BN, ReLU, pooling...)
+// with OpenBLAS GEMMs, hundreds of times per step. libgomp's workers spin for a while after each
+// parallel region and OpenBLAS's pthread workers spin (sched_yield) after each GEMM, so on a
+// machine with few cores the two pools steal each other's cores: measured 3-20x slower
+// convolutions and ~30% of a training step's cycles in spin loops. These workers block on a
+// condition variable instead, costing a wake-up (microseconds) per call and nothing afterwards.
+//
+// Partitions never decide results: callers either write disjoint outputs per row or reduce
+// over fixed blocks (kernels/cpu/channel_reduce.h), so any thread count gives the same bits.
+#include <cstdint>
+#include <functional>
+
+namespace ae {
+
+// Threads parallel_rows uses, the caller included. Starts as OMP_NUM_THREADS when that is a
+// positive number (the variable OpenBLAS follows too), otherwise the hardware thread count.
+int thread_count();
+
+// Sets thread_count() for later calls, from any thread (tests compare results across thread
+// counts). Workers are started on first use and never stopped. Throws ae::Error unless
+// 1 <= threads <= kMaxThreads.
+inline constexpr int kMaxThreads = 256;
+void set_thread_count(int threads);
+
+// Calls body(begin, end) on disjoint contiguous parts covering [0, count), in parallel when
+// count >= 2 * min_rows_per_thread, and returns when all parts are done. At most thread_count()
+// parts; the calling thread runs the first. body must not throw. Calls from several threads at
+// once are safe: one runs in parallel, the others inline (so nested calls run inline too).
+void parallel_rows(int64_t count, int64_t min_rows_per_thread, const std::function<void(int64_t, int64_t)>& body);
+
+}  // namespace ae
