@@ -1,18 +1,41 @@
 #!/usr/bin/env bash
 # Side-by-side throughput: aesthete and PyTorch on the same machine, same run, same work
 # (seed-head ResNet-18 training step and inference). Prints both and the ratio.
-#   bench/compare.sh [BUILD] [--device cpu|cuda] [--batch N] [--size S] [--steps K]
-# PYTHON selects the interpreter with torch+torchvision (default /usr/bin/python3).
+#   bench/compare.sh [BUILD] [--device cpu|cuda] [--batch N] [--size S] [--steps K] [--precision P]
+# PYTHON selects the interpreter with torch (default /usr/bin/python3, Debian's CPU PyTorch; on a
+# GPU machine use one whose PyTorch has CUDA, e.g. PYTHON=python3).
+# --precision (f32 default) goes to torch_peer.py; anything but f32 also goes to aesthete, which
+# refuses a precision it does not implement rather than compare unlike with unlike.
 set -euo pipefail
 build=${1:-build}
 shift || true
 python=${PYTHON:-/usr/bin/python3}
-ours=$("$build/aesthete" -q bench --what model "$@")
-theirs=$("$python" "$(dirname "$0")/torch_peer.py" "$@")
+ours_args=()
+peer_args=()
+while (($#)); do
+  case "$1" in
+    --precision)
+      [[ $# -ge 2 ]] || { echo "compare.sh: --precision needs a value" >&2; exit 2; }
+      peer_args+=("$1" "$2")
+      [[ "$2" == f32 ]] || ours_args+=("$1" "$2")
+      shift 2 ;;
+    *)
+      ours_args+=("$1")
+      peer_args+=("$1")
+      shift ;;
+  esac
+done
+[[ -x "$build/aesthete" ]] || { echo "compare.sh: $build/aesthete not found (build it first)" >&2; exit 2; }
+ours=$("$build/aesthete" -q bench --what model "${ours_args[@]}")
+theirs=$("$python" "$(dirname "$0")/torch_peer.py" "${peer_args[@]}")
 echo "$ours" | sed 's/^/aesthete  /'
 echo "$theirs" | sed 's/^/pytorch   /'
 for kind in train-step inference; do
   a=$(echo "$ours" | awk -v k="$kind" '$1==k {for(i=1;i<=NF;i++) if($(i+1)=="images/s") print $i}')
   b=$(echo "$theirs" | awk -v k="$kind" '$1==k {for(i=1;i<=NF;i++) if($(i+1)=="images/s") print $i}')
+  if [[ -z "$a" || -z "$b" ]]; then
+    echo "compare.sh: no '$kind ... images/s' line from $([[ -z "$a" ]] && echo aesthete || echo pytorch)" >&2
+    exit 1
+  fi
   awk -v k="$kind" -v a="$a" -v b="$b" 'BEGIN {printf "ratio     %-10s aesthete/pytorch = %.2fx\n", k, a/b}'
 done

@@ -1,118 +1,177 @@
 #!/usr/bin/env bash
-# gpu-check.sh: the one command to run on a GPU machine. Builds for sm_90, runs every `gpu`-label
-# test (the emulated-device variants gpu/* and the real-GPU variants gpu-real/*), runs the
-# benchmarks that exist (bench_*), and prints one summary table last. Logs go to $OUT/gpu-check
-# when OUT is set, else to <build>/gpu-check-logs. Keeps going after a failed step so the table is
-# always printed; exits non-zero when any step failed. Designed to finish within ~8 minutes.
+# gpu-check.sh: the one command to run on a GPU machine (about 8 minutes on an H200). In order:
+#   1. configure and build for sm_90 only (Release, -j16): aesthete, bench_cuda_conv and every
+#      real-GPU test (gpu_real_test_*); the emulated-device tests are CI's job and are not built
+#   2. ctest -L gpu on the real device (the gpu-real/* tests; a skip there is a failure here)
+#   3. the cuDNN oracle (gpu_real_test_cudnn_oracle) once more with its per-layer "% of
+#      tolerance" lines kept in cudnn-oracle.log
+#   4. bench_cuda_conv --batch 128: our conv forward/backward-data/backward-weight vs cuDNN per
+#      ResNet-18 layer (f32, TF32 off)
+#   5. bench/compare.sh --device cuda --batch 128: training step and inference, aesthete vs PyTorch
+#   6. compute-sanitizer memcheck of one real-GPU test binary, if time is left
+# and prints ONE summary table last (scripts/gpu_check_summary.py). Logs and the table go to
+# $OUT/gpu-check when OUT is set, else to <build>/gpu-check-logs. Keeps going after a failed step;
+# exits non-zero when anything failed, timed out or is missing from the table.
 #
-#   scripts/gpu-check.sh                   # build dir build-gpu next to the sources
-#   AE_GPU_CHECK_BUDGET_S=300 BUILD_DIR=/tmp/b scripts/gpu-check.sh
-set -euo pipefail
+#   scripts/gpu-check.sh                  # build dir build-gpu next to the sources
+#   scripts/gpu-check.sh --dry-run        # no GPU needed: prints the commands it would run and
+#                                         # builds the table from fake logs (tests the table code)
+#   BUILD_DIR=/tmp/b PYTHON=python3 AE_GPU_CHECK_BUDGET_S=470 scripts/gpu-check.sh
+# PYTHON: the interpreter whose PyTorch has CUDA (default python3; Debian's /usr/bin/python3 is a
+# CPU-only PyTorch on the dev machine). It also runs the summary (standard library only).
+set -uo pipefail
+
+DRY_RUN=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "gpu-check.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${BUILD_DIR:-$SRC/build-gpu}"
 LOGS="${OUT:+$OUT/gpu-check}"
 LOGS="${LOGS:-$BUILD/gpu-check-logs}"
 BUDGET_S="${AE_GPU_CHECK_BUDGET_S:-470}"
-JOBS="$(nproc 2>/dev/null || echo 4)"
+JOBS="${AE_GPU_CHECK_JOBS:-16}"
+BATCH="${AE_GPU_CHECK_BATCH:-128}"
+PYTHON="${PYTHON:-python3}"
+export AE_CONV_MATH=f32  # every row is float32 on CUDA cores (kernels/cuda/conv_math.h reads this)
+export PYTHON  # bench/compare.sh runs the PyTorch peer with it
 mkdir -p "$LOGS"
+rm -f "$LOGS"/*.log "$LOGS/steps.txt" "$LOGS/summary.txt"
 START=$(date +%s)
-
-declare -a ROWS=()
 FAILED=0
 
 remaining() { echo $((BUDGET_S - ($(date +%s) - START))); }
 
-# step NAME MAX_SECONDS COMMAND...: runs COMMAND with a timeout (the smaller of MAX_SECONDS and
-# the time left), logs to $LOGS/NAME.log, records a row "name|status|seconds|note".
+# row NAME STATUS SECONDS NOTE: one line of steps.txt, the step list of the summary table.
+row() { printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >>"$LOGS/steps.txt"; }
+
+# step NAME MAX_SECONDS COMMAND...: runs COMMAND under a timeout (the smaller of MAX_SECONDS and the
+# budget left), output to $LOGS/NAME.log, and records its row. Returns the command's status.
 step() {
   local name="$1" max="$2"
   shift 2
-  local left
+  local left limit t0 dt rc=0
   left=$(remaining)
-  local limit=$((max < left ? max : left))
+  limit=$((max < left ? max : left))
+  if ((DRY_RUN == 1)); then
+    printf 'would run (limit %ss): %s\n' "$max" "$*" | tee -a "$LOGS/dry-run-commands.txt"
+    row "$name" ok 0 "dry run"
+    return 0
+  fi
   if ((limit < 5)); then
-    ROWS+=("$name|SKIPPED|0|no time left in the ${BUDGET_S}s budget")
+    row "$name" SKIPPED 0 "no time left in the ${BUDGET_S}s budget"
     FAILED=1
     return 1
   fi
-  local t0=$(date +%s) rc=0
+  echo "== $name (limit ${limit}s): $*"
+  t0=$(date +%s)
   timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
-  local dt=$(($(date +%s) - t0))
+  dt=$(($(date +%s) - t0))
   if ((rc == 0)); then
-    ROWS+=("$name|ok|$dt|")
+    row "$name" ok "$dt" ""
   elif ((rc == 124 || rc == 137)); then
-    ROWS+=("$name|TIMEOUT|$dt|after ${limit}s, see $LOGS/$name.log")
+    row "$name" TIMEOUT "$dt" "after ${limit}s, see $name.log"
     FAILED=1
   else
-    ROWS+=("$name|FAILED|$dt|exit $rc, see $LOGS/$name.log")
+    row "$name" FAILED "$dt" "exit $rc, see $name.log"
     FAILED=1
   fi
   return $rc
 }
 
-note() { ROWS[-1]="${ROWS[-1]}$1"; }
-
-# ---- device
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >"$LOGS/device.log" 2>&1; then
-  ROWS+=("device|ok|0|$(head -1 "$LOGS/device.log")")
+# ---- 0. device
+if ((DRY_RUN == 1)); then
+  row DRY-RUN info 0 "FAKE LOGS: every number below is a fixture (scripts/test_gpu_check_summary.py), not a measurement"
+  row device ok 0 "dry run: no device used"
+  HAVE_GPU=1
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >"$LOGS/device.log" 2>&1; then
+  row device ok 0 "$(head -1 "$LOGS/device.log")"
   HAVE_GPU=1
 else
-  ROWS+=("device|NONE|0|nvidia-smi found no GPU: gpu-real tests will report Skipped")
+  row device FAILED 0 "nvidia-smi found no GPU: the real-GPU steps cannot pass here"
   HAVE_GPU=0
+  FAILED=1
 fi
 
-# ---- configure and build
+# ---- 1. configure and build (sm_90 only; only what the later steps run)
+BUILT=0
 if step configure 120 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90; then
-  step build 300 cmake --build "$BUILD" -j "$JOBS" || true
-  grep -E "registers|spill" "$LOGS/build.log" >"$LOGS/ptxas.log" 2>/dev/null || true
-  if [[ -s "$LOGS/ptxas.log" ]]; then
-    spills=$(grep -cE "[1-9][0-9]* bytes spill (stores|loads)" "$LOGS/ptxas.log" || true)
-    ROWS+=("ptxas|info|0|$(grep -c registers "$LOGS/ptxas.log") kernels, $spills with spills (ptxas.log)")
+  if ((DRY_RUN == 1)); then
+    targets="aesthete bench_cuda_conv gpu_real_test_..."
+  else
+    grep -E "aesthete: (CUDA|cuDNN)" "$LOGS/configure.log" | sed 's/^-- //' >"$LOGS/configure-summary.txt" || true
+    targets="aesthete $(cmake --build "$BUILD" --target help 2>/dev/null |
+      grep -oE '\b(bench_cuda_conv|gpu_real_test_[A-Za-z0-9_]+)\b' | sort -u | tr '\n' ' ')"
   fi
-fi
-
-# ---- GPU tests (both variants)
-if [[ -f "$BUILD/CTestTestfile.cmake" ]]; then
-  step ctest-gpu 240 ctest --test-dir "$BUILD" -L gpu --output-on-failure -j "$JOBS" || true
-  log="$LOGS/ctest-gpu.log"
-  passed=$(grep -cE "Test +#[0-9]+: .* Passed" "$log" || true)
-  failed=$(grep -cE "\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception|Not Run" "$log" || true)
-  skipped=$(grep -cE "\*\*\*Skipped" "$log" || true)
-  real_skipped=$(grep -E "gpu-real/.*\*\*\*Skipped" "$log" | grep -vc "test_emulator" || true)
-  note "$passed passed, $failed failed, $skipped skipped"
-  if ((HAVE_GPU == 1 && real_skipped > 0)); then
-    ROWS+=("gpu-real|FAILED|0|$real_skipped real-GPU test binaries skipped although nvidia-smi sees a GPU")
+  if [[ "$targets" != *gpu_real_test_* || "$targets" != *bench_cuda_conv* ]]; then
+    row targets FAILED 0 "no gpu_real_test_* or bench_cuda_conv target: is nvcc/cuDNN found? see configure.log"
     FAILED=1
   fi
-  # Memory checking of one real-GPU binary, when the sanitizer exists and time allows.
-  sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
-  exe="$(find "$BUILD" -maxdepth 2 -type f -name 'gpu_real_test_cuda_elementwise' | head -1)"
-  if ((HAVE_GPU == 1)) && [[ -x "$sanitizer" && -n "$exe" ]] && (($(remaining) > 150)); then
-    step memcheck 90 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe" || true
+  # shellcheck disable=SC2086  # the target list is meant to split into words
+  step build 300 cmake --build "$BUILD" -j "$JOBS" --target $targets && BUILT=1
+  if [[ -f "$LOGS/build.log" ]]; then
+    grep -E "registers|spill" "$LOGS/build.log" >"$LOGS/ptxas.txt" 2>/dev/null || true
+    if [[ -s "$LOGS/ptxas.txt" ]]; then
+      spills=$(grep -cE "[1-9][0-9]* bytes spill (stores|loads)" "$LOGS/ptxas.txt" || true)
+      row ptxas info 0 "$(grep -c registers "$LOGS/ptxas.txt") kernels, $spills with spills (ptxas.txt)"
+    fi
   fi
 fi
 
-# ---- benchmarks that exist
-for bench in "$BUILD"/bench_*; do
-  [[ -x "$bench" && -f "$bench" ]] || continue
-  name="$(basename "$bench")"
-  step "$name" 120 "$bench" --quick || true
-  [[ -f "$LOGS/$name.log" ]] && tail -n 40 "$LOGS/$name.log" >"$LOGS/$name.tail" || true
-done
+# ---- 2. the real-GPU tests
+step ctest-gpu 180 ctest --test-dir "$BUILD" -L gpu -R '^gpu-real/' --timeout 120 --output-on-failure -j 4
+if [[ -f "$LOGS/ctest-gpu.log" ]] && ((HAVE_GPU == 1)); then
+  real_skipped=$(grep -E "gpu-real/.*\*\*\*Skipped" "$LOGS/ctest-gpu.log" | grep -vc "test_emulator" || true)
+  if ((real_skipped > 0)); then
+    row gpu-real-skips FAILED 0 "$real_skipped real-GPU test binaries skipped although nvidia-smi sees a GPU"
+    FAILED=1
+  fi
+fi
 
-# ---- summary
-total=$(($(date +%s) - START))
-{
-  echo
-  echo "gpu-check summary ($total s, logs in $LOGS)"
-  printf '%-28s %-9s %6s  %s\n' STEP STATUS SECONDS NOTE
-  printf '%-28s %-9s %6s  %s\n' ---- ------ ------- ----
-  for row in "${ROWS[@]}"; do
-    IFS='|' read -r n s t d <<<"$row"
-    printf '%-28s %-9s %6s  %s\n' "$n" "$s" "$t" "$d"
-  done
-  echo
-  echo "result: $([[ $FAILED == 0 ]] && echo PASS || echo FAIL)"
-} | tee "$LOGS/summary.txt"
-exit "$FAILED"
+# ---- 3. the cuDNN oracle's per-layer error table
+step cudnn-oracle 90 "$BUILD/gpu_real_test_cudnn_oracle"
+
+# ---- 4. our convolutions vs cuDNN
+step bench_cuda_conv 150 "$BUILD/bench_cuda_conv" --batch "$BATCH"
+
+# ---- 5. training step and inference vs PyTorch
+step compare-cuda 150 "$SRC/bench/compare.sh" "$BUILD" --device cuda --batch "$BATCH" --steps 10
+
+# ---- 6. memory checking of one real-GPU test binary, when the sanitizer exists and time allows
+sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+exe="$BUILD/gpu_real_test_cuda_elementwise"
+if ((DRY_RUN == 1)); then
+  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe"
+elif ((HAVE_GPU == 1 && BUILT == 1)) && [[ -x "$sanitizer" && -x "$exe" ]] && (($(remaining) > 90)); then
+  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe"
+else
+  row memcheck info 0 "not run (no sanitizer, binary or time)"
+fi
+
+# ---- the table
+if ((DRY_RUN == 1)); then
+  "$PYTHON" "$SRC/scripts/test_gpu_check_summary.py" --write-fixtures "$LOGS" ||
+    { echo "gpu-check.sh: could not write the fake logs" >&2; exit 1; }
+fi
+row total info $(($(date +%s) - START)) "budget ${BUDGET_S}s"
+echo
+if "$PYTHON" "$SRC/scripts/gpu_check_summary.py" "$LOGS" >"$LOGS/summary.txt" 2>&1; then
+  summary_ok=1
+else
+  summary_ok=0
+fi
+if [[ ! -s "$LOGS/summary.txt" ]] || ! grep -q '^result:' "$LOGS/summary.txt"; then
+  # No table from the summariser (no python?): show the raw step list rather than nothing.
+  { echo "gpu-check: the summary script failed; raw steps:"; cat "$LOGS/steps.txt"; echo "result: FAIL"; } >>"$LOGS/summary.txt"
+  summary_ok=0
+fi
+cat "$LOGS/summary.txt"
+if ((FAILED == 1 || summary_ok == 0)); then
+  exit 1
+fi
+exit 0

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Tests of scripts/gpu_check_summary.py on fake logs in the exact formats the GPU steps print
+(ctest, gpu_real_test_cudnn_oracle, bench_cuda_conv, bench/compare.sh), so the table code is
+checked on a machine without a GPU.
+
+  python3 scripts/test_gpu_check_summary.py                   # run the tests
+  python3 scripts/test_gpu_check_summary.py --write-fixtures DIR
+      writes the passing fake logs to DIR (scripts/gpu-check.sh --dry-run builds its table from them)
+"""
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_check_summary as summary  # noqa: E402
+
+LAYERS = ["conv1", "layer1.3x3", "layer2.0.3x3/2", "layer2.3x3", "layer2.0.down", "layer3.0.3x3/2",
+          "layer3.3x3", "layer3.0.down", "layer4.0.3x3/2", "layer4.3x3", "layer4.0.down"]
+
+CTEST_OK = """\
+Test project /work/main/build-gpu
+    Start  1: gpu-real/test_cuda_batchnorm
+ 1/3 Test  #1: gpu-real/test_cuda_batchnorm ........   Passed    0.61 sec
+    Start 13: gpu-real/test_cudnn_oracle
+ 2/3 Test #13: gpu-real/test_cudnn_oracle .........   Passed    2.40 sec
+    Start 12: gpu-real/test_emulator
+ 3/3 Test #12: gpu-real/test_emulator ..............***Skipped   0.01 sec
+
+100% tests passed, 0 tests failed out of 3
+"""
+
+CTEST_BAD = CTEST_OK.replace(
+    " 1/3 Test  #1: gpu-real/test_cuda_batchnorm ........   Passed    0.61 sec",
+    " 1/3 Test  #1: gpu-real/test_cuda_batchnorm ........***Failed    0.61 sec")
+
+
+def oracle_line(what, diff, nmse, pct_e, pct_n, ok=True):
+    # printf("  %-44s max|diff| %.3e  nmse %.3e  %6.2f%% of elementwise tol, %6.2f%% of nmse tol  %s\n")
+    return (f"  {what:<44} max|diff| {diff:.3e}  nmse {nmse:.3e}  {pct_e:6.2f}% of elementwise tol, "
+            f"{pct_n:6.2f}% of nmse tol  {'ok' if ok else 'FAIL'}\n")
+
+
+ORACLE_OK = ("oracle: cuDNN 9.19.0 (built against 9.19.0, cuDNN's cudart 13000); batch 8, NHWC f32, FMA math (TF32 off)\n"
+             + oracle_line("fwd conv1 [IMPLICIT_PRECOMP_GEMM]", 1.2e-5, 3e-15, 2.5, 0.1)
+             + oracle_line("wgrad layer4.0 down [ALGO_1]", 3.1e-3, 2e-13, 17.25, 4.2)
+             + oracle_line("bn bwd dgamma layer4 bn [8,7,7,512]", 1e-5, 1e-14, 0.5, 1.0))
+
+
+def bench_log(ratio_of=lambda layer, p: 0.5, nmse_of=lambda layer, p: 1e-12):
+    # printf("RESULT conv layer=%s pass=%s gflop=%.3f ours_ms=%.4f cudnn_ms=%.4f ours_tflops=%.3f "
+    #        "cudnn_tflops=%.3f ratio=%.4f algo=%s nmse=%.3e runs=%d/%d\n")
+    out = ["bench_cuda_conv: NVIDIA H200 (sm_90, 132 SMs); cuDNN 9.19.0", "  conv1            fwd   ours 1.000 ms"]
+    for layer in LAYERS:
+        for p in ("fwd", "dgrad", "wgrad"):
+            ratio = ratio_of(layer, p)
+            cudnn_ms = 2.0
+            ours_ms = cudnn_ms / ratio
+            gflop = 29.6
+            out.append(f"RESULT conv layer={layer} pass={p} gflop={gflop:.3f} ours_ms={ours_ms:.4f} cudnn_ms={cudnn_ms:.4f} "
+                       f"ours_tflops={gflop / ours_ms:.3f} cudnn_tflops={gflop / cudnn_ms:.3f} ratio={ratio:.4f} "
+                       f"algo=IMPLICIT_PRECOMP_GEMM nmse={nmse_of(layer, p):.3e} runs=150/300")
+    out.append("RESULT conv-step batch=128 ours_ms=120.000 cudnn_ms=60.000 ratio=0.5000")
+    return "\n".join(out) + "\n"
+
+
+COMPARE_OK = """\
+aesthete  train-step  device=cuda:0 batch=128 size=224  800.00 images/s  (8713.2 GFLOP/s at 3x forward)
+aesthete  inference   device=cuda:0 batch=128 size=224  3000.00 images/s  (10890.0 GFLOP/s)
+pytorch   train-step  device=cuda:0 batch=128 size=224  1000.00 images/s  (10890.0 GFLOP/s at 3x forward)  [pytorch 2.11.0 precision=f32 cudnn.allow_tf32=False matmul.allow_tf32=False cudnn.benchmark=True]
+pytorch   inference   device=cuda:0 batch=128 size=224  4000.00 images/s  (14520.0 GFLOP/s)  [pytorch 2.11.0 precision=f32 cudnn.allow_tf32=False matmul.allow_tf32=False cudnn.benchmark=True]
+ratio     train-step aesthete/pytorch = 0.80x
+ratio     inference  aesthete/pytorch = 0.75x
+"""
+
+STEPS_OK = "device|ok|0|GPU 0: NVIDIA H200\nconfigure|ok|10|\nbuild|ok|150|\nctest-gpu|ok|40|\n"
+
+
+def write_fixtures(logdir, ctest=CTEST_OK, oracle=ORACLE_OK, bench=None, compare=COMPARE_OK, steps=None):
+    files = {"ctest-gpu.log": ctest, "cudnn-oracle.log": oracle,
+             "bench_cuda_conv.log": bench if bench is not None else bench_log(), "compare-cuda.log": compare,
+             "steps.txt": steps}
+    for name, text in files.items():
+        if text is not None:
+            with open(os.path.join(logdir, name), "w") as f:
+                f.write(text)
+
+
+class SummaryTest(unittest.TestCase):
+    def run_summary(self, **fixtures):
+        with tempfile.TemporaryDirectory() as d:
+            fixtures.setdefault("steps", STEPS_OK)
+            write_fixtures(d, **fixtures)
+            return summary.summarise(d)
+
+    def test_all_good_is_pass_with_every_number(self):
+        text, ok = self.run_summary()
+        self.assertTrue(ok, text)
+        self.assertIn("result: PASS", text)
+        self.assertIn("2 passed, 0 failed, 1 skipped", text)
+        self.assertIn("3 comparisons, 0 outside tolerance", text)
+        self.assertIn("worst 17.2% of elementwise tol (wgrad layer4.0 down [ALGO_1])", text)
+        for layer in LAYERS:
+            self.assertRegex(text, rf"(?m)^{layer.replace('.', '[.]')}\s+\|\s+7\.40\s+14\.80\s+0\.50 ")
+        self.assertIn("ours 120.00 ms, cuDNN 60.00 ms, ours/cuDNN 0.50", text)
+        self.assertIn("aesthete 800.0, PyTorch 1000.0, aesthete/PyTorch 0.80", text)
+        self.assertIn("aesthete 3000.0, PyTorch 4000.0, aesthete/PyTorch 0.75", text)
+
+    def test_ratio_column_is_per_pass(self):
+        text, ok = self.run_summary(bench=bench_log(ratio_of=lambda layer, p: {"fwd": 0.25, "dgrad": 0.5, "wgrad": 2.0}[p]))
+        self.assertTrue(ok, text)
+        self.assertRegex(text, r"(?m)^conv1\s+\|\s+3\.70\s+14\.80\s+0\.25\s+\|\s+7\.40\s+14\.80\s+0\.50\s+\|\s+29\.60\s+14\.80\s+2\.00")
+
+    def test_failed_test_fails_and_is_named(self):
+        text, ok = self.run_summary(ctest=CTEST_BAD)
+        self.assertFalse(ok)
+        self.assertIn("FAILED  gpu-real/test_cuda_batchnorm (Failed)", text)
+        self.assertIn("result: FAIL", text)
+
+    def test_oracle_outside_tolerance_fails(self):
+        text, ok = self.run_summary(oracle=ORACLE_OK + oracle_line("dgrad layer1 3x3 [ALGO_1]", 1.0, 0.1, 1e6, 1e9, ok=False))
+        self.assertFalse(ok)
+        self.assertIn("FAIL dgrad layer1 3x3 [ALGO_1]", text)
+
+    def test_wrong_conv_result_is_flagged(self):
+        text, ok = self.run_summary(bench=bench_log(nmse_of=lambda layer, p: 1e-2 if (layer, p) == ("layer3.3x3", "wgrad") else 1e-12))
+        self.assertFalse(ok)
+        self.assertRegex(text, r"(?m)^layer3\.3x3 .*\|\s+7\.40\s+14\.80\s+0\.50!$")
+        self.assertIn("disagrees with cuDNN", text)
+
+    def test_missing_logs_fail_and_say_so(self):
+        text, ok = self.run_summary(compare=None, bench="", oracle=None)
+        self.assertFalse(ok)
+        self.assertIn("missing aesthete and pytorch (no compare-cuda.log)", text)
+        self.assertIn("no RESULT lines from bench_cuda_conv", text)
+        self.assertIn("cuDNN oracle: no comparisons found (no log)", text)
+
+    def test_timed_out_step_fails(self):
+        text, ok = self.run_summary(steps=STEPS_OK + "bench_cuda_conv|TIMEOUT|150|after 150s\n")
+        self.assertFalse(ok)
+        self.assertRegex(text, r"bench_cuda_conv\s+TIMEOUT")
+
+    def test_zero_tests_is_not_a_pass(self):
+        text, ok = self.run_summary(ctest="No tests were found!!!\n")
+        self.assertFalse(ok)
+        self.assertIn("0 passed, 0 failed, 0 skipped", text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-fixtures":
+        os.makedirs(sys.argv[2], exist_ok=True)
+        write_fixtures(sys.argv[2])  # not steps.txt: gpu-check.sh --dry-run writes its own
+        sys.exit(0)
+    unittest.main()
