@@ -155,3 +155,34 @@ struct AdamParams {
 void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step);
 
 }  // namespace ae::ops
+
+// ---------------------------------------------------------------- image (kernels/image.cpp)
+namespace ae::ops {
+
+// ImageNet preprocessing: y = (x/255 for u8, x for f32 - mean[c]) / std[c], C = last dim (1..4).
+// x is u8 or f32 [H,W,C] (one image, y gets N = 1) or [N,H,W,C]; y is f32 [N,H,W,C]. The float
+// operations are train/preprocess.cpp's (normalize_imagenet after to_float), bit for bit.
+struct NormalizeImageParams {
+  static constexpr int kMaxChannels = 4;
+  float mean[kMaxChannels] = {0.485f, 0.456f, 0.406f, 0.0f};
+  float std[kMaxChannels] = {0.229f, 0.224f, 0.225f, 1.0f};
+};
+Tensor normalize_image(const NormalizeImageParams& p, const Tensor& x);
+// dx = dy / std[c] (f32 inputs only: a u8 image has no gradient); dx has x_shape (3-d or 4-d).
+Tensor normalize_image_backward(const NormalizeImageParams& p, const Tensor& dy, const Shape& x_shape);
+
+// torch.nn.functional.interpolate(mode='bilinear', align_corners=False, antialias=False) on NHWC
+// f32: half-pixel centres, source coordinate (o + 0.5) * in/out - 0.5 clamped below at 0 (in
+// double, weights rounded to float), the neighbour clamped to the edge, rows then columns. The
+// same definition and summation order as train/preprocess.cpp's resize_bilinear (bit for bit on
+// the CPU). An unchanged size is the identity.
+struct ResizeBilinearParams {
+  int64_t out_h = 224, out_w = 224;
+};
+// x [N,H,W,C] -> y [N,out_h,out_w,C]
+Tensor resize_bilinear_forward(const ResizeBilinearParams& p, const Tensor& x);
+// The adjoint: dy [N,out_h,out_w,C] -> dx with x_shape [N,H,W,C]; a gather over the outputs that
+// read each input pixel (deterministic, no atomics).
+Tensor resize_bilinear_backward(const ResizeBilinearParams& p, const Tensor& dy, const Shape& x_shape);
+
+}  // namespace ae::ops

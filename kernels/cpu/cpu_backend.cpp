@@ -89,6 +89,19 @@ class CpuBackend final : public Backend {
   void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step) const override {
     return cpu::adam_step(p, param, grad, m, v, step);
   }
+  Tensor normalize_image(const NormalizeImageParams& p, const Tensor& x) const override {
+    return cpu::normalize_image(p, x);
+  }
+  Tensor normalize_image_backward(const NormalizeImageParams& p, const Tensor& dy) const override {
+    return cpu::normalize_image_backward(p, dy);
+  }
+  Tensor resize_bilinear_forward(const ResizeBilinearParams& p, const Tensor& x) const override {
+    return cpu::resize_bilinear_forward(p, x);
+  }
+  Tensor resize_bilinear_backward(const ResizeBilinearParams& p, const Tensor& dy,
+                                  const Shape& x_shape) const override {
+    return cpu::resize_bilinear_backward(p, dy, x_shape);
+  }
 };
 
 }  // namespace

@@ -92,6 +92,19 @@ class CudaBackend final : public Backend {
                  int64_t step) const override {
     cuda::adam_step(p, param, grad, m, v, step);
   }
+  Tensor normalize_image(const NormalizeImageParams& p, const Tensor& x) const override {
+    return cuda::normalize_image(p, x);
+  }
+  Tensor normalize_image_backward(const NormalizeImageParams& p, const Tensor& dy) const override {
+    return cuda::normalize_image_backward(p, dy);
+  }
+  Tensor resize_bilinear_forward(const ResizeBilinearParams& p, const Tensor& x) const override {
+    return cuda::resize_bilinear_forward(p, x);
+  }
+  Tensor resize_bilinear_backward(const ResizeBilinearParams& p, const Tensor& dy,
+                                  const Shape& x_shape) const override {
+    return cuda::resize_bilinear_backward(p, dy, x_shape);
+  }
 };
 
 }  // namespace
