@@ -97,6 +97,36 @@ __global__ void mma_kernel(const float* a, const float* b, const float* c, float
   for (int i = 0; i < 4; ++i) d[c_row[i] * 8 + c_col[i]] = df[i];
 }
 
+// m16n8k16 bf16 fragments, again written out from the PTX ISA's tables rather than mma.h's helpers.
+// a_vals[i] / b_vals[i] are the elements a0..a7 / b0..b3; a register holds (a[2j], a[2j+1]).
+__global__ void mma_bf16_kernel(const float* a, const float* b, const float* c, float* d) {
+  const int lane = static_cast<int>(threadIdx.x);
+  const int group = lane >> 2, tig = lane % 4;
+  float a_vals[8], b_vals[4];
+  for (int i = 0; i < 8; ++i) {
+    const int row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
+    const int col = i < 4 ? tig * 2 + (i & 1) : tig * 2 + (i & 1) + 8;
+    a_vals[i] = a[row * 16 + col];
+  }
+  for (int i = 0; i < 4; ++i) {
+    const int row = i < 2 ? tig * 2 + (i & 1) : tig * 2 + (i & 1) + 8;
+    b_vals[i] = b[row * 8 + group];
+  }
+  const int c_row[4] = {group, group, group + 8, group + 8};
+  const int c_col[4] = {tig * 2, tig * 2 + 1, tig * 2, tig * 2 + 1};
+  uint32_t af[4], bf[2];
+  float cf[4], df[4];
+  for (int j = 0; j < 4; ++j) af[j] = pack_bf16x2(a_vals[2 * j], a_vals[2 * j + 1]);
+  for (int j = 0; j < 2; ++j) bf[j] = pack_bf16x2(b_vals[2 * j], b_vals[2 * j + 1]);
+  for (int i = 0; i < 4; ++i) cf[i] = c[c_row[i] * 8 + c_col[i]];
+  ::ae::cuda::mma_m16n8k16_bf16(df, af, bf, cf);
+  for (int i = 0; i < 4; ++i) d[c_row[i] * 8 + c_col[i]] = df[i];
+}
+
+__global__ void pack_bf16x2_kernel(const float* lo, const float* hi, uint32_t* words, int64_t n) {
+  for (int64_t i = first_index(); i < n; i += index_stride()) words[i] = pack_bf16x2(lo[i], hi[i]);
+}
+
 __global__ void to_tf32_kernel(const float* x, uint32_t* bits, int64_t n) {
   for (int64_t i = first_index(); i < n; i += index_stride()) bits[i] = to_tf32(x[i]);
 }
@@ -183,6 +213,26 @@ std::vector<uint32_t> to_tf32_bits(const std::vector<float>& x) {
             reinterpret_cast<uint32_t*>(bits.data<uint8_t>()), n);
   Tensor host = bits.to(Device::cpu());
   std::vector<uint32_t> r(x.size());
+  std::memcpy(r.data(), host.raw(), r.size() * sizeof(uint32_t));
+  return r;
+}
+
+std::vector<float> mma_m16n8k16_bf16(const std::vector<float>& a, const std::vector<float>& b,
+                                     const std::vector<float>& c) {
+  Tensor da = device_copy_of(a), db = device_copy_of(b), dc = device_copy_of(c);
+  Tensor d = Tensor::empty({16 * 8}, DType::f32, Device::cuda());
+  AE_LAUNCH(mma_bf16_kernel, dim3(1), dim3(32), 0, nullptr, da.f32(), db.f32(), dc.f32(), d.f32());
+  return d.to_vector();
+}
+
+std::vector<uint32_t> pack_bf16x2_words(const std::vector<float>& lo, const std::vector<float>& hi) {
+  Tensor dlo = device_copy_of(lo), dhi = device_copy_of(hi);
+  const int64_t n = static_cast<int64_t>(lo.size());
+  Tensor words = Tensor::empty({n * 4}, DType::u8, Device::cuda());
+  AE_LAUNCH(pack_bf16x2_kernel, dim3(blocks_for(n, 128)), dim3(128), 0, nullptr, dlo.f32(), dhi.f32(),
+            reinterpret_cast<uint32_t*>(words.data<uint8_t>()), n);
+  Tensor host = words.to(Device::cpu());
+  std::vector<uint32_t> r(lo.size());
   std::memcpy(r.data(), host.raw(), r.size() * sizeof(uint32_t));
   return r;
 }

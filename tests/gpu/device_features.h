@@ -42,6 +42,13 @@ std::vector<float> mma_m16n8k8_tf32(const std::vector<float>& a, const std::vect
 // to_tf32 applied on the device to each value, returned as bit patterns.
 std::vector<uint32_t> to_tf32_bits(const std::vector<float>& x);
 
+// D = A(16x16, row-major) * B(16x8, row-major) + C(16x8) through ae::cuda::mma_m16n8k16_bf16 after
+// rounding A and B with ae::cuda::pack_bf16x2. One warp.
+std::vector<float> mma_m16n8k16_bf16(const std::vector<float>& a, const std::vector<float>& b,
+                                     const std::vector<float>& c);
+// pack_bf16x2(lo[i], hi[i]) on the device, returned as the packed words.
+std::vector<uint32_t> pack_bf16x2_words(const std::vector<float>& lo, const std::vector<float>& hi);
+
 // A __shfl_sync with a full mask in a block of `threads` (not a multiple of 32) names lanes that
 // do not exist: undefined on a GPU, an error on the emulated device. Runs the kernel.
 void shuffle_with_full_mask_in_partial_warp(int threads);
