@@ -4,9 +4,10 @@
 // A is never materialised: each tile of A is gathered from x on the fly (zero outside the
 // padding), and W is the OHWI weight read as an [O, K] matrix. The tiling (64x64 output tiles, 256
 // threads with 4x4 sub-tiles, K slices staged in shared memory) is the shared GEMM of tiled_gemm.h,
-// which the backward passes (conv_backward.cu) and the linear layer use too.
+// which the backward passes (conv_backward.cu) and the linear layer use too. With conv_math() tf32
+// or bf16 the same loaders feed the tensor-core GEMM of tiled_gemm_tc.h instead.
 #include "kernels/cuda/cuda_ops.h"
-#include "kernels/cuda/tiled_gemm.h"
+#include "kernels/cuda/tiled_gemm_tc.h"
 
 namespace ae::cuda {
 namespace {
@@ -66,8 +67,8 @@ Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor&
   s.n = g.o;
   s.k = g.k();
   s.k_per_split = (s.k + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;  // one slice
-  gemm::run_tiled_gemm(LaunchSite{"conv2d_forward (implicit GEMM)", __FILE__, __LINE__}, s, InputPatch{g, x.f32()},
-                       WeightRow{w.f32(), g.k()}, StoreOutput{y.f32(), g.o});
+  gemm::run_gemm(LaunchSite{"conv2d_forward (implicit GEMM)", __FILE__, __LINE__}, conv_math(), s,
+                 InputPatch{g, x.f32()}, WeightRow{w.f32(), g.k()}, StoreOutput{y.f32(), g.o});
   return y;
 }
 

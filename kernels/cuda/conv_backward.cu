@@ -8,6 +8,9 @@
 //   backward-weight  dw[o, j] = sum_r  dy[r, o] * X[r, j]
 //                    r = (n, oh, ow), j = (kh, kw, c), X = the forward's im2col matrix, gathered
 //
+// Both run on CUDA cores (tiled_gemm.h) or, with conv_math() tf32 / bf16, on tensor cores
+// (tiled_gemm_tc.h), through the same loaders.
+//
 // Backward-weight reduces over N*OH*OW, which is large for early layers and small for late ones;
 // it splits that reduction into a shape-determined number of fixed slices, writes one partial dw per
 // slice to a workspace and sums the partials in slice order: deterministic, no float atomics.
@@ -15,7 +18,7 @@
 
 #include "kernels/cuda/conv_backward.h"
 #include "kernels/cuda/cuda_ops.h"
-#include "kernels/cuda/tiled_gemm.h"
+#include "kernels/cuda/tiled_gemm_tc.h"
 
 namespace ae::cuda {
 namespace {
@@ -172,6 +175,7 @@ int64_t conv_wgrad_split_count(int64_t reduction_rows, int64_t output_tiles) {
 Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {
   const ConvShape g = conv_shape(p, x_shape, w.dim(0));
   Tensor dx = Tensor::empty(x_shape, DType::f32, dy.device());
+  const ConvMath math = conv_math();
   // One GEMM per stride phase; together the phases cover every input pixel exactly once, and a
   // phase without taps (e.g. odd pixels of a 1x1 stride-2 conv) stores zeros.
   for (int64_t rh = 0; rh < g.sh; ++rh) {
@@ -182,8 +186,8 @@ Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const 
       s.n = g.c;
       s.k = phase.taps_h * phase.taps_w * g.o;
       s.k_per_split = std::max<int64_t>((s.k + gemm::kTileK - 1) / gemm::kTileK, 1) * gemm::kTileK;  // one slice
-      gemm::run_tiled_gemm(LaunchSite{"conv2d_backward_data (implicit GEMM)", __FILE__, __LINE__}, s,
-                           DyThroughTap{phase, dy.f32()}, WeightByTapThenOut{phase, w.f32()}, StoreDx{phase, dx.f32()});
+      gemm::run_gemm(LaunchSite{"conv2d_backward_data (implicit GEMM)", __FILE__, __LINE__}, math, s,
+                     DyThroughTap{phase, dy.f32()}, WeightByTapThenOut{phase, w.f32()}, StoreDx{phase, dx.f32()});
     }
   }
   return dx;
@@ -203,14 +207,15 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
   const int64_t slices = (s.k + s.k_per_split - 1) / s.k_per_split;  // rounding may drop one
   const LaunchSite site{"conv2d_backward_weight (implicit GEMM)", __FILE__, __LINE__};
   const int64_t elements = dw.numel();
+  const ConvMath math = conv_math();
   if (slices == 1) {
-    gemm::run_tiled_gemm(site, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
-                         StoreWeightSlice{dw.f32(), s.n, elements});
+    gemm::run_gemm(site, math, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
+                   StoreWeightSlice{dw.f32(), s.n, elements});
     return dw;
   }
   Tensor partials = Tensor::empty({slices * elements}, DType::f32, x.device());
-  gemm::run_tiled_gemm(site, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
-                       StoreWeightSlice{partials.f32(), s.n, elements});
+  gemm::run_gemm(site, math, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
+                 StoreWeightSlice{partials.f32(), s.n, elements});
   AE_LAUNCH(sum_slices_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr,
             static_cast<const float*>(partials.f32()), slices, elements, dw.f32());
   return dw;

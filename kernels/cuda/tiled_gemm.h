@@ -79,18 +79,23 @@ __global__ __launch_bounds__(kThreads, 2) void tiled_gemm_kernel(GemmShape s, Lo
 
 // Launches the GEMM over the whole of out (every element of every slice is stored, zero when its K
 // range is empty). `site` names the op for launch errors.
-template <class LoadA, class LoadB, class Store>
-void run_tiled_gemm(const LaunchSite& site, const GemmShape& s, const LoadA& load_a, const LoadB& load_b,
-                    const Store& store) {
+// The grid of a GEMM: one block per 64x64 output tile and K slice (shared with the tensor-core
+// variant in tiled_gemm_tc.h, whose block tile is the same).
+inline dim3 gemm_grid(const LaunchSite& site, const GemmShape& s) {
   AE_CHECK(s.k_per_split > 0 && s.k_per_split % kTileK == 0,
            site.kernel << ": K slice " << s.k_per_split << " must be a positive multiple of " << kTileK);
   const int64_t m_tiles = (s.m + kTileM - 1) / kTileM, n_tiles = (s.n + kTileN - 1) / kTileN;
   const int64_t splits = s.k > 0 ? (s.k + s.k_per_split - 1) / s.k_per_split : 1;
   AE_CHECK(n_tiles <= 65535 && splits <= 65535 && m_tiles <= 2147483647,
            site.kernel << ": GEMM " << s.m << "x" << s.n << "x" << s.k << " exceeds the kernel's grid");
-  launch(site, &tiled_gemm_kernel<LoadA, LoadB, Store>,
-         dim3(static_cast<unsigned>(m_tiles), static_cast<unsigned>(n_tiles), static_cast<unsigned>(splits)),
-         dim3(kThreads), 0, Stream{}, s, load_a, load_b, store);
+  return dim3(static_cast<unsigned>(m_tiles), static_cast<unsigned>(n_tiles), static_cast<unsigned>(splits));
+}
+
+template <class LoadA, class LoadB, class Store>
+void run_tiled_gemm(const LaunchSite& site, const GemmShape& s, const LoadA& load_a, const LoadB& load_b,
+                    const Store& store) {
+  launch(site, &tiled_gemm_kernel<LoadA, LoadB, Store>, gemm_grid(site, s), dim3(kThreads), 0, Stream{}, s, load_a,
+         load_b, store);
 }
 
 }  // namespace ae::cuda::gemm
