@@ -112,8 +112,11 @@ if step configure 120 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DC
     row targets FAILED 0 "no gpu_real_test_* or bench_cuda_conv target: is nvcc/cuDNN found? see configure.log"
     FAILED=1
   fi
+  # Keep going past a target that fails to build, so the others still build and run.
+  keep_going="-k"
+  grep -q "^CMAKE_GENERATOR:INTERNAL=Ninja" "$BUILD/CMakeCache.txt" 2>/dev/null && keep_going="-k 0"
   # shellcheck disable=SC2086  # the target list is meant to split into words
-  step build 300 cmake --build "$BUILD" -j "$JOBS" --target $targets && BUILT=1
+  step build 300 cmake --build "$BUILD" -j "$JOBS" --target $targets -- $keep_going && BUILT=1
   if [[ -f "$LOGS/build.log" ]]; then
     grep -E "registers|spill" "$LOGS/build.log" >"$LOGS/ptxas.txt" 2>/dev/null || true
     if [[ -s "$LOGS/ptxas.txt" ]]; then

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/runtime.h"
@@ -329,14 +330,18 @@ int run(const Options& opt) {
     std::fprintf(stderr, "bench_cuda_conv: built for the emulated device; it times the real GPU only\n");
     return 2;
   }
+  // Our kernels in float32 on CUDA cores, whatever AE_CONV_MATH says: the same precision as cuDNN's
+  // FMA math. (TF32/BF16 rows would set tf32/bf16 here and CUDNN_TENSOR_OP_MATH / bf16 tensors there.)
+  ae::cuda::set_conv_math(ae::cuda::ConvMath::f32);
   ae::cudnn_ref::Handle handle;
   L2Flush flush;
   Timer timer;
   std::printf("bench_cuda_conv: %s; %s\n", info.name.c_str(), ae::cudnn_ref::version_string().c_str());
-  std::printf("batch %lld at 224x224; float32: ours on CUDA cores, cuDNN FMA math (TF32 off), its fastest algorithm "
+  std::printf("batch %lld at 224x224; float32: ours conv math %s, cuDNN FMA math (TF32 off), its fastest algorithm "
               "(cudnnFind, workspace <= %zu MiB); L2 flush of %zu MiB before every run; median of >= %.2f s per "
               "entry after 2 warm-up runs\n",
-              static_cast<long long>(opt.batch), opt.workspace_bytes >> 20, flush.bytes() >> 20, opt.min_seconds);
+              static_cast<long long>(opt.batch), ae::cuda::conv_math_name(ae::cuda::conv_math()),
+              opt.workspace_bytes >> 20, flush.bytes() >> 20, opt.min_seconds);
   std::fflush(stdout);
   std::vector<Entry> entries;
   uint64_t seed = 1;

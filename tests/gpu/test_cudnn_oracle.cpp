@@ -26,6 +26,7 @@
 #include "tests/support/check.h"
 
 #if defined(AE_HAVE_CUDNN) && !defined(AE_EMULATED_DEVICE)
+#include "kernels/cuda/conv_math.h"
 #include "tests/gpu/cudnn/cudnn_reference.h"
 
 using namespace ae;
@@ -140,6 +141,7 @@ TEST_CASE("conv2d forward matches cuDNN on every ResNet-18 layer") {
   AE_GPU_TEST_PRELUDE();
   announce();
   cudnn_ref::Handle handle;  // per test case: torn down before the CUDA runtime is, at exit
+  const cuda::ScopedConvMath f32(cuda::ConvMath::f32);  // cuDNN runs FMA math: compare like with like
   uint64_t seed = 100;
   for (const ConvLayer& l : kConvLayers) {
     ConvCase c(handle, l, seed += 10);
@@ -155,6 +157,7 @@ TEST_CASE("conv2d backward-data matches cuDNN on every ResNet-18 layer") {
   AE_GPU_TEST_PRELUDE();
   announce();
   cudnn_ref::Handle handle;  // per test case: torn down before the CUDA runtime is, at exit
+  const cuda::ScopedConvMath f32(cuda::ConvMath::f32);  // cuDNN runs FMA math: compare like with like
   uint64_t seed = 200;
   for (const ConvLayer& l : kConvLayers) {
     ConvCase c(handle, l, seed += 10);
@@ -170,6 +173,7 @@ TEST_CASE("conv2d backward-weight matches cuDNN on every ResNet-18 layer") {
   AE_GPU_TEST_PRELUDE();
   announce();
   cudnn_ref::Handle handle;  // per test case: torn down before the CUDA runtime is, at exit
+  const cuda::ScopedConvMath f32(cuda::ConvMath::f32);  // cuDNN runs FMA math: compare like with like
   uint64_t seed = 300;
   for (const ConvLayer& l : kConvLayers) {
     ConvCase c(handle, l, seed += 10);
@@ -185,6 +189,7 @@ TEST_CASE("batchnorm training forward and backward match cuDNN on every ResNet-1
   AE_GPU_TEST_PRELUDE();
   announce();
   cudnn_ref::Handle handle;  // per test case: torn down before the CUDA runtime is, at exit
+  const cuda::ScopedConvMath f32(cuda::ConvMath::f32);  // cuDNN runs FMA math: compare like with like
   uint64_t seed = 400;
   for (const BnLayer& l : kBnLayers) {
     seed += 10;
@@ -203,10 +208,11 @@ TEST_CASE("batchnorm training forward and backward match cuDNN on every ResNet-1
     const ops::BatchNormTrainOut ref = cudnn_ref::batchnorm_forward_train(handle, p, x, gamma, beta, ref_mean, ref_var);
     const double rows = static_cast<double>(kBatch * l.hw * l.hw);
     const std::string at = std::string(" ") + l.name + " " + shape_str(x.shape());
-    // Normalised outputs and per-channel statistics: a few roundings after a reduction that both
-    // sides do accurately (ours in double).
+    // Normalised outputs and per-channel statistics: a few roundings after a reduction (ours in
+    // double, cuDNN's in float: ~1e-6 relative). Biased instead of unbiased running_var would be off
+    // by M/(M-1): 2.5e-3 relative at layer4 (M = 392), far outside.
     const test::Tolerance elementwise{2e-5, 1e-4, 1e-10};
-    const test::Tolerance statistics{1e-6, 1e-5, 1e-12};
+    const test::Tolerance statistics{1e-6, 1e-5, 1e-10};
     require_matches_cudnn(ours.y, ref.y, elementwise, "bn fwd y" + at);
     require_matches_cudnn(ours.save_mean, ref.save_mean, statistics, "bn fwd mean" + at);
     require_matches_cudnn(ours.save_invstd, ref.save_invstd, statistics, "bn fwd invstd" + at);
