@@ -38,7 +38,12 @@ class Allocator {
     const std::size_t want = guards_ ? bytes + 2 * kRedZone : bytes;
     const std::size_t size = round_block(want == 0 ? 1 : want);
     void* block = take_cached(size);
-    if (!block) block = raw_alloc(size);
+    if (block) {
+      ++stats_.cache_hits;
+    } else {
+      ++stats_.cache_misses;
+      block = raw_alloc(size);
+    }
     if (!block) {
       release_cached_locked();
       block = raw_alloc(size);
@@ -104,6 +109,10 @@ class Allocator {
   MemoryStats stats() {
     std::lock_guard<std::mutex> lock(mutex_);
     return stats_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.peak = stats_.in_use;
   }
   void release_cached() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -171,5 +180,6 @@ bool guard_bytes_enabled() { return allocator().guards(); }
 void check_guard_bytes() { allocator().check(); }
 MemoryStats memory_stats() { return allocator().stats(); }
 void release_cached_memory() { allocator().release_cached(); }
+void reset_peak_memory() { allocator().reset_peak(); }
 
 }  // namespace ae::cuda

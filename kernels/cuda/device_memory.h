@@ -5,6 +5,7 @@
 // poisoned with 0xFF bytes (NaN for f32), and check_guard_bytes() verifies every red zone, so a
 // kernel that writes out of bounds or leaves part of its output unwritten fails its test.
 #include <cstddef>
+#include <cstdint>
 
 namespace ae::cuda {
 
@@ -23,8 +24,12 @@ struct MemoryStats {
   std::size_t in_use = 0;  // bytes handed out to tensors
   std::size_t cached = 0;  // bytes held for reuse
   std::size_t peak = 0;
+  uint64_t cache_hits = 0;    // allocations served from the cache
+  uint64_t cache_misses = 0;  // allocations that needed a new raw device block
 };
 MemoryStats memory_stats();
 void release_cached_memory();
+// Restarts the peak at the bytes in use now (to measure the peak of one phase).
+void reset_peak_memory();
 
 }  // namespace ae::cuda

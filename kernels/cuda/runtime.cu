@@ -6,6 +6,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/host_staging.h"
 #include "runtime/alloc.h"
 #include "runtime/error.h"
 
@@ -22,7 +23,15 @@ void register_device() {
     return device_alloc(bytes);
   };
   a.free = [](void* p, std::size_t, int) { device_free(p); };
-  a.copy = [](void* dst, Device, const void* src, Device, std::size_t bytes) { device_copy(dst, src, bytes); };
+  // Uploads go through the pinned staging buffers (host_staging.h); downloads and device-to-device
+  // copies are ordered after all queued work on the backend's stream.
+  a.copy = [](void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
+    if (src_device.is_cpu() && dst_device.is_cuda()) {
+      staged_upload(dst, src, bytes);
+    } else {
+      device_copy(dst, src, bytes);
+    }
+  };
   register_device_allocator(std::move(a));
   ops::register_cuda_backend(the_backend());
 }
