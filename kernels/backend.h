@@ -41,6 +41,8 @@ class Backend {
   virtual Tensor normalize_image_backward(const NormalizeImageParams& p, const Tensor& dy) const = 0;
   virtual Tensor resize_bilinear_forward(const ResizeBilinearParams& p, const Tensor& x) const = 0;
   virtual Tensor resize_bilinear_backward(const ResizeBilinearParams& p, const Tensor& dy, const Shape& x_shape) const = 0;
+  // Fused epilogue; residual may be undefined.
+  virtual Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const = 0;
 };
 
 // The backend for a device; throws ae::Error naming the op when that device has none.

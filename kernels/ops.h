@@ -186,3 +186,27 @@ Tensor resize_bilinear_forward(const ResizeBilinearParams& p, const Tensor& x);
 Tensor resize_bilinear_backward(const ResizeBilinearParams& p, const Tensor& dy, const Shape& x_shape);
 
 }  // namespace ae::ops
+
+// ---------------------------------------------------------------- fused epilogues (kernels/fused.cpp)
+namespace ae::ops {
+
+// Batch norm applied with known per-channel statistics, the residual join and ReLU in one pass:
+//   y = [relu]( (x - mean[c]) * (gamma[c] * invstd[c]) + beta[c] [+ residual] )
+// with the same float operations, in the same order, as batchnorm_forward_eval (or the
+// normalisation inside batchnorm_forward_train) followed by add_relu / relu_forward, so the fused
+// and unfused paths give the same bits on the CPU. A forward-only inference op (no backward).
+enum class BatchNormStats {
+  running,  // stats = running_mean, running_var; invstd = 1/sqrt(var + eps) (eval mode)
+  saved,    // stats = save_mean, save_invstd of batchnorm_forward_train (train mode, after the
+            // statistics are known)
+};
+struct BatchNormApplyParams {
+  float eps = 1e-5f;  // used with BatchNormStats::running only
+  BatchNormStats stats = BatchNormStats::running;
+  bool relu = false;
+};
+// x [...,C]; gamma, beta, mean, var_or_invstd [C]; residual: x's shape, or undefined for none.
+Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
+
+}  // namespace ae::ops

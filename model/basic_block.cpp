@@ -19,7 +19,33 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int stride, bo
   }
 }
 
+namespace {
+
+// Eval-mode batch norm of `bn` on x, then + residual (when defined), then ReLU, in one op.
+Tensor bn_epilogue(const BatchNorm& bn, const Tensor& x, const Tensor& residual, bool relu) {
+  ops::BatchNormApplyParams p;
+  p.eps = bn.params.eps;
+  p.stats = ops::BatchNormStats::running;
+  p.relu = relu;
+  return ops::batchnorm_apply(p, x, bn.weight.value, bn.bias.value, bn.running_mean, bn.running_var, residual);
+}
+
+}  // namespace
+
+Tensor BasicBlock::forward_inference_fused(const Tensor& x) {
+  Tensor a = conv1.forward(x, /*keep=*/false);
+  if (has_adapters_) ops::add_inplace(a, adapter1.forward(x, false));
+  const Tensor out = bn_epilogue(bn1, a, Tensor(), /*relu=*/true);
+  Tensor c = conv2.forward(out, false);
+  if (has_adapters_) ops::add_inplace(c, adapter2.forward(out, false));
+  const Tensor identity =
+      has_downsample_ ? bn_epilogue(down_bn, down_conv.forward(x, false), Tensor(), /*relu=*/false) : x;
+  y_ = Tensor();  // nothing kept: a backward after an inference forward is an error
+  return bn_epilogue(bn2, c, identity, /*relu=*/true);
+}
+
 Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
+  if (!training && !keep && fuse_inference_epilogues) return forward_inference_fused(x);
   Tensor a = conv1.forward(x, keep);
   if (has_adapters_) ops::add_inplace(a, adapter1.forward(x, keep));
   const Tensor out = relu1.forward(bn1.forward(a, training, keep), keep);

@@ -102,6 +102,10 @@ class CpuBackend final : public Backend {
                                   const Shape& x_shape) const override {
     return cpu::resize_bilinear_backward(p, dy, x_shape);
   }
+  Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                         const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const override {
+    return cpu::batchnorm_apply(p, x, gamma, beta, mean, var_or_invstd, residual);
+  }
 };
 
 }  // namespace

@@ -52,5 +52,8 @@ Tensor normalize_image(const ops::NormalizeImageParams& p, const Tensor& x);
 Tensor normalize_image_backward(const ops::NormalizeImageParams& p, const Tensor& dy);
 Tensor resize_bilinear_forward(const ops::ResizeBilinearParams& p, const Tensor& x);
 Tensor resize_bilinear_backward(const ops::ResizeBilinearParams& p, const Tensor& dy, const Shape& x_shape);
+// fused_cpu.cpp
+Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
 
 }  // namespace ae::cpu

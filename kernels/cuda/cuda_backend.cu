@@ -105,6 +105,10 @@ class CudaBackend final : public Backend {
                                   const Shape& x_shape) const override {
     return cuda::resize_bilinear_backward(p, dy, x_shape);
   }
+  Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                         const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const override {
+    return cuda::batchnorm_apply(p, x, gamma, beta, mean, var_or_invstd, residual);
+  }
 };
 
 }  // namespace

@@ -73,4 +73,8 @@ Tensor normalize_image_backward(const ops::NormalizeImageParams& p, const Tensor
 Tensor resize_bilinear_forward(const ops::ResizeBilinearParams& p, const Tensor& x);
 Tensor resize_bilinear_backward(const ops::ResizeBilinearParams& p, const Tensor& dy, const Shape& x_shape);
 
+// fused_epilogue.cu (one elementwise pass; residual may be undefined)
+Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
+
 }  // namespace ae::cuda

@@ -1,0 +1,104 @@
+// The fused epilogue batchnorm_apply on the CUDA backend: against the CPU backend (running and
+// saved statistics, with and without residual and ReLU, awkward shapes), against the unfused
+// CUDA ops it replaces, and a BasicBlock's fused inference path against its unfused path on the
+// device. Buffers are guarded and outputs poisoned until written.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "model/basic_block.h"
+#include "tests/gpu/gpu_harness.h"
+#include "tests/support/check.h"
+
+using namespace ae;
+using namespace ae::gputest;
+
+namespace {
+
+// One or two float roundings apart at most (a GPU may contract x*s+b into one FMA).
+const test::Tolerance kTight{1e-6, 1e-5, 1e-12};
+
+void require_close(const Tensor& got, const Tensor& ref, const std::string& what) {
+  REQUIRE(got.shape() == ref.shape());
+  AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref.to(Device::cpu()), kTight, what));
+}
+
+const Shape kShapes[] = {{2, 5, 7, 3}, {1, 1, 1, 64}, {3, 4, 4, 1}, {4, 9}, {2, 13, 11, 17}, {0, 3, 3, 5}};
+
+}  // namespace
+
+TEST_CASE("batchnorm_apply matches the CPU backend and the unfused CUDA ops") {
+  AE_GPU_TEST_PRELUDE();
+  uint64_t seed = 1;
+  for (const Shape& s : kShapes) {
+    const int64_t c = s.back();
+    const Tensor gamma = test::random_tensor({c}, seed, 0.5f, 1.5f), beta = test::random_tensor({c}, seed + 1);
+    const Tensor mean = test::random_tensor({c}, seed + 2), var = test::random_tensor({c}, seed + 3, 0.1f, 2.0f);
+    const Tensor x = test::random_tensor(s, seed + 4, -3.0f, 3.0f), r = test::random_tensor(s, seed + 5);
+    seed += 10;
+    const Tensor dg = to_device(gamma), db = to_device(beta), dm = to_device(mean), dv = to_device(var),
+                 dx = to_device(x), dr = to_device(r);
+    const Tensor dinvstd = to_device(test::random_tensor({c}, seed, 0.5f, 3.0f));
+    for (const auto stats : {ops::BatchNormStats::running, ops::BatchNormStats::saved}) {
+      for (const bool relu : {false, true}) {
+        for (const bool residual : {false, true}) {
+          ops::BatchNormApplyParams p;
+          p.stats = stats;
+          p.relu = relu;
+          const Tensor& st = stats == ops::BatchNormStats::running ? dv : dinvstd;
+          const std::string what = "batchnorm_apply " + shape_str(s) + (relu ? " relu" : "") +
+                                   (residual ? " residual" : "") +
+                                   (stats == ops::BatchNormStats::running ? " running" : " saved");
+          const Tensor got = ops::batchnorm_apply(p, dx, dg, db, dm, st, residual ? dr : Tensor());
+          REQUIRE(got.device().is_cuda());
+          const Tensor cpu = ops::batchnorm_apply(p, x, gamma, beta, mean, st.to(Device::cpu()),
+                                                  residual ? r : Tensor());
+          require_close(got, cpu, what + " vs CPU");
+          if (stats == ops::BatchNormStats::running) {
+            Tensor unfused = ops::batchnorm_forward_eval(ops::BatchNormParams{}, dx, dg, db, dm, dv);
+            if (residual) unfused = relu ? ops::add_relu(unfused, dr) : ops::add(unfused, dr);
+            else if (relu) unfused = ops::relu_forward(unfused);
+            require_close(got, unfused, what + " vs unfused CUDA ops");
+          }
+          require_guards_intact();
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+void randomise_to_device(model::BasicBlock& b, uint64_t seed) {
+  for (model::Conv2d* conv : {&b.conv1, &b.conv2, &b.adapter1, &b.adapter2, &b.down_conv}) {
+    if (!conv->weight.value.defined()) continue;
+    const Shape s = conv->weight.value.shape();
+    const float bound = 1.5f / std::sqrt(static_cast<float>(s[1] * s[2] * s[3]));
+    conv->weight.value = to_device(test::random_tensor(s, seed++, -bound, bound));
+  }
+  for (model::BatchNorm* bn : {&b.bn1, &b.bn2, &b.down_bn}) {
+    if (!bn->weight.value.defined()) continue;
+    const int64_t c = bn->weight.value.numel();
+    bn->weight.value = to_device(test::random_tensor({c}, seed++, 0.5f, 1.5f));
+    bn->bias.value = to_device(test::random_tensor({c}, seed++, -0.5f, 0.5f));
+    bn->running_mean = to_device(test::random_tensor({c}, seed++, -0.2f, 0.2f));
+    bn->running_var = to_device(test::random_tensor({c}, seed++, 0.2f, 2.0f));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("BasicBlock inference on the device: fused epilogues equal the unfused layers") {
+  AE_GPU_TEST_PRELUDE();
+  model::BasicBlock block(6, 10, 2, /*adapters=*/true);
+  randomise_to_device(block, 70);
+  const Tensor x = to_device(test::random_tensor({2, 9, 7, 6}, 80));
+  block.fuse_inference_epilogues = false;
+  const Tensor unfused = block.forward(x, false, false);
+  block.fuse_inference_epilogues = true;
+  const Tensor fused = block.forward(x, false, false);
+  REQUIRE(fused.device().is_cuda());
+  require_close(fused, unfused, "BasicBlock fused vs unfused inference");
+  require_guards_intact();
+}

@@ -1,0 +1,178 @@
+// The fused epilogue batchnorm_apply (batch norm with known statistics + residual + ReLU in one
+// pass) on the CPU: equal bit for bit to the unfused ops it replaces (eval-mode and train-mode
+// statistics, with and without residual and ReLU), close to a double-precision loop, clear
+// errors; and a BasicBlock's fused inference path equal to its unfused path.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "kernels/ops.h"
+#include "model/basic_block.h"
+#include "tests/support/check.h"
+
+using namespace ae;
+
+namespace {
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+struct Channels {
+  Tensor gamma, beta, mean, var;
+};
+Channels random_channels(int64_t c, uint64_t seed) {
+  return {test::random_tensor({c}, seed, 0.5f, 1.5f), test::random_tensor({c}, seed + 1),
+          test::random_tensor({c}, seed + 2), test::random_tensor({c}, seed + 3, 0.1f, 2.0f)};
+}
+
+ops::BatchNormApplyParams apply_params(ops::BatchNormStats stats, bool relu) {
+  ops::BatchNormApplyParams p;
+  p.stats = stats;
+  p.relu = relu;
+  return p;
+}
+
+const Shape kShapes[] = {{2, 5, 7, 3}, {1, 1, 1, 64}, {3, 4, 4, 1}, {4, 9}, {2, 13, 11, 17}};
+
+}  // namespace
+
+TEST_CASE("batchnorm_apply with running statistics equals eval batch norm + add_relu / relu, bit for bit") {
+  uint64_t seed = 1;
+  for (const Shape& s : kShapes) {
+    const int64_t c = s.back();
+    const Channels ch = random_channels(c, seed);
+    const Tensor x = test::random_tensor(s, seed + 10, -3.0f, 3.0f);
+    const Tensor r = test::random_tensor(s, seed + 11);
+    seed += 20;
+    const ops::BatchNormParams bn;
+    const Tensor bn_y = ops::batchnorm_forward_eval(bn, x, ch.gamma, ch.beta, ch.mean, ch.var);
+    INFO("shape " << shape_str(s));
+    using ops::BatchNormStats;
+    CHECK(bitwise_equal(ops::batchnorm_apply(apply_params(BatchNormStats::running, true), x, ch.gamma, ch.beta,
+                                             ch.mean, ch.var, r),
+                        ops::add_relu(bn_y, r)));
+    CHECK(bitwise_equal(ops::batchnorm_apply(apply_params(BatchNormStats::running, true), x, ch.gamma, ch.beta,
+                                             ch.mean, ch.var, Tensor()),
+                        ops::relu_forward(bn_y)));
+    CHECK(bitwise_equal(ops::batchnorm_apply(apply_params(BatchNormStats::running, false), x, ch.gamma, ch.beta,
+                                             ch.mean, ch.var, Tensor()),
+                        bn_y));
+    CHECK(bitwise_equal(ops::batchnorm_apply(apply_params(BatchNormStats::running, false), x, ch.gamma, ch.beta,
+                                             ch.mean, ch.var, r),
+                        ops::add(bn_y, r)));
+  }
+}
+
+TEST_CASE("batchnorm_apply with saved statistics equals the train-mode normalisation + add_relu, bit for bit") {
+  uint64_t seed = 100;
+  for (const Shape& s : kShapes) {
+    const int64_t c = s.back();
+    if (s.size() > 0 && test::random_tensor(s, 0).numel() / c < 2) continue;  // train mode needs M >= 2
+    Channels ch = random_channels(c, seed);
+    const Tensor x = test::random_tensor(s, seed + 10, -3.0f, 3.0f);
+    const Tensor r = test::random_tensor(s, seed + 11);
+    seed += 20;
+    const ops::BatchNormTrainOut t = ops::batchnorm_forward_train(ops::BatchNormParams{}, x, ch.gamma, ch.beta,
+                                                                  ch.mean, ch.var);
+    INFO("shape " << shape_str(s));
+    CHECK(bitwise_equal(ops::batchnorm_apply(apply_params(ops::BatchNormStats::saved, true), x, ch.gamma, ch.beta,
+                                             t.save_mean, t.save_invstd, r),
+                        ops::add_relu(t.y, r)));
+    CHECK(bitwise_equal(ops::batchnorm_apply(apply_params(ops::BatchNormStats::saved, false), x, ch.gamma,
+                                             ch.beta, t.save_mean, t.save_invstd, Tensor()),
+                        t.y));
+  }
+}
+
+TEST_CASE("batchnorm_apply matches a double-precision loop") {
+  const Shape s{2, 5, 3, 6};
+  const Channels ch = random_channels(6, 7);
+  const Tensor x = test::random_tensor(s, 8, -3.0f, 3.0f), r = test::random_tensor(s, 9);
+  ops::BatchNormApplyParams p = apply_params(ops::BatchNormStats::running, true);
+  p.eps = 1e-3f;
+  const Tensor y = ops::batchnorm_apply(p, x, ch.gamma, ch.beta, ch.mean, ch.var, r);
+  const std::vector<double> xv = test::to_double(x), rv = test::to_double(r), g = test::to_double(ch.gamma),
+                            b = test::to_double(ch.beta), m = test::to_double(ch.mean), v = test::to_double(ch.var);
+  std::vector<double> ref(xv.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    const std::size_t j = i % 6;
+    const double e = (xv[i] - m[j]) / std::sqrt(v[j] + static_cast<double>(p.eps)) * g[j] + b[j] + rv[i];
+    ref[i] = e > 0 ? e : 0;
+  }
+  AE_REQUIRE_OK(test::compare(y, ref, test::Tolerance{1e-5, 1e-5, 1e-11}, "batchnorm_apply vs double"));
+}
+
+TEST_CASE("batchnorm_apply rejects bad arguments naming the argument") {
+  const Channels ch = random_channels(3, 1);
+  const Tensor x = Tensor::zeros({2, 4, 4, 3});
+  const ops::BatchNormApplyParams p;
+  const auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(message([&] { ops::batchnorm_apply(p, x, ch.gamma, ch.beta, ch.mean, Tensor::zeros({4}), Tensor()); })
+            .find("running_var") != std::string::npos);
+  CHECK(message([&] { ops::batchnorm_apply(p, x, ch.gamma, ch.beta, ch.mean, ch.var, Tensor::zeros({2, 4, 4, 2})); })
+            .find("residual") != std::string::npos);
+  CHECK(message([&] { ops::batchnorm_apply(p, Tensor::zeros({3}), ch.gamma, ch.beta, ch.mean, ch.var, Tensor()); })
+            .find("batchnorm_apply") != std::string::npos);
+  ops::BatchNormApplyParams bad = p;
+  bad.eps = -1.0f;
+  CHECK(message([&] { ops::batchnorm_apply(bad, x, ch.gamma, ch.beta, ch.mean, ch.var, Tensor()); }).find("eps") !=
+        std::string::npos);
+}
+
+namespace {
+
+// A block with random weights and running statistics (adapters non-zero, so they matter).
+void randomise(model::BasicBlock& b, uint64_t seed) {
+  for (model::Conv2d* conv : {&b.conv1, &b.conv2, &b.adapter1, &b.adapter2, &b.down_conv}) {
+    if (!conv->weight.value.defined()) continue;
+    const Shape s = conv->weight.value.shape();
+    const float bound = 1.5f / std::sqrt(static_cast<float>(s[1] * s[2] * s[3]));
+    conv->weight.value = test::random_tensor(s, seed++, -bound, bound);
+  }
+  for (model::BatchNorm* bn : {&b.bn1, &b.bn2, &b.down_bn}) {
+    if (!bn->weight.value.defined()) continue;
+    const int64_t c = bn->weight.value.numel();
+    bn->weight.value = test::random_tensor({c}, seed++, 0.5f, 1.5f);
+    bn->bias.value = test::random_tensor({c}, seed++, -0.5f, 0.5f);
+    bn->running_mean = test::random_tensor({c}, seed++, -0.2f, 0.2f);
+    bn->running_var = test::random_tensor({c}, seed++, 0.2f, 2.0f);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("BasicBlock inference: the fused epilogue path equals the unfused layers bit for bit") {
+  struct Case {
+    int64_t in, out;
+    int stride;
+    bool adapters;
+  };
+  for (const Case& c : {Case{8, 8, 1, false}, Case{8, 8, 1, true}, Case{6, 10, 2, true}, Case{5, 7, 1, false}}) {
+    model::BasicBlock block(c.in, c.out, c.stride, c.adapters);
+    randomise(block, 50);
+    const Tensor x = test::random_tensor({2, 9, 7, c.in}, 60);
+    block.fuse_inference_epilogues = false;
+    const Tensor unfused = block.forward(x, /*training=*/false, /*keep=*/false);
+    block.fuse_inference_epilogues = true;
+    const Tensor fused = block.forward(x, false, false);
+    INFO("block " << c.in << "->" << c.out << " stride " << c.stride << (c.adapters ? " with adapters" : ""));
+    CHECK(bitwise_equal(fused, unfused));
+    // Kept activations (saliency, training) take the layer path, whose backward still works.
+    const Tensor kept = block.forward(x, false, /*keep=*/true);
+    CHECK(bitwise_equal(kept, unfused));
+    CHECK(block.backward(test::random_tensor(kept.shape(), 61), true).shape() == x.shape());
+    // Nothing is kept by the fused inference forward: a backward after it is an error.
+    (void)block.forward(x, false, false);
+    CHECK_THROWS_AS(block.backward(test::random_tensor(kept.shape(), 62), true), Error);
+  }
+}
