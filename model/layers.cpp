@@ -66,6 +66,17 @@ Tensor ohwi_to_oihw(const Tensor& w) {
   return permute4(w, perm, "ohwi_to_oihw");
 }
 
+void StateEntry::load_from_file(const Tensor& t) const {
+  if (param != nullptr) {
+    param->value.copy_from(conv_weight ? oihw_to_ohwi(t) : t);
+    param->grad = Tensor();
+  } else if (buffer != nullptr) {
+    buffer->copy_from(t);
+  } else {
+    *counter = *t.to(Device::cpu()).data<int64_t>();
+  }
+}
+
 // ---------------------------------------------------------------- Conv2d
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int pad, ParamGroup group) {

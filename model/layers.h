@@ -41,6 +41,10 @@ struct StateEntry {
   Tensor* buffer = nullptr;     // f32 buffer (BatchNorm running statistics)
   int64_t* counter = nullptr;   // BatchNorm num_batches_tracked (i64 scalar in files)
   bool conv_weight = false;     // OHWI in memory, OIHW in files
+
+  // Sets the entry from a tensor as files hold it (PyTorch layout, any device; the caller has
+  // checked name, shape and dtype). A parameter's gradient is dropped.
+  void load_from_file(const Tensor& t) const;
 };
 
 // OIHW <-> OHWI permutes (CPU tensors; used at load/save and for comparing gradients with PyTorch).

@@ -47,7 +47,7 @@ struct LayoutBuilder {
 };
 
 // Lists at most `limit` items, then "... and N more".
-std::string list_names(const std::vector<std::string>& names, std::size_t limit = 24) {
+std::string list_names(const std::vector<std::string>& names, std::size_t limit) {
   std::ostringstream os;
   for (std::size_t i = 0; i < names.size() && i < limit; ++i) os << (i ? ", " : "") << names[i];
   if (names.size() > limit) os << ", ... and " << names.size() - limit << " more";
@@ -99,46 +99,60 @@ std::vector<LayoutEntry> expected_layout(HeadType head, bool adapters) {
   return b.entries;
 }
 
-void check_layout(const NamedTensors& tensors, HeadType head, bool adapters, const LoadOptions& options,
-                  const std::string& what) {
-  const std::vector<LayoutEntry> layout = expected_layout(head, adapters);
+bool LayoutDiff::empty() const {
+  return unexpected.empty() && missing.empty() && mismatched.empty() && duplicated.empty();
+}
+
+std::string LayoutDiff::describe(std::size_t limit, std::size_t mismatch_limit) const {
+  std::ostringstream os;
+  if (!unexpected.empty()) os << "\n  unexpected names (" << unexpected.size() << "): " << list_names(unexpected, limit);
+  if (!missing.empty()) os << "\n  missing names (" << missing.size() << "): " << list_names(missing, limit);
+  if (!mismatched.empty())
+    os << "\n  shape/dtype mismatches (" << mismatched.size() << "): " << list_names(mismatched, mismatch_limit);
+  if (!duplicated.empty()) os << "\n  duplicated names (" << duplicated.size() << "): " << list_names(duplicated, limit);
+  return os.str();
+}
+
+LayoutDiff diff_layout(const NamedTensors& tensors, const std::vector<LayoutEntry>& layout,
+                       const LoadOptions& options) {
   std::map<std::string, const LayoutEntry*> by_name;
   for (const LayoutEntry& e : layout) by_name[e.name] = &e;
 
-  std::vector<std::string> unexpected, missing, mismatched, duplicated;
+  LayoutDiff diff;
   std::set<std::string> seen;
   for (const auto& [name, t] : tensors) {
     if (!seen.insert(name).second) {
-      duplicated.push_back(name);
+      diff.duplicated.push_back(name);
       continue;
     }
     const auto it = by_name.find(name);
     if (it == by_name.end()) {
-      unexpected.push_back(name);
+      diff.unexpected.push_back(name);
       continue;
     }
     const LayoutEntry& e = *it->second;
     if (!t.defined() || t.shape() != e.shape || t.dtype() != e.dtype) {
-      mismatched.push_back(name + " is " + t.desc() + ", expected " + shape_str(e.shape) + " " +
-                           dtype_name(e.dtype));
+      diff.mismatched.push_back(name + " is " + t.desc() + ", expected " + shape_str(e.shape) + " " +
+                                dtype_name(e.dtype));
     }
   }
   for (const LayoutEntry& e : layout) {
     if (seen.count(e.name) || e.optional) continue;
     if (e.part == Part::head && options.allow_missing_head) continue;
     if (e.part == Part::adapters && options.allow_missing_adapters) continue;
-    missing.push_back(e.name);
+    diff.missing.push_back(e.name);
   }
-  if (unexpected.empty() && missing.empty() && mismatched.empty() && duplicated.empty()) return;
+  return diff;
+}
 
-  std::ostringstream os;
-  os << what << " does not match the ResNet-18 layout with head '" << head_name(head) << "' and adapters "
-     << (adapters ? "on" : "off") << " (" << tensors.size() << " tensors, " << layout.size() << " expected)";
-  if (!unexpected.empty()) os << "\n  unexpected names (" << unexpected.size() << "): " << list_names(unexpected);
-  if (!missing.empty()) os << "\n  missing names (" << missing.size() << "): " << list_names(missing);
-  if (!mismatched.empty()) os << "\n  shape/dtype mismatches (" << mismatched.size() << "): " << list_names(mismatched, 12);
-  if (!duplicated.empty()) os << "\n  duplicated names (" << duplicated.size() << "): " << list_names(duplicated);
-  AE_FAIL(os.str());
+void check_layout(const NamedTensors& tensors, HeadType head, bool adapters, const LoadOptions& options,
+                  const std::string& what) {
+  const std::vector<LayoutEntry> layout = expected_layout(head, adapters);
+  const LayoutDiff diff = diff_layout(tensors, layout, options);
+  if (diff.empty()) return;
+  AE_FAIL(what << " does not match the ResNet-18 layout with head '" << head_name(head) << "' and adapters "
+               << (adapters ? "on" : "off") << " (" << tensors.size() << " tensors, " << layout.size()
+               << " expected)" << diff.describe(24, 12));
 }
 
 DetectedLayout detect_layout(const NamedTensors& tensors, const std::string& what) {

@@ -48,6 +48,25 @@ struct LoadOptions {
   bool allow_missing_adapters = false;  // a generic file into an adapter model (adapters stay zero)
 };
 
+// How a list of named tensors differs from a layout. check_layout and the user-file check
+// compare the same way and differ only in the headline of their error message.
+struct LayoutDiff {
+  std::vector<std::string> unexpected;  // names the layout does not have
+  std::vector<std::string> missing;     // layout names absent (and not allowed to be absent)
+  std::vector<std::string> mismatched;  // "name is <tensor>, expected <shape> <dtype>"
+  std::vector<std::string> duplicated;  // names given more than once (checked once)
+
+  bool empty() const;
+  // One "\n  unexpected names (N): a, b, ..." line per non-empty list, naming at most `limit`
+  // entries (`mismatch_limit` for the longer mismatch lines), for below an error's headline.
+  std::string describe(std::size_t limit, std::size_t mismatch_limit) const;
+};
+
+// Compares names, shapes and dtypes. Optional entries, and the parts `options` allows, may be
+// absent; every other entry must be there exactly once.
+LayoutDiff diff_layout(const NamedTensors& tensors, const std::vector<LayoutEntry>& layout,
+                       const LoadOptions& options = {});
+
 // Throws ae::Error naming every unexpected name, missing name, shape and dtype mismatch
 // (`what` says which file or dict, for the message).
 void check_layout(const NamedTensors& tensors, HeadType head, bool adapters, const LoadOptions& options,

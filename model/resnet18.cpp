@@ -256,15 +256,7 @@ void ResNet18::load_state_dict(const NamedTensors& tensors, const LoadOptions& o
   std::map<std::string, StateEntry> by_name;
   for (StateEntry& e : state_entries()) by_name[e.name] = e;
   for (const auto& [name, t] : tensors) {
-    const StateEntry& e = by_name.at(name);  // check_layout guarantees the name exists
-    if (e.param != nullptr) {
-      e.param->value.copy_from(e.conv_weight ? oihw_to_ohwi(t) : t);
-      e.param->grad = Tensor();
-    } else if (e.buffer != nullptr) {
-      e.buffer->copy_from(t);
-    } else {
-      *e.counter = *t.to(Device::cpu()).data<int64_t>();
-    }
+    by_name.at(name).load_from_file(t);  // check_layout guarantees the name exists
   }
   kept_ = false;
 }

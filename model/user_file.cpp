@@ -31,47 +31,15 @@ std::string joined_shape(const Shape& shape) {
   return s;
 }
 
-// Lists at most `limit` items, then "... and N more".
-std::string list_names(const std::vector<std::string>& names, std::size_t limit = 12) {
-  std::ostringstream os;
-  for (std::size_t i = 0; i < names.size() && i < limit; ++i) os << (i ? ", " : "") << names[i];
-  if (names.size() > limit) os << ", ... and " << names.size() - limit << " more";
-  return os.str();
-}
-
-// The user file's tensors against user_file_layout(head): every name exactly once, exact shapes
-// and dtypes.
+// The user file's tensors against user_file_layout(head): every name exactly once (the layout
+// has no optional entries), exact shapes and dtypes.
 void check_user_tensors(const NamedTensors& tensors, HeadType head, const std::string& path) {
   const std::vector<LayoutEntry> layout = user_file_layout(head);
-  std::map<std::string, const LayoutEntry*> by_name;
-  for (const LayoutEntry& e : layout) by_name[e.name] = &e;
-  std::vector<std::string> unexpected, missing, mismatched, duplicated;
-  std::set<std::string> seen;
-  for (const auto& [name, t] : tensors) {
-    if (!seen.insert(name).second) {
-      duplicated.push_back(name);
-      continue;
-    }
-    const auto it = by_name.find(name);
-    if (it == by_name.end()) {
-      unexpected.push_back(name);
-      continue;
-    }
-    const LayoutEntry& e = *it->second;
-    if (!t.defined() || t.shape() != e.shape || t.dtype() != e.dtype)
-      mismatched.push_back(name + " is " + t.desc() + ", expected " + shape_str(e.shape) + " " + dtype_name(e.dtype));
-  }
-  for (const LayoutEntry& e : layout)
-    if (!seen.count(e.name)) missing.push_back(e.name);
-  if (unexpected.empty() && missing.empty() && mismatched.empty() && duplicated.empty()) return;
-  std::ostringstream os;
-  os << "user file '" << path << "' does not hold the trainables of a head '" << head_name(head)
-     << "' model with adapters (" << tensors.size() << " tensors, " << layout.size() << " expected)";
-  if (!unexpected.empty()) os << "\n  unexpected names (" << unexpected.size() << "): " << list_names(unexpected);
-  if (!missing.empty()) os << "\n  missing names (" << missing.size() << "): " << list_names(missing);
-  if (!mismatched.empty()) os << "\n  shape/dtype mismatches (" << mismatched.size() << "): " << list_names(mismatched);
-  if (!duplicated.empty()) os << "\n  duplicated names (" << duplicated.size() << "): " << list_names(duplicated);
-  AE_FAIL(os.str());
+  const LayoutDiff diff = diff_layout(tensors, layout);
+  if (diff.empty()) return;
+  AE_FAIL("user file '" << path << "' does not hold the trainables of a head '" << head_name(head)
+                        << "' model with adapters (" << tensors.size() << " tensors, " << layout.size()
+                        << " expected)" << diff.describe(12, 12));
 }
 
 // An entry as it is stored in files: PyTorch layout, on the CPU (may share the model's storage:
@@ -198,15 +166,7 @@ void apply_user_file(ResNet18& model, const UserFile& user, const std::string& m
   for (const StateEntry& e : model.state_entries()) {
     const auto it = by_name.find(e.name);
     if (it == by_name.end()) continue;
-    const Tensor& t = *it->second;
-    if (e.param != nullptr) {
-      e.param->value.copy_from(e.conv_weight ? oihw_to_ohwi(t) : t);
-      e.param->grad = Tensor();
-    } else if (e.buffer != nullptr) {
-      e.buffer->copy_from(t);
-    } else {
-      *e.counter = *t.to(Device::cpu()).data<int64_t>();
-    }
+    e.load_from_file(*it->second);
   }
 }
 
