@@ -5,8 +5,6 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,12 +12,15 @@
 #include "runtime/philox.h"
 #include "runtime/thread_pool.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 namespace {
 
 using ae::Shape;
 using ae::Tensor;
+using ae::test::bitwise_equal;
 using ae::test::compare;
+using ae::test::require_error;
 using ae::test::Tolerance;
 
 const Tolerance kExact{0, 0, 0};
@@ -29,25 +30,6 @@ const Tolerance kReduceTol{1e-5, 1e-5, 1e-12};
 const Tolerance kNumericTol{1e-3, 1e-2, 1e-6};
 
 const std::vector<Shape> kAwkwardShapes = {{2, 7, 5, 3}, {1, 13, 17, 5}, {3, 1, 1, 64}, {4, 5}, {1}, {0, 3}};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  const std::string msg = error_of(f);
-  CAPTURE(msg);
-  for (const std::string& part : parts) CHECK(msg.find(part) != std::string::npos);
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 // Values in (-1.1, -0.1] U [0.1, 1.1): at least 0.1 from ReLU's kink, so finite differences
 // with step 1e-2 never cross it.
@@ -285,27 +267,27 @@ TEST_CASE("activation argument errors name the op, the argument and the shapes")
   const Tensor bad = Tensor::zeros({2, 3, 5});
   const Tensor u8 = Tensor::zeros({2, 3, 4}, ae::DType::u8);
 
-  expect_error([&] { ae::ops::relu_forward(u8); }, {"relu_forward", "x", "u8", "f32"});
-  expect_error([&] { ae::ops::relu_backward(x, bad); }, {"relu_backward", "dy", "[2,3,5]", "[2,3,4]"});
-  expect_error([&] { ae::ops::relu_forward(Tensor()); }, {"relu_forward", "undefined"});
+  require_error([&] { ae::ops::relu_forward(u8); }, {"relu_forward", "x", "u8", "f32"});
+  require_error([&] { ae::ops::relu_backward(x, bad); }, {"relu_backward", "dy", "[2,3,5]", "[2,3,4]"});
+  require_error([&] { ae::ops::relu_forward(Tensor()); }, {"relu_forward", "undefined"});
 
-  expect_error([&] { ae::ops::prelu_forward(x, Tensor::zeros({3})); },
-               {"prelu_forward", "slope", "[3]", "[1]", "[4]", "[2,3,4]"});
-  expect_error([&] { ae::ops::prelu_forward(x, Tensor::zeros({1, 4})); }, {"prelu_forward", "slope", "[1,4]"});
-  expect_error([&] { ae::ops::prelu_backward(x, Tensor::zeros({1}), bad); },
-               {"prelu_backward", "dy", "[2,3,5]", "[2,3,4]"});
-  expect_error([&] { ae::ops::prelu_backward(x, Tensor::zeros({4}, ae::DType::u8), x); },
-               {"prelu_backward", "slope", "u8"});
+  require_error([&] { ae::ops::prelu_forward(x, Tensor::zeros({3})); },
+                {"prelu_forward", "slope", "[3]", "[1]", "[4]", "[2,3,4]"});
+  require_error([&] { ae::ops::prelu_forward(x, Tensor::zeros({1, 4})); }, {"prelu_forward", "slope", "[1,4]"});
+  require_error([&] { ae::ops::prelu_backward(x, Tensor::zeros({1}), bad); },
+                {"prelu_backward", "dy", "[2,3,5]", "[2,3,4]"});
+  require_error([&] { ae::ops::prelu_backward(x, Tensor::zeros({4}, ae::DType::u8), x); },
+                {"prelu_backward", "slope", "u8"});
 
   for (float p : {1.0f, -0.1f, 1.5f, std::nanf("")}) {
     ae::ops::DropoutParams dp;
     dp.p = p;
-    expect_error([&] { ae::ops::dropout_forward(dp, x); }, {"dropout_forward", "p =", "[0, 1)"});
-    expect_error([&] { ae::ops::dropout_backward(dp, u8, x); }, {"dropout_backward", "p =", "[0, 1)"});
+    require_error([&] { ae::ops::dropout_forward(dp, x); }, {"dropout_forward", "p =", "[0, 1)"});
+    require_error([&] { ae::ops::dropout_backward(dp, u8, x); }, {"dropout_backward", "p =", "[0, 1)"});
   }
   ae::ops::DropoutParams dp;
-  expect_error([&] { ae::ops::dropout_backward(dp, x, x); }, {"dropout_backward", "mask", "f32", "u8"});
-  expect_error([&] { ae::ops::dropout_backward(dp, Tensor::zeros({2, 3, 5}, ae::DType::u8), x); },
-               {"dropout_backward", "mask", "[2,3,5]", "[2,3,4]"});
-  expect_error([&] { ae::ops::dropout_forward(dp, u8); }, {"dropout_forward", "x", "u8"});
+  require_error([&] { ae::ops::dropout_backward(dp, x, x); }, {"dropout_backward", "mask", "f32", "u8"});
+  require_error([&] { ae::ops::dropout_backward(dp, Tensor::zeros({2, 3, 5}, ae::DType::u8), x); },
+                {"dropout_backward", "mask", "[2,3,5]", "[2,3,4]"});
+  require_error([&] { ae::ops::dropout_forward(dp, u8); }, {"dropout_forward", "x", "u8"});
 }

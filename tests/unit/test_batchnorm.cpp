@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,12 +14,16 @@
 #include "runtime/philox.h"
 #include "runtime/thread_pool.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 namespace {
 
 using ae::Shape;
 using ae::Tensor;
+using ae::test::bitwise_equal;
 using ae::test::compare;
+using ae::test::error_of;
+using ae::test::require_error;
 using ae::test::Tolerance;
 
 // ---------------------------------------------------------------- double reference
@@ -91,19 +94,6 @@ RefGrads ref_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, co
 }
 
 // ---------------------------------------------------------------- helpers
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 struct BnInputs {
   Tensor x, gamma, beta, running_mean, running_var;
@@ -375,37 +365,33 @@ TEST_CASE("batchnorm train mode refuses a single value per channel") {
 TEST_CASE("batchnorm argument errors name the op, the argument and the shapes") {
   BnInputs in = make_inputs({2, 3, 3, 4}, 91);
   const Tensor c5 = Tensor::zeros({5});
-  auto expect = [](const std::function<void()>& f, std::vector<std::string> parts) {
-    const std::string msg = error_of(f);
-    CAPTURE(msg);
-    for (const std::string& part : parts) CHECK(msg.find(part) != std::string::npos);
-  };
-  expect([&] { ae::ops::batchnorm_forward_train({}, in.x, c5, in.beta, in.running_mean, in.running_var); },
-         {"batchnorm_forward_train", "gamma", "[5]", "[4]", "[2,3,3,4]"});
-  expect([&] { ae::ops::batchnorm_forward_train({}, in.x, in.gamma, c5, in.running_mean, in.running_var); },
-         {"batchnorm_forward_train", "beta", "[5]"});
+  require_error([&] { ae::ops::batchnorm_forward_train({}, in.x, c5, in.beta, in.running_mean, in.running_var); },
+                {"batchnorm_forward_train", "gamma", "[5]", "[4]", "[2,3,3,4]"});
+  require_error([&] { ae::ops::batchnorm_forward_train({}, in.x, in.gamma, c5, in.running_mean, in.running_var); },
+                {"batchnorm_forward_train", "beta", "[5]"});
   Tensor bad_rv = Tensor::zeros({4, 1});
-  expect([&] { ae::ops::batchnorm_forward_train({}, in.x, in.gamma, in.beta, in.running_mean, bad_rv); },
-         {"batchnorm_forward_train", "running_var", "[4,1]"});
-  expect([&] { ae::ops::batchnorm_forward_eval({}, in.x, in.gamma, in.beta, c5, in.running_var); },
-         {"batchnorm_forward_eval", "running_mean", "[5]"});
+  require_error([&] { ae::ops::batchnorm_forward_train({}, in.x, in.gamma, in.beta, in.running_mean, bad_rv); },
+                {"batchnorm_forward_train", "running_var", "[4,1]"});
+  require_error([&] { ae::ops::batchnorm_forward_eval({}, in.x, in.gamma, in.beta, c5, in.running_var); },
+                {"batchnorm_forward_eval", "running_mean", "[5]"});
   const Tensor dy_bad = Tensor::zeros({2, 3, 3, 5});
-  expect([&] { ae::ops::batchnorm_backward_train(in.x, dy_bad, in.gamma, in.running_mean, in.running_var); },
-         {"batchnorm_backward_train", "dy", "[2,3,3,5]", "[2,3,3,4]"});
-  expect([&] { ae::ops::batchnorm_backward_train(in.x, in.x, in.gamma, c5, in.running_var); },
-         {"batchnorm_backward_train", "save_mean", "[5]"});
-  expect([&] { ae::ops::batchnorm_backward_train(in.x, in.x, in.gamma, in.running_mean, Tensor()); },
-         {"batchnorm_backward_train", "save_invstd", "undefined"});
-  expect([&] { ae::ops::batchnorm_backward_eval({}, in.x, dy_bad, in.gamma, in.running_mean, in.running_var); },
-         {"batchnorm_backward_eval", "dy"});
+  require_error([&] { ae::ops::batchnorm_backward_train(in.x, dy_bad, in.gamma, in.running_mean, in.running_var); },
+                {"batchnorm_backward_train", "dy", "[2,3,3,5]", "[2,3,3,4]"});
+  require_error([&] { ae::ops::batchnorm_backward_train(in.x, in.x, in.gamma, c5, in.running_var); },
+                {"batchnorm_backward_train", "save_mean", "[5]"});
+  require_error([&] { ae::ops::batchnorm_backward_train(in.x, in.x, in.gamma, in.running_mean, Tensor()); },
+                {"batchnorm_backward_train", "save_invstd", "undefined"});
+  require_error([&] { ae::ops::batchnorm_backward_eval({}, in.x, dy_bad, in.gamma, in.running_mean, in.running_var); },
+                {"batchnorm_backward_eval", "dy"});
   const Tensor x_u8 = Tensor::zeros({2, 4}, ae::DType::u8);
-  expect([&] { ae::ops::batchnorm_forward_eval({}, x_u8, in.gamma, in.beta, in.running_mean, in.running_var); },
-         {"batchnorm_forward_eval", "x", "u8", "f32"});
+  require_error([&] { ae::ops::batchnorm_forward_eval({}, x_u8, in.gamma, in.beta, in.running_mean, in.running_var); },
+                {"batchnorm_forward_eval", "x", "u8", "f32"});
   const Tensor x_1d = Tensor::zeros({4});
-  expect([&] { ae::ops::batchnorm_forward_eval({}, x_1d, in.gamma, in.beta, in.running_mean, in.running_var); },
-         {"batchnorm_forward_eval", "x", "at least 2 dimensions"});
+  require_error([&] { ae::ops::batchnorm_forward_eval({}, x_1d, in.gamma, in.beta, in.running_mean, in.running_var); },
+                {"batchnorm_forward_eval", "x", "at least 2 dimensions"});
   ae::ops::BatchNormParams bad_eps;
   bad_eps.eps = -1.0f;
-  expect([&] { ae::ops::batchnorm_forward_eval(bad_eps, in.x, in.gamma, in.beta, in.running_mean, in.running_var); },
-         {"batchnorm_forward_eval", "eps"});
+  require_error(
+      [&] { ae::ops::batchnorm_forward_eval(bad_eps, in.x, in.gamma, in.beta, in.running_mean, in.running_var); },
+      {"batchnorm_forward_eval", "eps"});
 }

@@ -5,18 +5,19 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "kernels/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 namespace {
 
 using ae::Shape;
 using ae::Tensor;
 using ae::test::compare;
+using ae::test::require_error;
 using ae::test::Tolerance;
 
 const Tolerance kExact{0, 0, 0};
@@ -38,17 +39,6 @@ std::vector<double> ref_map(const Tensor& a, const Tensor& b, F f) {
   std::vector<double> out;
   for (std::size_t i = 0; i < u.size(); ++i) out.push_back(f(u[i], v[i]));
   return rounded(out);
-}
-
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  std::string msg = "<no error>";
-  try {
-    f();
-  } catch (const ae::Error& e) {
-    msg = e.what();
-  }
-  CAPTURE(msg);
-  for (const std::string& part : parts) CHECK(msg.find(part) != std::string::npos);
 }
 
 }  // namespace
@@ -118,15 +108,15 @@ TEST_CASE("elementwise argument errors name the op and the shapes") {
   const Tensor a = ae::test::random_tensor({2, 3, 4}, 6);
   const Tensor bad = Tensor::zeros({2, 4, 3});
   const Tensor u8 = Tensor::zeros({2, 3, 4}, ae::DType::u8);
-  expect_error([&] { ae::ops::add(a, bad); }, {"add", "[2,3,4]", "[2,4,3]"});
-  expect_error([&] { ae::ops::add_relu(bad, a); }, {"add_relu", "[2,4,3]", "[2,3,4]"});
-  expect_error([&] { ae::ops::add(a, u8); }, {"add", "b", "u8", "f32"});
-  expect_error([&] { ae::ops::scale(u8, 2.0f); }, {"scale", "a", "u8"});
-  expect_error([&] { ae::ops::add(a, Tensor()); }, {"add", "b", "undefined"});
+  require_error([&] { ae::ops::add(a, bad); }, {"add", "[2,3,4]", "[2,4,3]"});
+  require_error([&] { ae::ops::add_relu(bad, a); }, {"add_relu", "[2,4,3]", "[2,3,4]"});
+  require_error([&] { ae::ops::add(a, u8); }, {"add", "b", "u8", "f32"});
+  require_error([&] { ae::ops::scale(u8, 2.0f); }, {"scale", "a", "u8"});
+  require_error([&] { ae::ops::add(a, Tensor()); }, {"add", "b", "undefined"});
   Tensor target = a.clone();
-  expect_error([&] { ae::ops::add_inplace(target, bad, 1.0f); }, {"add_inplace", "[2,3,4]", "[2,4,3]"});
+  require_error([&] { ae::ops::add_inplace(target, bad, 1.0f); }, {"add_inplace", "[2,3,4]", "[2,4,3]"});
   // b a shifted window of a's own storage: the result would depend on evaluation order.
   Tensor storage = Tensor::zeros({10});
   Tensor head = storage.view(0, {6}), shifted = storage.view(2, {6});
-  expect_error([&] { ae::ops::add_inplace(head, shifted, 1.0f); }, {"add_inplace", "overlapping"});
+  require_error([&] { ae::ops::add_inplace(head, shifted, 1.0f); }, {"add_inplace", "overlapping"});
 }

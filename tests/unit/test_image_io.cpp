@@ -10,7 +10,6 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <memory>
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
@@ -20,11 +19,13 @@
 
 #include "runtime/error.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 #include "train/exif.h"
 #include "train/image.h"
 
 namespace fs = std::filesystem;
 using ae::img::Image;
+using ae::test::error_of;
 
 namespace {
 
@@ -72,15 +73,6 @@ double mean_abs_diff(const Image& a, const Image& b) {
   double s = 0;
   for (std::size_t i = 0; i < a.rgb.size(); ++i) s += std::abs(int(a.rgb[i]) - int(b.rgb[i]));
   return s / double(a.rgb.size());
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // ---- raw libjpeg writer for variants our encoder does not produce ----

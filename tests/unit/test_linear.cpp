@@ -8,8 +8,10 @@
 
 #include "kernels/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
+using ae::test::require_error;
 
 namespace {
 
@@ -59,19 +61,6 @@ GradsReference backward_reference(const Tensor& x, const Tensor& w, const Tensor
 const std::vector<Dims> kDims{{1, 1, 1}, {2, 7, 5}, {1, 13, 17}, {2, 64, 3}, {5, 3, 64}, {2, 512, 1}, {32, 1000, 256}, {3, 5, 7}};
 // Float sums of up to 1000 products of values in [-1, 1).
 const test::Tolerance kTol{1e-5, 1e-4, 1e-10};
-
-template <typename F>
-void require_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    INFO(msg);
-    for (const std::string& frag : fragments) CHECK(msg.find(frag) != std::string::npos);
-    return;
-  }
-  FAIL("expected an ae::Error");
-}
 
 }  // namespace
 

@@ -7,8 +7,10 @@
 
 #include "kernels/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
+using ae::test::require_error;
 
 namespace {
 
@@ -20,19 +22,6 @@ double mse_reference(const Tensor& pred, const Tensor& target) {
 }
 
 const std::vector<Shape> kShapes{{1}, {1, 1}, {7, 5}, {13, 17}, {2, 1}, {32, 1}, {2, 7, 5, 3}, {1000}};
-
-template <typename F>
-void require_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    INFO(msg);
-    for (const std::string& frag : fragments) CHECK(msg.find(frag) != std::string::npos);
-    return;
-  }
-  FAIL("expected an ae::Error");
-}
 
 }  // namespace
 

@@ -6,24 +6,26 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <functional>
 #include <map>
 #include <set>
 #include <string>
 
-#include <unistd.h>
 
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
 #include "model/resnet18.h"
 #include "model/safetensors.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
+#include "tests/support/files.h"
 #include "weights_tools/model_file.h"
 
 using namespace ae;
 using namespace ae::model;
+using ae::test::bitwise_equal;
+using ae::test::error_of;
+using ae::test::temp_path;
 
 namespace {
 
@@ -34,24 +36,6 @@ ModelConfig config(HeadType head, bool adapters, uint64_t seed = 3, float dropou
   c.seed = seed;
   c.dropout = dropout;
   return c;
-}
-
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("ae_test_model_" + std::to_string(::getpid()) + "_" + name))
-      .string();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 NamedTensors without(NamedTensors sd, const std::string& name) {
@@ -133,7 +117,7 @@ TEST_CASE("conv weights are OHWI inside and OIHW in the state dict") {
   const float* f = file.f32();
   // Element (o=5, i=2, h=3, w=6).
   CHECK(f[((5 * 3 + 2) * 7 + 3) * 7 + 6] == in[((5 * 7 + 3) * 7 + 6) * 3 + 2]);
-  CHECK(same_bytes(oihw_to_ohwi(file), inside));
+  CHECK(bitwise_equal(oihw_to_ohwi(file), inside));
 }
 
 TEST_CASE("layout detection recognises every configuration") {
@@ -196,7 +180,7 @@ TEST_CASE("load_state_dict: strict by default, optional parts only when asked") 
   adapted.load_state_dict(sd, opt);
   const NamedTensors back = adapted.state_dict();
   std::map<std::string, Tensor> by_name(back.begin(), back.end());
-  for (const auto& [n, t] : sd) CHECK_MESSAGE(same_bytes(by_name.at(n), t), n);
+  for (const auto& [n, t] : sd) CHECK_MESSAGE(bitwise_equal(by_name.at(n), t), n);
 
   // A torchvision classifier (imagenet layout) into a seed model: head stays as initialised.
   ResNet18 imagenet(config(HeadType::imagenet, false, 5));
@@ -206,8 +190,8 @@ TEST_CASE("load_state_dict: strict by default, optional parts only when asked") 
   LoadOptions head_opt;
   head_opt.allow_missing_head = true;
   seed.load_state_dict(imagenet.state_dict(), head_opt);
-  CHECK(same_bytes(seed.state_dict().back().second, head_before));
-  CHECK(same_bytes(seed.state_dict()[0].second, imagenet.state_dict()[0].second));
+  CHECK(bitwise_equal(seed.state_dict().back().second, head_before));
+  CHECK(bitwise_equal(seed.state_dict()[0].second, imagenet.state_dict()[0].second));
 }
 
 TEST_CASE("zero-initialised adapters give exactly the generic model's output") {
@@ -223,13 +207,13 @@ TEST_CASE("zero-initialised adapters give exactly the generic model's output") {
   for (bool training : {false, true}) {
     generic.set_training(training);
     adapted.set_training(training);
-    CHECK(same_bytes(generic.forward(x), adapted.forward(x)));
+    CHECK(bitwise_equal(generic.forward(x), adapted.forward(x)));
   }
   // And non-zero adapters change it.
   randomise_adapters(adapted, 77);
   generic.set_training(false);
   adapted.set_training(false);
-  CHECK_FALSE(same_bytes(generic.forward(x), adapted.forward(x)));
+  CHECK_FALSE(bitwise_equal(generic.forward(x), adapted.forward(x)));
 }
 
 TEST_CASE("checkpoint save -> load round trip is bit-exact, with the metadata contract") {
@@ -260,10 +244,10 @@ TEST_CASE("checkpoint save -> load round trip is bit-exact, with the metadata co
   REQUIRE(a.size() == b.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
     CHECK(a[i].first == b[i].first);
-    CHECK_MESSAGE(same_bytes(a[i].second, b[i].second), a[i].first);
+    CHECK_MESSAGE(bitwise_equal(a[i].second, b[i].second), a[i].first);
   }
   const Tensor x = test::random_tensor({1, 40, 40, 3}, 9);
-  CHECK(same_bytes(m.forward(x), loaded->forward(x)));
+  CHECK(bitwise_equal(m.forward(x), loaded->forward(x)));
 
   // Through the content-sniffing loader too.
   CHECK(weights::load_model_file(path).tensors.size() == a.size());
@@ -328,7 +312,7 @@ TEST_CASE("frozen groups get no gradients, and backward stops where nothing need
     CHECK_MESSAGE(r.param->grad.defined() == is_head, r.name);
     if (is_head) {
       ++with_grad;
-      CHECK_MESSAGE(same_bytes(r.param->grad, full_grads.at(r.name)), r.name);
+      CHECK_MESSAGE(bitwise_equal(r.param->grad, full_grads.at(r.name)), r.name);
     }
   }
   CHECK(with_grad == 12);
@@ -466,7 +450,7 @@ TEST_CASE("train and eval modes: batch statistics, running-stat updates, dropout
   m.set_training(false);
   const Tensor e1 = m.forward(x);
   const Tensor e2 = m.forward(x);
-  CHECK(same_bytes(e1, e2));
+  CHECK(bitwise_equal(e1, e2));
   CHECK(counter("layer1.0.bn1.num_batches_tracked") == 0);
   const Tensor stats_before = bn1_state();
 
@@ -476,21 +460,21 @@ TEST_CASE("train and eval modes: batch statistics, running-stat updates, dropout
   CHECK(m.dropout_step() == step + 1);
   CHECK(counter("layer1.0.bn1.num_batches_tracked") == 1);
   CHECK(counter("head.7.num_batches_tracked") == 1);
-  CHECK_FALSE(same_bytes(bn1_state(), stats_before));
-  CHECK_FALSE(same_bytes(t1, e1));
+  CHECK_FALSE(bitwise_equal(bn1_state(), stats_before));
+  CHECK_FALSE(bitwise_equal(t1, e1));
   const Tensor t2 = m.forward(x);
   CHECK(counter("bn1.num_batches_tracked") == 2);
-  CHECK_FALSE(same_bytes(t1, t2));  // new dropout masks (and updated running stats do not matter here)
+  CHECK_FALSE(bitwise_equal(t1, t2));  // new dropout masks (and updated running stats do not matter here)
 
   // Replaying the dropout step reproduces the masks exactly (batch stats do not depend on running stats).
   m.set_dropout_step(step);
-  CHECK(same_bytes(m.forward(x), t1));
+  CHECK(bitwise_equal(m.forward(x), t1));
 
   // Eval output is unaffected by dropout and by the step counter.
   m.set_training(false);
   const Tensor e3 = m.forward(x);
   m.set_dropout_step(12345);
-  CHECK(same_bytes(m.forward(x), e3));
+  CHECK(bitwise_equal(m.forward(x), e3));
 
   // Train-mode BatchNorm1d in the head cannot work on one sample: a clear error, as in PyTorch.
   m.set_training(true);

@@ -9,8 +9,10 @@
 
 #include "kernels/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
+using ae::test::require_error;
 
 namespace {
 
@@ -221,22 +223,6 @@ TEST_CASE("optimisers reproduce PyTorch 1.13 numbers") {
         [&](Tensor& p, const Tensor& g, int64_t t) { ops::sgd_step({0.1f, 0.9f, 0.0f, 0.01f, true}, p, g, buf, t); });
   }
 }
-
-namespace {
-// Runs f, requires an ae::Error whose message contains every fragment.
-template <typename F>
-void require_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    INFO(msg);
-    for (const std::string& frag : fragments) CHECK(msg.find(frag) != std::string::npos);
-    return;
-  }
-  FAIL("expected an ae::Error");
-}
-}  // namespace
 
 TEST_CASE("optimiser argument errors name the op, the argument and the shapes") {
   Tensor param = Tensor::zeros({3, 4});

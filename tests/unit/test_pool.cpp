@@ -14,8 +14,10 @@
 
 #include "kernels/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
+using ae::test::require_error;
 
 namespace {
 
@@ -100,19 +102,6 @@ const std::vector<ops::MaxPool2dParams> kMaxPools{
 
 bool fits(const ops::MaxPool2dParams& p, const Shape& s) {
   return s[1] + 2 * p.pad_h >= p.kernel_h && s[2] + 2 * p.pad_w >= p.kernel_w;
-}
-
-template <typename F>
-void require_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    INFO(msg);
-    for (const std::string& frag : fragments) CHECK(msg.find(frag) != std::string::npos);
-    return;
-  }
-  FAIL("expected an ae::Error");
 }
 
 }  // namespace

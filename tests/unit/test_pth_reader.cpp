@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 #include "weights_tools/pth_reader.h"
 #include "weights_tools/unpickler.h"
 
@@ -37,6 +38,11 @@ uint32_t crc_of(const std::string& s) {
   return static_cast<uint32_t>(::crc32(0L, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
 }
 
+// The ae::Error message of read_pth(path) (a failed check when it reads the file).
+std::string error_of(const std::string& path, bool verify_crc = true) {
+  return ae::test::error_of([&] { read_pth(path, ae::weights::PthOptions{verify_crc}); });
+}
+
 std::string write_file(const std::string& name, const std::string& bytes) {
   const std::string dir = ae::test::build_dir() + "/pth_reader_tests";
   std::filesystem::create_directories(dir);
@@ -45,22 +51,8 @@ std::string write_file(const std::string& name, const std::string& bytes) {
   return path;
 }
 
-// The ae::Error message of read_pth(path), or "<no error>".
-std::string error_of(const std::string& path, bool verify_crc = true) {
-  try {
-    read_pth(path, ae::weights::PthOptions{verify_crc});
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
 // A string literal with its embedded NULs (all but the terminating one).
 template <std::size_t N> std::string lit(const char (&s)[N]) { return std::string(s, N - 1); }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-#define CHECK_HAS(msg, part) CHECK_MESSAGE(contains(msg, part), "message: " << msg << "\nexpected to contain: " << part)
 
 // ---- a zip writer ---------------------------------------------------------------------------
 
@@ -450,67 +442,69 @@ TEST_CASE("pth: checkpoint dicts with other entries, wrappers and protocol-4 opc
 TEST_CASE("pth: other files are refused with a message saying what they are") {
   SUBCASE("empty file") {
     const std::string msg = error_of(write_file("empty.pth", ""));
-    CHECK_HAS(msg, "empty.pth");
-    CHECK_HAS(msg, "empty");
+    AE_CHECK_CONTAINS(msg, "empty.pth");
+    AE_CHECK_CONTAINS(msg, "empty");
   }
   SUBCASE("missing file, directory") {
-    CHECK_HAS(error_of(ae::test::build_dir() + "/no/such/file.pth"), "cannot open");
-    CHECK_HAS(error_of(ae::test::build_dir()), "not a regular file");
+    AE_CHECK_CONTAINS(error_of(ae::test::build_dir() + "/no/such/file.pth"), "cannot open");
+    AE_CHECK_CONTAINS(error_of(ae::test::build_dir()), "not a regular file");
   }
   SUBCASE("garbage") {
     const std::string msg = error_of(write_file("garbage.pth", "\x89PNG\r\n\x1a\n and more"));
-    CHECK_HAS(msg, "neither a zip archive nor a pickle");
-    CHECK_HAS(msg, "89 50 4e 47");
+    AE_CHECK_CONTAINS(msg, "neither a zip archive nor a pickle");
+    AE_CHECK_CONTAINS(msg, "89 50 4e 47");
   }
   SUBCASE("legacy non-zip torch file") {
     const std::string legacy("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e\x80\x02M\xe9\x03.", 21);
     const std::string msg = error_of(write_file("legacy.pth", legacy));
-    CHECK_HAS(msg, "legacy non-zip format");
-    CHECK_HAS(msg, "torch.save(model.state_dict(), path)");
+    AE_CHECK_CONTAINS(msg, "legacy non-zip format");
+    AE_CHECK_CONTAINS(msg, "torch.save(model.state_dict(), path)");
   }
   SUBCASE("tar format of torch <= 0.3") {
     std::string tar(1024, '\0');
     tar.replace(0, 8, "sys_info");
     tar.replace(257, 6, lit("ustar\0"));
     const std::string msg = error_of(write_file("old.tar.pth", tar));
-    CHECK_HAS(msg, "tar archive");
-    CHECK_HAS(msg, "torch.save(model.state_dict(), path)");
+    AE_CHECK_CONTAINS(msg, "tar archive");
+    AE_CHECK_CONTAINS(msg, "torch.save(model.state_dict(), path)");
   }
-  SUBCASE("bare pickle") { CHECK_HAS(error_of(write_file("bare.pkl", lit("\x80\x02}q\x00."))), "bare Python pickle"); }
+  SUBCASE("bare pickle") {
+    AE_CHECK_CONTAINS(error_of(write_file("bare.pkl", lit("\x80\x02}q\x00."))), "bare Python pickle");
+  }
   SUBCASE("empty zip") {
     const std::string msg = error_of(write_file("empty.zip", make_zip({}, ZipStyle{false, false, false, ""})));
-    CHECK_HAS(msg, "empty zip archive");
+    AE_CHECK_CONTAINS(msg, "empty zip archive");
   }
   SUBCASE("zip without data.pkl") {
     const std::string msg = error_of(write_file("nopkl.zip", make_zip({{"hello.txt", "hi"}})));
-    CHECK_HAS(msg, "no data.pkl member");
-    CHECK_HAS(msg, "hello.txt");
+    AE_CHECK_CONTAINS(msg, "no data.pkl member");
+    AE_CHECK_CONTAINS(msg, "hello.txt");
   }
   SUBCASE("two data.pkl members") {
     auto m = small_members("a/");
     m.push_back({"b/data.pkl", small_pickle()});
-    CHECK_HAS(error_of(write_file("two.pth", make_zip(m))), "two pickles");
+    AE_CHECK_CONTAINS(error_of(write_file("two.pth", make_zip(m))), "two pickles");
   }
   SUBCASE("TorchScript archive") {
     auto m = small_members("ts/");
     m.push_back({"ts/code/__torch__/torch/nn/modules/container.py", "def forward(self): ..."});
     m.push_back({"ts/constants.pkl", "\x80\x02).", });
     const std::string msg = error_of(write_file("script.pt", make_zip(m)));
-    CHECK_HAS(msg, "TorchScript");
-    CHECK_HAS(msg, "ts/code/");
-    CHECK_HAS(msg, "state_dict()");
+    AE_CHECK_CONTAINS(msg, "TorchScript");
+    AE_CHECK_CONTAINS(msg, "ts/code/");
+    AE_CHECK_CONTAINS(msg, "state_dict()");
   }
   SUBCASE("big-endian byteorder") {
     auto m = small_members();
     m.push_back({"archive/byteorder", "big"});
     const std::string msg = error_of(write_file("big.pth", make_zip(m)));
-    CHECK_HAS(msg, "big-endian");
-    CHECK_HAS(msg, "archive/byteorder");
+    AE_CHECK_CONTAINS(msg, "big-endian");
+    AE_CHECK_CONTAINS(msg, "archive/byteorder");
   }
   SUBCASE("unknown byteorder") {
     auto m = small_members();
     m.push_back({"archive/byteorder", "middle"});
-    CHECK_HAS(error_of(write_file("middle.pth", make_zip(m))), "unknown byte order 'middle'");
+    AE_CHECK_CONTAINS(error_of(write_file("middle.pth", make_zip(m))), "unknown byte order 'middle'");
   }
 }
 
@@ -519,26 +513,26 @@ TEST_CASE("pth: globals outside the allow-list are refused and named") {
     Pickle p;
     p.proto(2).global("torchvision.models.resnet", "ResNet").op('q', uint8_t{0}).stop();
     const std::string msg = error_of(file_with("whole.pth", p.b));
-    CHECK_HAS(msg, "'torchvision.models.resnet ResNet'");
-    CHECK_HAS(msg, "whole model");
-    CHECK_HAS(msg, "torch.save(model.state_dict(), path)");
-    CHECK_HAS(msg, "archive/data.pkl");
-    CHECK_HAS(msg, "pickle byte 2");
+    AE_CHECK_CONTAINS(msg, "'torchvision.models.resnet ResNet'");
+    AE_CHECK_CONTAINS(msg, "whole model");
+    AE_CHECK_CONTAINS(msg, "torch.save(model.state_dict(), path)");
+    AE_CHECK_CONTAINS(msg, "archive/data.pkl");
+    AE_CHECK_CONTAINS(msg, "pickle byte 2");
   }
   SUBCASE("code execution through os.system, also via STACK_GLOBAL") {
     Pickle p;
     p.proto(2).global("os", "system").str("echo owned").op(0x85).op('R').stop();
-    CHECK_HAS(error_of(file_with("evil.pth", p.b)), "'os system'");
+    AE_CHECK_CONTAINS(error_of(file_with("evil.pth", p.b)), "'os system'");
     Pickle q;
     q.proto(4).op(0x8c, uint8_t{8}).b += "builtins";
     q.op(0x8c, uint8_t{4}).b += "eval";
     q.op(0x93).stop();
-    CHECK_HAS(error_of(file_with("evil4.pth", q.b)), "'builtins eval'");
+    AE_CHECK_CONTAINS(error_of(file_with("evil4.pth", q.b)), "'builtins eval'");
   }
   SUBCASE("an allowed global used in a way torch never does") {
     Pickle p;
     p.proto(2).global("torch", "FloatStorage").op(')').op('R').stop();
-    CHECK_HAS(error_of(file_with("callstorage.pth", p.b)), "calling 'torch FloatStorage' is not supported");
+    AE_CHECK_CONTAINS(error_of(file_with("callstorage.pth", p.b)), "calling 'torch FloatStorage' is not supported");
   }
 }
 
@@ -574,8 +568,8 @@ TEST_CASE("pth: malformed pickles are refused with the opcode and its byte offse
   for (const Case& c : cases) {
     CAPTURE(c.expected);
     const std::string msg = error_of(file_with("bad_pickle.pth", c.pickle));
-    CHECK_HAS(msg, c.expected);
-    CHECK_HAS(msg, "bad_pickle.pth: member 'archive/data.pkl'");
+    AE_CHECK_CONTAINS(msg, c.expected);
+    AE_CHECK_CONTAINS(msg, "bad_pickle.pth: member 'archive/data.pkl'");
   }
 }
 
@@ -589,31 +583,34 @@ TEST_CASE("pth: tensor descriptors are checked against their storages") {
   };
   SUBCASE("a storage member shorter than numel says") {
     const std::string msg = one_tensor("FloatStorage", 6, 0, {6}, {1}, raw(six).substr(0, 20));
-    CHECK_HAS(msg, "tensor 'x' (storage member 'archive/data/0')");
-    CHECK_HAS(msg, "holds 6 float32 elements (24 bytes) but the member has 20 bytes");
+    AE_CHECK_CONTAINS(msg, "tensor 'x' (storage member 'archive/data/0')");
+    AE_CHECK_CONTAINS(msg, "holds 6 float32 elements (24 bytes) but the member has 20 bytes");
   }
   SUBCASE("the wrong dtype for the member's size") {
-    CHECK_HAS(one_tensor("LongStorage", 6, 0, {6}, {1}, raw(six)), "holds 6 int64 elements (48 bytes)");
+    AE_CHECK_CONTAINS(one_tensor("LongStorage", 6, 0, {6}, {1}, raw(six)), "holds 6 int64 elements (48 bytes)");
   }
   SUBCASE("a huge numel does not overflow") {
-    CHECK_HAS(one_tensor("DoubleStorage", int64_t{1} << 61, 0, {6}, {1}, raw(six)), "(too many bytes)");
+    AE_CHECK_CONTAINS(one_tensor("DoubleStorage", int64_t{1} << 61, 0, {6}, {1}, raw(six)), "(too many bytes)");
   }
   SUBCASE("a view past the end of its storage") {
-    CHECK_HAS(one_tensor("FloatStorage", 6, 4, {3}, {1}, raw(six)), "reaches element 6 of a storage of 6 elements");
-    CHECK_HAS(one_tensor("FloatStorage", 6, 0, {2, 3}, {4, 1}, raw(six)), "reaches element 6");
-    CHECK_HAS(one_tensor("FloatStorage", 6, 7, {0}, {1}, raw(six)), "storage offset 7 is past");
+    AE_CHECK_CONTAINS(one_tensor("FloatStorage", 6, 4, {3}, {1}, raw(six)),
+                      "reaches element 6 of a storage of 6 elements");
+    AE_CHECK_CONTAINS(one_tensor("FloatStorage", 6, 0, {2, 3}, {4, 1}, raw(six)), "reaches element 6");
+    AE_CHECK_CONTAINS(one_tensor("FloatStorage", 6, 7, {0}, {1}, raw(six)), "storage offset 7 is past");
   }
   SUBCASE("a view whose extent overflows int64") {
-    CHECK_HAS(one_tensor("FloatStorage", 6, 0, {3, 2}, {int64_t{1} << 62, 1}, raw(six)), "overflows");
-    CHECK_HAS(one_tensor("FloatStorage", 6, 0, {int64_t{1} << 40, int64_t{1} << 40}, {0, 0}, raw(six)), "too large");
+    AE_CHECK_CONTAINS(one_tensor("FloatStorage", 6, 0, {3, 2}, {int64_t{1} << 62, 1}, raw(six)), "overflows");
+    AE_CHECK_CONTAINS(one_tensor("FloatStorage", 6, 0, {int64_t{1} << 40, int64_t{1} << 40}, {0, 0}, raw(six)),
+                      "too large");
   }
   SUBCASE("sizes and strides of different lengths") {
-    CHECK_HAS(one_tensor("FloatStorage", 6, 0, {2, 3}, {1}, raw(six)), "size has 2 dims but stride has 1");
+    AE_CHECK_CONTAINS(one_tensor("FloatStorage", 6, 0, {2, 3}, {1}, raw(six)), "size has 2 dims but stride has 1");
   }
   SUBCASE("a missing storage member") {
     Pickle p;
     p.proto(2).op('}').str("x").tensor("FloatStorage", "9", 6, 0, {6}, {1}).op('s').stop();
-    CHECK_HAS(error_of(file_with("nostorage.pth", p.b)), "tensor 'x' (storage member 'archive/data/9'): the archive has no such member");
+    AE_CHECK_CONTAINS(error_of(file_with("nostorage.pth", p.b)),
+                      "tensor 'x' (storage member 'archive/data/9'): the archive has no such member");
   }
   SUBCASE("a stride-0 view and an offset view read the right elements") {
     Pickle p;
@@ -634,17 +631,18 @@ TEST_CASE("pth: broken zip containers are refused") {
     auto m = small_members();
     m[1].method = 8;
     const std::string msg = error_of(write_file("deflate.pth", make_zip(m)));
-    CHECK_HAS(msg, "member 'archive/data/0' is compressed (method 8, DEFLATE)");
-    CHECK_HAS(msg, "torch.save(model.state_dict(), path)");
+    AE_CHECK_CONTAINS(msg, "member 'archive/data/0' is compressed (method 8, DEFLATE)");
+    AE_CHECK_CONTAINS(msg, "torch.save(model.state_dict(), path)");
   }
   SUBCASE("truncated at every length: always an ae::Error, never a crash") {
     for (std::size_t cut = 1; cut < good.size(); ++cut) {
       const std::string msg = error_of(write_file("cut.pth", good.substr(0, cut)));
       CAPTURE(cut);
-      CHECK_HAS(msg, "cut.pth");
+      AE_CHECK_CONTAINS(msg, "cut.pth");
     }
-    CHECK_HAS(error_of(write_file("cut.pth", good.substr(0, good.size() - 1))), "no end-of-central-directory record");
-    CHECK_HAS(error_of(write_file("cut.pth", good.substr(0, 10))), "too short");
+    AE_CHECK_CONTAINS(error_of(write_file("cut.pth", good.substr(0, good.size() - 1))),
+                      "no end-of-central-directory record");
+    AE_CHECK_CONTAINS(error_of(write_file("cut.pth", good.substr(0, 10))), "too short");
   }
   SUBCASE("cut in the middle but with intact end records (data missing)") {
     // Drop bytes from inside the storage data: the directory now points past the data.
@@ -652,7 +650,7 @@ TEST_CASE("pth: broken zip containers are refused") {
     const std::size_t at = s.find("version") - 200;
     s.erase(at, 64);
     const std::string msg = error_of(write_file("hole.pth", s));
-    CHECK_HAS(msg, "hole.pth: zip:");
+    AE_CHECK_CONTAINS(msg, "hole.pth: zip:");
   }
   SUBCASE("a CRC mismatch is caught, and can be skipped") {
     std::string s = good;
@@ -661,7 +659,7 @@ TEST_CASE("pth: broken zip containers are refused") {
     s[data0 + 7] = 0x40;  // 1.0f (0x3f800000) becomes 4.0f (0x40800000)
     const std::string path = write_file("crc.pth", s);
     const std::string msg = error_of(path);
-    CHECK_HAS(msg, "member 'archive/data/0' fails its CRC-32 check");
+    AE_CHECK_CONTAINS(msg, "member 'archive/data/0' fails its CRC-32 check");
     const auto got = read_pth(path, ae::weights::PthOptions{false});
     CHECK(floats(got[0].second)[1] == 4.0f);
   }
@@ -674,17 +672,17 @@ TEST_CASE("pth: broken zip containers are refused") {
       std::memcpy(s.data() + at, &value, width);
       return write_file("patched.pth", s);
     };
-    CHECK_HAS(error_of(patched(locator + 8, uint64_t{1} << 60, 8)), "where there is no zip64 end record");
-    CHECK_HAS(error_of(patched(z64 + 32, ~uint64_t{0}, 8)), "members cannot fit in a central directory");
-    CHECK_HAS(error_of(patched(z64 + 40, ~uint64_t{0}, 8)), "does not fit before the end records");
-    CHECK_HAS(error_of(patched(z64 + 48, ~uint64_t{0} - 5, 8)), "does not fit before the end records");
+    AE_CHECK_CONTAINS(error_of(patched(locator + 8, uint64_t{1} << 60, 8)), "where there is no zip64 end record");
+    AE_CHECK_CONTAINS(error_of(patched(z64 + 32, ~uint64_t{0}, 8)), "members cannot fit in a central directory");
+    AE_CHECK_CONTAINS(error_of(patched(z64 + 40, ~uint64_t{0}, 8)), "does not fit before the end records");
+    AE_CHECK_CONTAINS(error_of(patched(z64 + 48, ~uint64_t{0} - 5, 8)), "does not fit before the end records");
     const std::size_t cd = good.find(lit("PK\x01\x02"));
-    CHECK_HAS(error_of(patched(cd + 20, 0xFFFFFFF0u, 4)), "run past the end of the");  // compressed size
-    CHECK_HAS(error_of(patched(cd + 42, 0x7FFFFFFFu, 4)), "no local header at byte 2147483647");
-    CHECK_HAS(error_of(patched(cd + 28, 0xFFFFu, 2)), "runs past the end of the directory");  // name length
-    CHECK_HAS(error_of(patched(cd + 8, 0x0809u, 2)), "is encrypted");
-    CHECK_HAS(error_of(patched(cd + 46, 'X', 1)), "its local header at byte 0 names 'archive/data.pkl'");
-    CHECK_HAS(error_of(patched(cd, 0, 4)), "central directory entry 0");
+    AE_CHECK_CONTAINS(error_of(patched(cd + 20, 0xFFFFFFF0u, 4)), "run past the end of the");  // compressed size
+    AE_CHECK_CONTAINS(error_of(patched(cd + 42, 0x7FFFFFFFu, 4)), "no local header at byte 2147483647");
+    AE_CHECK_CONTAINS(error_of(patched(cd + 28, 0xFFFFu, 2)), "runs past the end of the directory");  // name length
+    AE_CHECK_CONTAINS(error_of(patched(cd + 8, 0x0809u, 2)), "is encrypted");
+    AE_CHECK_CONTAINS(error_of(patched(cd + 46, 'X', 1)), "its local header at byte 0 names 'archive/data.pkl'");
+    AE_CHECK_CONTAINS(error_of(patched(cd, 0, 4)), "central directory entry 0");
   }
   SUBCASE("zip64 extra field missing a saturated value") {
     ZipStyle st;
@@ -693,12 +691,12 @@ TEST_CASE("pth: broken zip containers are refused") {
     const std::size_t cd = s.find(lit("PK\x01\x02"));
     const uint16_t short_len = 8;  // only the size; compressed size and offset are missing
     std::memcpy(s.data() + cd + 46 + std::string("archive/data.pkl").size() + 2, &short_len, 2);
-    CHECK_HAS(error_of(write_file("z64short.pth", s)), "zip64 extra field without its compressed size");
+    AE_CHECK_CONTAINS(error_of(write_file("z64short.pth", s)), "zip64 extra field without its compressed size");
   }
   SUBCASE("a duplicate member name") {
     auto m = small_members();
     m.push_back(m[1]);
-    CHECK_HAS(error_of(write_file("dup.pth", make_zip(m))), "member 'archive/data/0' appears twice");
+    AE_CHECK_CONTAINS(error_of(write_file("dup.pth", make_zip(m))), "member 'archive/data/0' appears twice");
   }
 }
 
@@ -718,7 +716,7 @@ TEST_CASE("pth: flipping each byte of data.pkl gives a clean ae::Error or a vali
         for (const auto& [name, t] : got) CHECK(t.defined());
       } catch (const ae::Error& e) {
         ++refused;
-        CHECK_HAS(std::string(e.what()), "flipped.pth");
+        AE_CHECK_CONTAINS(std::string(e.what()), "flipped.pth");
       }
     }
   }
@@ -728,7 +726,7 @@ TEST_CASE("pth: flipping each byte of data.pkl gives a clean ae::Error or a vali
   std::string s = make_zip(small_members());
   const std::size_t at = s.find(pickle) + 40;
   s[at] = static_cast<char>(s[at] ^ 0x01);
-  CHECK_HAS(error_of(write_file("flipped_crc.pth", s)), "member 'archive/data.pkl' fails its CRC-32 check");
+  AE_CHECK_CONTAINS(error_of(write_file("flipped_crc.pth", s)), "member 'archive/data.pkl' fails its CRC-32 check");
 }
 
 }  // namespace

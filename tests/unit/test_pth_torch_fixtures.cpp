@@ -11,10 +11,11 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
+#include "tests/support/files.h"
 #include "weights_tools/pth_reader.h"
 #include "weights_tools/zip_reader.h"
 
@@ -29,13 +30,6 @@ struct Fixtures {
   std::string error;        // non-empty: the generator failed (a test failure, not a skip)
   nlohmann::json expected;
 };
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 Fixtures generate() {
   Fixtures f;
@@ -54,10 +48,10 @@ Fixtures generate() {
   const std::string cmd = std::string(python) + " '" + ae::test::source_dir() + "/weights_tools/make_fixtures.py' '" +
                           f.dir + "' > '" + log + "' 2>&1";
   if (std::system(cmd.c_str()) != 0) {
-    f.error = "make_fixtures.py failed:\n" + slurp(log);
+    f.error = "make_fixtures.py failed:\n" + ae::test::read_file_if_present(log);
     return f;
   }
-  f.expected = nlohmann::json::parse(slurp(f.dir + "/expected.json"));
+  f.expected = nlohmann::json::parse(ae::test::read_file_if_present(f.dir + "/expected.json"));
   return f;
 }
 
@@ -72,17 +66,10 @@ const Fixtures* fixtures() {
   return &f;
 }
 
+// The ae::Error message of read_pth(path) (a failed check when it reads the file).
 std::string error_of(const std::string& path) {
-  try {
-    read_pth(path);
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
+  return ae::test::error_of([&] { read_pth(path); });
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-#define CHECK_HAS(msg, part) CHECK_MESSAGE(contains(msg, part), "message: " << msg << "\nexpected to contain: " << part)
 
 std::vector<double> values_of(const ae::Tensor& t) {
   std::vector<double> v(static_cast<std::size_t>(t.numel()));
@@ -157,16 +144,16 @@ TEST_CASE("torch fixtures: other torch formats are refused with what they are an
   const Fixtures* f = fixtures();
   if (f == nullptr) return;
   const std::string legacy = error_of(f->dir + "/legacy.pth");
-  CHECK_HAS(legacy, "legacy non-zip format");
-  CHECK_HAS(legacy, "torch.save(model.state_dict(), path)");
+  AE_CHECK_CONTAINS(legacy, "legacy non-zip format");
+  AE_CHECK_CONTAINS(legacy, "torch.save(model.state_dict(), path)");
   const std::string script = error_of(f->dir + "/torchscript.pt");
-  CHECK_HAS(script, "TorchScript archive");
-  CHECK_HAS(script, "state_dict()");
+  AE_CHECK_CONTAINS(script, "TorchScript archive");
+  AE_CHECK_CONTAINS(script, "state_dict()");
   const std::string whole = error_of(f->dir + "/whole_model.pth");
-  CHECK_HAS(whole, "'torchvision.models.resnet ResNet'");
-  CHECK_HAS(whole, "whole model");
-  CHECK_HAS(whole, "torch.save(model.state_dict(), path)");
-  CHECK_HAS(whole, "member 'whole_model/data.pkl'");
+  AE_CHECK_CONTAINS(whole, "'torchvision.models.resnet ResNet'");
+  AE_CHECK_CONTAINS(whole, "whole model");
+  AE_CHECK_CONTAINS(whole, "torch.save(model.state_dict(), path)");
+  AE_CHECK_CONTAINS(whole, "member 'whole_model/data.pkl'");
 }
 
 TEST_CASE("torch fixtures: a truncated or corrupted resnet18 file is refused") {
@@ -185,7 +172,7 @@ TEST_CASE("torch fixtures: a truncated or corrupted resnet18 file is refused") {
     CAPTURE(cut);
     write(bytes.substr(0, cut));
     const std::string msg = error_of(path);
-    CHECK_HAS(msg, "damaged.pth");
+    AE_CHECK_CONTAINS(msg, "damaged.pth");
   }
   // One flipped bit inside conv1.weight's storage: caught by the CRC-32 check.
   const ae::weights::MappedFile mapped(f->dir + "/resnet18.pth");
@@ -196,7 +183,7 @@ TEST_CASE("torch fixtures: a truncated or corrupted resnet18 file is refused") {
   std::string flipped = bytes;
   flipped[member->data_offset + 1000] ^= 0x01;
   write(flipped);
-  CHECK_HAS(error_of(path), "member 'resnet18/data/0' fails its CRC-32 check");
+  AE_CHECK_CONTAINS(error_of(path), "member 'resnet18/data/0' fails its CRC-32 check");
   std::filesystem::remove(path);
 }
 

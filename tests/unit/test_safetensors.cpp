@@ -2,13 +2,11 @@
 // written by hand the way the spec (and Python's safetensors) lays them out, and refusal of
 // every kind of corrupted file with a message that says what and where.
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -18,40 +16,19 @@
 #include "runtime/crc32.h"
 #include "runtime/error.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
+#include "tests/support/files.h"
 
 namespace fs = std::filesystem;
 using ae::DType;
 using ae::Tensor;
+using ae::test::bitwise_equal;
+using ae::test::error_of;
+using ae::test::read_file;
+using ae::test::TempDir;
+using ae::test::write_file;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("ae_safetensors_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
 
 std::string le64(uint64_t n) {
   std::string s(8, '\0');
@@ -75,18 +52,9 @@ template <typename T> Tensor tensor_of(const ae::Shape& shape, const std::vector
   return t;
 }
 
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
 // Reads `path` expecting an ae::Error whose message holds the path and every one of `parts`.
 void expect_refused(const std::string& path, const std::vector<std::string>& parts) {
-  std::string message = "<no ae::Error thrown>";
-  try {
-    (void)ae::st::read_safetensors(path);
-  } catch (const ae::Error& e) {
-    message = e.what();
-  }
+  const std::string message = error_of([&] { (void)ae::st::read_safetensors(path); });
   INFO("message: " << message);
   CHECK(message.find(path) != std::string::npos);
   for (const std::string& part : parts) {
@@ -97,18 +65,13 @@ void expect_refused(const std::string& path, const std::vector<std::string>& par
 
 void expect_refused_bytes(const TempDir& dir, const std::string& bytes, const std::vector<std::string>& parts) {
   const std::string path = dir.file("bad.safetensors");
-  write_bytes(path, bytes);
+  write_file(path, bytes);
   expect_refused(path, parts);
 }
 
 std::string write_error(const std::string& path, const ae::st::NamedTensors& tensors,
                         const std::map<std::string, std::string>& metadata) {
-  try {
-    ae::st::write_safetensors(path, tensors, metadata);
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "<no ae::Error thrown>";
+  return error_of([&] { ae::st::write_safetensors(path, tensors, metadata); });
 }
 
 }  // namespace
@@ -149,7 +112,7 @@ TEST_CASE("safetensors: round trip of f32, i64, u8, zero-size and 0-d tensors wi
     CHECK(loaded.tensors[i].first == tensors[i].first);
     CHECK(loaded.tensors[i].second.shape() == tensors[i].second.shape());
     CHECK(loaded.tensors[i].second.dtype() == tensors[i].second.dtype());
-    CHECK(same_bytes(loaded.tensors[i].second, tensors[i].second));  // bit-exact, NaN and -0 included
+    CHECK(bitwise_equal(loaded.tensors[i].second, tensors[i].second));  // bit-exact, NaN and -0 included
   }
 }
 
@@ -177,7 +140,7 @@ TEST_CASE("safetensors: many tensors of varied sizes keep their order, views wri
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     CHECK(loaded.tensors[i].first == tensors[i].first);
     CHECK(loaded.tensors[i].second.shape() == tensors[i].second.shape());
-    CHECK(same_bytes(loaded.tensors[i].second, tensors[i].second));
+    CHECK(bitwise_equal(loaded.tensors[i].second, tensors[i].second));
   }
   CHECK(loaded.tensors.back().second.to_vector() == big.rows(3, 5).to_vector());
 }
@@ -189,7 +152,7 @@ TEST_CASE("safetensors: byte-exact layout of a small file") {
   const Tensor b = tensor_of<uint8_t>({3}, {7, 8, 9});
   const Tensor c = tensor_of<int64_t>({1, 1}, {-2});
   ae::st::write_safetensors(path, {{"a", a}, {"b", b}, {"c", c}}, {{"format", "aesthete"}});
-  const std::string bytes = read_bytes(path);
+  const std::string bytes = read_file(path);
 
   // 8-byte little-endian header length, spelled out byte by byte.
   REQUIRE(bytes.size() >= 8);
@@ -222,7 +185,7 @@ TEST_CASE("safetensors: no tensors and no metadata is a valid file") {
   TempDir dir;
   const std::string path = dir.file("empty.safetensors");
   ae::st::write_safetensors(path, {}, {});
-  const std::string bytes = read_bytes(path);
+  const std::string bytes = read_file(path);
   CHECK(bytes == le64(8) + "{}      ");
   const auto loaded = ae::st::read_safetensors(path);
   CHECK(loaded.tensors.empty());
@@ -238,7 +201,7 @@ TEST_CASE("safetensors: a file laid out as the spec and Python's safetensors wri
   const std::string header =
       R"({"__metadata__":{"format":"pt"},"weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]},)"
       R"("bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}   )";
-  write_bytes(path, st_bytes(header, raw_of<float>({0.5f, -0.5f}) + raw_of<float>({1, 2, 3, 4})));
+  write_file(path, st_bytes(header, raw_of<float>({0.5f, -0.5f}) + raw_of<float>({1, 2, 3, 4})));
   const auto loaded = ae::st::read_safetensors(path);
   CHECK(loaded.metadata == std::map<std::string, std::string>{{"format", "pt"}});
   REQUIRE(loaded.tensors.size() == 2);
@@ -249,7 +212,7 @@ TEST_CASE("safetensors: a file laid out as the spec and Python's safetensors wri
   CHECK(loaded.tensors[1].second.to_vector() == std::vector<float>{1, 2, 3, 4});
 
   // No metadata at all and a tensor with a zero dimension (no bytes) is fine too.
-  write_bytes(path, st_bytes(R"({"x":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}})", ""));
+  write_file(path, st_bytes(R"({"x":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}})", ""));
   const auto minimal = ae::st::read_safetensors(path);
   REQUIRE(minimal.tensors.size() == 1);
   CHECK(minimal.tensors[0].second.shape() == ae::Shape{0, 5});
@@ -272,7 +235,7 @@ TEST_CASE("safetensors: F16, BF16 and F64 load as f32; I32 loads as i64") {
                              std::to_string(o2) + "," + std::to_string(o3) +
                              R"(]},"i":{"dtype":"I32","shape":[3],"data_offsets":[)" + std::to_string(o3) + "," +
                              std::to_string(o4) + "]}}";
-  write_bytes(path, st_bytes(header, data));
+  write_file(path, st_bytes(header, data));
   const auto loaded = ae::st::read_safetensors(path);
   REQUIRE(loaded.tensors.size() == 4);
 
@@ -293,7 +256,7 @@ TEST_CASE("safetensors: F16, BF16 and F64 load as f32; I32 loads as i64") {
         std::vector<int64_t>{-5, 2147483647, INT32_MIN});
 
   // An F64 value outside the f32 range is refused, not silently turned into infinity.
-  write_bytes(path, st_bytes(R"({"big":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}})", raw_of<double>({1, 1e300})));
+  write_file(path, st_bytes(R"({"big":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}})", raw_of<double>({1, 1e300})));
   expect_refused(path, {"'big'", "element 1", "does not fit in f32"});
 }
 
@@ -302,7 +265,7 @@ TEST_CASE("safetensors: truncated files are refused at every point") {
   const std::string good = dir.file("good.safetensors");
   ae::st::write_safetensors(good, {{"w", ae::test::random_tensor({16}, 3)}, {"v", ae::test::random_tensor({4}, 4)}},
                             {{"k", "v"}});
-  const std::string bytes = read_bytes(good);
+  const std::string bytes = read_file(good);
   const uint64_t n = bytes.size() - 8 - 80;
   for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{7}}) {
     INFO("truncated to " << size);
@@ -412,7 +375,7 @@ TEST_CASE("safetensors: metadata and checksums are validated") {
 
   // The right checksum is accepted and removed from the user metadata.
   const std::string path = dir.file("ok.safetensors");
-  write_bytes(path, st_bytes(R"({"__metadata__":{"crc32.t":")" + crc_ab + R"(","user":"x"},)" + u8 + "}", "ab"));
+  write_file(path, st_bytes(R"({"__metadata__":{"crc32.t":")" + crc_ab + R"(","user":"x"},)" + u8 + "}", "ab"));
   CHECK(ae::st::read_safetensors(path).metadata == std::map<std::string, std::string>{{"user", "x"}});
 }
 
@@ -421,7 +384,7 @@ TEST_CASE("safetensors: a flipped data byte is caught by the CRC, naming the ten
   const std::string path = dir.file("model.safetensors");
   ae::st::write_safetensors(path, {{"first", ae::test::random_tensor({8}, 5)}, {"second", ae::test::random_tensor({8}, 6)}},
                             {});
-  std::string bytes = read_bytes(path);
+  std::string bytes = read_file(path);
   const std::size_t data_start = bytes.size() - 64;
   for (std::size_t offset : {std::size_t{0}, std::size_t{31}, std::size_t{32}, std::size_t{63}}) {
     std::string corrupted = bytes;
@@ -472,12 +435,12 @@ TEST_CASE("safetensors: every truncation and random byte corruption is an ae::Er
                              {"n", tensor_of<int64_t>({}, {12})},
                              {"m", tensor_of<uint8_t>({3}, {1, 2, 3})}},
                             {{"format", "1"}});
-  const std::string bytes = read_bytes(good);
+  const std::string bytes = read_file(good);
   const std::string path = dir.file("mutant.safetensors");
 
   // Every proper prefix is refused: nothing before the last byte is a complete file.
   for (std::size_t size = 0; size < bytes.size(); ++size) {
-    write_bytes(path, bytes.substr(0, size));
+    write_file(path, bytes.substr(0, size));
     CHECK_THROWS_AS(ae::st::read_safetensors(path), ae::Error);
   }
 
@@ -495,7 +458,7 @@ TEST_CASE("safetensors: every truncation and random byte corruption is an ae::Er
     std::string mutant = bytes;
     const int flips = 1 + static_cast<int>(next() % 4);
     for (int f = 0; f < flips; ++f) mutant[next() % mutant.size()] = static_cast<char>(next() & 0xff);
-    write_bytes(path, mutant);
+    write_file(path, mutant);
     try {
       const auto loaded = ae::st::read_safetensors(path);
       // Accepted: the data section must then be intact (the CRCs cover it).

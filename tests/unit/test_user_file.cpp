@@ -4,48 +4,33 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <set>
 
-#include <unistd.h>
 
 #include "model/checkpoint.h"
 #include "model/safetensors.h"
 #include "model/sha256.h"
 #include "model/user_file.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
+#include "tests/support/files.h"
 
 using namespace ae;
 using namespace ae::model;
+using ae::test::bitwise_equal;
+using ae::test::error_of;
+using ae::test::temp_path;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string temp_path(const std::string& name) {
-  return (fs::temp_directory_path() / ("ae_test_user_" + std::to_string(::getpid()) + "_" + name)).string();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 bool same_state(ResNet18& a, ResNet18& b) {
   const NamedTensors sa = a.state_dict(), sb = b.state_dict();
   if (sa.size() != sb.size()) return false;
   for (std::size_t i = 0; i < sa.size(); ++i)
-    if (sa[i].first != sb[i].first || !same_bytes(sa[i].second, sb[i].second)) return false;
+    if (sa[i].first != sb[i].first || !bitwise_equal(sa[i].second, sb[i].second)) return false;
   return true;
 }
 
@@ -241,8 +226,8 @@ TEST_CASE("generic model + user file == the user's full model, bit for bit") {
     apply_user_file(*rebuilt, file, "--model '" + generic.path + "'");
     CHECK(same_state(*rebuilt, *user));  // every parameter, running statistic and counter
     const Tensor got = rebuilt->forward(x), want = user->forward(x);
-    CHECK(same_bytes(got, want));
-    CHECK_FALSE(same_bytes(got, before));  // the user file did change the model
+    CHECK(bitwise_equal(got, want));
+    CHECK_FALSE(bitwise_equal(got, before));  // the user file did change the model
     if (!seed) {
       fs::remove(user_path);
       fs::remove(generic.path);
@@ -264,7 +249,7 @@ TEST_CASE("a user file is refused on another generic model, naming both digests,
                    ", but --model 'b.pth' has digest " + other_digest);
   const NamedTensors after = model->state_dict();
   bool unchanged = before.size() == after.size();
-  for (std::size_t i = 0; unchanged && i < before.size(); ++i) unchanged = same_bytes(before[i].second, after[i].second);
+  for (std::size_t i = 0; unchanged && i < before.size(); ++i) unchanged = bitwise_equal(before[i].second, after[i].second);
   CHECK(unchanged);
 
   // A model without adapters, or with another head, is refused before any digest is computed.

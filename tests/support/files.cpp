@@ -1,0 +1,59 @@
+#include "tests/support/files.h"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <system_error>
+
+namespace fs = std::filesystem;
+
+namespace ae::test {
+
+std::string temp_path(const std::string& name) {
+  return (fs::temp_directory_path() / ("ae_test_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+TempDir::TempDir() {
+  static int counter = 0;
+  path = temp_path("dir" + std::to_string(counter++));
+  fs::remove_all(path);
+  fs::create_directories(path);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
+  fs::remove_all(path, ec);
+}
+
+std::string TempDir::file(const std::string& name) const { return (path / name).string(); }
+
+std::vector<std::string> TempDir::entries() const {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
+  return names;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot open " << path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string read_file_if_present(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE_MESSAGE(out.good(), "cannot write " << path);
+}
+
+}  // namespace ae::test
