@@ -9,7 +9,7 @@
 
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/host_staging.h"
-#include "kernels/cuda/stream.h"
+#include "kernels/cuda/runtime.h"
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
@@ -93,7 +93,7 @@ TEST_CASE("the host source may change as soon as the upload returns; later kerne
   const Tensor dev = host.to(device());
   host.fill(-3.0f);  // would corrupt the device copy if a chunk were still read from `host`
   const Tensor sum = ops::add(dev, dev);  // queued after the upload on the backend's stream
-  cuda::synchronize_stream(cuda::backend_stream());
+  cuda::synchronize();
   CHECK(same_bytes(dev.to(Device::cpu()), original));
   AE_REQUIRE_OK(test::compare(sum.to(Device::cpu()), ops::add(original, original), test::Tolerance{0, 0, 0},
                               "add after upload"));
