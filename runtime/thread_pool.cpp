@@ -28,7 +28,24 @@ std::atomic<int>& requested_threads() {
   return n;
 }
 
-// Workers 1..parts-1 of a job; the calling thread is part 0. One job at a time (busy_).
+// A job's rows are cut into a few chunks per thread, and every participant (the caller and the
+// woken workers) claims chunks until none are left. So a worker that the OS has not scheduled
+// yet (a busy machine) simply gets fewer chunks, or none: the caller never waits for a thread
+// that has not started, only for chunks already being worked on.
+constexpr int64_t kChunksPerThread = 4;
+
+// The claim word: job generation (32 bits) | chunk count (16) | next unclaimed chunk (16).
+// Holding the generation and the count in the same word as the cursor makes a claim by a late
+// worker from an older job fail atomically instead of running a chunk of the wrong job.
+struct Claim {
+  static constexpr uint64_t kMaxChunks = 0xFFFF;
+  static uint64_t pack(uint32_t generation, uint64_t chunks) { return uint64_t(generation) << 32 | chunks << 16; }
+  static uint32_t generation(uint64_t word) { return static_cast<uint32_t>(word >> 32); }
+  static int64_t chunks(uint64_t word) { return static_cast<int64_t>((word >> 16) & kMaxChunks); }
+  static int64_t next(uint64_t word) { return static_cast<int64_t>(word & kMaxChunks); }
+};
+
+// Workers 1..threads-1 of a job; the calling thread takes part too. One job at a time (busy_).
 class SleepingPool {
  public:
   SleepingPool() = default;
@@ -37,59 +54,77 @@ class SleepingPool {
   SleepingPool& operator=(const SleepingPool&) = delete;
 
   // False when another thread's job is running; the caller then runs its loop inline.
-  bool try_run(int parts, int64_t count, const std::function<void(int64_t, int64_t)>& body) {
+  bool try_run(int threads, int64_t chunks, int64_t count, const std::function<void(int64_t, int64_t)>& body) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
+    uint32_t generation = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      // Grow to parts-1 workers. A new worker starts from the current generation, so it
+      // Grow to threads-1 workers. A new worker starts from the current generation, so it
       // waits for the job published below rather than replaying an old one.
-      while (static_cast<int>(workers_.size()) < parts - 1) {
+      while (static_cast<int>(workers_.size()) < threads - 1) {
         const int index = static_cast<int>(workers_.size()) + 1;
         workers_.emplace_back([this, index, seen = generation_] { work(index, seen); });
       }
+      // No chunk of the previous job is running (its caller waited for all of them), so
+      // these fields are free to change; the release store of claim_ publishes them.
       body_ = &body;
       count_ = count;
-      parts_ = parts;
-      pending_ = parts - 1;
-      ++generation_;
+      done_chunks_.store(0, std::memory_order_relaxed);
+      generation = ++generation_;
+      threads_ = threads;
+      claim_.store(Claim::pack(generation, static_cast<uint64_t>(chunks)), std::memory_order_release);
     }
     wake_.notify_all();
-    run_part(0);
+    run_chunks(generation);
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-    body_ = nullptr;
+    done_.wait(lock, [&] { return done_chunks_.load(std::memory_order_acquire) == chunks; });
     return true;
   }
 
  private:
-  void run_part(int part) const {
-    const int64_t begin = count_ * part / parts_, end = count_ * (part + 1) / parts_;
-    if (begin < end) (*body_)(begin, end);
+  // Claims and runs chunks of job `generation` until none are left (or a newer job started).
+  void run_chunks(uint32_t generation) {
+    uint64_t word = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      if (Claim::generation(word) != generation || Claim::next(word) >= Claim::chunks(word)) return;
+      if (!claim_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        continue;  // `word` now holds the current value: re-check it
+      }
+      // The claimed chunk keeps this job (and body_, count_) alive until it is counted done.
+      const int64_t chunk = Claim::next(word), chunks = Claim::chunks(word);
+      const int64_t begin = count_ * chunk / chunks, end = count_ * (chunk + 1) / chunks;
+      if (begin < end) (*body_)(begin, end);
+      if (done_chunks_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+        std::lock_guard<std::mutex> lock(mutex_);  // the caller checks its predicate under mutex_
+        done_.notify_one();
+      }
+      word = claim_.load(std::memory_order_acquire);
+    }
   }
 
-  void work(int index, uint64_t seen) {
+  void work(int index, uint32_t seen) {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       wake_.wait(lock, [&] { return generation_ != seen; });
       seen = generation_;
-      if (index >= parts_) continue;  // this job uses fewer threads
+      if (index >= threads_) continue;  // this job uses fewer threads
       lock.unlock();
-      run_part(index);
+      run_chunks(seen);
       lock.lock();
-      if (--pending_ == 0) done_.notify_one();
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex busy_;   // held by the thread whose job is running
-  std::mutex mutex_;  // guards the fields below
+  std::mutex mutex_;  // guards generation_, threads_ and the sleeping/waking below
   std::condition_variable wake_, done_;
-  uint64_t generation_ = 0;
+  uint32_t generation_ = 0;
+  int threads_ = 1;
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_chunks_{0};
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t count_ = 0;
-  int parts_ = 1;
-  int pending_ = 0;
 };
 
 SleepingPool& pool() {
@@ -112,8 +147,11 @@ void set_thread_count(int threads) {
 void parallel_rows(int64_t count, int64_t min_rows_per_thread, const std::function<void(int64_t, int64_t)>& body) {
   if (count <= 0) return;
   const int64_t by_size = count / std::max<int64_t>(1, min_rows_per_thread);
-  const int parts = static_cast<int>(std::min<int64_t>(thread_count(), by_size));
-  if (parts >= 2 && pool().try_run(parts, count, body)) return;
+  const int threads = static_cast<int>(std::min<int64_t>(thread_count(), by_size));
+  if (threads >= 2) {
+    const int64_t chunks = std::min<int64_t>(by_size, threads * kChunksPerThread);
+    if (pool().try_run(threads, chunks, count, body)) return;
+  }
   body(0, count);
 }
 
