@@ -27,9 +27,11 @@ inline constexpr int kMaxThreads = 256;
 void set_thread_count(int threads);
 
 // Calls body(begin, end) on disjoint contiguous parts covering [0, count), in parallel when
-// count >= 2 * min_rows_per_thread, and returns when all parts are done. At most thread_count()
-// parts; the calling thread runs the first. body must not throw. Calls from several threads at
-// once are safe: one runs in parallel, the others inline (so nested calls run inline too).
+// count >= 2 * min_rows_per_thread, and returns when all parts are done. Parts hold at least
+// min_rows_per_thread rows; there are a few per thread, claimed by whichever thread is free (the
+// caller included), on at most thread_count() threads. Which thread runs which part, and how
+// many parts there are, must not matter to the result. body must not throw. Calls from several
+// threads at once are safe: one runs in parallel, the others inline (so nested calls run inline).
 void parallel_rows(int64_t count, int64_t min_rows_per_thread, const std::function<void(int64_t, int64_t)>& body);
 
 }  // namespace ae
