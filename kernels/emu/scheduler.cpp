@@ -117,9 +117,12 @@ std::string where(const Block& b, const Fiber& f) {
   return os.str();
 }
 
-// Releases every warp barrier whose lanes have all arrived. Returns whether any was released.
-bool release_warp_barriers(Block& b) {
-  bool released = false;
+// Releases the barrier of one warp, chosen at random among those whose lanes have all arrived, so
+// that warps drift apart between block barriers as they do on a GPU (releasing every warp at once
+// would run warp-synchronous code, e.g. mma loops, in lockstep across warps and hide a missing
+// __syncthreads between them). Returns whether one was released.
+bool release_warp_barriers(Block& b, std::mt19937_64& rng) {
+  std::vector<std::pair<int, unsigned>> complete_barriers;  // (warp, mask)
   const int warp_count = static_cast<int>(b.warps.size());
   for (int w = 0; w < warp_count; ++w) {
     const int first = w * kWarpSize;
@@ -128,6 +131,8 @@ bool release_warp_barriers(Block& b) {
       Fiber& f = b.fibers[static_cast<std::size_t>(i)];
       if (f.state != FiberState::at_warp_barrier) continue;
       const unsigned mask = f.warp_mask;
+      // A group of lanes is checked once, from its lowest lane.
+      if ((mask >> (i - first) & 1u) && (mask & ((1u << (i - first)) - 1u)) != 0) continue;
       bool complete = true;
       for (int j = first; j < last; ++j) {
         if (!(mask >> (j - first) & 1u)) continue;
@@ -144,14 +149,18 @@ bool release_warp_barriers(Block& b) {
                                                           << " disagree on the warp mask (0x" << std::hex << mask
                                                           << " vs 0x" << g.warp_mask << ")");
       }
-      if (!complete) continue;
-      for (int j = first; j < last; ++j) {
-        if (mask >> (j - first) & 1u) b.fibers[static_cast<std::size_t>(j)].state = FiberState::ready;
-      }
-      released = true;
+      if (complete) complete_barriers.emplace_back(w, mask);
     }
   }
-  return released;
+  if (complete_barriers.empty()) return false;
+  std::uniform_int_distribution<std::size_t> pick(0, complete_barriers.size() - 1);
+  const auto [w, mask] = complete_barriers[pick(rng)];
+  const int first = w * kWarpSize;
+  const int last = std::min(first + kWarpSize, static_cast<int>(b.fibers.size()));
+  for (int j = first; j < last; ++j) {
+    if (mask >> (j - first) & 1u) b.fibers[static_cast<std::size_t>(j)].state = FiberState::ready;
+  }
+  return true;
 }
 
 bool release_block_barrier(Block& b) {
@@ -209,7 +218,7 @@ void run_block(Block& b, StackPool& stacks, const ucontext_t& prototype, std::mt
       if (b.fibers[i].state == FiberState::ready) order.push_back(i);
     }
     if (order.empty()) {
-      if (release_warp_barriers(b) || release_block_barrier(b)) continue;
+      if (release_warp_barriers(b, rng) || release_block_barrier(b)) continue;
       for (const Fiber& f : b.fibers) {
         if (f.state != FiberState::done) report_deadlock(b);
       }

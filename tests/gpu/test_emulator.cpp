@@ -4,6 +4,7 @@
 // checks have no meaning, so the gpu-real/ variant of this binary reports Skipped.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -57,7 +58,43 @@ __global__ void huge_static_shared_kernel(float* out) {
   out[threadIdx.x] = big[threadIdx.x];
 }
 
+// Four warps take kSteps warp-synchronous steps; at each step lane 0 publishes its warp's progress
+// and records how many steps ahead of the slowest other warp it is. Warps that may drift apart
+// between block barriers (as on a GPU) show lags above 1; warps run in lockstep never do.
+constexpr int kSteps = 16;
+__global__ void warp_drift_kernel(int* max_lag) {
+  AE_SHARED(int, progress, 4);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  if (lane == 0) progress[warp] = 0;
+  __syncthreads();
+  int lag = 0;
+  for (int step = 1; step <= kSteps; ++step) {
+    if (lane == 0) {
+      progress[warp] = step;
+      for (int other = 0; other < 4; ++other) lag = std::max(lag, step - progress[other]);
+    }
+    __syncwarp();
+  }
+  if (lane == 0) max_lag[warp] = lag;
+}
+
 }  // namespace
+
+TEST_CASE("warps drift apart between block barriers, so warp-synchronous code is not run in lockstep") {
+  AE_GPU_TEST_PRELUDE();
+  ae::Tensor lags = ae::Tensor::zeros({4 * 4}, ae::DType::u8, device());
+  int largest = 0;
+  for (int launch = 0; launch < 4; ++launch) {
+    AE_LAUNCH(warp_drift_kernel, dim3(1), dim3(128), 0, nullptr, reinterpret_cast<int*>(lags.data<uint8_t>()));
+    const ae::Tensor host = lags.to(ae::Device::cpu());
+    int values[4];
+    std::memcpy(values, host.raw(), sizeof(values));
+    for (int v : values) largest = std::max(largest, v);
+  }
+  MESSAGE("largest lead of one warp over another: " << largest << " steps");
+  CHECK(largest >= 2);
+  require_guards_intact();
+}
 
 TEST_CASE("a missing __syncthreads gives a wrong result for some scheduling seed") {
   AE_GPU_TEST_PRELUDE();
