@@ -28,6 +28,7 @@ struct BenchArgs {
   int size = 224;
   int steps = 5;
   int workers = 0;  // 0 = hardware threads
+  std::string precision = "f32";
 };
 
 using Clock = std::chrono::steady_clock;
@@ -69,11 +70,12 @@ void bench_model(const BenchArgs& a, Device device) {
   const double infer_s = seconds_since(t0);
   const double imgs = static_cast<double>(a.batch * a.steps);
   const double gflop_fwd = 3.63 * (a.size / 224.0) * (a.size / 224.0);  // ResNet-18 at 224: 1.81 GMAC
-  std::printf("train-step  device=%s batch=%lld size=%d  %.2f images/s  (%.1f GFLOP/s at 3x forward)\n",
-              device.str().c_str(), static_cast<long long>(a.batch), a.size, imgs / train_s,
+  std::printf("train-step  device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s at 3x forward)\n",
+              device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / train_s,
               3 * gflop_fwd * imgs / train_s);
-  std::printf("inference   device=%s batch=%lld size=%d  %.2f images/s  (%.1f GFLOP/s)\n", device.str().c_str(),
-              static_cast<long long>(a.batch), a.size, imgs / infer_s, gflop_fwd * imgs / infer_s);
+  std::printf("inference   device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s)\n",
+              device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / infer_s,
+              gflop_fwd * imgs / infer_s);
 }
 
 // Decode + augment throughput of the loader on FLICKR-AES-sized JPEGs (500x375).
@@ -119,7 +121,13 @@ void run_bench(const BenchArgs& a) {
   AE_CHECK(a.what == "all" || a.what == "model" || a.what == "loader",
            "--what must be all, model or loader, got '" << a.what << "'");
   AE_CHECK(a.batch >= 2 && a.size >= 32 && a.steps >= 1, "bench: need --batch >= 2, --size >= 32, --steps >= 1");
-  if (a.what != "loader") bench_model(a, resolve_device(a.device));
+  apply_conv_math(a.precision, "--precision");
+  if (a.what != "loader") {
+    const Device device = resolve_device(a.device);
+    AE_CHECK(device.is_cuda() || a.precision == "f32",
+             "--precision " << a.precision << ": the CPU backend computes in f32 only");
+    bench_model(a, device);
+  }
   if (a.what != "model") bench_loader(a);
 }
 
@@ -133,6 +141,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--batch", a->batch)->capture_default_str();
   cmd->add_option("--size", a->size)->capture_default_str();
   cmd->add_option("--steps", a->steps, "Timed steps after one warm-up step")->capture_default_str();
+  cmd->add_option("--precision", a->precision, "CUDA convolution arithmetic: f32, tf32 or bf16 (as --conv-math)")
+      ->capture_default_str();
   cmd->add_option("--workers", a->workers, "Loader threads for the second loader run (0 = all cores)")
       ->capture_default_str();
   cmd->callback([a] { run_bench(*a); });

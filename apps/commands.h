@@ -23,6 +23,10 @@ int exit_code();
 // The process arguments (for "continue with" hints).
 const std::vector<std::string>& command_line();
 
+// Arithmetic of the CUDA convolutions: f32 (default), tf32 or bf16 (tensor cores, f32 accumulate).
+// `where` names the flag in errors. Without a CUDA backend only f32 is accepted.
+void apply_conv_math(const std::string& text, const std::string& where);
+
 // "auto" = a CUDA device when one is usable, else the CPU (saying so once); "cpu", "cuda[:N]".
 Device resolve_device(const std::string& text);
 

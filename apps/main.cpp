@@ -7,6 +7,7 @@
 #include "runtime/error.h"
 #include "runtime/log.h"
 #ifdef AE_WITH_CUDA
+#include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -34,6 +35,14 @@ static std::string cuda_unusable_reason() {
 #endif
 }
 
+void apply_conv_math(const std::string& text, const std::string& where) {
+#ifdef AE_WITH_CUDA
+  cuda::set_conv_math(cuda::parse_conv_math(text, where));
+#else
+  AE_CHECK(text == "f32", where << " " << text << ": this build has no CUDA backend, so convolutions run in f32 on the CPU");
+#endif
+}
+
 Device resolve_device(const std::string& text) {
   if (text == "auto") {
     const std::string why = cuda_unusable_reason();
@@ -58,11 +67,16 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "aesthete 0.1");
   bool quiet = false, verbose = false;
+  std::string conv_math;
   app.add_flag("-q,--quiet", quiet, "Only print results and errors");
   app.add_flag("-v,--verbose", verbose, "Print debugging detail");
+  app.add_option("--conv-math", conv_math,
+                 "CUDA convolution arithmetic: f32 (default), tf32 or bf16 (tensor cores, f32 accumulation)");
+  // Global options take effect before the chosen subcommand runs.
   app.parse_complete_callback([&] {
     if (quiet) ae::set_log_level(ae::LogLevel::warn);
     if (verbose) ae::set_log_level(ae::LogLevel::debug);
+    if (!conv_math.empty()) ae::app::apply_conv_math(conv_math, "--conv-math");
   });
   ae::app::add_score_command(app);
   ae::app::add_inspect_command(app);

@@ -4,8 +4,8 @@
 #   bench/compare.sh [BUILD] [--device cpu|cuda] [--batch N] [--size S] [--steps K] [--precision P]
 # PYTHON selects the interpreter with torch (default /usr/bin/python3, Debian's CPU PyTorch; on a
 # GPU machine use one whose PyTorch has CUDA, e.g. PYTHON=python3).
-# --precision (f32 default) goes to torch_peer.py; anything but f32 also goes to aesthete, which
-# refuses a precision it does not implement rather than compare unlike with unlike.
+# --precision (f32 default) goes to both sides; aesthete refuses a precision it cannot run on
+# the chosen device (the CPU is f32 only) rather than compare unlike with unlike.
 set -euo pipefail
 build=${1:-build}
 shift || true
@@ -17,7 +17,7 @@ while (($#)); do
     --precision)
       [[ $# -ge 2 ]] || { echo "compare.sh: --precision needs a value" >&2; exit 2; }
       peer_args+=("$1" "$2")
-      [[ "$2" == f32 ]] || ours_args+=("$1" "$2")
+      ours_args+=("$1" "$2")
       shift 2 ;;
     *)
       ours_args+=("$1")
