@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -41,6 +42,17 @@ ModelConfig config(HeadType head, bool adapters, uint64_t seed = 3, float dropou
 NamedTensors without(NamedTensors sd, const std::string& name) {
   std::erase_if(sd, [&](const auto& p) { return p.first == name; });
   return sd;
+}
+
+// (loss(value + eps) - loss(value - eps)) / 2eps, with `value` restored afterwards.
+double central_difference(float& value, double eps, const std::function<double()>& loss) {
+  const float saved = value;
+  value = saved + static_cast<float>(eps);
+  const double up = loss();
+  value = saved - static_cast<float>(eps);
+  const double down = loss();
+  value = saved;
+  return (up - down) / (2 * eps);
 }
 
 // Fills every adapter with small non-zero values so that adapter paths matter.
@@ -373,14 +385,7 @@ TEST_CASE("input gradient of the whole network matches central finite difference
   float* px = x.f32();
   const int64_t picks[] = {0, 97, 1000, 1535, 2049, 3071};
   for (int64_t i : picks) {
-    const float saved = px[i];
-    const double eps = 2e-3;
-    px[i] = saved + static_cast<float>(eps);
-    const double up = loss();
-    px[i] = saved - static_cast<float>(eps);
-    const double down = loss();
-    px[i] = saved;
-    const double numeric = (up - down) / (2 * eps);
+    const double numeric = central_difference(px[i], 2e-3, loss);
     CAPTURE(i);
     CAPTURE(numeric);
     CAPTURE(g[i]);
@@ -419,14 +424,7 @@ TEST_CASE("parameter gradients in train mode match finite differences") {
         std::max_element(grad.begin(), grad.end(), [](float a, float b) { return std::fabs(a) < std::fabs(b); }) -
         grad.begin());
     float* v = p->value.f32();
-    const float saved = v[i];
-    const double eps = 1e-3;
-    v[i] = saved + static_cast<float>(eps);
-    const double up = loss();
-    v[i] = saved - static_cast<float>(eps);
-    const double down = loss();
-    v[i] = saved;
-    const double numeric = (up - down) / (2 * eps);
+    const double numeric = central_difference(v[i], 1e-3, loss);
     const double analytic = grad[i];
     INFO(std::string(name) << ": numeric " << numeric << " analytic " << analytic);
     CHECK(std::fabs(numeric - analytic) <= 2e-4 + 3e-2 * std::fabs(numeric));
