@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "tests/support/check.h"
+#include "tests/support/files.h"
 #include "tests/support/run_command.h"
 #include "train/synthetic.h"
 
@@ -85,6 +86,24 @@ const std::string& reference_run() {
   return out;
 }
 
+// Starts `command` with /bin/sh, waits (three minutes at most) until `file` exists, sends the
+// command `signal` and returns its wait status.
+int signal_when_file_appears(const std::string& command, const std::string& file, int signal) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (!fs::exists(file) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, signal);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
 }  // namespace
 
 TEST_CASE("train learns the generated data set and writes its files") {
@@ -95,14 +114,12 @@ TEST_CASE("train learns the generated data set and writes its files") {
   CHECK(rows.back().spearman > 0.8);
   for (const char* f : {"model.safetensors", "last.safetensors", "metrics.csv", "report.html"})
     CHECK(fs::exists(fs::path(out) / f));
-  std::ifstream html(out + "/report.html");
-  std::stringstream ss;
-  ss << html.rdbuf();
-  CHECK(ss.str().find("<svg") != std::string::npos);
+  const std::string html = test::read_file(out + "/report.html");
+  CHECK(html.find("<svg") != std::string::npos);
   // Self-contained: nothing fetched from anywhere when the page is opened.
-  CHECK(ss.str().find("<script") == std::string::npos);
-  CHECK(ss.str().find("src=") == std::string::npos);
-  CHECK(ss.str().find("href=") == std::string::npos);
+  CHECK(html.find("<script") == std::string::npos);
+  CHECK(html.find("src=") == std::string::npos);
+  CHECK(html.find("href=") == std::string::npos);
   // The best model scores held-out-like images: its file is a normal model.
   const auto r = test::run_command(test::aesthete_binary() + " score --model " + out + "/model.safetensors " +
                                    data_dir() + "/img_00000.png");
@@ -130,20 +147,8 @@ TEST_CASE("a stopped run resumes to exactly the same losses") {
 
 TEST_CASE("a killed run (SIGKILL) resumes from its last saved state to the same losses") {
   const std::string out = test::build_dir() + "/train_e2e/killed";
-  const std::string cmd = train_cmd(out, "--epochs 4") + " > /dev/null 2>&1";
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
   // Kill it as soon as the first epoch's state is on disk (mid-way through epoch 2 or later).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-  while (!fs::exists(out + "/metrics.csv") && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  signal_when_file_appears(train_cmd(out, "--epochs 4") + " > /dev/null 2>&1", out + "/metrics.csv", SIGKILL);
   REQUIRE(fs::exists(out + "/last.safetensors"));
   const auto r = test::run_command(train_cmd(out, "--epochs 4 --resume"));
   INFO(r.err);
@@ -181,26 +186,13 @@ TEST_CASE("corrupt images are skipped and counted; a too-high learning rate stop
 TEST_CASE("Ctrl-C (SIGINT) finishes the step, saves the state, exits 0 and prints how to continue") {
   const std::string out = test::build_dir() + "/train_e2e/sigint";
   const std::string log = test::build_dir() + "/train_e2e/sigint.log";
-  const std::string cmd = train_cmd(out, "--epochs 6") + " > " + log + " 2>&1";
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-  while (!fs::exists(out + "/metrics.csv") && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  kill(pid, SIGINT);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  const int status =
+      signal_when_file_appears(train_cmd(out, "--epochs 6") + " > " + log + " 2>&1", out + "/metrics.csv", SIGINT);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  INFO(ss.str());
-  CHECK(ss.str().find("Continue with:") != std::string::npos);
+  const std::string printed = test::read_file(log);
+  INFO(printed);
+  CHECK(printed.find("Continue with:") != std::string::npos);
   const auto r = test::run_command(train_cmd(out, "--epochs 4 --resume"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
