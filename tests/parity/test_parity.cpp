@@ -11,17 +11,18 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
 #include "model/resnet18.h"
 #include "tests/support/check.h"
+#include "tests/support/files.h"
 #include "weights_tools/model_file.h"
 #include "weights_tools/pth_reader.h"
 
 using namespace ae;
+using ae::test::read_file_if_present;
 using namespace ae::model;
 namespace fs = std::filesystem;
 
@@ -38,13 +39,6 @@ std::pair<int, std::string> run(const std::string& command) {
   while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) out += buf.data();
   const int status = ::pclose(p);
   return {status, out};
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 const char* kCases[] = {"seed_train_224",   "seed_eval_224",  "adapter_train_224",
@@ -69,8 +63,9 @@ const std::string& reference_dir() {
   }
   const std::string script = test::source_dir() + "/weights_tools/make_reference.py";
   const std::string out = test::build_dir() + "/parity_ref";
-  const std::string stamp_text = version + "script bytes " + std::to_string(std::hash<std::string>{}(read_text(script)));
-  bool fresh = read_text(out + "/stamp") == stamp_text;
+  const std::string stamp_text =
+      version + "script bytes " + std::to_string(std::hash<std::string>{}(read_file_if_present(script)));
+  bool fresh = read_file_if_present(out + "/stamp") == stamp_text;
   for (const char* c : kCases) fresh = fresh && fs::exists(out + "/case_" + std::string(c) + ".pth");
   if (!fresh) {
     fs::create_directories(out);

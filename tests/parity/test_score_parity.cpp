@@ -20,10 +20,12 @@
 #include "model/checkpoint.h"
 #include "model/user_file.h"
 #include "tests/support/check.h"
+#include "tests/support/files.h"
 #include "tests/support/run_command.h"
 #include "weights_tools/model_file.h"
 
 using namespace ae;
+using ae::test::read_file_if_present;
 namespace fs = std::filesystem;
 
 namespace {
@@ -33,13 +35,6 @@ constexpr double kMaxRelativeError = 1e-4;
 // The CLI prints z-scores with 6 decimals; below this size the printed digits alone would exceed
 // the relative tolerance, so such a reference would make the comparison meaningless.
 constexpr double kMinReferenceMagnitude = 0.05;
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
@@ -78,10 +73,10 @@ const Reference* reference() {
   }
   const std::string tools = test::source_dir() + "/weights_tools";
   const std::string out = test::build_dir() + "/score_parity_ref";
-  const std::string stamp = version.out + "scripts " +
-                            std::to_string(std::hash<std::string>{}(read_text(tools + "/score_reference.py") +
-                                                                     read_text(tools + "/make_reference.py")));
-  if (read_text(out + "/stamp") != stamp || !fs::exists(out + "/scores.csv")) {
+  const std::string scripts =
+      read_file_if_present(tools + "/score_reference.py") + read_file_if_present(tools + "/make_reference.py");
+  const std::string stamp = version.out + "scripts " + std::to_string(std::hash<std::string>{}(scripts));
+  if (read_file_if_present(out + "/stamp") != stamp || !fs::exists(out + "/scores.csv")) {
     fs::create_directories(out);
     fs::remove(out + "/stamp");
     MESSAGE("generating PyTorch reference scores (torch " << version.out << ") in " << out);
@@ -92,9 +87,9 @@ const Reference* reference() {
     std::ofstream(out + "/stamp") << stamp;
   }
   ref.dir = out;
-  std::istringstream digest(read_text(out + "/digest.txt"));
+  std::istringstream digest(read_file_if_present(out + "/digest.txt"));
   digest >> ref.digest;
-  std::istringstream lines(read_text(out + "/scores.csv"));
+  std::istringstream lines(read_file_if_present(out + "/scores.csv"));
   std::string line;
   std::getline(lines, line);
   REQUIRE(line == "file,size,score");
