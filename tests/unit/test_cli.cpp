@@ -251,3 +251,24 @@ TEST_CASE("score --user on another generic model, or with the files swapped, is 
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("is a 'model' file, not a user file") != std::string::npos);
 }
+
+TEST_CASE("--conv-math and bench --precision are checked; the CPU is f32 only") {
+  const std::string img = photos() + "/img_00000.png";
+  auto r = test::run_command(bin() + " --conv-math fp8 score --model " + linear_model_file() + " " + img);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--conv-math") != std::string::npos);
+  CHECK(r.err.find("fp8") != std::string::npos);
+  // f32 is accepted everywhere and changes nothing on the CPU.
+  const auto plain = test::run_command(bin() + " score --device cpu --model " + linear_model_file() + " " + img);
+  const auto f32 =
+      test::run_command(bin() + " --conv-math f32 score --device cpu --model " + linear_model_file() + " " + img);
+  CHECK(f32.exit_code == 0);
+  CHECK(f32.out == plain.out);
+  r = test::run_command(bin() + " bench --what model --device cpu --precision tf32 --batch 2 --size 32 --steps 1");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--precision tf32: the CPU backend computes in f32 only") != std::string::npos);
+  r = test::run_command(bin() + " bench --what model --device cpu --batch 2 --size 32 --steps 1");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("train-step  device=cpu batch=2 size=32 precision=f32") != std::string::npos);
+  CHECK(r.out.find("images/s") != std::string::npos);
+}
