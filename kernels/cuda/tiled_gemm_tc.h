@@ -13,7 +13,10 @@
 // Shared tiles hold 32-bit words in [row][word] order, a word being what an mma operand register
 // holds: one tf32 element, or two bf16 elements adjacent in k. Both instructions then read the same
 // word coordinates (mma.h), and the word index is XOR-swizzled by row so that the 32 lanes of a
-// fragment load hit 32 different banks (rows g = 0..7 times words tig = 0..3).
+// fragment load hit 32 different banks (rows g = 0..7 times words tig = 0..3). Staging stores are
+// conflict-free for loaders that walk k; loaders that walk rows (kAlongK false) store with 4-way
+// conflicts, traded for coalesced global loads. Nothing here has been timed on a GPU yet: this is
+// the straightforward version (no ldmatrix, no cp.async double buffering) to measure first.
 #include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/mma.h"
 #include "kernels/cuda/tiled_gemm.h"
