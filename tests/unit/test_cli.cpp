@@ -272,3 +272,24 @@ TEST_CASE("--conv-math and bench --precision are checked; the CPU is f32 only") 
   CHECK(r.out.find("train-step  device=cpu batch=2 size=32 precision=f32") != std::string::npos);
   CHECK(r.out.find("images/s") != std::string::npos);
 }
+
+TEST_CASE("train --init takes an ImageNet classifier's backbone and leaves the new head fresh") {
+  const std::string init = work_dir() + "/imagenet.safetensors";
+  {
+    model::ModelConfig cfg;
+    cfg.head = model::HeadType::imagenet;
+    cfg.seed = 11;
+    model::ResNet18 net(cfg);
+    model::save_checkpoint(init, net);
+  }
+  const std::string dir = photos(20);
+  const std::string out = work_dir() + "/train_init";
+  const auto r = test::run_command(bin() + " train --train-csv " + dir + "/labels.csv --images " + dir + " --out " +
+                                   out + " --init " + init +
+                                   " --head linear --size 32 --resize-to 32 --batch 6 --epochs 1 --device cpu");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  // 122 backbone entries fit; fc (1000 outputs) does not fit the 1-output linear head.
+  CHECK(r.err.find("init: 120 tensors loaded, 2 not used (e.g. fc.weight)") != std::string::npos);
+  CHECK(r.err.find("no --init weights") == std::string::npos);
+}
