@@ -19,6 +19,7 @@
 
 #include "kernels/cpu/im2col.h"
 #include "kernels/ops.h"
+#include "model/resnet18_shapes.h"
 #include "runtime/philox.h"
 
 namespace {
@@ -27,26 +28,8 @@ using ae::Shape;
 using ae::Tensor;
 using ae::ops::Conv2dParams;
 
-struct Layer {
-  const char* name;
-  int64_t hw, c, o;
-  int k, stride, pad;
-};
-
-// The distinct conv shapes of torchvision's ResNet-18 at 224x224.
-const Layer kLayers[] = {
-    {"conv1", 224, 3, 64, 7, 2, 3},
-    {"layer1 3x3", 56, 64, 64, 3, 1, 1},
-    {"layer2.0 3x3/2", 56, 64, 128, 3, 2, 1},
-    {"layer2 3x3", 28, 128, 128, 3, 1, 1},
-    {"layer2.0 down", 56, 64, 128, 1, 2, 0},
-    {"layer3.0 3x3/2", 28, 128, 256, 3, 2, 1},
-    {"layer3 3x3", 14, 256, 256, 3, 1, 1},
-    {"layer3.0 down", 28, 128, 256, 1, 2, 0},
-    {"layer4.0 3x3/2", 14, 256, 512, 3, 2, 1},
-    {"layer4 3x3", 7, 512, 512, 3, 1, 1},
-    {"layer4.0 down", 14, 256, 512, 1, 2, 0},
-};
+using Layer = ae::model::ConvShape;
+constexpr const auto& kLayers = ae::model::kResNet18ConvShapes;
 
 struct Options {
   int64_t batch = 32;

@@ -28,6 +28,7 @@
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/ops.h"
+#include "model/resnet18_shapes.h"
 #include "runtime/philox.h"
 #include "tests/gpu/cudnn/cudnn_reference.h"
 
@@ -37,27 +38,9 @@ using ae::Shape;
 using ae::Tensor;
 using ae::cudnn_ref::ConvPass;
 
-struct Layer {
-  const char* id;  // no spaces: it is a field of the RESULT lines
-  int64_t hw, c, o;
-  int k, stride, pad;
-  int count;  // how many convolutions of ResNet-18 have this shape
-};
-
+using Layer = ae::model::ConvShape;
 // The distinct conv shapes of torchvision's ResNet-18 at 224x224 (20 convolutions in all).
-const Layer kLayers[] = {
-    {"conv1", 224, 3, 64, 7, 2, 3, 1},
-    {"layer1.3x3", 56, 64, 64, 3, 1, 1, 4},
-    {"layer2.0.3x3/2", 56, 64, 128, 3, 2, 1, 1},
-    {"layer2.3x3", 28, 128, 128, 3, 1, 1, 3},
-    {"layer2.0.down", 56, 64, 128, 1, 2, 0, 1},
-    {"layer3.0.3x3/2", 28, 128, 256, 3, 2, 1, 1},
-    {"layer3.3x3", 14, 256, 256, 3, 1, 1, 3},
-    {"layer3.0.down", 28, 128, 256, 1, 2, 0, 1},
-    {"layer4.0.3x3/2", 14, 256, 512, 3, 2, 1, 1},
-    {"layer4.3x3", 7, 512, 512, 3, 1, 1, 3},
-    {"layer4.0.down", 14, 256, 512, 1, 2, 0, 1},
-};
+constexpr const auto& kLayers = ae::model::kResNet18ConvShapes;
 constexpr ConvPass kPasses[] = {ConvPass::forward, ConvPass::backward_data, ConvPass::backward_weight};
 // A pass/check disagreement above this normalised squared error is a wrong result, not rounding.
 constexpr double kMismatchNmse = 1e-6;
@@ -280,7 +263,7 @@ void print_tables(const std::vector<Entry>& entries, const Options& opt) {
                            "x" + std::to_string(l.c);
     const std::string ws = std::to_string(l.o) + "x" + std::to_string(l.k) + "x" + std::to_string(l.k) + "x" +
                            std::to_string(l.c);
-    std::printf("%-16s %-18s %-16s %7.1f %-6s %12.2f %13.2f %10.2f  %-22s %9.1e%s\n", l.id, xs.c_str(), ws.c_str(),
+    std::printf("%-16s %-18s %-16s %7.1f %-6s %12.2f %13.2f %10.2f  %-22s %9.1e%s\n", l.name, xs.c_str(), ws.c_str(),
                 e.gflop, ae::cudnn_ref::pass_name(e.pass), tflops(e.gflop, e.ours_s), tflops(e.gflop, e.cudnn_s),
                 e.cudnn_s / e.ours_s, e.algo.c_str(), e.nmse, e.nmse > kMismatchNmse ? "  MISMATCH" : "");
   }
@@ -295,10 +278,10 @@ void print_tables(const std::vector<Entry>& entries, const Options& opt) {
     if (e.layer != row) {
       if (row) std::printf("   x%d\n", row->count);
       row = e.layer;
-      std::printf("%-16s", row->id);
+      std::printf("%-16s", row->name);
     }
     std::printf(" %8.2f", e.cudnn_s / e.ours_s);
-    const bool in_training = !(e.pass == ConvPass::backward_data && std::string(e.layer->id) == "conv1");
+    const bool in_training = !(e.pass == ConvPass::backward_data && std::string(e.layer->name) == "conv1");
     if (in_training) {
       ours_total += e.layer->count * e.ours_s;
       cudnn_total += e.layer->count * e.cudnn_s;
@@ -312,7 +295,7 @@ void print_tables(const std::vector<Entry>& entries, const Options& opt) {
   for (const Entry& e : entries) {
     std::printf("RESULT conv layer=%s pass=%s gflop=%.3f ours_ms=%.4f cudnn_ms=%.4f ours_tflops=%.3f "
                 "cudnn_tflops=%.3f ratio=%.4f algo=%s nmse=%.3e runs=%d/%d\n",
-                e.layer->id, ae::cudnn_ref::pass_name(e.pass), e.gflop, 1e3 * e.ours_s, 1e3 * e.cudnn_s,
+                e.layer->name, ae::cudnn_ref::pass_name(e.pass), e.gflop, 1e3 * e.ours_s, 1e3 * e.cudnn_s,
                 tflops(e.gflop, e.ours_s), tflops(e.gflop, e.cudnn_s), e.cudnn_s / e.ours_s, e.algo.c_str(), e.nmse,
                 e.ours_runs, e.cudnn_runs);
   }
@@ -348,7 +331,7 @@ int run(const Options& opt) {
   for (const Layer& l : kLayers) {
     std::vector<Entry> e = bench_layer(l, opt, handle, timer, flush, seed += 10);
     for (const Entry& x : e) {
-      std::printf("  %-16s %-5s ours %8.3f ms  cuDNN %8.3f ms  (%s)\n", l.id, ae::cudnn_ref::pass_name(x.pass),
+      std::printf("  %-16s %-5s ours %8.3f ms  cuDNN %8.3f ms  (%s)\n", l.name, ae::cudnn_ref::pass_name(x.pass),
                   1e3 * x.ours_s, 1e3 * x.cudnn_s, x.algo.c_str());
     }
     std::fflush(stdout);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "model/resnet18_shapes.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
 
@@ -36,26 +37,8 @@ namespace {
 
 constexpr int64_t kBatch = 8;
 
-struct ConvLayer {
-  const char* name;
-  int64_t hw, c, o;
-  int k, stride, pad;
-};
-
-// The distinct conv shapes of torchvision's ResNet-18 at 224x224 (bench/bench_conv.cpp's list).
-const ConvLayer kConvLayers[] = {
-    {"conv1", 224, 3, 64, 7, 2, 3},
-    {"layer1 3x3", 56, 64, 64, 3, 1, 1},
-    {"layer2.0 3x3/2", 56, 64, 128, 3, 2, 1},
-    {"layer2 3x3", 28, 128, 128, 3, 1, 1},
-    {"layer2.0 down", 56, 64, 128, 1, 2, 0},
-    {"layer3.0 3x3/2", 28, 128, 256, 3, 2, 1},
-    {"layer3 3x3", 14, 256, 256, 3, 1, 1},
-    {"layer3.0 down", 28, 128, 256, 1, 2, 0},
-    {"layer4.0 3x3/2", 14, 256, 512, 3, 2, 1},
-    {"layer4 3x3", 7, 512, 512, 3, 1, 1},
-    {"layer4.0 down", 14, 256, 512, 1, 2, 0},
-};
+using ConvLayer = ae::model::ConvShape;
+constexpr const auto& kConvLayers = ae::model::kResNet18ConvShapes;
 
 // The BatchNorm2d inputs of ResNet-18 at 224x224: after conv1, and in each stage.
 struct BnLayer {
