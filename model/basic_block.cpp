@@ -30,14 +30,72 @@ Tensor bn_epilogue(const BatchNorm& bn, const Tensor& x, const Tensor& residual,
   return ops::batchnorm_apply(p, x, bn.weight.value, bn.bias.value, bn.running_mean, bn.running_var, residual);
 }
 
+// W' = W with A added to its centre tap: W'[o,1,1,i] = W[o,1,1,i] + A[o,0,0,i] (OHWI). Done on the
+// host (no op scatters into a strided slice) and copied back to the weights' device; it runs only
+// when the cache is rebuilt.
+Tensor fold_centre_tap(const Conv2d& conv, const Conv2d& adapter) {
+  const ops::Conv2dParams& p = conv.params;
+  const ops::Conv2dParams& q = adapter.params;
+  AE_CHECK(p.kernel_h == 3 && p.kernel_w == 3 && p.pad_h == 1 && p.pad_w == 1 && q.kernel_h == 1 &&
+               q.kernel_w == 1 && q.pad_h == 0 && q.pad_w == 0 && p.stride_h == q.stride_h &&
+               p.stride_w == q.stride_w,
+           "BasicBlock adapter fold: needs a 3x3/pad-1 conv and a 1x1/pad-0 adapter with the same stride");
+  const Tensor& w = conv.weight.value;
+  const Tensor& a = adapter.weight.value;
+  check_f32("BasicBlock adapter fold", "conv weight", w);
+  check_f32("BasicBlock adapter fold", "adapter weight", a);
+  check_ndim("BasicBlock adapter fold", "conv weight", w, 4);
+  const int64_t out = w.dim(0), in = w.dim(3);
+  check_shape("BasicBlock adapter fold", "adapter weight", a, {out, 1, 1, in});
+  check_same_device("BasicBlock adapter fold", {&w, &a});
+
+  Tensor folded = w.device().is_cuda() ? w.to(Device::cpu()) : w.clone();
+  const Tensor a_host = a.to(Device::cpu());
+  float* dst = folded.f32();
+  const float* src = a_host.f32();
+  for (int64_t o = 0; o < out; ++o) {
+    float* centre = dst + (o * 9 + 4) * in;  // [o, 1, 1, :]
+    for (int64_t i = 0; i < in; ++i) centre[i] += src[o * in + i];
+  }
+  return folded.to(w.device());
+}
+
 }  // namespace
 
+bool BasicBlock::FoldedWeight::built_from(const Tensor& conv_w, const Tensor& adapter_w) const {
+  return value.defined() && conv_storage.lock() == conv_w.storage() && conv_offset == conv_w.offset() &&
+         adapter_storage.lock() == adapter_w.storage() && adapter_offset == adapter_w.offset();
+}
+
+void BasicBlock::invalidate_folded_weights() {
+  folded1_.clear();
+  folded2_.clear();
+}
+
+Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const Tensor& x) {
+  const bool may_be_stepped = conv.weight.grad.defined() || adapter.weight.grad.defined();
+  if (!fold_adapters || may_be_stepped) {
+    folded.clear();
+    Tensor y = conv.forward(x, /*keep=*/false);
+    ops::add_inplace(y, adapter.forward(x, false));
+    return y;
+  }
+  const Tensor& w = conv.weight.value;
+  const Tensor& a = adapter.weight.value;
+  if (!folded.built_from(w, a)) {
+    folded.value = fold_centre_tap(conv, adapter);
+    folded.conv_storage = w.storage();
+    folded.conv_offset = w.offset();
+    folded.adapter_storage = a.storage();
+    folded.adapter_offset = a.offset();
+  }
+  return ops::conv2d_forward(conv.params, x, folded.value);
+}
+
 Tensor BasicBlock::forward_inference_fused(const Tensor& x) {
-  Tensor a = conv1.forward(x, /*keep=*/false);
-  if (has_adapters_) ops::add_inplace(a, adapter1.forward(x, false));
+  const Tensor a = has_adapters_ ? conv_with_adapter(conv1, adapter1, folded1_, x) : conv1.forward(x, /*keep=*/false);
   const Tensor out = bn_epilogue(bn1, a, Tensor(), /*relu=*/true);
-  Tensor c = conv2.forward(out, false);
-  if (has_adapters_) ops::add_inplace(c, adapter2.forward(out, false));
+  const Tensor c = has_adapters_ ? conv_with_adapter(conv2, adapter2, folded2_, out) : conv2.forward(out, false);
   const Tensor identity =
       has_downsample_ ? bn_epilogue(down_bn, down_conv.forward(x, false), Tensor(), /*relu=*/false) : x;
   y_ = Tensor();  // nothing kept: a backward after an inference forward is an error
@@ -58,6 +116,7 @@ Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
 }
 
 Tensor BasicBlock::backward(const Tensor& dy, bool need_dx) {
+  invalidate_folded_weights();  // gradients follow, and with them optimiser steps
   AE_CHECK(y_.defined(), "BasicBlock.backward: no activations kept; call forward with keep=true first");
   // relu(bn2(c) + identity): both branches receive the same gradient.
   const Tensor dsum = ops::relu_backward(y_, dy);
@@ -82,6 +141,7 @@ Tensor BasicBlock::backward(const Tensor& dy, bool need_dx) {
 }
 
 void BasicBlock::list_state(const std::string& prefix, std::vector<StateEntry>& out) {
+  invalidate_folded_weights();  // the entries can write the weights (loading a state dict)
   conv1.list_state(prefix + "conv1.", out);
   bn1.list_state(prefix + "bn1.", out);
   conv2.list_state(prefix + "conv2.", out);

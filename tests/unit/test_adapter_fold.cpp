@@ -1,0 +1,163 @@
+// BasicBlock inference with each residual adapter folded into the centre tap of its 3x3 conv
+// (model/basic_block.h): equal to the unfused layers to float rounding for stride-1 and stride-2
+// blocks with and without downsample; never stale after the weights change (state-dict load,
+// reassignment, optimiser step, explicit invalidation after an in-place write); the training
+// path untouched.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "model/basic_block.h"
+#include "tests/support/check.h"
+
+using namespace ae;
+
+namespace {
+
+// Random weights and running statistics; adapters clearly non-zero so a missing fold shows.
+void randomise(model::BasicBlock& b, uint64_t seed) {
+  for (model::Conv2d* conv : {&b.conv1, &b.conv2, &b.adapter1, &b.adapter2, &b.down_conv}) {
+    if (!conv->weight.value.defined()) continue;
+    const Shape s = conv->weight.value.shape();
+    const float bound = 1.5f / std::sqrt(static_cast<float>(s[1] * s[2] * s[3]));
+    conv->weight.value = test::random_tensor(s, seed++, -bound, bound);
+  }
+  for (model::BatchNorm* bn : {&b.bn1, &b.bn2, &b.down_bn}) {
+    if (!bn->weight.value.defined()) continue;
+    const int64_t c = bn->weight.value.numel();
+    bn->weight.value = test::random_tensor({c}, seed++, 0.5f, 1.5f);
+    bn->bias.value = test::random_tensor({c}, seed++, -0.5f, 0.5f);
+    bn->running_mean = test::random_tensor({c}, seed++, -0.2f, 0.2f);
+    bn->running_var = test::random_tensor({c}, seed++, 0.2f, 2.0f);
+  }
+}
+
+Tensor unfused_inference(model::BasicBlock& b, const Tensor& x) {
+  b.fuse_inference_epilogues = false;
+  const Tensor y = b.forward(x, /*training=*/false, /*keep=*/false);
+  b.fuse_inference_epilogues = true;
+  return y;
+}
+
+// max |got - ref| <= 1e-5 * max |ref|: the fold changes only the order of the float sums.
+void check_close_to_scale(const Tensor& got, const Tensor& ref, const std::string& what) {
+  INFO(what);
+  REQUIRE(got.shape() == ref.shape());
+  const std::vector<float> g = got.to_vector(), r = ref.to_vector();
+  float scale = 0.0f, worst = 0.0f;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    scale = std::max(scale, std::fabs(r[i]));
+    worst = std::max(worst, std::fabs(g[i] - r[i]));
+  }
+  REQUIRE(scale > 0.0f);
+  CHECK(worst <= 1e-5f * scale);
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+struct Case {
+  int64_t in, out;
+  int stride;
+};
+// stride 1 without downsample, stride 1 with (channel change), stride 2 with downsample.
+const Case kCases[] = {{8, 8, 1}, {5, 7, 1}, {6, 10, 2}, {4, 4, 2}};
+
+}  // namespace
+
+TEST_CASE("adapter fold: fused inference equals the unfused layers to float rounding") {
+  uint64_t seed = 10;
+  for (const Case& c : kCases) {
+    model::BasicBlock block(c.in, c.out, c.stride, /*adapters=*/true);
+    randomise(block, seed);
+    const Tensor x = test::random_tensor({2, 9, 7, c.in}, seed + 100);
+    seed += 20;
+    const std::string what = std::to_string(c.in) + "->" + std::to_string(c.out) + " stride " +
+                             std::to_string(c.stride) + (block.has_downsample() ? " downsample" : "");
+    const Tensor ref = unfused_inference(block, x);
+    const Tensor fused = block.forward(x, false, false);
+    check_close_to_scale(fused, ref, what);
+    // Not the unfolded fused path by accident: the fold changes the rounding somewhere...
+    block.fold_adapters = false;
+    const Tensor unfolded = block.forward(x, false, false);
+    block.fold_adapters = true;
+    CHECK(bitwise_equal(unfolded, ref));
+    // ...and without the adapters' contribution the output is far off (the fold includes them).
+    model::BasicBlock no_adapter = block;
+    no_adapter.adapter1.weight.value = Tensor::zeros(block.adapter1.weight.value.shape());
+    no_adapter.adapter2.weight.value = Tensor::zeros(block.adapter2.weight.value.shape());
+    const std::vector<float> a = no_adapter.forward(x, false, false).to_vector(), r = ref.to_vector();
+    float diff = 0.0f;
+    for (std::size_t i = 0; i < r.size(); ++i) diff = std::max(diff, std::fabs(a[i] - r[i]));
+    CHECK(diff > 1e-2f);
+    // A second call reuses the cached fold and gives the same bits.
+    CHECK(bitwise_equal(block.forward(x, false, false), fused));
+  }
+}
+
+TEST_CASE("adapter fold: the folded weight follows every change of the weights") {
+  model::BasicBlock block(6, 10, 2, /*adapters=*/true);
+  randomise(block, 200);
+  const Tensor x = test::random_tensor({2, 9, 7, 6}, 201);
+  (void)block.forward(x, false, false);  // builds the cache
+
+  SUBCASE("loading a state dict (in-place writes through the state entries)") {
+    model::BasicBlock other(6, 10, 2, true);
+    randomise(other, 300);
+    std::vector<model::StateEntry> src, dst;
+    other.list_state("", src);
+    block.list_state("", dst);
+    REQUIRE(src.size() == dst.size());
+    for (std::size_t i = 0; i < src.size(); ++i) {
+      if (src[i].param != nullptr) dst[i].param->value.copy_from(src[i].param->value);
+      if (src[i].buffer != nullptr) dst[i].buffer->copy_from(*src[i].buffer);
+    }
+    check_close_to_scale(block.forward(x, false, false), unfused_inference(other, x), "after load");
+  }
+  SUBCASE("assigning new weight tensors") {
+    block.adapter2.weight.value = test::random_tensor(block.adapter2.weight.value.shape(), 400, -0.5f, 0.5f);
+    block.conv1.weight.value = test::random_tensor(block.conv1.weight.value.shape(), 401, -0.2f, 0.2f);
+    check_close_to_scale(block.forward(x, false, false), unfused_inference(block, x), "after assignment");
+  }
+  SUBCASE("an optimiser step after a training backward") {
+    const Tensor y = block.forward(x, /*training=*/true, /*keep=*/true);
+    (void)block.backward(test::random_tensor(y.shape(), 500), true);
+    // Gradients present: an eval forward between backward and step must not cache a fold.
+    check_close_to_scale(block.forward(x, false, false), unfused_inference(block, x), "grads pending");
+    for (model::Conv2d* conv : {&block.conv1, &block.adapter1, &block.adapter2}) {
+      REQUIRE(conv->weight.grad.defined());
+      ops::add_inplace(conv->weight.value, conv->weight.grad, -0.5f);  // an SGD step
+      conv->weight.grad = Tensor();                                    // zero_grad
+    }
+    check_close_to_scale(block.forward(x, false, false), unfused_inference(block, x), "after step");
+  }
+  SUBCASE("an in-place write by other means, then invalidate_folded_weights()") {
+    ops::add_inplace(block.adapter1.weight.value, test::random_tensor(block.adapter1.weight.value.shape(), 600));
+    block.invalidate_folded_weights();
+    check_close_to_scale(block.forward(x, false, false), unfused_inference(block, x), "after invalidate");
+  }
+}
+
+TEST_CASE("adapter fold: the training path is unchanged") {
+  model::BasicBlock block(6, 10, 2, /*adapters=*/true);
+  randomise(block, 700);
+  model::BasicBlock twin = block;
+  twin.fold_adapters = false;
+  const Tensor x = test::random_tensor({2, 9, 7, 6}, 701);
+  (void)block.forward(x, false, false);  // a cached fold must not leak into training
+  const Tensor y = block.forward(x, /*training=*/true, /*keep=*/true);
+  const Tensor y_twin = twin.forward(x, true, true);
+  CHECK(bitwise_equal(y, y_twin));
+  const Tensor dy = test::random_tensor(y.shape(), 702);
+  CHECK(bitwise_equal(block.backward(dy, true), twin.backward(dy, true)));
+  CHECK(bitwise_equal(block.adapter1.weight.grad, twin.adapter1.weight.grad));
+  CHECK(bitwise_equal(block.conv2.weight.grad, twin.conv2.weight.grad));
+  // Kept eval activations (saliency) also take the layer path, bit for bit.
+  CHECK(bitwise_equal(block.forward(x, false, true), unfused_inference(twin, x)));
+}
