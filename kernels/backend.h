@@ -36,6 +36,8 @@ class Backend {
   virtual Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float dloss) const = 0;
   virtual void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf, int64_t step) const = 0;
   virtual void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step) const = 0;
+  virtual void sgd_step_multi(const SgdParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& momentum_bufs, int64_t step) const = 0;
+  virtual void adam_step_multi(const AdamParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, int64_t step) const = 0;
   // Image ops: x/dy arrive as [N,H,W,C] (kernels/image.cpp reshapes a single [H,W,C] image).
   virtual Tensor normalize_image(const NormalizeImageParams& p, const Tensor& x) const = 0;
   virtual Tensor normalize_image_backward(const NormalizeImageParams& p, const Tensor& dy) const = 0;

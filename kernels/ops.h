@@ -9,6 +9,7 @@
 // An op or shape a backend does not support is an ae::Error naming op, shape and device:
 // there is no silent fallback to another backend.
 #include <cstdint>
+#include <vector>
 
 #include "runtime/tensor.h"
 
@@ -153,6 +154,16 @@ struct AdamParams {
   bool decoupled = false;
 };
 void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step);
+
+// The same steps over many tensors at once (one kernel launch on CUDA instead of one per
+// tensor), each list entry i updated exactly as the single-tensor op would update it: results are
+// bitwise equal to calling sgd_step / adam_step per entry. The lists have equal lengths and every
+// tensor sits on one device; an empty list does nothing. Momentum buffers may be undefined (not
+// null) when momentum is 0.
+void sgd_step_multi(const SgdParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                    const std::vector<Tensor*>& momentum_bufs, int64_t step);
+void adam_step_multi(const AdamParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                     const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, int64_t step);
 
 }  // namespace ae::ops
 

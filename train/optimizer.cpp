@@ -29,25 +29,32 @@ Optimizer::Optimizer(std::vector<model::ParamRef> params, OptimizerConfig config
 
 void Optimizer::step() {
   ++step_;
+  // One multi-tensor op over every parameter that has a gradient (one launch on CUDA, not one per tensor).
+  std::vector<Tensor*> params, m, v;
+  std::vector<const Tensor*> grads;
   for (auto& s : slots_) {
     model::Param& p = *s.ref.param;
     if (!p.grad.defined()) continue;
-    if (config_.kind == OptimizerKind::sgd) {
-      ops::SgdParams sp;
-      sp.lr = config_.lr;
-      sp.momentum = config_.momentum;
-      sp.weight_decay = config_.weight_decay;
-      ops::sgd_step(sp, p.value, p.grad, s.m, step_);
-    } else {
-      ops::AdamParams ap;
-      ap.lr = config_.lr;
-      ap.beta1 = config_.beta1;
-      ap.beta2 = config_.beta2;
-      ap.eps = config_.eps;
-      ap.weight_decay = config_.weight_decay;
-      ap.decoupled = config_.kind == OptimizerKind::adamw;
-      ops::adam_step(ap, p.value, p.grad, s.m, s.v, step_);
-    }
+    params.push_back(&p.value);
+    grads.push_back(&p.grad);
+    m.push_back(&s.m);
+    v.push_back(&s.v);
+  }
+  if (config_.kind == OptimizerKind::sgd) {
+    ops::SgdParams sp;
+    sp.lr = config_.lr;
+    sp.momentum = config_.momentum;
+    sp.weight_decay = config_.weight_decay;
+    ops::sgd_step_multi(sp, params, grads, m, step_);
+  } else {
+    ops::AdamParams ap;
+    ap.lr = config_.lr;
+    ap.beta1 = config_.beta1;
+    ap.beta2 = config_.beta2;
+    ap.eps = config_.eps;
+    ap.weight_decay = config_.weight_decay;
+    ap.decoupled = config_.kind == OptimizerKind::adamw;
+    ops::adam_step_multi(ap, params, grads, m, v, step_);
   }
 }
 

@@ -1,6 +1,6 @@
 #pragma once
-// Optimisers over a model's trainable parameters (torch.optim semantics, one op call per
-// tensor) and the original system's step learning-rate schedule. The full state (moments and
+// Optimisers over a model's trainable parameters (torch.optim semantics, one multi-tensor op call per
+// step) and the original system's step learning-rate schedule. The full state (moments and
 // step count) can be exported as named tensors and restored, so a resumed run continues exactly.
 #include <cstdint>
 #include <string>

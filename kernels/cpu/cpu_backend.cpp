@@ -89,6 +89,14 @@ class CpuBackend final : public Backend {
   void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step) const override {
     return cpu::adam_step(p, param, grad, m, v, step);
   }
+  void sgd_step_multi(const SgdParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                      const std::vector<Tensor*>& momentum_bufs, int64_t step) const override {
+    return cpu::sgd_step_multi(p, params, grads, momentum_bufs, step);
+  }
+  void adam_step_multi(const AdamParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                       const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, int64_t step) const override {
+    return cpu::adam_step_multi(p, params, grads, m, v, step);
+  }
   Tensor normalize_image(const NormalizeImageParams& p, const Tensor& x) const override {
     return cpu::normalize_image(p, x);
   }

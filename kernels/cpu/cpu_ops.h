@@ -47,6 +47,10 @@ Tensor mse_loss_forward(const Tensor& pred, const Tensor& target);
 Tensor mse_loss_backward(const Tensor& pred, const Tensor& target, float dloss);
 void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf, int64_t step);
 void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, int64_t step);
+void sgd_step_multi(const SgdParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                    const std::vector<Tensor*>& momentum_bufs, int64_t step);
+void adam_step_multi(const AdamParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                     const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, int64_t step);
 // image_cpu.cpp (x and dy [N,H,W,C])
 Tensor normalize_image(const ops::NormalizeImageParams& p, const Tensor& x);
 Tensor normalize_image_backward(const ops::NormalizeImageParams& p, const Tensor& dy);

@@ -82,4 +82,16 @@ void adam_step(const AdamParams& p, Tensor& param, const Tensor& grad, Tensor& m
       kCost);
 }
 
+// The multi-tensor ops run the single-tensor step on each entry: the same element code, so the
+// results are bitwise those of per-tensor calls (each tensor still gets its own threads).
+void sgd_step_multi(const SgdParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                    const std::vector<Tensor*>& momentum_bufs, int64_t step) {
+  for (std::size_t i = 0; i < params.size(); ++i) cpu::sgd_step(p, *params[i], *grads[i], *momentum_bufs[i], step);
+}
+
+void adam_step_multi(const AdamParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                     const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, int64_t step) {
+  for (std::size_t i = 0; i < params.size(); ++i) cpu::adam_step(p, *params[i], *grads[i], *m[i], *v[i], step);
+}
+
 }  // namespace ae::cpu

@@ -249,3 +249,150 @@ TEST_CASE("optimiser argument errors name the op, the argument and the shapes") 
   Tensor ints = Tensor::zeros({3, 4}, DType::i64);
   require_error([&] { ops::adam_step({}, param, ints, m, v, 1); }, {"adam_step", "grad", "f32"});
 }
+
+// ---------------------------------------------------------------- multi-tensor steps
+namespace {
+
+// Shapes of one parameter list: empty and one-element tensors among ordinary ones.
+const std::vector<Shape> kMultiShapes = {{3, 5}, {0}, {1}, {64}, {2, 0, 3}, {7, 3, 3}, {1, 1}, {4099}};
+
+// One copy of a parameter list with its optimiser state, plus the pointer lists the ops take.
+struct ParamList {
+  std::vector<Tensor> params, m, v;
+  explicit ParamList(uint64_t seed) {
+    for (const Shape& s : kMultiShapes) {
+      params.push_back(test::random_tensor(s, seed++, -2, 2));
+      m.push_back(Tensor::zeros(s));
+      v.push_back(Tensor::zeros(s));
+    }
+  }
+  static std::vector<Tensor*> pointers(std::vector<Tensor>& tensors) {
+    std::vector<Tensor*> out;
+    for (Tensor& t : tensors) out.push_back(&t);
+    return out;
+  }
+};
+
+std::vector<const Tensor*> const_pointers(const std::vector<Tensor>& tensors) {
+  std::vector<const Tensor*> out;
+  for (const Tensor& t : tensors) out.push_back(&t);
+  return out;
+}
+
+std::vector<Tensor> step_grads(int64_t step) {
+  std::vector<Tensor> grads;
+  uint64_t seed = 1000 * static_cast<uint64_t>(step);
+  for (const Shape& s : kMultiShapes) grads.push_back(test::random_tensor(s, seed++));
+  return grads;
+}
+
+void require_lists_bitwise_equal(const std::vector<Tensor>& a, const std::vector<Tensor>& b, const std::string& what) {
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO(what << "[" << i << "] shape " << shape_str(a[i].shape()));
+    REQUIRE(test::bitwise_equal(a[i], b[i]));
+  }
+}
+
+void check_adam_multi_equals_single(const ops::AdamParams& p) {
+  ParamList single(7), multi(7);
+  for (int64_t t = 1; t <= 4; ++t) {
+    const std::vector<Tensor> grads = step_grads(t);
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      ops::adam_step(p, single.params[i], grads[i], single.m[i], single.v[i], t);
+    }
+    ops::adam_step_multi(p, ParamList::pointers(multi.params), const_pointers(grads), ParamList::pointers(multi.m),
+                         ParamList::pointers(multi.v), t);
+  }
+  require_lists_bitwise_equal(multi.params, single.params, "param");
+  require_lists_bitwise_equal(multi.m, single.m, "m");
+  require_lists_bitwise_equal(multi.v, single.v, "v");
+  // The step did something: a list left alone would also be "equal".
+  CHECK_FALSE(test::bitwise_equal(multi.params[0], ParamList(7).params[0]));
+}
+
+void check_sgd_multi_equals_single(const ops::SgdParams& p) {
+  ParamList single(9), multi(9);
+  for (int64_t t = 1; t <= 4; ++t) {
+    const std::vector<Tensor> grads = step_grads(t);
+    for (std::size_t i = 0; i < grads.size(); ++i) ops::sgd_step(p, single.params[i], grads[i], single.m[i], t);
+    ops::sgd_step_multi(p, ParamList::pointers(multi.params), const_pointers(grads), ParamList::pointers(multi.m), t);
+  }
+  require_lists_bitwise_equal(multi.params, single.params, "param");
+  require_lists_bitwise_equal(multi.m, single.m, "momentum_buf");
+  CHECK_FALSE(test::bitwise_equal(multi.params[0], ParamList(9).params[0]));
+}
+
+}  // namespace
+
+TEST_CASE("adam_step_multi is bitwise adam_step on every tensor") {
+  SUBCASE("adam") { check_adam_multi_equals_single({1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, false}); }
+  SUBCASE("adam with L2 decay") { check_adam_multi_equals_single({1e-2f, 0.8f, 0.99f, 1e-6f, 0.05f, false}); }
+  SUBCASE("adamw") { check_adam_multi_equals_single({1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, true}); }
+}
+
+TEST_CASE("sgd_step_multi is bitwise sgd_step on every tensor") {
+  SUBCASE("plain") { check_sgd_multi_equals_single({0.1f, 0.0f, 0.0f, 0.0f, false}); }
+  SUBCASE("momentum with dampening and decay") { check_sgd_multi_equals_single({0.1f, 0.8f, 0.3f, 0.01f, false}); }
+  SUBCASE("nesterov") { check_sgd_multi_equals_single({0.1f, 0.9f, 0.0f, 1e-4f, true}); }
+}
+
+TEST_CASE("multi-tensor steps accept empty lists and undefined buffers without momentum") {
+  ops::adam_step_multi({}, {}, {}, {}, {}, 1);
+  ops::sgd_step_multi({}, {}, {}, {}, 1);
+  Tensor param = Tensor::from_vector({2}, {1.0f, -2.0f});
+  const Tensor grad = Tensor::from_vector({2}, {0.5f, 0.25f});
+  Tensor none;
+  ops::sgd_step_multi({0.1f}, {&param}, {&grad}, {&none}, 1);
+  AE_REQUIRE_OK(test::compare(param, std::vector<double>{0.95, -2.025}, kStepTol, "sgd"));
+}
+
+TEST_CASE("multi-tensor step errors name the op, the list and the index") {
+  Tensor p0 = Tensor::zeros({3, 4}), p1 = Tensor::zeros({5});
+  Tensor g0 = Tensor::zeros({3, 4}), g1 = Tensor::zeros({5}), wrong = Tensor::zeros({4, 3});
+  Tensor m0 = Tensor::zeros({3, 4}), m1 = Tensor::zeros({5}), v0 = Tensor::zeros({3, 4}), v1 = Tensor::zeros({5});
+  Tensor ints = Tensor::zeros({5}, DType::i64);
+  Tensor none;
+  const std::vector<Tensor*> params{&p0, &p1}, m{&m0, &m1}, v{&v0, &v1};
+  const std::vector<const Tensor*> grads{&g0, &g1};
+  // Good lists pass.
+  ops::adam_step_multi({}, params, grads, m, v, 1);
+  ops::sgd_step_multi({0.1f, 0.9f}, params, grads, m, 1);
+
+  require_error([&] { ops::adam_step_multi({}, params, {&g0, &wrong}, m, v, 1); },
+                {"adam_step_multi", "grads[1]", "[4,3]", "[5]"});
+  require_error([&] { ops::adam_step_multi({}, params, grads, {&m0, &wrong}, v, 1); },
+                {"adam_step_multi", "m[1]", "[4,3]"});
+  require_error([&] { ops::adam_step_multi({}, params, grads, m, {&wrong, &v1}, 1); },
+                {"adam_step_multi", "v[0]", "[4,3]", "[3,4]"});
+  require_error([&] { ops::adam_step_multi({}, {&p0, &ints}, grads, m, v, 1); }, {"adam_step_multi", "params[1]", "f32"});
+  require_error([&] { ops::adam_step_multi({}, params, {&g0}, m, v, 1); }, {"adam_step_multi", "grads", "1 entries", "2"});
+  require_error([&] { ops::adam_step_multi({}, params, grads, m, {&v0}, 1); }, {"adam_step_multi", "v", "1 entries"});
+  require_error([&] { ops::adam_step_multi({}, params, {&g0, nullptr}, m, v, 1); }, {"adam_step_multi", "grads[1]", "null"});
+  ops::AdamParams adamw;
+  adamw.decoupled = true;
+  require_error([&] { ops::adam_step_multi(adamw, params, grads, m, v, 0); }, {"adamw_step_multi", "step 0"});
+  ops::AdamParams bad_beta;
+  bad_beta.beta1 = -0.5f;
+  require_error([&] { ops::adam_step_multi(bad_beta, params, grads, m, v, 1); }, {"adam_step_multi", "beta1"});
+
+  require_error([&] { ops::sgd_step_multi({0.1f, 0.9f}, params, grads, {&m0, &none}, 1); },
+                {"sgd_step_multi", "momentum_bufs[1]", "undefined"});
+  require_error([&] { ops::sgd_step_multi({}, params, {&wrong, &g1}, m, 1); }, {"sgd_step_multi", "grads[0]", "[4,3]"});
+  require_error([&] { ops::sgd_step_multi({}, params, grads, {&m0}, 1); }, {"sgd_step_multi", "momentum_bufs", "1 entries"});
+  require_error([&] { ops::sgd_step_multi({0.1f, 0.0f, 0.0f, 0.0f, true}, params, grads, m, 1); },
+                {"sgd_step_multi", "nesterov"});
+}
+
+TEST_CASE("a multi-tensor step that fails validation leaves every tensor untouched") {
+  // Entry 0 is valid and would move; entry 1 is bad. Nothing may be stepped before all entries are checked.
+  Tensor p0 = Tensor::full({4}, 1.0f), p1 = Tensor::zeros({5});
+  const Tensor g0 = Tensor::full({4}, 0.5f), wrong = Tensor::zeros({4});
+  Tensor m0 = Tensor::zeros({4}), m1 = Tensor::zeros({5}), v0 = Tensor::zeros({4}), v1 = Tensor::zeros({5});
+  require_error([&] { ops::adam_step_multi({}, {&p0, &p1}, {&g0, &wrong}, {&m0, &m1}, {&v0, &v1}, 1); },
+                {"adam_step_multi", "grads[1]"});
+  require_error([&] { ops::sgd_step_multi({0.1f, 0.9f}, {&p0, &p1}, {&g0, &wrong}, {&m0, &m1}, 1); },
+                {"sgd_step_multi", "grads[1]"});
+  CHECK(p0.to_vector() == std::vector<float>(4, 1.0f));
+  CHECK(m0.to_vector() == std::vector<float>(4, 0.0f));
+  CHECK(v0.to_vector() == std::vector<float>(4, 0.0f));
+}
