@@ -14,28 +14,12 @@
 #include "kernels/ops.h"
 #include "model/basic_block.h"
 #include "tests/support/check.h"
+#include "tests/support/random_block.h"
 
 using namespace ae;
 
 namespace {
 
-// Random weights and running statistics; adapters clearly non-zero so a missing fold shows.
-void randomise(model::BasicBlock& b, uint64_t seed) {
-  for (model::Conv2d* conv : {&b.conv1, &b.conv2, &b.adapter1, &b.adapter2, &b.down_conv}) {
-    if (!conv->weight.value.defined()) continue;
-    const Shape s = conv->weight.value.shape();
-    const float bound = 1.5f / std::sqrt(static_cast<float>(s[1] * s[2] * s[3]));
-    conv->weight.value = test::random_tensor(s, seed++, -bound, bound);
-  }
-  for (model::BatchNorm* bn : {&b.bn1, &b.bn2, &b.down_bn}) {
-    if (!bn->weight.value.defined()) continue;
-    const int64_t c = bn->weight.value.numel();
-    bn->weight.value = test::random_tensor({c}, seed++, 0.5f, 1.5f);
-    bn->bias.value = test::random_tensor({c}, seed++, -0.5f, 0.5f);
-    bn->running_mean = test::random_tensor({c}, seed++, -0.2f, 0.2f);
-    bn->running_var = test::random_tensor({c}, seed++, 0.2f, 2.0f);
-  }
-}
 
 Tensor unfused_inference(model::BasicBlock& b, const Tensor& x) {
   b.fuse_inference_epilogues = false;
@@ -75,7 +59,7 @@ TEST_CASE("adapter fold: fused inference equals the unfused layers to float roun
   uint64_t seed = 10;
   for (const Case& c : kCases) {
     model::BasicBlock block(c.in, c.out, c.stride, /*adapters=*/true);
-    randomise(block, seed);
+    test::randomise(block, seed);
     const Tensor x = test::random_tensor({2, 9, 7, c.in}, seed + 100);
     seed += 20;
     const std::string what = std::to_string(c.in) + "->" + std::to_string(c.out) + " stride " +
@@ -103,13 +87,13 @@ TEST_CASE("adapter fold: fused inference equals the unfused layers to float roun
 
 TEST_CASE("adapter fold: the folded weight follows every change of the weights") {
   model::BasicBlock block(6, 10, 2, /*adapters=*/true);
-  randomise(block, 200);
+  test::randomise(block, 200);
   const Tensor x = test::random_tensor({2, 9, 7, 6}, 201);
   (void)block.forward(x, false, false);  // builds the cache
 
   SUBCASE("loading a state dict (in-place writes through the state entries)") {
     model::BasicBlock other(6, 10, 2, true);
-    randomise(other, 300);
+    test::randomise(other, 300);
     std::vector<model::StateEntry> src, dst;
     other.list_state("", src);
     block.list_state("", dst);
@@ -146,7 +130,7 @@ TEST_CASE("adapter fold: the folded weight follows every change of the weights")
 
 TEST_CASE("adapter fold: the training path is unchanged") {
   model::BasicBlock block(6, 10, 2, /*adapters=*/true);
-  randomise(block, 700);
+  test::randomise(block, 700);
   model::BasicBlock twin = block;
   twin.fold_adapters = false;
   const Tensor x = test::random_tensor({2, 9, 7, 6}, 701);

@@ -11,6 +11,7 @@
 #include "kernels/ops.h"
 #include "model/basic_block.h"
 #include "tests/support/check.h"
+#include "tests/support/random_block.h"
 
 using namespace ae;
 
@@ -131,23 +132,6 @@ TEST_CASE("batchnorm_apply rejects bad arguments naming the argument") {
 
 namespace {
 
-// A block with random weights and running statistics (adapters non-zero, so they matter).
-void randomise(model::BasicBlock& b, uint64_t seed) {
-  for (model::Conv2d* conv : {&b.conv1, &b.conv2, &b.adapter1, &b.adapter2, &b.down_conv}) {
-    if (!conv->weight.value.defined()) continue;
-    const Shape s = conv->weight.value.shape();
-    const float bound = 1.5f / std::sqrt(static_cast<float>(s[1] * s[2] * s[3]));
-    conv->weight.value = test::random_tensor(s, seed++, -bound, bound);
-  }
-  for (model::BatchNorm* bn : {&b.bn1, &b.bn2, &b.down_bn}) {
-    if (!bn->weight.value.defined()) continue;
-    const int64_t c = bn->weight.value.numel();
-    bn->weight.value = test::random_tensor({c}, seed++, 0.5f, 1.5f);
-    bn->bias.value = test::random_tensor({c}, seed++, -0.5f, 0.5f);
-    bn->running_mean = test::random_tensor({c}, seed++, -0.2f, 0.2f);
-    bn->running_var = test::random_tensor({c}, seed++, 0.2f, 2.0f);
-  }
-}
 
 }  // namespace
 
@@ -159,7 +143,7 @@ TEST_CASE("BasicBlock inference: the fused epilogue path equals the unfused laye
   };
   for (const Case& c : {Case{8, 8, 1, false}, Case{8, 8, 1, true}, Case{6, 10, 2, true}, Case{5, 7, 1, false}}) {
     model::BasicBlock block(c.in, c.out, c.stride, c.adapters);
-    randomise(block, 50);
+    test::randomise(block, 50);
     block.fold_adapters = false;  // the adapter fold changes the sum order (test_adapter_fold.cpp)
     const Tensor x = test::random_tensor({2, 9, 7, c.in}, 60);
     block.fuse_inference_epilogues = false;
