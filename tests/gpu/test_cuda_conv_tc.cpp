@@ -24,6 +24,7 @@
 #include "kernels/cuda/conv_backward.h"
 #include "kernels/cuda/conv_math.h"
 #include "kernels/ops.h"
+#include "tests/gpu/conv_cases.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
 
@@ -33,19 +34,8 @@ using cuda::ConvMath;
 
 namespace {
 
-struct Case {
-  int64_t n, h, w, c, o;
-  int k, stride, pad;
-};
-
-// The f32 tests' sweep (test_cuda_conv_backward.cpp). {2,17,17,...} splits backward-weight into
-// several K slices; {1,8,8,...,k3,s2,p0} has input pixels no output reads.
-const Case kCases[] = {
-    {1, 1, 1, 1, 1, 1, 1, 0},  {2, 5, 7, 3, 7, 3, 1, 1},   {1, 13, 17, 5, 65, 3, 2, 1}, {2, 9, 9, 3, 4, 7, 2, 3},
-    {1, 6, 6, 17, 9, 1, 2, 0}, {1, 7, 5, 1, 3, 3, 1, 0},   {2, 4, 4, 64, 5, 1, 1, 0},   {1, 15, 15, 3, 16, 7, 2, 3},
-    {1, 3, 3, 4, 5, 3, 1, 2},  {1, 8, 8, 3, 4, 3, 2, 0},   {2, 7, 5, 64, 64, 3, 1, 1},  {2, 17, 17, 5, 3, 3, 1, 1},
-    {1, 1, 1, 3, 5, 3, 1, 1},  {2, 13, 17, 1, 1, 7, 1, 3},
-};
+using Case = ConvCase;
+constexpr const auto& kCases = kConvSweep;
 
 struct Precision {
   ConvMath math;
@@ -65,13 +55,6 @@ const char* op_name(Op op) {
   return "?";
 }
 
-ops::Conv2dParams params_of(const Case& c) {
-  ops::Conv2dParams p;
-  p.kernel_h = p.kernel_w = c.k;
-  p.stride_h = p.stride_w = c.stride;
-  p.pad_h = p.pad_w = c.pad;
-  return p;
-}
 
 std::string describe(Op op, const Precision& pr, const Case& c) {
   std::ostringstream os;
