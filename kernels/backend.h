@@ -43,6 +43,9 @@ class Backend {
   virtual Tensor normalize_image_backward(const NormalizeImageParams& p, const Tensor& dy) const = 0;
   virtual Tensor resize_bilinear_forward(const ResizeBilinearParams& p, const Tensor& x) const = 0;
   virtual Tensor resize_bilinear_backward(const ResizeBilinearParams& p, const Tensor& dy, const Shape& x_shape) const = 0;
+  // Photo edits: x is [N,H,W,3] or [H,W,3] (f32 or u8), dy f32 with x's shape.
+  virtual Tensor photo_edit_forward(const PhotoEditParams& p, const Tensor& x, const Tensor& theta) const = 0;
+  virtual Tensor photo_edit_backward_theta(const PhotoEditParams& p, const Tensor& x, const Tensor& theta, const Tensor& dy) const = 0;
   // Fused epilogue; residual may be undefined.
   virtual Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const = 0;
 };

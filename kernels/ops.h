@@ -221,3 +221,53 @@ Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Ten
                        const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
 
 }  // namespace ae::ops
+
+// ---------------------------------------------------------------- photo edits (kernels/photo_edit.cpp)
+namespace ae::ops {
+
+// Differentiable global photo edits ("aesthete enhance --mode global"): a few edit parameters theta,
+// optimised at working resolution, then applied to the full-size photo with the same op. The enhancer
+// keeps theta within its own bounds; the op takes any finite theta.
+//
+// theta is f32 [kPhotoEditFixed + tone_knots] = exposure e (stops), contrast c, saturation s,
+// temperature t, tint g, then the tone-curve parameters z_1..z_K (K = tone_knots). Per pixel, on
+// RGB x in [0,1] (u8 inputs are x = u8 / 255.0f first), in this order:
+//   1-2. exposure and white balance, one gain per channel:
+//          a_R = x_R * 2^e * exp(t),   a_G = x_G * 2^e * exp(g),   a_B = x_B * 2^e * exp(-t)
+//        (temperature > 0 warms: R up, B down; tint > 0 greens, < 0 leans magenta).
+//   3.   contrast around mid-grey:  b = 0.5 + (a - 0.5) * exp(c),  computed as exp(c)*a + 0.5*(1 - exp(c)).
+//   4.   saturation around luma L = 0.299 b_R + 0.587 b_G + 0.114 b_B:
+//          d = L + (b - L) * exp(s),  computed as exp(s)*b + (1 - exp(s))*L;
+//        the luma of d is L again (the weights sum to 1).
+//   5.   v = clamp(d, 0, 1). Gradient: passed where 0 <= d <= 1 (inclusive, as torch.clamp), 0 outside.
+//   6.   tone curve: piecewise linear through the K+2 knots (u_i, q_i), u_i = i/(K+1), i = 0..K+1, with
+//          q_0 = 0, q_{K+1} = 1,  q_i = u_i + o_i,  o_i = tanh(z_i) / (2(K+1))  (i = 1..K).
+//        Each knot moves less than half a segment, so the curve never decreases (it is strictly
+//        increasing unless some |z_i| is so large that tanh rounds to +-1), maps [0,1] onto [0,1] with
+//        0 -> 0 and 1 -> 1, and is the identity at z = 0. Evaluated as
+//          y = v + o_j + (o_{j+1} - o_j) * f,   w = v*(K+1), j = min(floor(w), K), f = w - j,
+//        (o_0 = o_{K+1} = 0), then clamped to [0,1] against float rounding only (the exact curve never
+//        leaves [0,1]; the backward treats that clamp as the identity). At a knot the slope is that of
+//        the segment on its right (the last segment at v = 1).
+// Per-parameter scalars (gains, exp(c), exp(s), the o_i) are computed once per call in double from
+// theta and rounded to float; the per-pixel arithmetic is float. With theta = 0 every step is exactly
+// the identity in float (gains 1, offsets 0), so y == x bit for bit for x in [0,1]. (x outside [0,1]
+// is not an error: step 5 clamps it.)
+// kernels/photo_edit_pixel.h holds the one per-pixel definition both backends run.
+inline constexpr int kPhotoEditFixed = 5;
+struct PhotoEditParams {
+  static constexpr int kExposure = 0, kContrast = 1, kSaturation = 2, kTemperature = 3, kTint = 4;
+  static constexpr int kMaxToneKnots = 16;
+  int tone_knots = 4;  // K, 0..kMaxToneKnots (0: no tone curve)
+  int64_t theta_size() const { return kPhotoEditFixed + tone_knots; }
+};
+// x [N,H,W,3] or [H,W,3], f32 RGB in [0,1] or u8; theta f32 [kPhotoEditFixed + tone_knots], on x's
+// device -> y f32 with x's shape, in [0,1].
+Tensor photo_edit_forward(const PhotoEditParams& p, const Tensor& x, const Tensor& theta);
+// Gradient of sum(dy * y) with respect to theta (no dx: enhancement differentiates theta only).
+// dy f32 with x's shape -> dtheta f32 [kPhotoEditFixed + tone_knots]. The sum over pixels runs in
+// double in a fixed order (fixed chunks on the CPU, per-block partials then one ordered pass on
+// CUDA): the same inputs give the same bits every run.
+Tensor photo_edit_backward_theta(const PhotoEditParams& p, const Tensor& x, const Tensor& theta, const Tensor& dy);
+
+}  // namespace ae::ops

@@ -110,6 +110,13 @@ class CpuBackend final : public Backend {
                                   const Shape& x_shape) const override {
     return cpu::resize_bilinear_backward(p, dy, x_shape);
   }
+  Tensor photo_edit_forward(const PhotoEditParams& p, const Tensor& x, const Tensor& theta) const override {
+    return cpu::photo_edit_forward(p, x, theta);
+  }
+  Tensor photo_edit_backward_theta(const PhotoEditParams& p, const Tensor& x, const Tensor& theta,
+                                   const Tensor& dy) const override {
+    return cpu::photo_edit_backward_theta(p, x, theta, dy);
+  }
   Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const override {
     return cpu::batchnorm_apply(p, x, gamma, beta, mean, var_or_invstd, residual);

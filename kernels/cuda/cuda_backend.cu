@@ -113,6 +113,13 @@ class CudaBackend final : public Backend {
                                   const Shape& x_shape) const override {
     return cuda::resize_bilinear_backward(p, dy, x_shape);
   }
+  Tensor photo_edit_forward(const PhotoEditParams& p, const Tensor& x, const Tensor& theta) const override {
+    return cuda::photo_edit_forward(p, x, theta);
+  }
+  Tensor photo_edit_backward_theta(const PhotoEditParams& p, const Tensor& x, const Tensor& theta,
+                                   const Tensor& dy) const override {
+    return cuda::photo_edit_backward_theta(p, x, theta, dy);
+  }
   Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const override {
     return cuda::batchnorm_apply(p, x, gamma, beta, mean, var_or_invstd, residual);

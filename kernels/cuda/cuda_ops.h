@@ -77,6 +77,10 @@ Tensor normalize_image_backward(const ops::NormalizeImageParams& p, const Tensor
 Tensor resize_bilinear_forward(const ops::ResizeBilinearParams& p, const Tensor& x);
 Tensor resize_bilinear_backward(const ops::ResizeBilinearParams& p, const Tensor& dy, const Shape& x_shape);
 
+// photo_edit.cu (x [...,3] f32 or u8; dtheta from per-block partials summed in block order, no atomics)
+Tensor photo_edit_forward(const ops::PhotoEditParams& p, const Tensor& x, const Tensor& theta);
+Tensor photo_edit_backward_theta(const ops::PhotoEditParams& p, const Tensor& x, const Tensor& theta, const Tensor& dy);
+
 // fused_epilogue.cu (one elementwise pass; residual may be undefined)
 Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                        const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
