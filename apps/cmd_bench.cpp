@@ -14,6 +14,8 @@
 #include "train/image.h"
 #include "train/loader.h"
 #include "train/optimizer.h"
+#include "train/personalise.h"
+#include "train/train_loop.h"
 
 namespace ae::app {
 
@@ -41,34 +43,33 @@ Tensor random_input(const Shape& shape, uint64_t seed) {
   return t;
 }
 
-// One Adam training step (forward, MSE, backward, update) of the seed-head model, as trained.
+// Seconds per call of `step` over `steps` calls, after one warm-up call (allocator caches,
+// first-touch pages).
+template <typename F>
+double seconds_per(int steps, F&& step) {
+  step();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < steps; ++i) step();
+  return seconds_since(t0) / steps;
+}
+
+// One Adam training step (forward, MSE, backward, update) of the seed-head model, as trained, through
+// the trainer's own step (train/train_loop.h).
 void bench_model(const BenchArgs& a, Device device) {
   model::ModelConfig cfg;
   model::ResNet18 net(cfg);
   net.to(device);
   train::Optimizer opt(net.trainable_parameters(), {});
+  train::TrainStep step(net, {&opt}, device);
   const Tensor x = random_input({a.batch, a.size, a.size, 3}, 1).to(device);
   const Tensor target = random_input({a.batch, 1}, 2).to(device);
-  auto step = [&] {
-    net.zero_grad();
-    const Tensor y = net.forward(x);
-    net.backward(ops::mse_loss_backward(y, target));
-    opt.step();
-    return ops::mse_loss_forward(y, target).item();  // item() waits for the device
-  };
   net.set_training(true);
-  step();  // warm-up: allocator caches, first-touch pages
-  auto t0 = Clock::now();
-  for (int i = 0; i < a.steps; ++i) step();
-  const double train_s = seconds_since(t0);
+  const double train_s = seconds_per(a.steps, [&] { step.run(x, target); });
 
   net.set_training(false);
   net.set_grad_enabled(false);
-  net.forward(x).to_vector();
-  t0 = Clock::now();
-  for (int i = 0; i < a.steps; ++i) net.forward(x).to_vector();
-  const double infer_s = seconds_since(t0);
-  const double imgs = static_cast<double>(a.batch * a.steps);
+  const double infer_s = seconds_per(a.steps, [&] { net.forward(x).to_vector(); });
+  const double imgs = static_cast<double>(a.batch);
   const double gflop_fwd = 3.63 * (a.size / 224.0) * (a.size / 224.0);  // ResNet-18 at 224: 1.81 GMAC
   std::printf("train-step  device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s at 3x forward)\n",
               device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / train_s,
@@ -76,6 +77,35 @@ void bench_model(const BenchArgs& a, Device device) {
   std::printf("inference   device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s)\n",
               device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / infer_s,
               gflop_fwd * imgs / infer_s);
+}
+
+// The personalisation step of each mode against a full training step on the same batch and model
+// (an adapter model: the full step trains everything but the adapters, as `--mode full` does).
+void bench_personalise(const BenchArgs& a, Device device) {
+  model::ModelConfig cfg;
+  cfg.adapters = true;
+  model::ResNet18 net(cfg);
+  net.to(device);
+  const Tensor x = random_input({a.batch, a.size, a.size, 3}, 1).to(device);
+  const Tensor target = random_input({a.batch, 1}, 2).to(device);
+  double full_s = 0;
+  for (train::PersonaliseMode mode :
+       {train::PersonaliseMode::full, train::PersonaliseMode::adapters, train::PersonaliseMode::head}) {
+    train::configure_mode(net, mode);
+    auto owned = train::make_optimizers(net, mode, 1e-4f, mode == train::PersonaliseMode::adapters ? 0.01f : 0.0f);
+    std::vector<train::Optimizer*> opts;
+    for (auto& o : owned) opts.push_back(o.get());
+    train::TrainStep step(net, opts, device);
+    net.set_training(true);
+    const double s = seconds_per(a.steps, [&] { step.run(x, target); });
+    if (mode == train::PersonaliseMode::full) full_s = s;
+    int64_t trainable = 0;
+    for (const auto& r : net.trainable_parameters()) trainable += r.param->value.numel();
+    std::printf("personalise-step mode=%-8s device=%s batch=%lld size=%d  %.1f ms/step  %.2f images/s  %.2fx the full "
+                "step  (%lld trainable parameters)\n",
+                train::mode_name(mode), device.str().c_str(), static_cast<long long>(a.batch), a.size, 1e3 * s,
+                static_cast<double>(a.batch) / s, s / full_s, static_cast<long long>(trainable));
+  }
 }
 
 // Decode + augment throughput of the loader on FLICKR-AES-sized JPEGs (500x375).
@@ -118,17 +148,20 @@ void bench_loader(const BenchArgs& a) {
 }
 
 void run_bench(const BenchArgs& a) {
-  AE_CHECK(a.what == "all" || a.what == "model" || a.what == "loader",
-           "--what must be all, model or loader, got '" << a.what << "'");
+  AE_CHECK(a.what == "all" || a.what == "model" || a.what == "loader" || a.what == "personalise",
+           "--what must be all, model, personalise or loader, got '" << a.what << "'");
   AE_CHECK(a.batch >= 2 && a.size >= 32 && a.steps >= 1, "bench: need --batch >= 2, --size >= 32, --steps >= 1");
   apply_conv_math(a.precision, "--precision");
   if (a.what != "loader") {
     const Device device = resolve_device(a.device);
     AE_CHECK(device.is_cuda() || a.precision == "f32",
              "--precision " << a.precision << ": the CPU backend computes in f32 only");
-    bench_model(a, device);
+    if (a.what == "personalise")
+      bench_personalise(a, device);
+    else
+      bench_model(a, device);
   }
-  if (a.what != "model") bench_loader(a);
+  if (a.what == "all" || a.what == "loader") bench_loader(a);
 }
 
 }  // namespace
@@ -136,7 +169,7 @@ void run_bench(const BenchArgs& a) {
 void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure training-step, inference and loader throughput");
-  cmd->add_option("--what", a->what, "all, model or loader")->capture_default_str();
+  cmd->add_option("--what", a->what, "all (model and loader), model, personalise or loader")->capture_default_str();
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--batch", a->batch)->capture_default_str();
   cmd->add_option("--size", a->size)->capture_default_str();

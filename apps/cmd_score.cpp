@@ -3,9 +3,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <set>
 
 #include "apps/commands.h"
-#include "model/user_file.h"
+#include "model/shared_model.h"
 #include "runtime/log.h"
 #include "train/preprocess.h"
 #include "weights_tools/model_file.h"
@@ -18,7 +19,9 @@ namespace {
 
 struct ScoreArgs {
   std::string model;
-  std::string user;  // a user file applied on top of `model` ("" = the generic model)
+  std::vector<std::string> users;  // user files applied on top of `model`, one score column each
+  std::string users_dir;           // every .safetensors user file in this folder
+  bool generic = false;            // a column for the generic model beside the users
   std::string size = "auto";
   std::string device = "auto";
   int batch = 16;
@@ -62,6 +65,64 @@ int parse_size(const std::string& s, const model::Checkpoint& ck) {
   return static_cast<int>(v);
 }
 
+// Stars on the 1-5 scale: the model's z mapped through the file's normalisation and clamped
+// (z beyond +-1.8 would otherwise print stars above 5 or below 1).
+double stars_of(double z, const model::TargetNorm& norm) { return std::clamp(z * norm.std + norm.mean, 1.0, 5.0); }
+
+// One scoring column: the generic model or one person.
+struct Column {
+  std::string name;  // CSV column name
+  std::string path;  // user file ("" = the generic model)
+  std::shared_ptr<model::UserState> resident;  // loaded state, when kept in memory
+};
+
+// A batch of decoded photos: same-size photos share one tensor; native sizes go one at a time.
+struct PhotoBatch {
+  std::vector<std::string> names;
+  Tensor x;
+};
+
+// Decodes up to `max_bytes` of preprocessed input from files[next...] into batches.
+std::vector<PhotoBatch> decode_chunk(const std::vector<std::string>& files, std::size_t& next, int size, int batch,
+                                     std::size_t max_bytes, int& failures) {
+  std::vector<PhotoBatch> out;
+  std::size_t bytes = 0;
+  while (next < files.size() && (out.empty() || bytes < max_bytes)) {
+    const std::size_t per_batch = size > 0 ? static_cast<std::size_t>(std::max(1, batch)) : 1;
+    PhotoBatch b;
+    std::vector<Tensor> inputs;
+    for (; next < files.size() && inputs.size() < per_batch; ++next) {
+      try {
+        inputs.push_back(img::preprocess_eval(img::read_image(files[next]), size));
+        b.names.push_back(files[next]);
+      } catch (const Error& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        ++failures;
+      }
+    }
+    if (inputs.empty()) continue;
+    if (inputs.size() == 1) {
+      b.x = inputs[0];
+    } else {
+      b.x = Tensor::empty({static_cast<int64_t>(inputs.size()), size, size, 3});
+      for (std::size_t i = 0; i < inputs.size(); ++i)
+        b.x.rows(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1).copy_from(inputs[i]);
+    }
+    bytes += b.x.nbytes();
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+std::string column_name(const model::UserState& s, const std::string& path, std::set<std::string>& taken) {
+  std::string base = s.user_id.empty() ? fs::path(path).stem().string() : s.user_id;
+  for (char& c : base)
+    if (c == ',' || c == '"' || c == '\n' || c == '\r') c = '_';
+  std::string name = base;
+  for (int i = 2; !taken.insert(name).second; ++i) name = base + "_" + std::to_string(i);
+  return name;
+}
+
 void run_score(const ScoreArgs& a) {
   const Device device = resolve_device(a.device);
   const model::Checkpoint ck = weights::load_model_file(a.model);
@@ -69,48 +130,78 @@ void run_score(const ScoreArgs& a) {
   AE_CHECK(ck.config.head != model::HeadType::imagenet,
            "'" << a.model << "' is an ImageNet classifier (fc 512->1000, no aesthetics head); train one with "
                   "`aesthete train --init " << a.model << " ...`");
-  std::unique_ptr<model::ResNet18> net;
-  if (a.user.empty()) {
-    net = model::make_model(ck);
-  } else {
-    // A generic file has no adapters: enable them (zero, so still the generic model, with the
-    // generic digest), then overwrite the user's trainables after checking the digest.
-    const model::UserFile user = model::read_user_file(a.user);
-    net = model::make_adapter_model(ck);
-    model::apply_user_file(*net, user, "--model '" + a.model + "'");
-    AE_INFO("scoring for user " << (user.user_id.empty() ? std::string("<unnamed>") : user.user_id) << " ('"
-                                << a.user << "')");
+  std::vector<std::string> user_paths = a.users;
+  if (!a.users_dir.empty()) {
+    AE_CHECK(fs::is_directory(a.users_dir), "--users-dir '" << a.users_dir << "' is not a folder");
+    std::vector<std::string> found;
+    for (const auto& e : fs::directory_iterator(a.users_dir))
+      if (e.is_regular_file() && e.path().extension() == ".safetensors") found.push_back(e.path().string());
+    std::sort(found.begin(), found.end());
+    AE_CHECK(!found.empty(), "--users-dir '" << a.users_dir << "' holds no .safetensors user files");
+    user_paths.insert(user_paths.end(), found.begin(), found.end());
   }
-  net->set_training(false);
-  net->set_grad_enabled(false);
-  net->to(device);
+  // The generic model once, its digest once; each person is a state bound onto it.
+  model::SharedModel shared(ck, device, "--model '" + a.model + "'");
+  model::ResNet18& net = shared.net();
+  net.set_training(false);
+  net.set_grad_enabled(false);
+
+  // Every user file is read and checked before any photo is scored; a few are kept resident, many
+  // are streamed from disk (one person's state in memory at a time).
+  constexpr std::size_t kResidentUsers = 16;
+  const bool resident = user_paths.size() <= kResidentUsers;
+  std::vector<Column> columns;
+  std::set<std::string> taken;
+  if (user_paths.empty() || a.generic) {
+    taken.insert("generic");
+    columns.push_back(Column{"generic", "", nullptr});
+  }
+  for (const std::string& p : user_paths) {
+    std::shared_ptr<model::UserState> s = shared.load_user(p);
+    columns.push_back(Column{column_name(*s, p, taken), p, resident ? s : nullptr});
+  }
+  if (user_paths.size() == 1 && !a.generic) {
+    AE_INFO("scoring for user " << columns[0].name << " ('" << columns[0].path << "')");
+  } else if (!user_paths.empty()) {
+    AE_INFO("scoring for " << user_paths.size() << " users" << (a.generic ? " and the generic model" : "") << " ("
+                           << (resident ? "their states kept in memory" : "one user's state in memory at a time")
+                           << ")");
+  }
 
   const std::vector<std::string> files = expand_paths(a.paths);
   AE_CHECK(!files.empty(), "no images to score");
-  std::printf("path,score,stars\n");
+  const bool single = columns.size() == 1;
+  std::printf("path");
+  for (const Column& c : columns) {
+    if (single)
+      std::printf(",score,stars");
+    else
+      std::printf(",%s,%s_stars", c.name.c_str(), c.name.c_str());
+  }
+  std::printf("\n");
   int failures = 0;
-  // Same-size inputs are batched; native sizes go one at a time.
-  const std::size_t batch = size > 0 ? static_cast<std::size_t>(std::max(1, a.batch)) : 1;
-  for (std::size_t begin = 0; begin < files.size(); begin += batch) {
-    std::vector<std::string> names;
-    std::vector<Tensor> inputs;
-    for (std::size_t i = begin; i < std::min(files.size(), begin + batch); ++i) {
-      try {
-        inputs.push_back(img::preprocess_eval(img::read_image(files[i]), size));
-        names.push_back(files[i]);
-      } catch (const Error& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        ++failures;
-      }
+  // Photos are decoded once and scored for every person; the chunk bounds the decoded bytes.
+  constexpr std::size_t kChunkBytes = std::size_t{256} << 20;
+  std::size_t next = 0;
+  while (next < files.size()) {
+    const std::vector<PhotoBatch> chunk = decode_chunk(files, next, size, a.batch, kChunkBytes, failures);
+    std::vector<std::vector<std::vector<float>>> z(columns.size());  // column, batch, photo
+    for (std::size_t c = 0; c < columns.size(); ++c) {
+      if (columns[c].path.empty())
+        shared.bind_generic();
+      else
+        shared.bind(columns[c].resident ? columns[c].resident : shared.load_user(columns[c].path));
+      for (const PhotoBatch& b : chunk) z[c].push_back(net.forward(b.x.to(device)).to_vector());
     }
-    if (inputs.empty()) continue;
-    Tensor x = inputs.size() == 1 ? inputs[0] : Tensor::empty({static_cast<int64_t>(inputs.size()), size, size, 3});
-    if (inputs.size() > 1)
-      for (std::size_t i = 0; i < inputs.size(); ++i) x.rows(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1).copy_from(inputs[i]);
-    const std::vector<float> z = net->forward(x.to(device)).to_vector();
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      const double stars = z[i] * ck.norm.std + ck.norm.mean;
-      std::printf("%s,%.6f,%.4f\n", names[i].c_str(), static_cast<double>(z[i]), stars);
+    for (std::size_t bi = 0; bi < chunk.size(); ++bi) {
+      for (std::size_t i = 0; i < chunk[bi].names.size(); ++i) {
+        std::printf("%s", chunk[bi].names[i].c_str());
+        for (std::size_t c = 0; c < columns.size(); ++c) {
+          const double v = z[c][bi][i];
+          std::printf(",%.6f,%.4f", v, stars_of(v, shared.norm()));
+        }
+        std::printf("\n");
+      }
     }
     std::fflush(stdout);
   }
@@ -127,9 +218,13 @@ void add_score_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("score", "Score photos: CSV path,score,stars on stdout");
   cmd->add_option("--model", args->model, "Model file (.safetensors from aesthete, or a PyTorch .pth state dict)")
       ->required();
-  cmd->add_option("--user", args->user,
-                  "User file (from personalisation) applied on top of --model, which must be the generic model it "
-                  "was trained on");
+  cmd->add_option("--user", args->users,
+                  "User file (from personalise --fit-all) applied on top of --model, which must be the generic model "
+                  "it was trained on; repeat for several people (one score column each)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--users-dir", args->users_dir, "Score for every user file (.safetensors) in this folder");
+  cmd->add_flag("--generic", args->generic, "With --user/--users-dir: also a column for the generic model");
   cmd->add_option("--size", args->size, "Input side (squash-resize); auto = the size the model was trained at (224 if unknown); "
                  "native = each photo at its own size")
       ->capture_default_str();

@@ -26,13 +26,6 @@ extern "C" void on_interrupt(int) {
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
 }
 
-std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_of(" '\"\\$`!*?;&|<>()") == std::string::npos) return s;
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 void run_train(TrainArgs& a) {
   train::TrainOptions& o = a.o;
   o.head = model::parse_head(a.head);
@@ -65,20 +58,8 @@ void run_train(TrainArgs& a) {
 
   if (r.interrupted) {
     write_report(r);
-    std::ostringstream cmd;
-    bool has_resume = false;
-    const auto& args = command_line();
-    for (std::size_t i = 0; i < args.size(); ++i) {
-      if (args[i] == "--stop-after-steps") {  // the testing flag is not part of the run
-        ++i;
-        continue;
-      }
-      if (args[i].rfind("--stop-after-steps=", 0) == 0) continue;
-      has_resume |= args[i] == "--resume";
-      cmd << shell_quote(args[i]) << " ";
-    }
-    if (!has_resume) cmd << "--resume";
-    AE_INFO("stopped; the state is saved in " << o.out_dir << "/last.safetensors. Continue with:\n  " << cmd.str());
+    AE_INFO("stopped; the state is saved in " << o.out_dir << "/last.safetensors. Continue with:\n  "
+                                              << resume_command_line());
     return;
   }
   if (r.diverged) {

@@ -16,12 +16,17 @@ void add_convert_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_make_dataset_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_personalise_command(CLI::App& app);
 
 // Exit code the process returns once the chosen subcommand finished (0 unless it says so).
 void set_exit_code(int code);
 int exit_code();
 // The process arguments (for "continue with" hints).
 const std::vector<std::string>& command_line();
+// The process command line, shell-quoted (reports say how to reproduce a result).
+std::string shell_command_line();
+// The same with --resume added and the testing flag --stop-after-steps removed.
+std::string resume_command_line();
 
 // Arithmetic of the CUDA convolutions: f32 (default), tf32 or bf16 (tensor cores, f32 accumulate).
 // `where` names the flag in errors. Without a CUDA backend only f32 is accepted.

@@ -20,6 +20,37 @@ std::vector<std::string> g_command_line;
 
 const std::vector<std::string>& command_line() { return g_command_line; }
 
+namespace {
+std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_of(" '\"\\$`!*?;&|<>()") == std::string::npos) return s;
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+}  // namespace
+
+std::string shell_command_line() {
+  std::string out;
+  for (const auto& a : g_command_line) out += (out.empty() ? "" : " ") + shell_quote(a);
+  return out;
+}
+
+std::string resume_command_line() {
+  std::string out;
+  bool has_resume = false;
+  for (std::size_t i = 0; i < g_command_line.size(); ++i) {
+    const std::string& a = g_command_line[i];
+    if (a == "--stop-after-steps") {  // the testing flag is not part of the run
+      ++i;
+      continue;
+    }
+    if (a.rfind("--stop-after-steps=", 0) == 0) continue;
+    has_resume |= a == "--resume";
+    out += (out.empty() ? "" : " ") + shell_quote(a);
+  }
+  return has_resume ? out : out + " --resume";
+}
+
 void set_exit_code(int code) { g_exit_code = code; }
 int exit_code() { return g_exit_code; }
 
@@ -84,6 +115,7 @@ int main(int argc, char** argv) {
   ae::app::add_train_command(app);
   ae::app::add_make_dataset_command(app);
   ae::app::add_bench_command(app);
+  ae::app::add_personalise_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

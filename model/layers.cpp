@@ -88,14 +88,23 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride
 }
 
 Tensor Conv2d::forward(const Tensor& x, bool keep) {
-  x_ = keep ? x : Tensor();
+  // Only the weight gradient reads the input; a frozen conv keeps its shape alone (frozen means
+  // no work and no memory: personalisation and input gradients backpropagate through frozen convs).
+  x_ = keep && weight.trainable ? x : Tensor();
+  x_shape_ = x.shape();
+  kept_ = keep;
   return ops::conv2d_forward(params, x, weight.value);
 }
 
 Tensor Conv2d::backward(const Tensor& dy, bool need_dx) {
-  require_kept(x_.defined(), "Conv2d");
-  if (weight.trainable) weight.accumulate(ops::conv2d_backward_weight(params, x_, dy, weight.value.shape()));
-  Tensor dx = need_dx ? ops::conv2d_backward_data(params, dy, weight.value, x_.shape()) : Tensor();
+  require_kept(kept_, "Conv2d");
+  kept_ = false;
+  if (weight.trainable) {
+    AE_CHECK(x_.defined(), "Conv2d.backward: the weight was frozen during the forward and is trainable now; run the "
+                           "forward again after changing what is trainable");
+    weight.accumulate(ops::conv2d_backward_weight(params, x_, dy, weight.value.shape()));
+  }
+  Tensor dx = need_dx ? ops::conv2d_backward_data(params, dy, weight.value, x_shape_) : Tensor();
   x_ = Tensor();
   return dx;
 }

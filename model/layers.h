@@ -63,7 +63,9 @@ class Conv2d {
   ops::Conv2dParams params;
 
  private:
-  Tensor x_;
+  Tensor x_;  // kept only when the weight is trainable
+  Shape x_shape_;
+  bool kept_ = false;
 };
 
 // BatchNorm2d (NHWC) and BatchNorm1d ([N,C]) are the same layer: channels are the last dimension.

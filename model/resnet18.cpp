@@ -127,8 +127,10 @@ Tensor ResNet18::forward(const Tensor& x) {
   AE_CHECK(x.defined() && x.ndim() == 4 && x.dim(3) == 3 && x.dtype() == DType::f32,
            "ResNet18.forward: input " << x.desc() << " must be NHWC [N,H,W,3] f32");
   const bool keep = grad_enabled_;
-  Tensor h = maxpool_.forward(relu_.forward(bn1_.forward(conv1_.forward(x, keep), training_, keep), keep), keep);
-  for (auto& block : blocks_) h = block->forward(h, training_, keep);
+  const bool backbone_training = training_ && !backbone_bn_eval_;
+  Tensor h = maxpool_.forward(
+      relu_.forward(bn1_.forward(conv1_.forward(x, keep), backbone_training, keep), keep), keep);
+  for (auto& block : blocks_) h = block->forward(h, backbone_training, keep);
   Tensor y = fc_.forward(avgpool_.forward(h, keep), keep);
   if (config_.head == HeadType::seed) y = head_forward(y, keep);
   if (training_) ++dropout_step_;

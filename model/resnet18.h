@@ -42,6 +42,12 @@ class ResNet18 {
 
   void set_training(bool on) { training_ = on; }
   bool training() const { return training_; }
+  // On: in training mode the backbone's BatchNorm layers (stem and blocks) still normalise with
+  // their running statistics and leave them unchanged, while the head trains as usual. This is
+  // the `head` personalisation mode's policy: a frozen backbone stays exactly the generic one
+  // (the original let a few user images overwrite its running statistics).
+  void set_backbone_batchnorm_eval(bool on) { backbone_bn_eval_ = on; }
+  bool backbone_batchnorm_eval() const { return backbone_bn_eval_; }
   // With grad disabled, forward keeps nothing (inference) and backward is an error.
   void set_grad_enabled(bool on) { grad_enabled_ = on; }
   bool grad_enabled() const { return grad_enabled_; }
@@ -87,6 +93,7 @@ class ResNet18 {
 
   ModelConfig config_;
   bool training_ = false;
+  bool backbone_bn_eval_ = false;
   bool grad_enabled_ = true;
   uint64_t dropout_step_ = 0;
   bool kept_ = false;

@@ -18,6 +18,7 @@
 #include "train/labels.h"
 #include "train/loader.h"
 #include "train/metrics.h"
+#include "train/train_loop.h"
 
 namespace ae::train {
 
@@ -27,20 +28,7 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
-std::string fmt(double v) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
-double parse_double(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
-  auto it = m.find(key);
-  AE_CHECK(it != m.end(), "'" << path << "' is not a complete training state: no '" << key << "' entry");
-  char* end = nullptr;
-  const double v = std::strtod(it->second.c_str(), &end);
-  AE_CHECK(end && *end == '\0', "'" << path << "': entry '" << key << "' = '" << it->second << "' is not a number");
-  return v;
-}
+std::string fmt(double v) { return format_exact(v); }
 
 // Settings that must not change between a run and its resumption.
 std::map<std::string, std::string> fingerprint(const TrainOptions& o) {
@@ -149,17 +137,6 @@ void apply_init(model::ResNet18& m, const model::Checkpoint& init) {
                                                               " not used (e.g. " + skipped.front() + ")"));
 }
 
-struct Position {
-  int64_t epoch = 0;  // 0-based epoch to run next
-  int64_t batch = 0;  // next batch within it
-  double loss_sum = 0;
-  int64_t loss_count = 0;
-  int64_t skipped = 0;
-  double train_seconds = 0;
-};
-
-std::string encode_rows(const std::vector<EpochRow>& rows) { return metrics_csv(rows); }
-
 std::vector<EpochRow> decode_rows(const std::string& csv) {
   std::vector<EpochRow> rows;
   std::istringstream in(csv);
@@ -178,59 +155,29 @@ std::vector<EpochRow> decode_rows(const std::string& csv) {
   return rows;
 }
 
-void save_state(const std::string& path, model::ResNet18& m, const Optimizer& opt, const TrainOptions& o,
+void save_state(const std::string& path, model::ResNet18& m, Optimizer& opt, const TrainOptions& o,
                 const Position& pos, const TrainResult& result) {
-  model::NamedTensors tensors = m.state_dict();
-  for (auto& t : opt.state()) tensors.push_back(std::move(t));
   std::map<std::string, std::string> meta = fingerprint(o);
-  meta["format"] = model::kCheckpointFormat;
-  meta["format_version"] = model::kCheckpointVersion;
-  meta["kind"] = "training-state";
-  meta["next_epoch"] = std::to_string(pos.epoch);
-  meta["next_batch"] = std::to_string(pos.batch);
-  meta["loss_sum"] = fmt(pos.loss_sum);
-  meta["loss_count"] = std::to_string(pos.loss_count);
-  meta["skipped"] = std::to_string(pos.skipped);
-  meta["train_seconds"] = fmt(pos.train_seconds);
-  meta["optimizer_steps"] = std::to_string(opt.steps());
+  pos.to_metadata(meta);
   meta["dropout_step"] = std::to_string(m.dropout_step());
   meta["best_epoch"] = std::to_string(result.best_epoch);
   meta["best_val_mse"] = fmt(result.best_val_mse);
-  meta["metrics"] = encode_rows(result.epochs);
-  st::write_safetensors(path, tensors, meta);
+  meta["metrics"] = metrics_csv(result.epochs);
+  write_training_state(path, m.state_dict(), {&opt}, std::move(meta));
 }
 
 Position load_state(const std::string& path, model::ResNet18& m, Optimizer& opt, const TrainOptions& o,
                     TrainResult& result) {
-  AE_CHECK(fs::exists(path), "--resume: no training state at '" << path << "'");
-  st::SafetensorsFile f = st::read_safetensors(path);
-  auto kind = f.metadata.find("kind");
-  AE_CHECK(kind != f.metadata.end() && kind->second == "training-state",
-           "'" << path << "' is not a training state written by aesthete train");
-  std::ostringstream diff;
-  for (const auto& [k, v] : fingerprint(o)) {
-    auto it = f.metadata.find(k);
-    if (it == f.metadata.end() || it->second != v)
-      diff << "\n  " << k << ": saved '" << (it == f.metadata.end() ? "?" : it->second) << "', now '" << v << "'";
-  }
-  AE_CHECK(diff.str().empty(), "--resume: the run in '" << o.out_dir
-                                                        << "' was started with other settings:" << diff.str());
-  model::NamedTensors weights, optim;
-  for (auto& [n, t] : f.tensors) (n.rfind("optim.", 0) == 0 ? optim : weights).emplace_back(n, t);
-  m.load_state_dict(weights);
-  opt.load_state(optim, static_cast<int64_t>(parse_double(f.metadata, "optimizer_steps", path)));
-  m.set_dropout_step(static_cast<uint64_t>(parse_double(f.metadata, "dropout_step", path)));
-  Position p;
-  p.epoch = static_cast<int64_t>(parse_double(f.metadata, "next_epoch", path));
-  p.batch = static_cast<int64_t>(parse_double(f.metadata, "next_batch", path));
-  p.loss_sum = parse_double(f.metadata, "loss_sum", path);
-  p.loss_count = static_cast<int64_t>(parse_double(f.metadata, "loss_count", path));
-  p.skipped = static_cast<int64_t>(parse_double(f.metadata, "skipped", path));
-  p.train_seconds = parse_double(f.metadata, "train_seconds", path);
-  result.best_epoch = static_cast<int64_t>(parse_double(f.metadata, "best_epoch", path));
-  result.best_val_mse = parse_double(f.metadata, "best_val_mse", path);
-  result.epochs = decode_rows(f.metadata["metrics"]);
-  return p;
+  const TrainingState s = read_training_state(path, fingerprint(o), "the run in '" + o.out_dir + "'");
+  m.load_state_dict(s.model);
+  load_optimizers(s, {&opt}, path);
+  m.set_dropout_step(static_cast<uint64_t>(metadata_number(s.metadata, "dropout_step", path)));
+  result.best_epoch = static_cast<int64_t>(metadata_number(s.metadata, "best_epoch", path));
+  result.best_val_mse = metadata_number(s.metadata, "best_val_mse", path);
+  const auto metrics = s.metadata.find("metrics");
+  AE_CHECK(metrics != s.metadata.end(), "'" << path << "' is not a complete training state: no 'metrics' entry");
+  result.epochs = decode_rows(metrics->second);
+  return Position::from_metadata(s.metadata, path);
 }
 
 struct ValScores {
@@ -238,20 +185,138 @@ struct ValScores {
 };
 
 ValScores validate(model::ResNet18& m, data::Loader& loader, Device device) {
-  m.set_training(false);
-  m.set_grad_enabled(false);
-  std::vector<double> pred, truth;
-  loader.start_epoch(0);
-  while (auto b = loader.next()) {
-    if (b->images.dim(0) == 0) continue;
-    const Tensor y = m.forward(b->images.to(device));
-    for (float v : y.to_vector()) pred.push_back(v);
-    for (float v : b->targets.to_vector()) truth.push_back(v);
-  }
-  m.set_grad_enabled(true);
-  AE_CHECK(pred.size() >= 2, "validation: fewer than 2 readable images");
-  return {metrics::mse(pred, truth), metrics::spearman(pred, truth), metrics::pearson(pred, truth)};
+  const Predictions p = predict(m, loader, device);
+  AE_CHECK(p.pred.size() >= 2, "validation: fewer than 2 readable images");
+  return {metrics::mse(p.pred, p.truth), metrics::spearman(p.pred, p.truth), metrics::pearson(p.pred, p.truth)};
 }
+
+// Everything a generic training run holds while it runs.
+struct Run {
+  const TrainOptions& o;
+  std::string last_path, best_path, metrics_path;
+  model::ResNet18 net;
+  Optimizer opt;
+  TrainStep step;
+  data::Loader train_loader, val_loader;
+  TrainResult result;
+  Position pos;
+  int64_t steps_this_run = 0;
+
+  Run(const TrainOptions& options, const Split& split, const model::ModelConfig& cfg,
+      const std::optional<model::Checkpoint>& init)
+      : o(options),
+        last_path((fs::path(o.out_dir) / "last.safetensors").string()),
+        best_path((fs::path(o.out_dir) / "model.safetensors").string()),
+        metrics_path((fs::path(o.out_dir) / "metrics.csv").string()),
+        net(cfg),
+        opt(prepare(net, o, init), optimizer_config(o)),
+        step(net, {&opt}, o.device),
+        train_loader(split.train, loader_config(o, /*train=*/true)),
+        val_loader(split.val, loader_config(o, /*train=*/false)) {}
+
+  static std::vector<model::ParamRef> prepare(model::ResNet18& net, const TrainOptions& o,
+                                              const std::optional<model::Checkpoint>& init) {
+    if (!o.resume) {
+      if (init)
+        apply_init(net, *init);
+      else
+        AE_WARN("no --init weights: starting from random initialisation (ImageNet weights train far better)");
+    }
+    net.to(o.device);
+    return net.trainable_parameters();
+  }
+  static OptimizerConfig optimizer_config(const TrainOptions& o) {
+    OptimizerConfig oc;
+    oc.kind = o.optimizer;
+    oc.lr = o.lr;
+    oc.weight_decay = o.weight_decay;
+    return oc;
+  }
+  static data::LoaderConfig loader_config(const TrainOptions& o, bool train) {
+    data::LoaderConfig c;
+    c.batch = o.batch;
+    c.workers = o.workers;
+    c.seed = o.seed;
+    c.shuffle = train;
+    c.transform = {o.size, o.resize_to, o.resize_mode, train};
+    return c;
+  }
+
+  // Trains one epoch from pos; false when the run must end (stop request or divergence).
+  bool train_epoch(int64_t epoch) {
+    const float lr = step_lr(o.lr, o.lr_decay, o.decay_every, epoch);
+    opt.set_lr(lr);
+    net.set_training(true);
+    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs),
+                      train_loader.batches_per_epoch());
+    EpochHooks hooks;
+    const int64_t images_before = pos.loss_count;
+    hooks.after_batch = [&](const Position& p, double secs) {
+      char status[96];
+      std::snprintf(status, sizeof status, "loss %.4f  %.1f img/s", p.mean_loss(),
+                    secs > 0 ? static_cast<double>(p.loss_count - images_before) / secs : 0.0);
+      progress.update(p.batch, status);
+    };
+    hooks.should_stop = [&] {
+      ++steps_this_run;
+      return stop_requested() || (o.stop_after_steps >= 0 && steps_this_run >= o.stop_after_steps);
+    };
+    const EpochOutcome r = run_epoch(train_loader, epoch, pos, step, hooks);
+    if (r.end == EpochOutcome::End::diverged) {
+      progress.finish("diverged");
+      // Resuming cannot help: the same settings replay the same data order into the same loss.
+      AE_WARN("the loss became " << r.bad_loss << " at epoch " << epoch + 1 << ", batch " << r.bad_batch + 1
+                                 << ": training stopped. "
+                                 << (result.best_epoch > 0 ? "The best epoch so far is kept in " + best_path + ". "
+                                                           : std::string("No epoch had finished, so no model was saved. "))
+                                 << "Start a new run (another --out, or delete '" << o.out_dir
+                                 << "') with a lower --lr, e.g. " << o.lr / 2 << ".");
+      result.diverged = true;
+      return false;
+    }
+    if (r.end == EpochOutcome::End::stopped) {
+      save_state(last_path, net, opt, o, pos, result);
+      progress.finish("interrupted");
+      result.interrupted = true;
+      return false;
+    }
+    AE_CHECK(pos.loss_count > 0, "epoch " << epoch + 1 << ": no batch of at least 2 readable images");
+    progress.finish("validating");
+    return true;
+  }
+
+  // Validation, model selection, the epoch's files.
+  void finish_epoch(int64_t epoch) {
+    const ValScores val = validate(net, val_loader, o.device);
+    EpochRow row;
+    row.epoch = epoch + 1;
+    row.lr = step_lr(o.lr, o.lr_decay, o.decay_every, epoch);
+    row.train_loss = pos.mean_loss();
+    row.val_mse = val.mse;
+    row.val_spearman = val.spearman;
+    row.val_pearson = val.pearson;
+    row.seconds = pos.train_seconds;
+    row.images_per_s = pos.train_seconds > 0 ? static_cast<double>(pos.loss_count) / pos.train_seconds : 0;
+    row.skipped = pos.skipped;
+    result.epochs.push_back(row);
+    AE_INFO("epoch " << row.epoch << "/" << o.epochs << ": train loss " << row.train_loss << "  val mse "
+                     << row.val_mse << "  spearman " << row.val_spearman << "  pearson " << row.val_pearson);
+    if (result.best_epoch == 0 || val.mse < result.best_val_mse) {
+      result.best_epoch = row.epoch;
+      result.best_val_mse = val.mse;
+      model::save_checkpoint(best_path, net, model::TargetNorm{},
+                             {{"epoch", std::to_string(row.epoch)},
+                              {"val_mse", fmt(val.mse)},
+                              {"input_size", std::to_string(o.size)},
+                              {"val_spearman", fmt(val.spearman)}});
+    }
+    pos = Position{};
+    pos.epoch = epoch + 1;
+    save_state(last_path, net, opt, o, pos, result);
+    const std::string csv = metrics_csv(result.epochs);
+    atomic_write(metrics_path, csv.data(), csv.size());
+  }
+};
 
 }  // namespace
 
@@ -275,11 +340,8 @@ TrainResult run_training(const TrainOptions& o, const std::optional<model::Check
   AE_CHECK(o.batch >= 2, "--batch must be at least 2 (BatchNorm needs two samples), got " << o.batch);
   AE_CHECK(!o.out_dir.empty(), "--out is required");
   fs::create_directories(o.out_dir);
-  const std::string last_path = (fs::path(o.out_dir) / "last.safetensors").string();
-  const std::string best_path = (fs::path(o.out_dir) / "model.safetensors").string();
-  const std::string metrics_path = (fs::path(o.out_dir) / "metrics.csv").string();
-  AE_CHECK(o.resume || !fs::exists(last_path), "'" << o.out_dir << "' already holds a training run; add --resume "
-                                                   << "to continue it or choose another --out");
+  AE_CHECK(o.resume || !fs::exists(fs::path(o.out_dir) / "last.safetensors"),
+           "'" << o.out_dir << "' already holds a training run; add --resume to continue it or choose another --out");
 
   Split split = make_split(o);
   drop_missing(split.train, o, "training");
@@ -294,122 +356,17 @@ TrainResult run_training(const TrainOptions& o, const std::optional<model::Check
   cfg.adapters = false;
   cfg.dropout = o.dropout;
   cfg.seed = o.seed;
-  model::ResNet18 net(cfg);
-  if (!o.resume) {
-    if (init)
-      apply_init(net, *init);
-    else
-      AE_WARN("no --init weights: starting from random initialisation (ImageNet weights train far better)");
-  }
-  net.to(o.device);
-  OptimizerConfig oc;
-  oc.kind = o.optimizer;
-  oc.lr = o.lr;
-  oc.weight_decay = o.weight_decay;
-  Optimizer opt(net.trainable_parameters(), oc);
-
-  TrainResult result;
-  Position pos;
+  Run run(o, split, cfg, init);
   if (o.resume) {
-    pos = load_state(last_path, net, opt, o, result);
-    AE_INFO("resuming at epoch " << pos.epoch + 1 << ", batch " << pos.batch);
+    run.pos = load_state(run.last_path, run.net, run.opt, o, run.result);
+    AE_INFO("resuming at epoch " << run.pos.epoch + 1 << ", batch " << run.pos.batch);
   }
-
-  data::LoaderConfig tl;
-  tl.batch = o.batch;
-  tl.workers = o.workers;
-  tl.seed = o.seed;
-  tl.shuffle = true;
-  tl.transform = {o.size, o.resize_to, o.resize_mode, true};
-  data::Loader train_loader(split.train, tl);
-  data::LoaderConfig vl = tl;
-  vl.shuffle = false;
-  vl.transform.train = false;
-  data::Loader val_loader(split.val, vl);
-
-  int64_t steps_this_run = 0;
-  for (int64_t epoch = pos.epoch; epoch < o.epochs; ++epoch) {
-    const float lr = step_lr(o.lr, o.lr_decay, o.decay_every, epoch);
-    opt.set_lr(lr);
-    net.set_training(true);
-    train_loader.start_epoch(epoch, pos.batch);
-    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs),
-                      train_loader.batches_per_epoch());
-    const auto t0 = std::chrono::steady_clock::now();
-    int64_t images_this_run = 0;
-    while (auto b = train_loader.next()) {
-      pos.skipped += b->skipped;
-      const int64_t n = b->images.dim(0);
-      if (n >= 2) {  // BatchNorm needs two samples; a 1-image tail batch is dropped
-        net.zero_grad();
-        const Tensor y = net.forward(b->images.to(o.device));
-        const Tensor target = b->targets.to(o.device);
-        const float loss = ops::mse_loss_forward(y, target).item();
-        if (!std::isfinite(loss)) {
-          AE_WARN("the loss became " << loss << " at epoch " << epoch + 1 << ", batch " << b->index + 1
-                                     << ": training stopped. The last good state is kept in " << last_path
-                                     << "; lower --lr and run again with --resume.");
-          result.diverged = true;
-          return result;
-        }
-        net.backward(ops::mse_loss_backward(y, target));
-        opt.step();
-        pos.loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-        pos.loss_count += n;
-        images_this_run += n;
-        ++steps_this_run;
-      }
-      pos.batch = b->index + 1;
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      char status[96];
-      std::snprintf(status, sizeof status, "loss %.4f  %.1f img/s",
-                    pos.loss_count ? pos.loss_sum / static_cast<double>(pos.loss_count) : 0.0,
-                    secs > 0 ? static_cast<double>(images_this_run) / secs : 0.0);
-      progress.update(pos.batch, status);
-      if (stop_requested() || (o.stop_after_steps >= 0 && steps_this_run >= o.stop_after_steps)) {
-        pos.train_seconds += secs;
-        save_state(last_path, net, opt, o, pos, result);
-        progress.finish("interrupted");
-        result.interrupted = true;
-        return result;
-      }
-    }
-    const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    pos.train_seconds += train_secs;
-    AE_CHECK(pos.loss_count > 0, "epoch " << epoch + 1 << ": no batch of at least 2 readable images");
-
-    const ValScores val = validate(net, val_loader, o.device);
-    EpochRow row;
-    row.epoch = epoch + 1;
-    row.lr = lr;
-    row.train_loss = pos.loss_sum / static_cast<double>(pos.loss_count);
-    row.val_mse = val.mse;
-    row.val_spearman = val.spearman;
-    row.val_pearson = val.pearson;
-    row.seconds = pos.train_seconds;
-    row.images_per_s = pos.train_seconds > 0 ? static_cast<double>(pos.loss_count) / pos.train_seconds : 0;
-    row.skipped = pos.skipped;
-    result.epochs.push_back(row);
-    char status[160];
-    std::snprintf(status, sizeof status, "train loss %.4f  val mse %.4f  spearman %.3f  pearson %.3f",
-                  row.train_loss, row.val_mse, row.val_spearman, row.val_pearson);
-    progress.finish(status);
-
-    if (result.best_epoch == 0 || val.mse < result.best_val_mse) {
-      result.best_epoch = row.epoch;
-      result.best_val_mse = val.mse;
-      model::save_checkpoint(best_path, net, model::TargetNorm{},
-                             {{"epoch", std::to_string(row.epoch)}, {"val_mse", fmt(val.mse)}, {"input_size", std::to_string(o.size)},
-                              {"val_spearman", fmt(val.spearman)}});
-    }
-    pos = Position{};
-    pos.epoch = epoch + 1;
-    save_state(last_path, net, opt, o, pos, result);
-    const std::string csv = metrics_csv(result.epochs);
-    atomic_write(metrics_path, csv.data(), csv.size());
-    if (on_epoch_end) on_epoch_end(result);
+  for (int64_t epoch = run.pos.epoch; epoch < o.epochs; ++epoch) {
+    if (!run.train_epoch(epoch)) return run.result;
+    run.finish_epoch(epoch);
+    if (on_epoch_end) on_epoch_end(run.result);
   }
-  return result;
+  return run.result;
 }
 
 }  // namespace ae::train

@@ -1,6 +1,11 @@
 #include "tests/support/run_command.h"
 
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cstdio>
 #include <filesystem>
@@ -35,5 +40,23 @@ CommandResult run_command(const std::string& command) {
 }
 
 std::string aesthete_binary() { return build_dir() + "/aesthete"; }
+
+int signal_when_file_appears(const std::string& command, const std::string& file, int signal, int delay_ms) {
+  namespace fs = std::filesystem;
+  const pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (!fs::exists(file) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  kill(pid, signal);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
 
 }  // namespace ae::test

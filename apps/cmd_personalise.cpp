@@ -1,0 +1,129 @@
+// aesthete personalise: the k-shot per-user protocol on one shared backbone (train/personalise.h).
+#include <csignal>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "apps/report_html.h"
+#include "runtime/atomic_file.h"
+#include "runtime/log.h"
+#include "train/personalise.h"
+#include "train/trainer.h"
+#include "weights_tools/model_file.h"
+
+namespace ae::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct PersonaliseArgs {
+  train::PersonaliseOptions o;
+  std::string mode = "adapters", select = "fixed", device = "auto", users;
+};
+
+extern "C" void on_personalise_interrupt(int) {
+  train::request_stop();
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+void run_personalise(PersonaliseArgs& a) {
+  train::PersonaliseOptions& o = a.o;
+  o.mode = train::parse_mode(a.mode);
+  o.select = train::parse_select(a.select);
+  o.users = split_list(a.users);
+  AE_CHECK(o.k >= 1, "--k is required: the number of each user's ratings to train on (e.g. 10 or 100)");
+  o.device = resolve_device(a.device);
+  const model::Checkpoint ck = weights::load_model_file(o.model_path);
+  model::SharedModel shared(ck, o.device, "--model '" + o.model_path + "'");
+  AE_INFO("generic model " << o.model_path << " (" << shared.digest() << ") on " << o.device.str());
+
+  const std::string command = shell_command_line();
+  const std::string report = (fs::path(o.out_dir) / "report.html").string();
+  train::PersonaliseHooks hooks;
+  hooks.on_run_end = [&](const train::PersonaliseResult& r) {
+    const std::string html = personalisation_report_html(r, command);
+    atomic_write(report, html.data(), html.size());
+  };
+  train::clear_stop_request();
+  std::signal(SIGINT, on_personalise_interrupt);
+  std::signal(SIGTERM, on_personalise_interrupt);
+  const train::PersonaliseResult r = train::run_personalisation(o, shared, hooks);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  hooks.on_run_end(r);
+  if (r.interrupted) {
+    AE_INFO("stopped; progress is saved in " << o.out_dir << "/state.safetensors. Continue with:\n  "
+                                             << resume_command_line());
+    return;
+  }
+  double sum_g = 0, sum_p = 0;
+  int n = 0;
+  for (const auto& row : r.rows)
+    if (row.repeat >= 0 && row.rho_generic == row.rho_generic && row.rho_personal == row.rho_personal)
+      sum_g += row.rho_generic, sum_p += row.rho_personal, ++n;
+  if (n > 0)
+    AE_INFO("mean Spearman over " << n << " runs: generic " << sum_g / n << ", personalised " << sum_p / n
+                                  << " (delta " << (sum_p - sum_g) / n << ")");
+  AE_INFO("results: " << o.out_dir << "/results.csv, summary.json, report " << report);
+}
+
+}  // namespace
+
+void add_personalise_command(CLI::App& app) {
+  auto a = std::make_shared<PersonaliseArgs>();
+  train::PersonaliseOptions& o = a->o;
+  CLI::App* cmd = app.add_subcommand(
+      "personalise", "Learn each person's taste from k of their ratings (the k-shot protocol, honest selection)");
+  cmd->alias("personalize");
+  cmd->add_option("--model", o.model_path, "The generic model (from aesthete train, or a .pth state dict)")->required();
+  cmd->add_option("--ratings", o.ratings_csv,
+                  "Per-user ratings: FLICKR-AES test_workers_dataset_normalized.csv as published, or CSV image,score,user")
+      ->required();
+  cmd->add_option("--images", o.images_dir, "Folder holding the images")->required();
+  cmd->add_option("--out", o.out_dir, "Output folder (results.csv, draws.csv, summary.json, report.html, users/)")
+      ->required();
+  cmd->add_option("--k", o.k, "Ratings drawn per user for training (the original: 10 or 100)")->required();
+  cmd->add_option("--mode", a->mode, "adapters (residual adapters + BatchNorm + head), head, or full")
+      ->capture_default_str();
+  cmd->add_option("--repeats", o.repeats, "Draws per user (default: 10 for k < 50, else 3)");
+  cmd->add_option("--epochs", o.epochs, "Training epochs (default: 100 adapters, 20 head/full)");
+  cmd->add_option("--select", a->select,
+                  "fixed: the last epoch; val: the epoch with the lowest MSE on a validation part of the k images")
+      ->capture_default_str();
+  cmd->add_option("--val-fraction", o.val_fraction, "With --select val: part of the k images held out (at least 2)")
+      ->capture_default_str();
+  cmd->add_option("--batch", o.batch)->capture_default_str();
+  cmd->add_option("--lr", o.lr, "Learning rate (default: the original's for the mode and k)");
+  cmd->add_option("--lr-decay", o.lr_decay, "lr * decay^floor(epoch / decay-every)")->capture_default_str();
+  cmd->add_option("--decay-every", o.decay_every, "Epochs per lr decay (default: the original's)");
+  cmd->add_option("--weight-decay", o.weight_decay,
+                  "Adam weight decay (default 0.01 on adapters and BatchNorm in adapters mode, never on the head; 0 "
+                  "otherwise)");
+  cmd->add_option("--users", a->users, "Comma-separated user ids (default: every user in the ratings file)");
+  cmd->add_option("--only-repeat", o.only_repeat, "Run this repeat (0-based) alone; gives the same row as a full run");
+  cmd->add_option("--size", o.size, "Network input side")->capture_default_str();
+  cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--workers", o.workers, "Image decoding threads")->capture_default_str();
+  cmd->add_option("--seed", o.seed)->capture_default_str();
+  cmd->add_flag("--fit-all", o.fit_all,
+                "Also train each user on all of their ratings and write users/<user>.safetensors for score --user");
+  cmd->add_flag("--resume", o.resume, "Continue the run saved in --out");
+  cmd->add_option("--checkpoint-every", o.checkpoint_seconds,
+                  "Seconds between checkpoints of the running user (at epoch ends; 0 = every epoch)")
+      ->capture_default_str();
+  cmd->add_option("--stop-after-steps", o.stop_after_steps, "Stop as if interrupted after N steps (testing)")->group("");
+  cmd->callback([a] { run_personalise(*a); });
+}
+
+}  // namespace ae::app

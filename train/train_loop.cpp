@@ -1,0 +1,178 @@
+#include "train/train_loop.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "kernels/ops.h"
+#include "model/safetensors.h"
+#include "runtime/error.h"
+
+namespace ae::train {
+
+namespace fs = std::filesystem;
+
+std::string format_exact(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+double metadata_number(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
+  const auto it = meta.find(key);
+  AE_CHECK(it != meta.end(), "'" << path << "' is not a complete training state: no '" << key << "' entry");
+  char* end = nullptr;
+  const double v = std::strtod(it->second.c_str(), &end);
+  AE_CHECK(end != it->second.c_str() && *end == '\0',
+           "'" << path << "': entry '" << key << "' = '" << it->second << "' is not a number");
+  return v;
+}
+
+// ---------------------------------------------------------------- step
+
+TrainStep::TrainStep(model::ResNet18& net, std::vector<Optimizer*> optimizers, Device device)
+    : net_(net), optimizers_(std::move(optimizers)), device_(device) {}
+
+TrainStep::Outcome TrainStep::run(const Tensor& images, const Tensor& targets) {
+  net_.zero_grad();
+  const Tensor y = net_.forward(images.to(device_));
+  const Tensor target = targets.to(device_);
+  Outcome out;
+  out.loss = ops::mse_loss_forward(y, target).item();  // item() waits for the device
+  out.finite = std::isfinite(out.loss);
+  if (!out.finite) return out;  // the caller stops; the next forward replaces what this one kept
+  net_.backward(ops::mse_loss_backward(y, target));
+  for (Optimizer* o : optimizers_) o->step();
+  return out;
+}
+
+void set_lr(const std::vector<Optimizer*>& optimizers, float lr) {
+  for (Optimizer* o : optimizers) o->set_lr(lr);
+}
+
+// ---------------------------------------------------------------- position
+
+void Position::to_metadata(std::map<std::string, std::string>& meta) const {
+  meta["next_epoch"] = std::to_string(epoch);
+  meta["next_batch"] = std::to_string(batch);
+  meta["loss_sum"] = format_exact(loss_sum);
+  meta["loss_count"] = std::to_string(loss_count);
+  meta["skipped"] = std::to_string(skipped);
+  meta["train_seconds"] = format_exact(train_seconds);
+}
+
+Position Position::from_metadata(const std::map<std::string, std::string>& meta, const std::string& path) {
+  Position p;
+  p.epoch = static_cast<int64_t>(metadata_number(meta, "next_epoch", path));
+  p.batch = static_cast<int64_t>(metadata_number(meta, "next_batch", path));
+  p.loss_sum = metadata_number(meta, "loss_sum", path);
+  p.loss_count = static_cast<int64_t>(metadata_number(meta, "loss_count", path));
+  p.skipped = static_cast<int64_t>(metadata_number(meta, "skipped", path));
+  p.train_seconds = metadata_number(meta, "train_seconds", path);
+  return p;
+}
+
+// ---------------------------------------------------------------- epoch
+
+EpochOutcome run_epoch(data::Loader& loader, int64_t epoch, Position& pos, TrainStep& step, const EpochHooks& hooks) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  EpochOutcome out;
+  loader.start_epoch(epoch, pos.batch);
+  while (auto b = loader.next()) {
+    pos.skipped += b->skipped;
+    const int64_t n = b->images.dim(0);
+    if (n >= 2) {  // BatchNorm needs two samples; a 1-image tail batch is dropped
+      const TrainStep::Outcome r = step.run(b->images, b->targets);
+      if (!r.finite) {
+        out.end = EpochOutcome::End::diverged;
+        out.bad_loss = r.loss;
+        out.bad_batch = b->index;
+        break;
+      }
+      pos.loss_sum += static_cast<double>(r.loss) * static_cast<double>(n);
+      pos.loss_count += n;
+      out.images += n;
+    }
+    pos.batch = b->index + 1;
+    if (hooks.after_batch) hooks.after_batch(pos, elapsed());
+    if (hooks.should_stop && hooks.should_stop()) {
+      out.end = EpochOutcome::End::stopped;
+      break;
+    }
+  }
+  out.seconds = elapsed();
+  pos.train_seconds += out.seconds;
+  return out;
+}
+
+// ---------------------------------------------------------------- evaluation
+
+Predictions predict(model::ResNet18& net, data::Loader& loader, Device device) {
+  const bool was_training = net.training(), had_grad = net.grad_enabled();
+  net.set_training(false);
+  net.set_grad_enabled(false);
+  Predictions p;
+  loader.start_epoch(0);
+  while (auto b = loader.next()) {
+    p.skipped += b->skipped;
+    if (b->images.dim(0) == 0) continue;
+    const std::vector<float> y = net.forward(b->images.to(device)).to_vector();
+    const std::vector<float> t = b->targets.to_vector();
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      p.pred.push_back(y[i]);
+      p.truth.push_back(t[i]);
+      p.samples.push_back(b->samples[i]);
+    }
+  }
+  net.set_training(was_training);
+  net.set_grad_enabled(had_grad);
+  return p;
+}
+
+// ---------------------------------------------------------------- state files
+
+void write_training_state(const std::string& path, model::NamedTensors tensors,
+                          const std::vector<Optimizer*>& optimizers, std::map<std::string, std::string> metadata) {
+  for (std::size_t i = 0; i < optimizers.size(); ++i) {
+    for (auto& t : optimizers[i]->state()) tensors.push_back(std::move(t));
+    metadata["optimizer_steps" + (i == 0 ? std::string() : "." + std::to_string(i))] =
+        std::to_string(optimizers[i]->steps());
+  }
+  metadata["format"] = model::kCheckpointFormat;
+  metadata["format_version"] = model::kCheckpointVersion;
+  metadata["kind"] = "training-state";
+  st::write_safetensors(path, tensors, metadata);
+}
+
+TrainingState read_training_state(const std::string& path, const std::map<std::string, std::string>& fingerprint,
+                                  const std::string& what) {
+  AE_CHECK(fs::exists(path), "--resume: no training state at '" << path << "'");
+  st::SafetensorsFile f = st::read_safetensors(path);
+  const auto kind = f.metadata.find("kind");
+  AE_CHECK(kind != f.metadata.end() && kind->second == "training-state",
+           "'" << path << "' is not a training state written by aesthete");
+  std::ostringstream diff;
+  for (const auto& [k, v] : fingerprint) {
+    const auto it = f.metadata.find(k);
+    if (it == f.metadata.end() || it->second != v)
+      diff << "\n  " << k << ": saved '" << (it == f.metadata.end() ? "?" : it->second) << "', now '" << v << "'";
+  }
+  AE_CHECK(diff.str().empty(), "--resume: " << what << " was started with other settings:" << diff.str());
+  TrainingState s;
+  for (auto& [n, t] : f.tensors) (n.rfind("optim.", 0) == 0 ? s.optimizer : s.model).emplace_back(n, std::move(t));
+  s.metadata = std::move(f.metadata);
+  return s;
+}
+
+void load_optimizers(const TrainingState& state, const std::vector<Optimizer*>& optimizers, const std::string& path) {
+  for (std::size_t i = 0; i < optimizers.size(); ++i) {
+    const std::string key = "optimizer_steps" + (i == 0 ? std::string() : "." + std::to_string(i));
+    optimizers[i]->load_state(state.optimizer, static_cast<int64_t>(metadata_number(state.metadata, key, path)));
+  }
+}
+
+}  // namespace ae::train

@@ -1,0 +1,103 @@
+#pragma once
+// The one training loop (DESIGN.md "Data, training, personalisation"): the optimisation step, the
+// epoch over a loader with its running sums and stop checks, evaluation over a loader, and the
+// training-state file that makes a run resumable. Generic training (train/trainer.cpp),
+// personalisation (train/personalise.cpp) and `aesthete bench` are built from these pieces.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/checkpoint.h"
+#include "train/loader.h"
+#include "train/optimizer.h"
+
+namespace ae::train {
+
+// One optimisation step: training-mode forward, MSE against the targets, a finiteness check of
+// the loss, backward, every optimiser's step. Several optimisers serve parameter groups with
+// different settings (personalisation decays adapters and BatchNorm but not the head).
+class TrainStep {
+ public:
+  TrainStep(model::ResNet18& net, std::vector<Optimizer*> optimizers, Device device);
+
+  struct Outcome {
+    float loss = 0;       // mean over the batch
+    bool finite = true;   // false: no backward and no update were made
+  };
+  // `images` [B,H,W,3] and `targets` [B,1] on any device (moved to the step's device).
+  Outcome run(const Tensor& images, const Tensor& targets);
+
+ private:
+  model::ResNet18& net_;
+  std::vector<Optimizer*> optimizers_;
+  Device device_;
+};
+
+void set_lr(const std::vector<Optimizer*>& optimizers, float lr);
+
+// Where a run stands within an epoch, with the epoch's running sums; saved in training states so
+// that a run resumes mid-epoch and reports the same epoch loss as an uninterrupted one.
+struct Position {
+  int64_t epoch = 0;  // 0-based epoch to run next
+  int64_t batch = 0;  // next batch within it
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  int64_t skipped = 0;
+  double train_seconds = 0;
+
+  double mean_loss() const { return loss_count > 0 ? loss_sum / static_cast<double>(loss_count) : 0.0; }
+  void to_metadata(std::map<std::string, std::string>& meta) const;
+  static Position from_metadata(const std::map<std::string, std::string>& meta, const std::string& path);
+};
+
+struct EpochHooks {
+  // Asked after every step; true ends the epoch early (Ctrl-C, --stop-after-steps).
+  std::function<bool()> should_stop;
+  // After every batch, with the seconds spent in this epoch in this process.
+  std::function<void(const Position&, double seconds)> after_batch;
+};
+
+struct EpochOutcome {
+  enum class End { finished, stopped, diverged } end = End::finished;
+  float bad_loss = 0;        // the non-finite loss, when diverged
+  int64_t bad_batch = 0;     // 0-based batch where it happened
+  double seconds = 0;        // spent in this call (also added to pos.train_seconds)
+  int64_t images = 0;        // trained in this call
+};
+
+// Runs `epoch` of `loader` from pos.batch on, updating `pos` (a 1-image batch is skipped: BatchNorm
+// needs two samples). On `stopped` and `diverged`, `pos` points at the next batch to run.
+EpochOutcome run_epoch(data::Loader& loader, int64_t epoch, Position& pos, TrainStep& step, const EpochHooks& hooks = {});
+
+// Eval-mode, no-grad predictions over every readable image of `loader` (which should not
+// shuffle), restoring the model's training flag afterwards.
+struct Predictions {
+  std::vector<double> pred, truth;
+  std::vector<int64_t> samples;  // loader sample index of each prediction
+  int64_t skipped = 0;           // unreadable images
+};
+Predictions predict(model::ResNet18& net, data::Loader& loader, Device device);
+
+// Training-state files: a safetensors file (kind "training-state") of tensors plus string
+// metadata. `fingerprint` holds the settings a resumed run must share with the original one; a
+// difference is an error listing every changed setting. `what` names the run in messages.
+void write_training_state(const std::string& path, model::NamedTensors tensors,
+                          const std::vector<Optimizer*>& optimizers, std::map<std::string, std::string> metadata);
+struct TrainingState {
+  model::NamedTensors model;      // everything that is not optimiser state
+  model::NamedTensors optimizer;  // "optim.*"
+  std::map<std::string, std::string> metadata;
+};
+TrainingState read_training_state(const std::string& path, const std::map<std::string, std::string>& fingerprint,
+                                  const std::string& what);
+// Restores the optimisers from the state's "optim.*" tensors and its optimizer_steps entry.
+void load_optimizers(const TrainingState& state, const std::vector<Optimizer*>& optimizers, const std::string& path);
+
+// Metadata helpers: a number written with full precision, and read back with a message naming
+// the file and key when absent or malformed.
+std::string format_exact(double v);
+double metadata_number(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path);
+
+}  // namespace ae::train
