@@ -1,5 +1,7 @@
 #include "model/basic_block.h"
 
+#include <cmath>
+
 namespace ae::model {
 
 BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int stride, bool adapters)
@@ -70,6 +72,80 @@ bool BasicBlock::FoldedWeight::built_from(const Tensor& conv_w, const Tensor& ad
 void BasicBlock::invalidate_folded_weights() {
   folded1_.clear();
   folded2_.clear();
+  backward_fold_ = BackwardFold();
+}
+
+namespace {
+
+// W * s per output channel (OHWI: s[o] scales the o-th block of KH*KW*I elements), on the host,
+// copied back to W's device; runs only when the cache is rebuilt.
+Tensor scale_out_channels(const Tensor& w, const BatchNorm& bn) {
+  const Tensor host = w.to(Device::cpu()).clone();
+  const std::vector<float> gamma = bn.weight.value.to_vector(), var = bn.running_var.to_vector();
+  const int64_t out = host.dim(0), per = host.numel() / out;
+  AE_CHECK(static_cast<int64_t>(gamma.size()) == out, "BatchNorm fold: " << gamma.size() << " channels for a conv with "
+                                                                         << out << " outputs");
+  float* p = host.f32();
+  for (int64_t o = 0; o < out; ++o) {
+    // The same invstd as the eval BatchNorm ops: 1/sqrt(var + eps) in float.
+    const float s = gamma[static_cast<std::size_t>(o)] / std::sqrt(var[static_cast<std::size_t>(o)] + bn.params.eps);
+    for (int64_t i = 0; i < per; ++i) p[o * per + i] *= s;
+  }
+  return host.to(w.device());
+}
+
+}  // namespace
+
+std::vector<const Tensor*> BasicBlock::backward_fold_sources() {
+  std::vector<const Tensor*> src = {&conv1.weight.value, &bn1.weight.value, &bn1.running_var,
+                                    &conv2.weight.value, &bn2.weight.value, &bn2.running_var};
+  if (has_adapters_) src.insert(src.end(), {&adapter1.weight.value, &adapter2.weight.value});
+  if (has_downsample_) src.insert(src.end(), {&down_conv.weight.value, &down_bn.weight.value, &down_bn.running_var});
+  return src;
+}
+
+bool BasicBlock::backward_fold_valid() {
+  const std::vector<const Tensor*> src = backward_fold_sources();
+  if (!backward_fold_.w1.defined() || backward_fold_.storages.size() != src.size()) return false;
+  for (std::size_t i = 0; i < src.size(); ++i)
+    if (backward_fold_.storages[i].lock() != src[i]->storage() || backward_fold_.offsets[i] != src[i]->offset())
+      return false;
+  return true;
+}
+
+Tensor BasicBlock::forward_for_input_grad(const Tensor& x, InputGradTape& tape) {
+  tape.x_shape = x.shape();
+  const Tensor a = has_adapters_ ? conv_with_adapter(conv1, adapter1, folded1_, x) : conv1.forward(x, /*keep=*/false);
+  tape.out = bn_epilogue(bn1, a, Tensor(), /*relu=*/true);
+  const Tensor c = has_adapters_ ? conv_with_adapter(conv2, adapter2, folded2_, tape.out) : conv2.forward(tape.out, false);
+  const Tensor identity =
+      has_downsample_ ? bn_epilogue(down_bn, down_conv.forward(x, false), Tensor(), /*relu=*/false) : x;
+  tape.y = bn_epilogue(bn2, c, identity, /*relu=*/true);
+  return tape.y;
+}
+
+Tensor BasicBlock::backward_input_grad(const Tensor& dy, const InputGradTape& tape) {
+  if (!backward_fold_valid()) {
+    BackwardFold f;
+    f.w1 = scale_out_channels(has_adapters_ ? fold_centre_tap(conv1, adapter1) : conv1.weight.value, bn1);
+    f.w2 = scale_out_channels(has_adapters_ ? fold_centre_tap(conv2, adapter2) : conv2.weight.value, bn2);
+    if (has_downsample_) f.wd = scale_out_channels(down_conv.weight.value, down_bn);
+    for (const Tensor* t : backward_fold_sources()) {
+      f.storages.push_back(t->storage());
+      f.offsets.push_back(t->offset());
+    }
+    backward_fold_ = std::move(f);
+  }
+  const BackwardFold& f = backward_fold_;
+  const Tensor dsum = ops::relu_backward(tape.y, dy);  // through relu(bn2(c) + identity)
+  const Tensor dout = ops::conv2d_backward_data(conv2.params, dsum, f.w2, tape.out.shape());
+  const Tensor da = ops::relu_backward(tape.out, dout);
+  Tensor dx = ops::conv2d_backward_data(conv1.params, da, f.w1, tape.x_shape);
+  if (has_downsample_)
+    ops::add_inplace(dx, ops::conv2d_backward_data(down_conv.params, dsum, f.wd, tape.x_shape));
+  else
+    ops::add_inplace(dx, dsum);
+  return dx;
 }
 
 Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const Tensor& x) {

@@ -40,6 +40,20 @@ class BasicBlock {
   // Off: the fused inference path keeps the adapters as separate 1x1 convs + add.
   bool fold_adapters = true;
 
+  // Input-gradient pass (ResNet18::input_gradient; DESIGN.md "Input gradients"): an eval-mode
+  // forward that keeps only the two ReLU outputs (their masks), then the input gradient alone. Each
+  // eval BatchNorm is folded into its convolution for the backward: with s = gamma/sqrt(var + eps),
+  //   d/dx conv(x; W) * s == conv_backward_data(dy, W * s)      (per output channel)
+  // and the adapter into the 3x3 centre tap, so the backward is three data-gradient convolutions
+  // and two ReLU masks, with no BatchNorm op, no parameter gradient and no reduction. Folding changes
+  // the rounding only (tests/unit/test_input_gradient.cpp measures it against the layer backward).
+  struct InputGradTape {
+    Tensor out, y;  // relu(bn1(...)) and the block output
+    Shape x_shape;
+  };
+  Tensor forward_for_input_grad(const Tensor& x, InputGradTape& tape);
+  Tensor backward_input_grad(const Tensor& dy, const InputGradTape& tape);
+
   // Drops the cached folded weights. Every write to conv1/conv2/adapter weights made through the
   // model's own paths is noticed without this (see FoldedWeight); code that writes a weight's
   // elements in place by other means (raw pointers, ops on weight.value) must call it.
@@ -79,6 +93,17 @@ class BasicBlock {
   Tensor forward_inference_fused(const Tensor& x);
 
   FoldedWeight folded1_, folded2_;
+
+  // Backward weights of the input-gradient pass (BatchNorm scale folded in), cached like
+  // FoldedWeight: valid while every source tensor is the same storage at the same offset.
+  struct BackwardFold {
+    Tensor w1, w2, wd;
+    std::vector<std::weak_ptr<Storage>> storages;
+    std::vector<int64_t> offsets;
+  };
+  std::vector<const Tensor*> backward_fold_sources();
+  bool backward_fold_valid();
+  BackwardFold backward_fold_;
 
   bool has_downsample_ = false;
   bool has_adapters_ = false;

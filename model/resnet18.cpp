@@ -197,6 +197,79 @@ Tensor ResNet18::backward(const Tensor& dout, bool need_input_grad) {
   return conv1_.backward(d, need_input_grad);
 }
 
+// ---------------------------------------------------------------- input gradient
+
+namespace {
+
+// Eval BatchNorm as the fused inference op (the same float operations as the layer's eval forward).
+Tensor eval_bn(const BatchNorm& bn, const Tensor& x, bool relu) {
+  ops::BatchNormApplyParams p;
+  p.eps = bn.params.eps;
+  p.stats = ops::BatchNormStats::running;
+  p.relu = relu;
+  return ops::batchnorm_apply(p, x, bn.weight.value, bn.bias.value, bn.running_mean, bn.running_var, Tensor());
+}
+
+// dx of an eval BatchNorm, dy * gamma / sqrt(var + eps): the same fused op with mean 0 and beta 0.
+Tensor eval_bn_backward(const BatchNorm& bn, const Tensor& dy) {
+  ops::BatchNormApplyParams p;
+  p.eps = bn.params.eps;
+  p.stats = ops::BatchNormStats::running;
+  const Tensor zero = Tensor::zeros(bn.bias.value.shape(), DType::f32, bn.bias.value.device());
+  return ops::batchnorm_apply(p, dy, bn.weight.value, zero, zero, bn.running_var, Tensor());
+}
+
+Tensor linear_dx(const Linear& l, const Tensor& x, const Tensor& dy) {
+  // linear_backward also forms dW and dbias (never stored): the head is 0.3 M parameters, a few
+  // microseconds next to the backbone's convolutions.
+  return ops::linear_backward(x, l.weight.value, dy, /*has_bias=*/true, /*need_dx=*/true).dx;
+}
+
+}  // namespace
+
+ResNet18::InputGradient ResNet18::input_gradient(const Tensor& x, const Tensor& dscore) {
+  AE_CHECK(x.defined() && x.ndim() == 4 && x.dim(3) == 3 && x.dtype() == DType::f32,
+           "ResNet18.input_gradient: input " << x.desc() << " must be NHWC [N,H,W,3] f32");
+  // ---- forward (eval), keeping what dx needs
+  const Tensor stem = conv1_.forward(x, /*keep=*/false);
+  const Tensor stem_relu = eval_bn(bn1_, stem, /*relu=*/true);
+  const ops::MaxPoolOut pooled = ops::maxpool2d_forward(maxpool_.params, stem_relu);
+  std::vector<BasicBlock::InputGradTape> tapes(blocks_.size());
+  Tensor h = pooled.y;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) h = blocks_[i]->forward_for_input_grad(h, tapes[i]);
+  const Shape h_shape = h.shape();
+  const Tensor features = ops::adaptive_avgpool2d_forward(ops::AdaptiveAvgPool2dParams{}, h).reshape({h.dim(0), h.dim(3)});
+  const Tensor logits = ops::linear_forward(features, fc_.weight.value, fc_.bias.value);
+  Tensor score = logits;
+  Tensor h0, p1, b3, h4, p5, b7;
+  if (config_.head == HeadType::seed) {  // dropout is the identity in eval mode
+    h0 = ops::linear_forward(logits, head0_.weight.value, head0_.bias.value);
+    p1 = ops::prelu_forward(h0, head1_.weight.value);
+    b3 = eval_bn(head3_, p1, false);
+    h4 = ops::linear_forward(b3, head4_.weight.value, head4_.bias.value);
+    p5 = ops::prelu_forward(h4, head5_.weight.value);
+    b7 = eval_bn(head7_, p5, false);
+    score = ops::linear_forward(b7, head8_.weight.value, head8_.bias.value);
+  }
+  Tensor d = dscore.defined() ? dscore : Tensor::full(score.shape(), 1.0f).to(score.device());
+  AE_CHECK(d.shape() == score.shape(), "ResNet18.input_gradient: dscore " << d.desc() << " does not match the score "
+                                                                          << score.desc());
+  // ---- backward, dx only
+  if (config_.head == HeadType::seed) {
+    d = eval_bn_backward(head7_, linear_dx(head8_, b7, d));
+    d = ops::prelu_backward(h4, head5_.weight.value, d).dx;
+    d = eval_bn_backward(head3_, linear_dx(head4_, b3, d));
+    d = ops::prelu_backward(h0, head1_.weight.value, d).dx;
+    d = linear_dx(head0_, logits, d);
+  }
+  d = linear_dx(fc_, features, d);
+  d = ops::adaptive_avgpool2d_backward(ops::AdaptiveAvgPool2dParams{}, d.reshape({h_shape[0], 1, 1, h_shape[3]}), h_shape);
+  for (std::size_t i = blocks_.size(); i-- > 0;) d = blocks_[i]->backward_input_grad(d, tapes[i]);
+  d = ops::maxpool2d_backward(maxpool_.params, d, pooled.argmax, stem_relu.shape());
+  d = eval_bn_backward(bn1_, ops::relu_backward(stem_relu, d));
+  return {score, ops::conv2d_backward_data(conv1_.params, d, conv1_.weight.value, x.shape())};
+}
+
 // ---------------------------------------------------------------- parameters and state
 
 void ResNet18::set_trainable(ParamGroup group, bool on) {

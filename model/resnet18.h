@@ -40,6 +40,19 @@ class ResNet18 {
   // undefined tensor. Gradients accumulate until zero_grad().
   Tensor backward(const Tensor& dout, bool need_input_grad = false);
 
+  // The input-gradient pass (saliency, enhancement; DESIGN.md "Input gradients"): an eval-mode
+  // forward and the gradient of sum(score * dscore) with respect to the input alone. No parameter
+  // gradient is computed or touched whatever the trainable flags say (they are not changed), no
+  // BatchNorm reduction runs (eval BatchNorms are folded into the convolutions' backward weights,
+  // see BasicBlock), and only what the input gradient reads is kept (ReLU outputs, pooling
+  // indices), for the duration of the call. `dscore` has the score's shape ([N,1]); undefined means
+  // all ones. The score equals forward() in eval mode without grad (the inference path).
+  struct InputGradient {
+    Tensor score;  // [N,1] (or [N,1000] for the imagenet head)
+    Tensor dx;     // the input's shape
+  };
+  InputGradient input_gradient(const Tensor& x, const Tensor& dscore = Tensor());
+
   void set_training(bool on) { training_ = on; }
   bool training() const { return training_; }
   // On: in training mode the backbone's BatchNorm layers (stem and blocks) still normalise with

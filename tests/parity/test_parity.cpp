@@ -189,8 +189,19 @@ void run_case(const std::string& name) {
   if (train) check_running_stats(*model, ref, name);
   const Tensor loss = ops::mse_loss_forward(out, target);
   check_close("loss", loss, ref.at("loss"), worst);
-  const Tensor dx = model->backward(ops::mse_loss_backward(out, target), /*need_input_grad=*/true);
+  const Tensor dloss = ops::mse_loss_backward(out, target);
+  const Tensor dx = model->backward(dloss, /*need_input_grad=*/true);
   check_close("grad.input", dx, nchw_to_nhwc(ref.at("grad.input")), worst, limit_for(ref, "grad.input"));
+  if (!train) {
+    // The input-gradient pass (BatchNorm folded into the convolutions' backward weights, no parameter
+    // gradients) against PyTorch's input gradient, within the same limit.
+    std::unique_ptr<ResNet18> fresh = make_model(ckpt, base);
+    const ResNet18::InputGradient ig = fresh->input_gradient(x, dloss);
+    check_close("output (input_gradient)", ig.score, ref.at("output"), worst, limit_for(ref, "output"));
+    check_close("grad.input (input_gradient)", ig.dx, nchw_to_nhwc(ref.at("grad.input")), worst,
+                limit_for(ref, "grad.input"));
+    CHECK(fresh->grads_pytorch_layout().empty());
+  }
 
   int compared = 0;
   for (const auto& [pname, g] : model->grads_pytorch_layout()) {
