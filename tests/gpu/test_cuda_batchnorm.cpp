@@ -5,12 +5,11 @@
 // and buffers have red zones. The reductions must be bitwise repeatable.
 #include <doctest/doctest.h>
 
-#include <cstring>
-
 #include "kernels/cuda/channel_reduce_layout.h"
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -40,17 +39,6 @@ Tensor input_for(const Case& c, uint64_t seed) {
   return x;
 }
 
-void require_close(const Tensor& got, const Tensor& ref, const test::Tolerance& tol, const std::string& what) {
-  REQUIRE(got.device().is_cuda());
-  REQUIRE(got.shape() == ref.shape());
-  AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, tol, what));
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
-  return ha.shape() == hb.shape() && std::memcmp(ha.f32(), hb.f32(), ha.nbytes()) == 0;
-}
-
 constexpr test::Tolerance kElementwise{1e-5, 1e-4, 1e-10};
 constexpr test::Tolerance kStatistics{1e-6, 1e-5, 1e-12};
 constexpr test::Tolerance kChannelSums{1e-4, 1e-5, 1e-11};
@@ -73,18 +61,18 @@ TEST_CASE("batchnorm train forward and backward match the CPU backend") {
     const ops::BatchNormTrainOut ref = ops::batchnorm_forward_train(p, x, gamma, beta, rm_cpu, rv_cpu);
     const Tensor xd = to_device(x), gd = to_device(gamma);
     const ops::BatchNormTrainOut got = ops::batchnorm_forward_train(p, xd, gd, to_device(beta), rm_gpu, rv_gpu);
-    require_close(got.y, ref.y, kElementwise, describe("train y", c));
-    require_close(got.save_mean, ref.save_mean, kStatistics, describe("save_mean", c));
-    require_close(got.save_invstd, ref.save_invstd, kStatistics, describe("save_invstd", c));
-    require_close(rm_gpu, rm_cpu, kStatistics, describe("running_mean", c));
-    require_close(rv_gpu, rv_cpu, kStatistics, describe("running_var", c));
+    test::require_cuda_close(got.y, ref.y, kElementwise, describe("train y", c));
+    test::require_cuda_close(got.save_mean, ref.save_mean, kStatistics, describe("save_mean", c));
+    test::require_cuda_close(got.save_invstd, ref.save_invstd, kStatistics, describe("save_invstd", c));
+    test::require_cuda_close(rm_gpu, rm_cpu, kStatistics, describe("running_mean", c));
+    test::require_cuda_close(rv_gpu, rv_cpu, kStatistics, describe("running_var", c));
 
     const Tensor dy = test::random_tensor(c.shape, seed++);
     const ops::BatchNormGrads gref = ops::batchnorm_backward_train(x, dy, gamma, ref.save_mean, ref.save_invstd);
     const ops::BatchNormGrads ggot = ops::batchnorm_backward_train(xd, to_device(dy), gd, got.save_mean, got.save_invstd);
-    require_close(ggot.dx, gref.dx, kElementwise, describe("train dx", c));
-    require_close(ggot.dgamma, gref.dgamma, kChannelSums, describe("train dgamma", c));
-    require_close(ggot.dbeta, gref.dbeta, kChannelSums, describe("train dbeta", c));
+    test::require_cuda_close(ggot.dx, gref.dx, kElementwise, describe("train dx", c));
+    test::require_cuda_close(ggot.dgamma, gref.dgamma, kChannelSums, describe("train dgamma", c));
+    test::require_cuda_close(ggot.dbeta, gref.dbeta, kChannelSums, describe("train dbeta", c));
     require_guards_intact();
   }
   CHECK_MESSAGE(chunked, "no case split the per-channel reduction into several chunks");
@@ -106,14 +94,14 @@ TEST_CASE("batchnorm eval forward and backward match the CPU backend") {
     const Tensor xd = to_device(x), gd = to_device(gamma), rmd = to_device(rm), rvd = to_device(rv);
     const Tensor ref = ops::batchnorm_forward_eval(p, x, gamma, beta, rm, rv);
     const Tensor got = ops::batchnorm_forward_eval(p, xd, gd, to_device(beta), rmd, rvd);
-    require_close(got, ref, kElementwise, describe("eval y", c));
+    test::require_cuda_close(got, ref, kElementwise, describe("eval y", c));
 
     const Tensor dy = test::random_tensor(c.shape, seed++);
     const ops::BatchNormGrads gref = ops::batchnorm_backward_eval(p, x, dy, gamma, rm, rv);
     const ops::BatchNormGrads ggot = ops::batchnorm_backward_eval(p, xd, to_device(dy), gd, rmd, rvd);
-    require_close(ggot.dx, gref.dx, kElementwise, describe("eval dx", c));
-    require_close(ggot.dgamma, gref.dgamma, kChannelSums, describe("eval dgamma", c));
-    require_close(ggot.dbeta, gref.dbeta, kChannelSums, describe("eval dbeta", c));
+    test::require_cuda_close(ggot.dx, gref.dx, kElementwise, describe("eval dx", c));
+    test::require_cuda_close(ggot.dgamma, gref.dgamma, kChannelSums, describe("eval dgamma", c));
+    test::require_cuda_close(ggot.dbeta, gref.dbeta, kChannelSums, describe("eval dbeta", c));
     require_guards_intact();
   }
 }
@@ -138,15 +126,15 @@ TEST_CASE("batchnorm reductions are bitwise repeatable") {
       bwd[run] = ops::batchnorm_backward_train(x, dy, gamma, fwd[run].save_mean, fwd[run].save_invstd);
       bwd_eval[run] = ops::batchnorm_backward_eval(p, x, dy, gamma, rm, running_var[run]);
     }
-    CHECK(bitwise_equal(fwd[0].y, fwd[1].y));
-    CHECK(bitwise_equal(fwd[0].save_mean, fwd[1].save_mean));
-    CHECK(bitwise_equal(fwd[0].save_invstd, fwd[1].save_invstd));
-    CHECK(bitwise_equal(running_var[0], running_var[1]));
-    CHECK(bitwise_equal(bwd[0].dx, bwd[1].dx));
-    CHECK(bitwise_equal(bwd[0].dgamma, bwd[1].dgamma));
-    CHECK(bitwise_equal(bwd[0].dbeta, bwd[1].dbeta));
-    CHECK(bitwise_equal(bwd_eval[0].dgamma, bwd_eval[1].dgamma));
-    CHECK(bitwise_equal(bwd_eval[0].dbeta, bwd_eval[1].dbeta));
+    CHECK(test::bitwise_equal(fwd[0].y, fwd[1].y));
+    CHECK(test::bitwise_equal(fwd[0].save_mean, fwd[1].save_mean));
+    CHECK(test::bitwise_equal(fwd[0].save_invstd, fwd[1].save_invstd));
+    CHECK(test::bitwise_equal(running_var[0], running_var[1]));
+    CHECK(test::bitwise_equal(bwd[0].dx, bwd[1].dx));
+    CHECK(test::bitwise_equal(bwd[0].dgamma, bwd[1].dgamma));
+    CHECK(test::bitwise_equal(bwd[0].dbeta, bwd[1].dbeta));
+    CHECK(test::bitwise_equal(bwd_eval[0].dgamma, bwd_eval[1].dgamma));
+    CHECK(test::bitwise_equal(bwd_eval[0].dbeta, bwd_eval[1].dbeta));
   }
   require_guards_intact();
 }

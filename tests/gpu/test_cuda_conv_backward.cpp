@@ -5,13 +5,12 @@
 // must be bitwise repeatable.
 #include <doctest/doctest.h>
 
-#include <cstring>
-
 #include "kernels/cuda/conv_backward.h"
 #include "kernels/ops.h"
 #include "tests/gpu/conv_cases.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -27,11 +26,6 @@ std::string describe(const char* op, const Case& c) {
          std::to_string(c.stride) + " pad " + std::to_string(c.pad);
 }
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
-  return ha.shape() == hb.shape() && std::memcmp(ha.f32(), hb.f32(), ha.nbytes()) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("conv2d_backward_data matches the CPU backend over awkward shapes") {
@@ -44,9 +38,7 @@ TEST_CASE("conv2d_backward_data matches the CPU backend over awkward shapes") {
     const Tensor dy = test::random_tensor({c.n, p.out_h(c.h), p.out_w(c.w), c.o}, seed++);
     const Tensor ref = ops::conv2d_backward_data(p, dy, w, x_shape);
     const Tensor got = ops::conv2d_backward_data(p, to_device(dy), to_device(w), x_shape);
-    REQUIRE(got.device().is_cuda());
-    REQUIRE(got.shape() == ref.shape());
-    AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, {1e-5, 1e-4, 1e-10}, describe("dgrad", c)));
+    test::require_cuda_close(got, ref, {1e-5, 1e-4, 1e-10}, describe("dgrad", c));
     require_guards_intact();
   }
 }
@@ -65,10 +57,8 @@ TEST_CASE("conv2d_backward_weight matches the CPU backend over awkward shapes") 
     split_seen = split_seen || cuda::conv_wgrad_split_count(rows, tiles) > 1;
     const Tensor ref = ops::conv2d_backward_weight(p, x, dy, w_shape);
     const Tensor got = ops::conv2d_backward_weight(p, to_device(x), to_device(dy), w_shape);
-    REQUIRE(got.device().is_cuda());
-    REQUIRE(got.shape() == ref.shape());
     // Sums over N*OH*OW (up to ~600) products of values in [-1, 1].
-    AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, {1e-4, 1e-4, 1e-10}, describe("wgrad", c)));
+    test::require_cuda_close(got, ref, {1e-4, 1e-4, 1e-10}, describe("wgrad", c));
     require_guards_intact();
   }
   CHECK_MESSAGE(split_seen, "no case exercised backward-weight's split-K path");
@@ -86,7 +76,7 @@ TEST_CASE("conv2d_backward_weight is bitwise repeatable, split into slices or no
     const Tensor first = ops::conv2d_backward_weight(p, x, dy, w_shape);
     const Tensor second = ops::conv2d_backward_weight(p, x, dy, w_shape);
     INFO(describe("wgrad", c));
-    CHECK(bitwise_equal(first, second));
+    CHECK(test::bitwise_equal(first, second));
   }
   CHECK(cuda::conv_wgrad_split_count(2 * 17 * 17, 1) > 1);
   CHECK(cuda::conv_wgrad_split_count(2 * 5 * 7, 1) == 1);
@@ -112,11 +102,9 @@ TEST_CASE("conv2d backward passes with different kernel, stride and padding per 
     const std::string what = "x " + shape_str(c.x) + " w " + shape_str(w_shape) + " stride " + std::to_string(c.sh) +
                              "x" + std::to_string(c.sw) + " pad " + std::to_string(c.ph) + "x" + std::to_string(c.pw);
     const Tensor dx = ops::conv2d_backward_data(p, to_device(dy), to_device(w), c.x);
-    AE_REQUIRE_OK(test::compare(dx.to(Device::cpu()), ops::conv2d_backward_data(p, dy, w, c.x), {1e-5, 1e-4, 1e-10},
-                                "dgrad " + what));
+    test::require_cuda_close(dx, ops::conv2d_backward_data(p, dy, w, c.x), {1e-5, 1e-4, 1e-10}, "dgrad " + what);
     const Tensor dw = ops::conv2d_backward_weight(p, to_device(x), to_device(dy), w_shape);
-    AE_REQUIRE_OK(test::compare(dw.to(Device::cpu()), ops::conv2d_backward_weight(p, x, dy, w_shape),
-                                {1e-4, 1e-4, 1e-10}, "wgrad " + what));
+    test::require_cuda_close(dw, ops::conv2d_backward_weight(p, x, dy, w_shape), {1e-4, 1e-4, 1e-10}, "wgrad " + what);
     require_guards_intact();
   }
 }

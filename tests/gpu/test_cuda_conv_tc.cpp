@@ -18,7 +18,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <sstream>
 
 #include "kernels/cuda/conv_backward.h"
@@ -27,6 +26,7 @@
 #include "tests/gpu/conv_cases.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -158,11 +158,6 @@ double nmse_between(const Tensor& a, const Tensor& ref) {
   return ref2 > 0 ? err2 / ref2 : 0;
 }
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
-  return ha.shape() == hb.shape() && std::memcmp(ha.f32(), hb.f32(), ha.nbytes()) == 0;
-}
-
 // One op in one precision over the sweep.
 void check_sweep(Op op, const Precision& pr) {
   const cuda::ScopedConvMath mode(pr.math);
@@ -264,15 +259,18 @@ TEST_CASE("tensor-core conv2d is bitwise repeatable, differs from f32, and f32 s
       const cuda::ScopedConvMath mode(ConvMath::f32);
       f32_result = prob.run(a, b);
       // The default path is unchanged: the f32 tests' tolerance against the CPU.
-      AE_REQUIRE_OK(test::compare(f32_result.to(Device::cpu()), prob.run(prob.first(), prob.second()),
-                                  {1e-4, 1e-4, 1e-10}, std::string(op_name(op)) + " f32"));
+      test::require_cuda_close(f32_result, prob.run(prob.first(), prob.second()), {1e-4, 1e-4, 1e-10},
+                               std::string(op_name(op)) + " f32");
     }
     for (const Precision& pr : kPrecisions) {
       const cuda::ScopedConvMath mode(pr.math);
       const Tensor first = prob.run(a, b), second = prob.run(a, b);
       INFO(describe(op, pr, c));
-      CHECK(bitwise_equal(first, second));
-      CHECK_FALSE(bitwise_equal(first, f32_result));
+      CHECK(test::bitwise_equal(first, second));
+      // Same shape and dtype, so that "not bitwise equal" can only mean other values.
+      REQUIRE(first.shape() == f32_result.shape());
+      REQUIRE(first.dtype() == f32_result.dtype());
+      CHECK_FALSE(test::bitwise_equal(first, f32_result));
     }
   }
   require_guards_intact();

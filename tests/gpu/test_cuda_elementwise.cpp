@@ -2,11 +2,10 @@
 // device buffer guarded and every output poisoned (NaN) until the kernel writes it.
 #include <doctest/doctest.h>
 
-#include <cstring>
-
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -18,11 +17,6 @@ const std::vector<Shape> kShapes = {{1}, {7}, {3, 5}, {1, 1, 1, 33}, {2, 13, 17,
 // Elementwise results are the same float operations on both devices; a GPU may fuse a*b+c.
 const test::Tolerance kTight{1e-6, 1e-6, 1e-12};
 
-void require_close(const Tensor& device_result, const Tensor& cpu_result, const std::string& what) {
-  REQUIRE(device_result.device().is_cuda());
-  AE_REQUIRE_OK(test::compare(device_result.to(Device::cpu()), cpu_result, kTight, what));
-}
-
 }  // namespace
 
 TEST_CASE("add, scale, add_inplace and add_relu match the CPU backend") {
@@ -32,17 +26,17 @@ TEST_CASE("add, scale, add_inplace and add_relu match the CPU backend") {
     const Tensor a = test::random_tensor(s, seed++), b = test::random_tensor(s, seed++);
     const Tensor da = to_device(a), db = to_device(b);
     const std::string where = " for shape " + shape_str(s);
-    require_close(ops::add(da, db), ops::add(a, b), "add" + where);
-    require_close(ops::scale(da, -2.5f), ops::scale(a, -2.5f), "scale" + where);
-    require_close(ops::add_relu(da, db), ops::add_relu(a, b), "add_relu" + where);
+    test::require_cuda_close(ops::add(da, db), ops::add(a, b), kTight, "add" + where);
+    test::require_cuda_close(ops::scale(da, -2.5f), ops::scale(a, -2.5f), kTight, "scale" + where);
+    test::require_cuda_close(ops::add_relu(da, db), ops::add_relu(a, b), kTight, "add_relu" + where);
 
     Tensor acc = a.clone(), dacc = to_device(a);
     ops::add_inplace(acc, b, 0.75f);
     ops::add_inplace(dacc, db, 0.75f);
-    require_close(dacc, acc, "add_inplace" + where);
+    test::require_cuda_close(dacc, acc, kTight, "add_inplace" + where);
     ops::add_inplace(acc, acc, -0.5f);  // aliasing a += s*a is allowed
     ops::add_inplace(dacc, dacc, -0.5f);
-    require_close(dacc, acc, "add_inplace aliased" + where);
+    test::require_cuda_close(dacc, acc, kTight, "add_inplace aliased" + where);
     require_guards_intact();
   }
 }
@@ -56,7 +50,7 @@ TEST_CASE("views: ops on a slice touch exactly that slice") {
   Tensor expected = a.clone();
   Tensor slice = expected.rows(2, 4);
   ops::add_inplace(slice, b, 1.0f);
-  require_close(da, expected, "add_inplace on rows [2,4)");
+  test::require_cuda_close(da, expected, kTight, "add_inplace on rows [2,4)");
   require_guards_intact();
 }
 
@@ -64,7 +58,7 @@ TEST_CASE("a grid-stride loop covers tensors larger than the capped grid") {
   AE_GPU_TEST_PRELUDE();
   const Shape s = {4096 * 256 + 777};  // more elements than 4096 blocks x 256 threads
   const Tensor a = test::random_tensor(s, 8), b = test::random_tensor(s, 9);
-  require_close(ops::add(to_device(a), to_device(b)), ops::add(a, b), "add over " + shape_str(s));
+  test::require_cuda_close(ops::add(to_device(a), to_device(b)), ops::add(a, b), kTight, "add over " + shape_str(s));
   require_guards_intact();
 }
 
@@ -77,9 +71,9 @@ TEST_CASE("relu forward and backward match the CPU backend (0 at the kink)") {
     const Tensor dy = test::random_tensor(s, seed++);
     const Tensor y = ops::relu_forward(x);
     const Tensor dev_y = ops::relu_forward(to_device(x));
-    require_close(dev_y, y, "relu_forward for " + shape_str(s));
-    require_close(ops::relu_backward(dev_y, to_device(dy)), ops::relu_backward(y, dy),
-                  "relu_backward for " + shape_str(s));
+    test::require_cuda_close(dev_y, y, kTight, "relu_forward for " + shape_str(s));
+    test::require_cuda_close(ops::relu_backward(dev_y, to_device(dy)), ops::relu_backward(y, dy), kTight,
+                             "relu_backward for " + shape_str(s));
     require_guards_intact();
   }
 }
@@ -97,13 +91,12 @@ TEST_CASE("dropout draws the CPU's mask from the same Philox stream") {
       const ops::DropoutOut cpu = ops::dropout_forward(params, x);
       const ops::DropoutOut gpu = ops::dropout_forward(params, to_device(x));
       const std::string what = "dropout p=" + std::to_string(p) + " shape " + shape_str(s);
-      const Tensor mask = gpu.mask.to(Device::cpu());
-      REQUIRE(mask.dtype() == DType::u8);
+      REQUIRE(gpu.mask.dtype() == DType::u8);
       INFO(what);
-      REQUIRE(std::memcmp(mask.raw(), cpu.mask.raw(), cpu.mask.nbytes()) == 0);
-      require_close(gpu.y, cpu.y, what);
-      require_close(ops::dropout_backward(params, gpu.mask, to_device(dy)), ops::dropout_backward(params, cpu.mask, dy),
-                    "backward of " + what);
+      REQUIRE(test::bitwise_equal(gpu.mask, cpu.mask));
+      test::require_cuda_close(gpu.y, cpu.y, kTight, what);
+      test::require_cuda_close(ops::dropout_backward(params, gpu.mask, to_device(dy)),
+                               ops::dropout_backward(params, cpu.mask, dy), kTight, "backward of " + what);
       require_guards_intact();
     }
   }

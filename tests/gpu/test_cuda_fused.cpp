@@ -10,6 +10,7 @@
 #include "model/basic_block.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -18,11 +19,6 @@ namespace {
 
 // One or two float roundings apart at most (a GPU may contract x*s+b into one FMA).
 const test::Tolerance kTight{1e-6, 1e-5, 1e-12};
-
-void require_close(const Tensor& got, const Tensor& ref, const std::string& what) {
-  REQUIRE(got.shape() == ref.shape());
-  AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref.to(Device::cpu()), kTight, what));
-}
 
 const Shape kShapes[] = {{2, 5, 7, 3}, {1, 1, 1, 64}, {3, 4, 4, 1}, {4, 9}, {2, 13, 11, 17}, {0, 3, 3, 5}};
 
@@ -54,12 +50,12 @@ TEST_CASE("batchnorm_apply matches the CPU backend and the unfused CUDA ops") {
           REQUIRE(got.device().is_cuda());
           const Tensor cpu = ops::batchnorm_apply(p, x, gamma, beta, mean, st.to(Device::cpu()),
                                                   residual ? r : Tensor());
-          require_close(got, cpu, what + " vs CPU");
+          test::require_cuda_close(got, cpu, kTight, what + " vs CPU");
           if (stats == ops::BatchNormStats::running) {
             Tensor unfused = ops::batchnorm_forward_eval(ops::BatchNormParams{}, dx, dg, db, dm, dv);
             if (residual) unfused = relu ? ops::add_relu(unfused, dr) : ops::add(unfused, dr);
             else if (relu) unfused = ops::relu_forward(unfused);
-            require_close(got, unfused, what + " vs unfused CUDA ops");
+            test::require_cuda_close(got, unfused, kTight, what + " vs unfused CUDA ops");
           }
           require_guards_intact();
         }
@@ -99,6 +95,6 @@ TEST_CASE("BasicBlock inference on the device: fused epilogues equal the unfused
   block.fuse_inference_epilogues = true;
   const Tensor fused = block.forward(x, false, false);
   REQUIRE(fused.device().is_cuda());
-  require_close(fused, unfused, "BasicBlock fused vs unfused inference");
+  test::require_cuda_close(fused, unfused, kTight, "BasicBlock fused vs unfused inference");
   require_guards_intact();
 }

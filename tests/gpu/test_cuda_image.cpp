@@ -4,11 +4,10 @@
 // so it must be bitwise repeatable.
 #include <doctest/doctest.h>
 
-#include <cstring>
-
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -17,12 +16,6 @@ namespace {
 
 // Same float operations on both devices; nvcc may contract a*b+c into one rounding.
 const test::Tolerance kTight{1e-6, 1e-5, 1e-12};
-
-void require_close(const Tensor& device_result, const Tensor& cpu_result, const std::string& what) {
-  REQUIRE(device_result.device().is_cuda());
-  REQUIRE(device_result.shape() == cpu_result.shape());
-  AE_REQUIRE_OK(test::compare(device_result.to(Device::cpu()), cpu_result, kTight, what));
-}
 
 struct ResizeCase {
   Shape x;
@@ -43,9 +36,9 @@ TEST_CASE("normalize_image forward and backward match the CPU backend") {
   for (int64_t i = 0; i < u8.numel(); ++i) u8.data<uint8_t>()[i] = static_cast<uint8_t>((i * 53 + 7) % 256);
   const Tensor cpu_u8 = ops::normalize_image(p, u8);
   const Tensor gpu_u8 = ops::normalize_image(p, to_device(u8));
-  require_close(gpu_u8, cpu_u8, "normalize_image u8 [13,17,3]");
+  test::require_cuda_close(gpu_u8, cpu_u8, kTight, "normalize_image u8 [13,17,3]");
   // Division and subtraction only: no contraction is possible, so the bits agree.
-  CHECK(std::memcmp(gpu_u8.to(Device::cpu()).raw(), cpu_u8.raw(), cpu_u8.nbytes()) == 0);
+  CHECK(test::bitwise_equal(gpu_u8, cpu_u8));
   require_guards_intact();
 
   ops::NormalizeImageParams q;
@@ -54,11 +47,13 @@ TEST_CASE("normalize_image forward and backward match the CPU backend") {
   uint64_t seed = 1;
   for (const Shape& s : {Shape{1, 1, 1}, Shape{2, 5, 7, 4}, Shape{3, 9, 2}, Shape{2, 33, 31, 3}}) {
     const Tensor x = test::random_tensor(s, seed++);
-    require_close(ops::normalize_image(q, to_device(x)), ops::normalize_image(q, x), "normalize_image " + shape_str(s));
+    test::require_cuda_close(ops::normalize_image(q, to_device(x)), ops::normalize_image(q, x), kTight,
+                             "normalize_image " + shape_str(s));
     const Tensor dy = test::random_tensor(s.size() == 3 ? Shape{1, s[0], s[1], s[2]} : s, seed++);
     const Tensor dx = ops::normalize_image_backward(q, to_device(dy), s);
     CHECK(dx.shape() == s);
-    require_close(dx, ops::normalize_image_backward(q, dy, s), "normalize_image_backward " + shape_str(s));
+    test::require_cuda_close(dx, ops::normalize_image_backward(q, dy, s), kTight,
+                             "normalize_image_backward " + shape_str(s));
     require_guards_intact();
   }
 }
@@ -70,16 +65,16 @@ TEST_CASE("resize_bilinear forward and backward match the CPU backend") {
     const ops::ResizeBilinearParams p{c.oh, c.ow};
     const std::string what = shape_str(c.x) + " -> " + std::to_string(c.oh) + "x" + std::to_string(c.ow);
     const Tensor x = test::random_tensor(c.x, seed++);
-    require_close(ops::resize_bilinear_forward(p, to_device(x)), ops::resize_bilinear_forward(p, x),
-                  "resize_bilinear_forward " + what);
+    test::require_cuda_close(ops::resize_bilinear_forward(p, to_device(x)), ops::resize_bilinear_forward(p, x), kTight,
+                             "resize_bilinear_forward " + what);
     const Tensor dy = test::random_tensor({c.x[0], c.oh, c.ow, c.x[3]}, seed++);
     const Tensor dx_cpu = ops::resize_bilinear_backward(p, dy, c.x);
     const Tensor ddy = to_device(dy);
     const Tensor dx_gpu = ops::resize_bilinear_backward(p, ddy, c.x);
-    require_close(dx_gpu, dx_cpu, "resize_bilinear_backward " + what);
+    test::require_cuda_close(dx_gpu, dx_cpu, kTight, "resize_bilinear_backward " + what);
     const Tensor again = ops::resize_bilinear_backward(p, ddy, c.x).to(Device::cpu());
     INFO("repeat of resize_bilinear_backward " << what);
-    CHECK(std::memcmp(again.raw(), dx_gpu.to(Device::cpu()).raw(), again.nbytes()) == 0);
+    CHECK(test::bitwise_equal(again, dx_gpu));
     require_guards_intact();
   }
 }
@@ -92,6 +87,6 @@ TEST_CASE("the photo pipeline on the device: u8 photo -> normalise -> resize equ
   const ops::ResizeBilinearParams r{32, 32};
   const Tensor cpu = ops::resize_bilinear_forward(r, ops::normalize_image(p, photo));
   const Tensor gpu = ops::resize_bilinear_forward(r, ops::normalize_image(p, to_device(photo)));
-  require_close(gpu, cpu, "normalise then resize");
+  test::require_cuda_close(gpu, cpu, kTight, "normalise then resize");
   require_guards_intact();
 }

@@ -4,13 +4,13 @@
 // dw and dbias must be bitwise repeatable.
 #include <doctest/doctest.h>
 
-#include <cstring>
 #include <string>
 
 #include "kernels/ops.h"
 #include "runtime/error.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -24,18 +24,6 @@ struct Case {
 std::string describe(const char* what, const Case& c, bool bias) {
   return std::string(what) + " x [" + std::to_string(c.n) + "," + std::to_string(c.in) + "] w [" +
          std::to_string(c.out) + "," + std::to_string(c.in) + "]" + (bias ? " with bias" : " no bias");
-}
-
-void require_close(const Tensor& got, const Tensor& ref, const test::Tolerance& tol, const std::string& what) {
-  REQUIRE(got.defined());
-  REQUIRE(got.device().is_cuda());
-  REQUIRE(got.shape() == ref.shape());
-  AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, tol, what));
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
-  return ha.shape() == hb.shape() && std::memcmp(ha.f32(), hb.f32(), ha.nbytes()) == 0;
 }
 
 // Dot products of up to 1000 terms in [-1, 1].
@@ -56,16 +44,17 @@ TEST_CASE("linear forward and backward match the CPU backend") {
       const Tensor xd = to_device(x), wd = to_device(w), dyd = to_device(dy);
       const Tensor ref = ops::linear_forward(x, w, b);
       const Tensor got = ops::linear_forward(xd, wd, with_bias ? to_device(b) : Tensor());
-      require_close(got, ref, kGemm, describe("linear y", c, with_bias));
+      test::require_cuda_close(got, ref, kGemm, describe("linear y", c, with_bias));
 
       for (const bool need_dx : {true, false}) {
         const ops::LinearGrads gref = ops::linear_backward(x, w, dy, with_bias, need_dx);
         const ops::LinearGrads ggot = ops::linear_backward(xd, wd, dyd, with_bias, need_dx);
-        require_close(ggot.dw, gref.dw, kGemm, describe("linear dw", c, with_bias));
+        test::require_cuda_close(ggot.dw, gref.dw, kGemm, describe("linear dw", c, with_bias));
         CHECK(ggot.dx.defined() == need_dx);
-        if (need_dx) require_close(ggot.dx, gref.dx, kGemm, describe("linear dx", c, with_bias));
+        if (need_dx) test::require_cuda_close(ggot.dx, gref.dx, kGemm, describe("linear dx", c, with_bias));
         CHECK(ggot.dbias.defined() == with_bias);
-        if (with_bias) require_close(ggot.dbias, gref.dbias, {1e-5, 1e-5, 1e-12}, describe("linear db", c, with_bias));
+        if (with_bias)
+          test::require_cuda_close(ggot.dbias, gref.dbias, {1e-5, 1e-5, 1e-12}, describe("linear db", c, with_bias));
       }
       require_guards_intact();
     }
@@ -79,9 +68,9 @@ TEST_CASE("linear gradients are bitwise repeatable") {
   const Tensor dy = to_device(test::random_tensor({37, 130}, 3));
   const ops::LinearGrads a = ops::linear_backward(x, w, dy, true, true);
   const ops::LinearGrads b = ops::linear_backward(x, w, dy, true, true);
-  CHECK(bitwise_equal(a.dw, b.dw));
-  CHECK(bitwise_equal(a.dbias, b.dbias));
-  CHECK(bitwise_equal(a.dx, b.dx));
+  CHECK(test::bitwise_equal(a.dw, b.dw));
+  CHECK(test::bitwise_equal(a.dbias, b.dbias));
+  CHECK(test::bitwise_equal(a.dx, b.dx));
   require_guards_intact();
 }
 

@@ -16,12 +16,6 @@ namespace {
 
 const std::vector<Shape> kShapes = {{1}, {7}, {3, 5}, {2, 13, 17, 3}, {1000, 3}, {64, 4099}};
 
-void require_close(const Tensor& device_result, const Tensor& cpu_result, const test::Tolerance& tol,
-                   const std::string& what) {
-  REQUIRE(device_result.device().is_cuda());
-  AE_REQUIRE_OK(test::compare(device_result.to(Device::cpu()), cpu_result, tol, what));
-}
-
 }  // namespace
 
 TEST_CASE("mse loss forward is the CPU's value and bitwise repeatable; backward matches") {
@@ -32,11 +26,12 @@ TEST_CASE("mse loss forward is the CPU's value and bitwise repeatable; backward 
     const Tensor dpred = to_device(pred), dtarget = to_device(target);
     const std::string where = " for shape " + shape_str(s);
     const Tensor loss = ops::mse_loss_forward(dpred, dtarget);
-    require_close(loss, ops::mse_loss_forward(pred, target), {0, 1e-6, 1e-12}, "mse_loss_forward" + where);
+    test::require_cuda_close(loss, ops::mse_loss_forward(pred, target), {0, 1e-6, 1e-12}, "mse_loss_forward" + where);
     CHECK(ops::mse_loss_forward(dpred, dtarget).item() == loss.item());  // deterministic reduction
     for (float dloss : {1.0f, -0.25f}) {
-      require_close(ops::mse_loss_backward(dpred, dtarget, dloss), ops::mse_loss_backward(pred, target, dloss),
-                    {1e-7, 1e-6, 1e-12}, "mse_loss_backward" + where);
+      test::require_cuda_close(ops::mse_loss_backward(dpred, dtarget, dloss),
+                               ops::mse_loss_backward(pred, target, dloss), {1e-7, 1e-6, 1e-12},
+                               "mse_loss_backward" + where);
     }
     require_guards_intact();
   }
@@ -60,8 +55,8 @@ TEST_CASE("SGD steps (plain, momentum, dampening, nesterov, weight decay) match 
         ops::sgd_step(p, dw, to_device(g), dbuf, step);
       }
       const std::string what = "sgd momentum " + std::to_string(p.momentum) + " shape " + shape_str(s);
-      require_close(dw, w, {1e-7, 1e-6, 1e-12}, what + " param");
-      if (p.momentum != 0) require_close(dbuf, buf, {1e-7, 1e-6, 1e-12}, what + " buffer");
+      test::require_cuda_close(dw, w, {1e-7, 1e-6, 1e-12}, what + " param");
+      if (p.momentum != 0) test::require_cuda_close(dbuf, buf, {1e-7, 1e-6, 1e-12}, what + " buffer");
       require_guards_intact();
     }
   }
@@ -85,9 +80,9 @@ TEST_CASE("Adam and AdamW steps match the CPU backend") {
         ops::adam_step(p, dw, to_device(g), dm, dv, step);
       }
       const std::string what = std::string(decoupled ? "AdamW" : "Adam") + " wd " + std::to_string(wd);
-      require_close(dw, w, {1e-6, 1e-5, 1e-10}, what + " param");
-      require_close(dm, m, {1e-7, 1e-5, 1e-10}, what + " m");
-      require_close(dv, v, {1e-7, 1e-5, 1e-10}, what + " v");
+      test::require_cuda_close(dw, w, {1e-6, 1e-5, 1e-10}, what + " param");
+      test::require_cuda_close(dm, m, {1e-7, 1e-5, 1e-10}, what + " m");
+      test::require_cuda_close(dv, v, {1e-7, 1e-5, 1e-10}, what + " v");
       require_guards_intact();
     }
   }
@@ -142,8 +137,8 @@ void require_lists_match(const Lists& l, const test::Tolerance& tol, const std::
   for (std::size_t i = 0; i < l.cpu.size(); ++i) {
     const std::string where = what + "[" + std::to_string(i) + "] shape " + shape_str(l.cpu[i].shape());
     INFO(where);
-    REQUIRE(test::bitwise_equal(l.multi[i].to(Device::cpu()), l.single[i].to(Device::cpu())));
-    require_close(l.multi[i], l.cpu[i], tol, where);
+    REQUIRE(test::bitwise_equal(l.multi[i], l.single[i]));
+    test::require_cuda_close(l.multi[i], l.cpu[i], tol, where);
   }
 }
 

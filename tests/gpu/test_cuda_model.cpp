@@ -9,12 +9,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "kernels/ops.h"
 #include "model/resnet18.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -62,21 +62,17 @@ StepResult step(ResNet18& m, const Tensor& x, const Tensor& target, bool trainin
   return r;
 }
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
 // A second training step from the same weights on the same batch gives the same bits (batch
 // statistics do not depend on the running ones, and dropout is off): every reduction is
 // deterministic (DESIGN.md, "Determinism is a test").
 void require_repeatable(const StepResult& again, const StepResult& first) {
-  CHECK(same_bits(again.out, first.out));
-  CHECK(same_bits(again.loss, first.loss));
-  CHECK(same_bits(again.dx, first.dx));
+  CHECK(test::bitwise_equal(again.out, first.out));
+  CHECK(test::bitwise_equal(again.loss, first.loss));
+  CHECK(test::bitwise_equal(again.dx, first.dx));
   REQUIRE(again.grads.size() == first.grads.size());
   for (std::size_t i = 0; i < first.grads.size(); ++i) {
     INFO("grad " << first.grads[i].first);
-    CHECK(same_bits(again.grads[i].second, first.grads[i].second));
+    CHECK(test::bitwise_equal(again.grads[i].second, first.grads[i].second));
   }
 }
 
@@ -101,29 +97,30 @@ struct ModeTolerance {
 constexpr ModeTolerance kEvalTolerance{2e-4, 1e-3, 1e-8};
 constexpr ModeTolerance kTrainTolerance{2e-3, 1e-3, 1e-6};
 
-void require_close(const Tensor& got, const Tensor& ref, const ModeTolerance& mode, const std::string& what) {
-  REQUIRE(got.shape() == ref.shape());
-  const double scale = std::max(max_abs(ref), 1e-30);
-  AE_REQUIRE_OK(test::compare(got, ref, {mode.of_max * scale, mode.rtol, mode.max_nmse}, what));
+// The mode's tolerance scaled to ref's largest magnitude, then the shared comparison.
+void require_close_in_mode(const Tensor& got, const Tensor& ref, const ModeTolerance& mode, const std::string& what) {
+  REQUIRE(ref.defined());
+  const double scale = std::max(max_abs(ref.to(Device::cpu())), 1e-30);
+  test::require_close(got, ref, {mode.of_max * scale, mode.rtol, mode.max_nmse}, what);
 }
 
 void require_same_step(const StepResult& gpu, const StepResult& cpu, const ModeTolerance& tol,
                        const std::string& what) {
-  require_close(gpu.out, cpu.out, tol, what + " output");
-  require_close(gpu.loss, cpu.loss, tol, what + " loss");
-  require_close(gpu.dx, cpu.dx, tol, what + " input gradient");
+  require_close_in_mode(gpu.out, cpu.out, tol, what + " output");
+  require_close_in_mode(gpu.loss, cpu.loss, tol, what + " loss");
+  require_close_in_mode(gpu.dx, cpu.dx, tol, what + " input gradient");
   REQUIRE(gpu.grads.size() == cpu.grads.size());
   REQUIRE(!cpu.grads.empty());
   for (std::size_t i = 0; i < cpu.grads.size(); ++i) {
     REQUIRE(gpu.grads[i].first == cpu.grads[i].first);
-    require_close(gpu.grads[i].second, cpu.grads[i].second, tol, what + " grad " + cpu.grads[i].first);
+    require_close_in_mode(gpu.grads[i].second, cpu.grads[i].second, tol, what + " grad " + cpu.grads[i].first);
   }
   REQUIRE(gpu.state.size() == cpu.state.size());
   for (std::size_t i = 0; i < cpu.state.size(); ++i) {
     REQUIRE(gpu.state[i].first == cpu.state[i].first);
     const std::string& name = cpu.state[i].first;
     if (name.find("running_") == std::string::npos) continue;  // parameters are unchanged by a step
-    require_close(gpu.state[i].second, cpu.state[i].second, tol, what + " " + name);
+    require_close_in_mode(gpu.state[i].second, cpu.state[i].second, tol, what + " " + name);
   }
 }
 

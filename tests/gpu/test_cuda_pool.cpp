@@ -6,11 +6,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
 
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -38,11 +38,6 @@ Tensor with_ties(const Shape& shape, uint64_t seed) {
   return t;
 }
 
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
-  return ha.shape() == hb.shape() && ha.dtype() == hb.dtype() && std::memcmp(ha.raw(), hb.raw(), ha.nbytes()) == 0;
-}
-
 constexpr test::Tolerance kExact{0.0, 0.0, 0.0};
 
 }  // namespace
@@ -61,15 +56,13 @@ TEST_CASE("maxpool2d forward and backward match the CPU backend") {
       const Tensor x = ties ? with_ties(c.x, seed++) : test::random_tensor(c.x, seed++);
       const ops::MaxPoolOut ref = ops::maxpool2d_forward(p, x);
       const ops::MaxPoolOut got = ops::maxpool2d_forward(p, to_device(x));
-      REQUIRE(got.y.device().is_cuda());
-      AE_REQUIRE_OK(test::compare(got.y.to(Device::cpu()), ref.y, kExact, what + " y"));
-      CHECK(same_bytes(got.argmax, ref.argmax));
+      test::require_cuda_close(got.y, ref.y, kExact, what + " y");
+      CHECK(test::bitwise_equal(got.argmax, ref.argmax));
 
       const Tensor dy = test::random_tensor(ref.y.shape(), seed++);
       const Tensor dx_ref = ops::maxpool2d_backward(p, dy, ref.argmax, c.x);
       const Tensor dx_got = ops::maxpool2d_backward(p, to_device(dy), got.argmax, c.x);
-      REQUIRE(dx_got.shape() == dx_ref.shape());
-      AE_REQUIRE_OK(test::compare(dx_got.to(Device::cpu()), dx_ref, kExact, what + " dx"));
+      test::require_cuda_close(dx_got, dx_ref, kExact, what + " dx");
       require_guards_intact();
     }
   }
@@ -94,15 +87,12 @@ TEST_CASE("adaptive_avgpool2d forward and backward match the CPU backend") {
     const Tensor x = test::random_tensor(c.x, seed++);
     const Tensor ref = ops::adaptive_avgpool2d_forward(p, x);
     const Tensor got = ops::adaptive_avgpool2d_forward(p, to_device(x));
-    REQUIRE(got.device().is_cuda());
-    REQUIRE(got.shape() == ref.shape());
-    AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, {1e-6, 1e-6, 1e-14}, what + " y"));
+    test::require_cuda_close(got, ref, {1e-6, 1e-6, 1e-14}, what + " y");
 
     const Tensor dy = test::random_tensor(ref.shape(), seed++);
     const Tensor dx_ref = ops::adaptive_avgpool2d_backward(p, dy, c.x);
     const Tensor dx_got = ops::adaptive_avgpool2d_backward(p, to_device(dy), c.x);
-    REQUIRE(dx_got.shape() == dx_ref.shape());
-    AE_REQUIRE_OK(test::compare(dx_got.to(Device::cpu()), dx_ref, kExact, what + " dx"));
+    test::require_cuda_close(dx_got, dx_ref, kExact, what + " dx");
     require_guards_intact();
   }
 }

@@ -4,28 +4,16 @@
 // (the kink belongs to the negative side). dslope must be bitwise repeatable.
 #include <doctest/doctest.h>
 
-#include <cstring>
-
 #include "kernels/cuda/channel_reduce_layout.h"
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
 
 namespace {
-
-void require_close(const Tensor& got, const Tensor& ref, const test::Tolerance& tol, const std::string& what) {
-  REQUIRE(got.device().is_cuda());
-  REQUIRE(got.shape() == ref.shape());
-  AE_REQUIRE_OK(test::compare(got.to(Device::cpu()), ref, tol, what));
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
-  return ha.shape() == hb.shape() && std::memcmp(ha.f32(), hb.f32(), ha.nbytes()) == 0;
-}
 
 // Every 7th element exactly 0.
 Tensor with_zeros(const Shape& shape, uint64_t seed) {
@@ -51,11 +39,11 @@ TEST_CASE("prelu forward and backward match the CPU backend") {
       const Tensor a = test::random_tensor({slopes}, seed++, 0.0f, 0.5f);
       const Tensor dy = test::random_tensor(shape, seed++);
       const Tensor xd = to_device(x), ad = to_device(a);
-      require_close(ops::prelu_forward(xd, ad), ops::prelu_forward(x, a), {0.0, 0.0, 0.0}, what + " y");
+      test::require_cuda_close(ops::prelu_forward(xd, ad), ops::prelu_forward(x, a), {0.0, 0.0, 0.0}, what + " y");
       const ops::PReluGrads ref = ops::prelu_backward(x, a, dy);
       const ops::PReluGrads got = ops::prelu_backward(xd, ad, to_device(dy));
-      require_close(got.dx, ref.dx, {0.0, 0.0, 0.0}, what + " dx");
-      require_close(got.dslope, ref.dslope, {1e-5, 1e-5, 1e-12}, what + " dslope");
+      test::require_cuda_close(got.dx, ref.dx, {0.0, 0.0, 0.0}, what + " dx");
+      test::require_cuda_close(got.dslope, ref.dslope, {1e-5, 1e-5, 1e-12}, what + " dslope");
       require_guards_intact();
     }
   }
@@ -68,7 +56,7 @@ TEST_CASE("prelu dslope is bitwise repeatable") {
     const Tensor x = to_device(test::random_tensor({2, 33, 35, 5}, 21));
     const Tensor dy = to_device(test::random_tensor({2, 33, 35, 5}, 22));
     const Tensor a = to_device(test::random_tensor({slopes}, 23, 0.0f, 0.5f));
-    CHECK(bitwise_equal(ops::prelu_backward(x, a, dy).dslope, ops::prelu_backward(x, a, dy).dslope));
+    CHECK(test::bitwise_equal(ops::prelu_backward(x, a, dy).dslope, ops::prelu_backward(x, a, dy).dslope));
   }
   require_guards_intact();
 }

@@ -5,14 +5,13 @@
 // see its bytes. On the emulated device the same chunking code runs with synchronous copies.
 #include <doctest/doctest.h>
 
-#include <cstring>
-
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/host_staging.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -25,10 +24,6 @@ Tensor bytes_tensor(int64_t n, uint64_t seed) {
   Tensor t = Tensor::empty({n}, DType::u8);
   for (int64_t i = 0; i < n; ++i) t.data<uint8_t>()[i] = static_cast<uint8_t>((i * 131 + seed * 17 + (i >> 8)) % 251);
   return t;
-}
-
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 // Restores the default chunk size when a test ends, however it ends.
@@ -54,7 +49,7 @@ TEST_CASE("uploads of every length around the chunk size arrive intact, in as ma
     CHECK(after.uploads == before.uploads + 1);
     CHECK(after.bytes == before.bytes + static_cast<uint64_t>(n));
     CHECK(after.chunks - before.chunks == static_cast<uint64_t>((n + c - 1) / c));
-    CHECK(same_bytes(dev.to(Device::cpu()), host));
+    CHECK(test::bitwise_equal(dev.to(Device::cpu()), host));
   }
   // Two buffers, allocated once for this chunk size and reused by every upload above.
   const cuda::StagingStats s = cuda::staging_stats();
@@ -76,7 +71,7 @@ TEST_CASE("an upload into a view writes exactly that view; an empty upload does 
   Tensor expected = base.clone();
   Tensor expected_window = expected.rows(17, 40);
   expected_window.copy_from(patch);
-  CHECK(same_bytes(dev.to(Device::cpu()), expected));
+  CHECK(test::bitwise_equal(dev.to(Device::cpu()), expected));
 
   const cuda::StagingStats before = cuda::staging_stats();
   const Tensor empty = Tensor::empty({0}).to(device());
@@ -94,9 +89,8 @@ TEST_CASE("the host source may change as soon as the upload returns; later kerne
   host.fill(-3.0f);  // would corrupt the device copy if a chunk were still read from `host`
   const Tensor sum = ops::add(dev, dev);  // queued after the upload on the backend's stream
   cuda::synchronize();
-  CHECK(same_bytes(dev.to(Device::cpu()), original));
-  AE_REQUIRE_OK(test::compare(sum.to(Device::cpu()), ops::add(original, original), test::Tolerance{0, 0, 0},
-                              "add after upload"));
+  CHECK(test::bitwise_equal(dev.to(Device::cpu()), original));
+  test::require_cuda_close(sum, ops::add(original, original), test::Tolerance{0, 0, 0}, "add after upload");
   // Upload, compute, re-upload into the same tensor, compute: each kernel sees its own upload.
   Tensor target = Tensor::empty({5000}, DType::f32, device());
   const Tensor a = test::random_tensor({5000}, 8), b = test::random_tensor({5000}, 9);
@@ -104,8 +98,8 @@ TEST_CASE("the host source may change as soon as the upload returns; later kerne
   const Tensor first = ops::scale(target, 2.0f);
   target.copy_from(b);
   const Tensor second = ops::scale(target, 2.0f);
-  CHECK(same_bytes(first.to(Device::cpu()), ops::scale(a, 2.0f)));
-  CHECK(same_bytes(second.to(Device::cpu()), ops::scale(b, 2.0f)));
+  CHECK(test::bitwise_equal(first.to(Device::cpu()), ops::scale(a, 2.0f)));
+  CHECK(test::bitwise_equal(second.to(Device::cpu()), ops::scale(b, 2.0f)));
   require_guards_intact();
 }
 

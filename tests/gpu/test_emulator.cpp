@@ -7,19 +7,20 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <random>
 #include <string>
 
 #include "tests/gpu/device_features.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 
 #if defined(AE_EMULATED_DEVICE)
 #include "kernels/cuda/launch.h"
 #include "runtime/tensor.h"
 
 using namespace ae::gputest;
+using ae::test::error_of;
 
 namespace {
 
@@ -27,15 +28,6 @@ std::vector<float> ones_and_twos(std::size_t n) {
   std::vector<float> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<float>(1 + i % 2);
   return v;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ae::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 __global__ void read_unwritten_shared_kernel(float* out) {

@@ -1,5 +1,7 @@
 #include "tests/support/check.h"
 
+#include <doctest/doctest.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -70,6 +72,24 @@ CompareResult compare(const Tensor& got, const Tensor& ref, const Tolerance& tol
 CompareResult compare(const Tensor& got, const std::vector<double>& ref, const Tolerance& tol,
                       const std::string& what) {
   return compare(got.to_vector(), ref, tol, what);
+}
+
+void require_close(const Tensor& got, const Tensor& ref, const Tolerance& tol, const std::string& what) {
+  INFO(what << ": got " << got.desc() << ", reference " << ref.desc());
+  REQUIRE(got.defined());
+  REQUIRE(ref.defined());
+  REQUIRE(got.shape() == ref.shape());
+  REQUIRE(got.dtype() == ref.dtype());
+  AE_REQUIRE_OK(compare(got, ref, tol, what));
+}
+
+void require_cuda_close(const Tensor& got, const Tensor& ref, const Tolerance& tol, const std::string& what) {
+  {
+    INFO(what << ": got " << got.desc() << ", expected on a CUDA device");
+    REQUIRE(got.defined());
+    REQUIRE(got.device().is_cuda());
+  }
+  require_close(got, ref, tol, what);
 }
 
 Tensor random_tensor(const Shape& shape, uint64_t seed, float lo, float hi) {

@@ -1,7 +1,8 @@
 #pragma once
 // Test helpers shared by every test file: tensor comparison with a two-part tolerance
-// (per element |a-b| <= atol + rtol*|ref| and an aggregate normalised error), random
-// tensors, and central finite-difference gradient checks.
+// (per element |a-b| <= atol + rtol*|ref| and an aggregate normalised error; require_close),
+// random tensors, and central finite-difference gradient checks. Exact (bitwise) equality is
+// test::bitwise_equal in tests/support/expect.h.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -32,6 +33,19 @@ CompareResult compare(const std::vector<float>& got, const std::vector<double>& 
 CompareResult compare(const Tensor& got, const Tensor& ref, const Tolerance& tol, const std::string& what);
 CompareResult compare(const Tensor& got, const std::vector<double>& ref, const Tolerance& tol,
                       const std::string& what);
+
+// The shared "tensor close to a reference" assertion (no test file keeps its own). REQUIREs
+// (fatal) that got and ref are both defined and have the same shape and dtype, then that got is
+// within tol of ref by compare(): every element |got-ref| <= atol + rtol*|ref| (NaN/Inf in got
+// where ref is finite fails) and the aggregate nmse. A failure shows `what`, both tensors' desc()
+// and compare()'s report (max |diff| and where, nmse, the first mismatches). Either tensor may
+// live on any device: both are read on the host. There is deliberately no default tolerance:
+// each caller states the bound it means.
+void require_close(const Tensor& got, const Tensor& ref, const Tolerance& tol, const std::string& what);
+
+// require_close for device-vs-CPU tests, which also REQUIREs that got lives on a CUDA device (the
+// real GPU or the emulated one), so that a result that silently stayed on the host cannot pass.
+void require_cuda_close(const Tensor& got, const Tensor& ref, const Tolerance& tol, const std::string& what);
 
 // Deterministic pseudo-random tensor with values uniform in [lo, hi).
 Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f);

@@ -21,7 +21,9 @@ bool contains(const std::string& text, const std::string& part);
 // every one of `parts`; a failure shows the whole message and the missing part.
 void require_error(const std::function<void()>& f, const std::vector<std::string>& parts);
 
-// Same shape, same dtype and the same bytes (NaN payloads and -0 included).
+// Both defined, same shape, same dtype and the same bytes (NaN payloads and -0 included). The
+// tensors may live on any device (device tensors are copied to the host to compare). The one
+// bitwise comparison of the test files; tolerance comparisons: test::require_close (check.h).
 bool bitwise_equal(const Tensor& a, const Tensor& b);
 
 }  // namespace ae::test

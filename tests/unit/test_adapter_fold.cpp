@@ -7,16 +7,17 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/ops.h"
 #include "model/basic_block.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 #include "tests/support/random_block.h"
 
 using namespace ae;
+using ae::test::bitwise_equal;
 
 namespace {
 
@@ -40,10 +41,6 @@ void check_close_to_scale(const Tensor& got, const Tensor& ref, const std::strin
   }
   REQUIRE(scale > 0.0f);
   CHECK(worst <= 1e-5f * scale);
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 struct Case {

@@ -5,21 +5,18 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
 #include <string>
 
 #include "kernels/ops.h"
 #include "model/basic_block.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 #include "tests/support/random_block.h"
 
 using namespace ae;
+using ae::test::bitwise_equal;
 
 namespace {
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 struct Channels {
   Tensor gamma, beta, mean, var;

@@ -11,10 +11,13 @@
 
 #include "kernels/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/expect.h"
 #include "train/image.h"
 #include "train/preprocess.h"
 
 using namespace ae;
+using ae::test::bitwise_equal;
+using ae::test::require_error;
 
 namespace {
 
@@ -65,20 +68,6 @@ Tensor image_tensor(const img::Image& im) {
 
 Tensor imagef_tensor(const img::ImageF& im) {
   return Tensor::from_vector({1, im.height, im.width, 3}, im.rgb);
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-void require_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    FAIL("no error; expected one mentioning '" << needle << "'");
-  } catch (const Error& e) {
-    INFO(e.what());
-    CHECK(std::string(e.what()).find(needle) != std::string::npos);
-  }
 }
 
 const test::Tolerance kResizeTol{1e-6, 1e-5, 1e-12};
@@ -190,21 +179,21 @@ TEST_CASE("resize_bilinear_backward is the adjoint and matches finite difference
 
 TEST_CASE("image ops reject bad arguments with a message naming the op and the problem") {
   const ops::NormalizeImageParams p;
-  require_error([&] { ops::normalize_image(p, Tensor::zeros({4, 4})); }, "normalize_image");
-  require_error([&] { ops::normalize_image(p, Tensor::zeros({1, 4, 4, 5})); }, "5 channels");
-  require_error([&] { ops::normalize_image(p, Tensor::zeros({4, 4, 3}, DType::i64)); }, "u8 or f32");
+  require_error([&] { ops::normalize_image(p, Tensor::zeros({4, 4})); }, {"normalize_image"});
+  require_error([&] { ops::normalize_image(p, Tensor::zeros({1, 4, 4, 5})); }, {"5 channels"});
+  require_error([&] { ops::normalize_image(p, Tensor::zeros({4, 4, 3}, DType::i64)); }, {"u8 or f32"});
   ops::NormalizeImageParams zero_std;
   zero_std.std[2] = 0.0f;
-  require_error([&] { ops::normalize_image(zero_std, Tensor::zeros({4, 4, 3})); }, "std");
+  require_error([&] { ops::normalize_image(zero_std, Tensor::zeros({4, 4, 3})); }, {"std"});
   require_error([&] { ops::normalize_image_backward(p, Tensor::zeros({1, 4, 4, 3}), Shape{4, 5, 3}); },
-                "normalize_image_backward");
+                {"normalize_image_backward"});
   const Tensor x = Tensor::zeros({1, 4, 4, 3});
-  require_error([&] { ops::resize_bilinear_forward(ops::ResizeBilinearParams{0, 5}, x); }, "output size");
+  require_error([&] { ops::resize_bilinear_forward(ops::ResizeBilinearParams{0, 5}, x); }, {"output size"});
   require_error([&] { ops::resize_bilinear_forward(ops::ResizeBilinearParams{5, 5}, Tensor::zeros({4, 4, 3})); },
-                "NHWC");
+                {"NHWC"});
   require_error([&] { ops::resize_bilinear_forward(ops::ResizeBilinearParams{5, 5}, Tensor::zeros({1, 0, 4, 3})); },
-                "height and width");
+                {"height and width"});
   require_error(
       [&] { ops::resize_bilinear_backward(ops::ResizeBilinearParams{5, 5}, Tensor::zeros({1, 5, 4, 3}), x.shape()); },
-      "dy");
+      {"dy"});
 }
