@@ -2,12 +2,13 @@
 #include <cmath>
 
 #include "kernels/backend.h"
+#include "kernels/resize_taps.h"
 
 namespace ae::ops {
 namespace {
 
-// Same bound as train/preprocess.cpp: a typo must not allocate gigabytes.
-constexpr int64_t kMaxSide = int64_t{1} << 15;
+// The bound train/preprocess.cpp checks too: a typo must not allocate gigabytes.
+constexpr int64_t kMaxSide = kMaxResizeSide;
 
 // [H,W,C] or [N,H,W,C] with C in 1..kMaxChannels.
 void check_image_shape(const char* op, const char* arg, const Shape& s) {

@@ -1,104 +1,64 @@
 #include "train/preprocess.h"
 
 #include <algorithm>
-#include <cmath>
+#include <cstring>
 
+#include "kernels/ops.h"
+#include "kernels/resize_taps.h"
 #include "runtime/error.h"
 #include "runtime/thread_pool.h"
 
 namespace ae::img {
 namespace {
 
-// Upper bound for a requested size, so a typo cannot allocate gigabytes.
-constexpr int kMaxSide = 1 << 15;
+using ops::ResampleAxis;
+using ops::ResizeFilter;
 
 void check_size(const char* what, int out_h, int out_w) {
-  AE_CHECK(out_h > 0 && out_w > 0 && out_h <= kMaxSide && out_w <= kMaxSide,
-           what << ": output size " << out_h << "x" << out_w << " must be in 1.." << kMaxSide);
+  AE_CHECK(out_h > 0 && out_w > 0 && out_h <= ops::kMaxResizeSide && out_w <= ops::kMaxResizeSide,
+           what << ": output size " << out_h << "x" << out_w << " must be in 1.." << ops::kMaxResizeSide);
 }
 
-// One output position of a separable resize: source indices and their weights (an index may
-// repeat: at the edge PyTorch blends the last pixel with itself, and so do we).
-struct Taps {
-  std::vector<int> index;
-  std::vector<float> weight;
-};
-
-// PyTorch's upsample_bilinear2d (align_corners=False) along one axis. The scale in/out is a
-// float, but the source coordinate scale*(o+0.5)-0.5 and its fraction are evaluated in double
-// before the weight is stored as float: that is what PyTorch 1.13's CPU kernel produces (checked
-// weight by weight against it; rounding the coordinate to float instead moves weights by up to
-// 1.5e-5 at 224 pixels). src is clamped at 0, i0 = floor(src), i1 = min(i0+1, in-1).
-std::vector<Taps> bilinear_taps(int in, int out) {
-  const double scale = static_cast<float>(in) / static_cast<float>(out);
-  std::vector<Taps> taps(out);
-  for (int o = 0; o < out; ++o) {
-    const double src = std::max(scale * (o + 0.5) - 0.5, 0.0);
-    const int i0 = std::min(static_cast<int>(src), in - 1);
-    const int i1 = i0 < in - 1 ? i0 + 1 : i0;
-    const float lambda1 = static_cast<float>(std::clamp(src - i0, 0.0, 1.0));
-    taps[o].index = {i0, i1};
-    taps[o].weight = {1.0f - lambda1, lambda1};
+// The normalize_image op's parameters holding kImagenetMean / kImagenetStd.
+ops::NormalizeImageParams imagenet_params() {
+  ops::NormalizeImageParams p;
+  for (int c = 0; c < 3; ++c) {
+    p.mean[c] = kImagenetMean[c];
+    p.std[c] = kImagenetStd[c];
   }
-  return taps;
+  return p;
 }
 
-// PyTorch's _upsample_bilinear2d_aa (PIL's algorithm) along one axis: a triangle filter whose
-// support is widened by the scale when shrinking, weights normalised to sum to 1. The mix of
-// float and double below is PyTorch 1.13's (its scalar_t is float, its literals are double);
-// copying it makes our weights equal to PyTorch's, where a clean double computation differs by
-// up to 1.3e-5 at 224 pixels.
-std::vector<Taps> antialias_taps(int in, int out) {
-  const float scale = static_cast<float>(in) / static_cast<float>(out);
-  const float support = scale >= 1.0f ? scale : 1.0f;
-  const float invscale = scale >= 1.0f ? static_cast<float>(1.0 / scale) : 1.0f;
-  std::vector<Taps> taps(out);
-  for (int o = 0; o < out; ++o) {
-    const float center = static_cast<float>(scale * (o + 0.5));
-    const int xmin = std::max(static_cast<int>((center - support) + 0.5), 0);
-    const int xmax = std::min(static_cast<int>((center + support) + 0.5), in);
-    std::vector<float> w;
-    float total = 0.0f;
-    for (int j = xmin; j < xmax; ++j) {
-      const float x = std::fabs(static_cast<float>((static_cast<float>(j) - center + 0.5) * invscale));
-      const float v = x < 1.0f ? 1.0f - x : 0.0f;
-      w.push_back(v);
-      total += v;
-    }
-    for (int j = xmin; j < xmax; ++j) {
-      taps[o].index.push_back(j);
-      taps[o].weight.push_back(total != 0.0f ? w[j - xmin] / total : 0.0f);
-    }
-  }
-  return taps;
-}
-
-// Rows first, then columns: out = sum_y wy * (sum_x wx * in[y][x]), the order PyTorch's CPU
-// kernel uses for the bilinear case. `value(p)` turns a stored sample into the float the
-// formula sees, so an 8-bit image is resized without first materialising a float copy (for a
-// 24-megapixel photo that copy would be 288 MB) while giving the same bits as to_float first.
+// Rows first, then columns: out = sum_y wy * (sum_x wx * in[y][x]), each sum starting from 0 and
+// taking the taps in the order kernels/resize_taps.h lists them: the order PyTorch's CPU kernel
+// uses for the bilinear case, and the order of the ops' resize_bilinear_forward. `value(p)` turns
+// a stored sample into the float the formula sees, so an 8-bit image is resized without first
+// materialising a float copy (for a 24-megapixel photo that copy would be 288 MB) while giving
+// the same bits as to_float first.
 template <typename Sample, typename ToFloat>
-ImageF resize_separable(const Sample* pixels, int in_w, const std::vector<Taps>& ty, const std::vector<Taps>& tx,
+ImageF resize_separable(const Sample* pixels, int in_w, const ResampleAxis& ty, const ResampleAxis& tx,
                         ToFloat value) {
   ImageF out;
-  out.height = static_cast<int>(ty.size());
-  out.width = static_cast<int>(tx.size());
+  out.height = static_cast<int>(ty.outputs());
+  out.width = static_cast<int>(tx.outputs());
   out.rgb.assign(std::size_t(out.height) * out.width * 3, 0.0f);
   const std::size_t in_stride = std::size_t(in_w) * 3;
   const auto resize_rows = [&](int64_t row_begin, int64_t row_end) {
     for (int oy = static_cast<int>(row_begin); oy < static_cast<int>(row_end); ++oy) {
-      const Taps& wy = ty[oy];
+      const int32_t ky_begin = ty.start[std::size_t(oy)], ky_end = ty.start[std::size_t(oy) + 1];
       for (int ox = 0; ox < out.width; ++ox) {
-        const Taps& wx = tx[ox];
+        const int32_t kx_begin = tx.start[std::size_t(ox)], kx_end = tx.start[std::size_t(ox) + 1];
         float acc[3] = {0, 0, 0};
-        for (std::size_t ky = 0; ky < wy.index.size(); ++ky) {
-          const Sample* row = pixels + std::size_t(wy.index[ky]) * in_stride;
+        for (int32_t ky = ky_begin; ky < ky_end; ++ky) {
+          const Sample* row = pixels + std::size_t(ty.index[std::size_t(ky)]) * in_stride;
           float along_x[3] = {0, 0, 0};
-          for (std::size_t kx = 0; kx < wx.index.size(); ++kx) {
-            const Sample* p = row + std::size_t(wx.index[kx]) * 3;
-            for (int c = 0; c < 3; ++c) along_x[c] += wx.weight[kx] * value(p[c]);
+          for (int32_t kx = kx_begin; kx < kx_end; ++kx) {
+            const Sample* p = row + std::size_t(tx.index[std::size_t(kx)]) * 3;
+            const float wx = tx.weight[std::size_t(kx)];
+            for (int c = 0; c < 3; ++c) along_x[c] += wx * value(p[c]);
           }
-          for (int c = 0; c < 3; ++c) acc[c] += wy.weight[ky] * along_x[c];
+          const float wy = ty.weight[std::size_t(ky)];
+          for (int c = 0; c < 3; ++c) acc[c] += wy * along_x[c];
         }
         float* o = out.rgb.data() + (std::size_t(oy) * out.width + ox) * 3;
         for (int c = 0; c < 3; ++c) o[c] = acc[c];
@@ -107,7 +67,7 @@ ImageF resize_separable(const Sample* pixels, int in_w, const std::vector<Taps>&
   };
   // Rows are independent. A row costs about width * 3 * taps_y * taps_x multiply-adds; give each
   // thread at least ~16k of them, or waking it costs more than it saves.
-  const int64_t taps = int64_t(ty.empty() ? 1 : ty[0].index.size()) * int64_t(tx.empty() ? 1 : tx[0].index.size());
+  const int64_t taps = int64_t(ty.outputs() > 0 ? ty.taps(0) : 1) * int64_t(tx.outputs() > 0 ? tx.taps(0) : 1);
   const int64_t row_cost = std::max<int64_t>(1, int64_t(out.width) * 3 * taps);
   parallel_rows(out.height, std::max<int64_t>(1, 16384 / row_cost), resize_rows);
   return out;
@@ -117,53 +77,117 @@ const auto kAsIs = [](float v) { return v; };
 // Exactly to_float's conversion.
 const auto kUnitRange = [](uint8_t v) { return static_cast<float>(v) / 255.0f; };
 
+template <typename Im>
+void check_resize(const Im& im, int out_h, int out_w, const char* what) {
+  check_image(im, what);
+  check_size(what, out_h, out_w);
+}
+
+template <typename Im, typename ToFloat>
+ImageF resize(const Im& im, int out_h, int out_w, ResizeFilter filter, ToFloat value) {
+  return resize_separable(im.rgb.data(), im.width, ops::resample_axis(im.height, out_h, filter),
+                          ops::resample_axis(im.width, out_w, filter), value);
+}
+
+// An 8-bit image as a u8 [H,W,3] CPU tensor (normalize_image divides by 255 exactly as to_float).
+ae::Tensor to_tensor_u8(const Image& im) {
+  ae::Tensor t = ae::Tensor::empty({im.height, im.width, 3}, DType::u8);
+  if (!im.rgb.empty()) std::memcpy(t.raw(), im.rgb.data(), im.rgb.size());
+  return t;
+}
+
+// [H,W,3] or [N,H,W,3] with N >= 1, H and W >= 1: the shapes preprocess_eval_ops accepts.
+void check_image01_shape(const char* what, const char* arg, const Shape& s) {
+  const bool rank_ok = s.size() == 3 || s.size() == 4;
+  AE_CHECK(rank_ok && s.back() == 3 && (s.size() == 3 || s[0] >= 1) && s[s.size() - 3] >= 1 && s[s.size() - 2] >= 1,
+           what << ": " << arg << " has shape " << shape_str(s)
+                << "; expected an RGB image [H,W,3] or a batch [N,H,W,3] (channels last, values in [0,1])");
+}
+
+// The network input's [N,OH,OW,3] for an image of shape s (checked) and size.
+Shape input_shape(const char* what, const Shape& s, int size) {
+  const Shape b = s.size() == 4 ? s : Shape{1, s[0], s[1], s[2]};
+  if (size <= 0) return b;
+  check_size(what, size, size);
+  return Shape{b[0], size, size, 3};
+}
+
 }  // namespace
 
 ImageF resize_bilinear(const ImageF& im, int out_h, int out_w) {
-  check_image(im, "resize_bilinear");
-  check_size("resize_bilinear", out_h, out_w);
+  check_resize(im, out_h, out_w, "resize_bilinear");
   if (out_h == im.height && out_w == im.width) return im;  // identity, bit-exact
-  return resize_separable(im.rgb.data(), im.width, bilinear_taps(im.height, out_h), bilinear_taps(im.width, out_w),
-                          kAsIs);
+  return resize(im, out_h, out_w, ResizeFilter::bilinear, kAsIs);
 }
 
 ImageF resize_bilinear(const Image& im, int out_h, int out_w) {
-  check_image(im, "resize_bilinear");
-  check_size("resize_bilinear", out_h, out_w);
+  check_resize(im, out_h, out_w, "resize_bilinear");
   if (out_h == im.height && out_w == im.width) return to_float(im);
-  return resize_separable(im.rgb.data(), im.width, bilinear_taps(im.height, out_h), bilinear_taps(im.width, out_w),
-                          kUnitRange);
+  return resize(im, out_h, out_w, ResizeFilter::bilinear, kUnitRange);
 }
 
 ImageF resize_bilinear_antialias(const ImageF& im, int out_h, int out_w) {
-  check_image(im, "resize_bilinear_antialias");
-  check_size("resize_bilinear_antialias", out_h, out_w);
+  check_resize(im, out_h, out_w, "resize_bilinear_antialias");
   if (out_h == im.height && out_w == im.width) return im;
-  return resize_separable(im.rgb.data(), im.width, antialias_taps(im.height, out_h),
-                          antialias_taps(im.width, out_w), kAsIs);
+  return resize(im, out_h, out_w, ResizeFilter::antialias, kAsIs);
 }
 
 ImageF resize_bilinear_antialias(const Image& im, int out_h, int out_w) {
-  check_image(im, "resize_bilinear_antialias");
-  check_size("resize_bilinear_antialias", out_h, out_w);
+  check_resize(im, out_h, out_w, "resize_bilinear_antialias");
   if (out_h == im.height && out_w == im.width) return to_float(im);
-  return resize_separable(im.rgb.data(), im.width, antialias_taps(im.height, out_h),
-                          antialias_taps(im.width, out_w), kUnitRange);
+  return resize(im, out_h, out_w, ResizeFilter::antialias, kUnitRange);
+}
+
+ae::Tensor to_tensor(const ImageF& im) {
+  check_image(im, "to_tensor");
+  ae::Tensor t = ae::Tensor::empty({im.height, im.width, 3});
+  if (!im.rgb.empty()) std::memcpy(t.raw(), im.rgb.data(), im.rgb.size() * sizeof(float));
+  return t;
 }
 
 ae::Tensor normalize_imagenet(const ImageF& im) {
   check_image(im, "normalize_imagenet");
-  ae::Tensor t = ae::Tensor::empty({1, im.height, im.width, 3});
-  float* out = t.f32();
-  const std::size_t n = im.rgb.size() / 3;
-  for (std::size_t i = 0; i < n; ++i)
-    for (int c = 0; c < 3; ++c) out[i * 3 + c] = (im.rgb[i * 3 + c] - kImagenetMean[c]) / kImagenetStd[c];
-  return t;
+  return ops::normalize_image(imagenet_params(), to_tensor(im));
 }
 
 ae::Tensor preprocess_eval(const Image& im, int size) {
   check_image(im, "preprocess_eval");
-  return normalize_imagenet(size > 0 ? resize_bilinear(im, size, size) : to_float(im));
+  if (size <= 0 || (size == im.height && size == im.width)) {
+    // Native size: normalise the 8-bit pixels directly, which is normalize_imagenet(to_float(im))
+    // bit for bit without the float copy.
+    return ops::normalize_image(imagenet_params(), to_tensor_u8(im));
+  }
+  return normalize_imagenet(resize_bilinear(im, size, size));
+}
+
+ae::Tensor preprocess_eval_ops(const ae::Tensor& image01, int size) {
+  const char* what = "preprocess_eval_ops";
+  AE_CHECK(image01.defined(), what << ": image01 is undefined");
+  AE_CHECK(image01.dtype() == DType::f32, what << ": image01 " << image01.desc() << " must be f32 (values in [0,1])");
+  check_image01_shape(what, "image01", image01.shape());
+  const Shape in4 = input_shape(what, image01.shape(), 0);
+  const Shape out4 = input_shape(what, image01.shape(), size);
+  const ae::Tensor x = image01.reshape(in4);
+  // An unchanged size skips the resize, which would be a copy (the op's identity case).
+  const ae::Tensor resized =
+      out4 == in4 ? x : ops::resize_bilinear_forward(ops::ResizeBilinearParams{out4[1], out4[2]}, x);
+  return ops::normalize_image(imagenet_params(), resized);
+}
+
+ae::Tensor preprocess_eval_ops_backward(const ae::Tensor& d_input, const ae::Shape& image_shape, int size) {
+  const char* what = "preprocess_eval_ops_backward";
+  AE_CHECK(d_input.defined(), what << ": d_input is undefined");
+  check_image01_shape(what, "image_shape", image_shape);
+  const Shape in4 = input_shape(what, image_shape, 0);
+  const Shape out4 = input_shape(what, image_shape, size);
+  AE_CHECK(d_input.dtype() == DType::f32 && d_input.shape() == out4,
+           what << ": d_input " << d_input.desc() << " does not match preprocess_eval_ops's output "
+                << shape_str(out4) << " f32 for an image " << shape_str(image_shape) << " at size " << size);
+  const ae::Tensor d_resized = ops::normalize_image_backward(imagenet_params(), d_input, out4);
+  const ae::Tensor d_image =
+      out4 == in4 ? d_resized
+                  : ops::resize_bilinear_backward(ops::ResizeBilinearParams{out4[1], out4[2]}, d_resized, in4);
+  return d_image.reshape(image_shape);
 }
 
 }  // namespace ae::img
