@@ -108,6 +108,19 @@ void bench_personalise(const BenchArgs& a, Device device) {
   }
 }
 
+// One enhancement step: eval forward + input gradient, weights frozen (the input-gradient pass that
+// enhance and saliency run), batch and size as given (the workload: 512 x 512, batch 1).
+void bench_enhance(const BenchArgs& a, Device device) {
+  model::ModelConfig cfg;
+  model::ResNet18 net(cfg);
+  net.to(device);
+  net.set_training(false);
+  const Tensor x = random_input({a.batch, a.size, a.size, 3}, 1).to(device);
+  const double s = seconds_per(a.steps, [&] { net.input_gradient(x).dx.to_vector(); });
+  std::printf("enhance-step device=%s batch=%lld size=%d  %.2f images/s  (%.1f ms/step)\n", device.str().c_str(),
+              static_cast<long long>(a.batch), a.size, static_cast<double>(a.batch) / s, 1e3 * s);
+}
+
 // Decode + augment throughput of the loader on FLICKR-AES-sized JPEGs (500x375).
 void bench_loader(const BenchArgs& a) {
   const fs::path dir = fs::temp_directory_path() / ("aesthete_bench_" + std::to_string(::getpid()));
@@ -148,9 +161,10 @@ void bench_loader(const BenchArgs& a) {
 }
 
 void run_bench(const BenchArgs& a) {
-  AE_CHECK(a.what == "all" || a.what == "model" || a.what == "loader" || a.what == "personalise",
-           "--what must be all, model, personalise or loader, got '" << a.what << "'");
-  AE_CHECK(a.batch >= 2 && a.size >= 32 && a.steps >= 1, "bench: need --batch >= 2, --size >= 32, --steps >= 1");
+  AE_CHECK(a.what == "all" || a.what == "model" || a.what == "loader" || a.what == "personalise" || a.what == "enhance",
+           "--what must be all, model, personalise, enhance or loader, got '" << a.what << "'");
+  AE_CHECK(a.batch >= (a.what == "enhance" ? 1 : 2) && a.size >= 32 && a.steps >= 1,
+           "bench: need --batch >= 2 (1 for enhance), --size >= 32, --steps >= 1");
   apply_conv_math(a.precision, "--precision");
   if (a.what != "loader") {
     const Device device = resolve_device(a.device);
@@ -158,6 +172,8 @@ void run_bench(const BenchArgs& a) {
              "--precision " << a.precision << ": the CPU backend computes in f32 only");
     if (a.what == "personalise")
       bench_personalise(a, device);
+    else if (a.what == "enhance")
+      bench_enhance(a, device);
     else
       bench_model(a, device);
   }
@@ -169,7 +185,7 @@ void run_bench(const BenchArgs& a) {
 void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure training-step, inference and loader throughput");
-  cmd->add_option("--what", a->what, "all (model and loader), model, personalise or loader")->capture_default_str();
+  cmd->add_option("--what", a->what, "all (model and loader), model, personalise, enhance or loader")->capture_default_str();
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--batch", a->batch)->capture_default_str();
   cmd->add_option("--size", a->size)->capture_default_str();

@@ -52,18 +52,6 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& args) {
   return out;
 }
 
-// "auto": the side the model was trained at (checkpoint metadata input_size), else 224.
-int parse_size(const std::string& s, const model::Checkpoint& ck) {
-  if (s == "auto") {
-    auto it = ck.metadata.find("input_size");
-    return it == ck.metadata.end() ? 224 : parse_size(it->second, ck);
-  }
-  if (s == "native") return 0;
-  char* end = nullptr;
-  const long v = std::strtol(s.c_str(), &end, 10);
-  AE_CHECK(end && *end == '\0' && v >= 32 && v <= 4096, "--size must be native or a side in 32..4096, got '" << s << "'");
-  return static_cast<int>(v);
-}
 
 // Stars on the 1-5 scale: the model's z mapped through the file's normalisation and clamped
 // (z beyond +-1.8 would otherwise print stars above 5 or below 1).
@@ -126,7 +114,7 @@ std::string column_name(const model::UserState& s, const std::string& path, std:
 void run_score(const ScoreArgs& a) {
   const Device device = resolve_device(a.device);
   const model::Checkpoint ck = weights::load_model_file(a.model);
-  const int size = parse_size(a.size, ck);
+  const int size = parse_input_size(a.size, ck.metadata);
   AE_CHECK(ck.config.head != model::HeadType::imagenet,
            "'" << a.model << "' is an ImageNet classifier (fc 512->1000, no aesthetics head); train one with "
                   "`aesthete train --init " << a.model << " ...`");

@@ -3,6 +3,7 @@
 // apps/ parses flags and prints; the work happens in train/, model/ and weights_tools/.
 #include <CLI/CLI.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,8 @@ void add_train_command(CLI::App& app);
 void add_make_dataset_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_personalise_command(CLI::App& app);
+void add_saliency_command(CLI::App& app);
+void add_enhance_command(CLI::App& app);  // enhance and apply-recipe
 
 // Exit code the process returns once the chosen subcommand finished (0 unless it says so).
 void set_exit_code(int code);
@@ -31,6 +34,10 @@ std::string resume_command_line();
 // Arithmetic of the CUDA convolutions: f32 (default), tf32 or bf16 (tensor cores, f32 accumulate).
 // `where` names the flag in errors. Without a CUDA backend only f32 is accepted.
 void apply_conv_math(const std::string& text, const std::string& where);
+
+// --size: "auto" = the side the model was trained at (its input_size metadata, else 224),
+// "native" = 0 (each photo at its own size), or a side in 32..4096.
+int parse_input_size(const std::string& text, const std::map<std::string, std::string>& metadata);
 
 // "auto" = a CUDA device when one is usable, else the CPU (saying so once); "cpu", "cuda[:N]".
 Device resolve_device(const std::string& text);

@@ -1,5 +1,6 @@
 // aesthete: personalised photo aesthetics. Entry point; every subcommand lives in its own file.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include "apps/commands.h"
@@ -74,6 +75,19 @@ void apply_conv_math(const std::string& text, const std::string& where) {
 #endif
 }
 
+int parse_input_size(const std::string& s, const std::map<std::string, std::string>& metadata) {
+  if (s == "auto") {
+    const auto it = metadata.find("input_size");
+    return it == metadata.end() ? 224 : parse_input_size(it->second, {});
+  }
+  if (s == "native") return 0;
+  char* end = nullptr;
+  const long v = std::strtol(s.c_str(), &end, 10);
+  AE_CHECK(end != s.c_str() && *end == '\0' && v >= 32 && v <= 4096,
+           "--size must be native or a side in 32..4096, got '" << s << "'");
+  return static_cast<int>(v);
+}
+
 Device resolve_device(const std::string& text) {
   if (text == "auto") {
     const std::string why = cuda_unusable_reason();
@@ -116,6 +130,8 @@ int main(int argc, char** argv) {
   ae::app::add_make_dataset_command(app);
   ae::app::add_bench_command(app);
   ae::app::add_personalise_command(app);
+  ae::app::add_saliency_command(app);
+  ae::app::add_enhance_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

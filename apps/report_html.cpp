@@ -120,9 +120,11 @@ std::string training_report_html(const train::TrainResult& result,
 
 std::string svg_bar_chart(const std::string& title, const std::vector<std::string>& labels,
                           const std::vector<Series>& series) {
-  const double L = 56, R = 16, T = 28, B = 70, H = 300;
+  // The legend stands in its own column right of the plot, one entry per line.
+  const double L = 56, T = 28, B = 70, H = 300, legend_w = 250;
   const double group_w = std::max(18.0, 14.0 * static_cast<double>(series.size()) + 8);
-  const double W = std::max(520.0, L + R + group_w * static_cast<double>(labels.size()));
+  const double R = 16 + legend_w;
+  const double W = std::max(520.0 + legend_w, L + R + group_w * static_cast<double>(labels.size()));
   double lo = 0, hi = 0;
   for (const auto& s : series)
     for (double v : s.y)
@@ -159,11 +161,12 @@ std::string svg_bar_chart(const std::string& title, const std::vector<std::strin
     os << "<text transform='translate(" << num(cx, "%.1f") << "," << H - B + 10 << ") rotate(45)' font-size='10'>"
        << html_escape(labels[g].size() > 16 ? labels[g].substr(0, 15) + "..." : labels[g]) << "</text>";
   }
-  double lx = L + 8;
+  double ly = T + 2;
+  const double lx = W - legend_w + 8;
   for (const auto& s : series) {
-    os << "<rect x='" << lx << "' y='" << T + 2 << "' width='10' height='10' fill='" << s.colour << "'/><text x='"
-       << lx + 14 << "' y='" << T + 11 << "' font-size='11'>" << html_escape(s.label) << "</text>";
-    lx += 24 + 7 * static_cast<double>(s.label.size());
+    os << "<rect x='" << lx << "' y='" << ly << "' width='10' height='10' fill='" << s.colour << "'/><text x='"
+       << lx + 14 << "' y='" << ly + 9 << "' font-size='11'>" << html_escape(s.label) << "</text>";
+    ly += 16;
   }
   os << "</svg>";
   return os.str();
@@ -206,8 +209,8 @@ std::string personalisation_report_html(const train::PersonaliseResult& r, const
   const train::PersonaliseOptions& o = r.options;
   std::vector<std::string> users;
   Series g{"generic", "#999999", {}}, p{"personalised", "#1f77b4", {}};
-  Series delta{"delta rho (selection without test images)", "#1f77b4", {}};
-  Series oracle{"oracle delta rho (best epoch on test images)", "#ff7f0e", {}};
+  Series delta{"delta rho (epoch chosen honestly)", "#1f77b4", {}};
+  Series oracle{"oracle delta rho (epoch chosen on test)", "#ff7f0e", {}};
   std::vector<Series> curves;
   const char* palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"};
   for (const std::string& u : r.users) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side throughput: aesthete and PyTorch on the same machine, same run, same work
 # (seed-head ResNet-18 training step and inference). Prints both and the ratio.
-#   bench/compare.sh [BUILD] [--device cpu|cuda] [--batch N] [--size S] [--steps K] [--precision P]
+#   bench/compare.sh [BUILD] [--what model|enhance] [--device cpu|cuda] [--batch N] [--size S] [--steps K] [--precision P]
+# --what model (default): training step and inference; enhance: eval forward + input gradient
+# (weights frozen), e.g. --what enhance --batch 1 --size 512.
 # PYTHON selects the interpreter with torch (default /usr/bin/python3, Debian's CPU PyTorch; on a
 # GPU machine use one whose PyTorch has CUDA, e.g. PYTHON=python3).
 # --precision (f32 default) goes to both sides; aesthete refuses a precision it cannot run on
@@ -12,8 +14,13 @@ shift || true
 python=${PYTHON:-/usr/bin/python3}
 ours_args=()
 peer_args=()
+what=model
 while (($#)); do
   case "$1" in
+    --what)
+      [[ $# -ge 2 ]] || { echo "compare.sh: --what needs a value" >&2; exit 2; }
+      what=$2
+      shift 2 ;;
     --precision)
       [[ $# -ge 2 ]] || { echo "compare.sh: --precision needs a value" >&2; exit 2; }
       peer_args+=("$1" "$2")
@@ -26,11 +33,13 @@ while (($#)); do
   esac
 done
 [[ -x "$build/aesthete" ]] || { echo "compare.sh: $build/aesthete not found (build it first)" >&2; exit 2; }
-ours=$("$build/aesthete" -q bench --what model "${ours_args[@]}")
-theirs=$("$python" "$(dirname "$0")/torch_peer.py" "${peer_args[@]}")
+ours=$("$build/aesthete" -q bench --what "$what" "${ours_args[@]}")
+theirs=$("$python" "$(dirname "$0")/torch_peer.py" --what "$what" "${peer_args[@]}")
 echo "$ours" | sed 's/^/aesthete  /'
 echo "$theirs" | sed 's/^/pytorch   /'
-for kind in train-step inference; do
+kinds="train-step inference"
+[[ $what == enhance ]] && kinds="enhance-step"
+for kind in $kinds; do
   a=$(echo "$ours" | awk -v k="$kind" '$1==k {for(i=1;i<=NF;i++) if($(i+1)=="images/s") print $i}')
   b=$(echo "$theirs" | awk -v k="$kind" '$1==k {for(i=1;i<=NF;i++) if($(i+1)=="images/s") print $i}')
   if [[ -z "$a" || -z "$b" ]]; then

@@ -86,6 +86,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (cuDNN autotuning, caches)")
     ap.add_argument("--precision", choices=("f32", "tf32", "bf16"), default="f32")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = default)")
+    ap.add_argument("--what", choices=("model", "enhance"), default="model",
+                    help="model: training step and inference; enhance: eval forward + input gradient, weights frozen")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -100,6 +102,35 @@ def main():
         return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
 
     net = seed_model().to(dev).to(memory_format=torch.channels_last)
+    name = "cpu" if dev.type == "cpu" else f"cuda:{dev.index or 0}"
+    tag = f"[pytorch {torch.__version__} {settings}]"
+    if a.what == "enhance":
+        # What an enhancement or saliency step is: the score's gradient with respect to the input
+        # image, weights frozen, BatchNorm in eval mode.
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        xe = (torch.rand(a.batch, 3, a.size, a.size, device=dev) * 2 - 1).to(memory_format=torch.channels_last)
+        xe.requires_grad_(True)
+
+        def estep():
+            xe.grad = None
+            with autocast():
+                y = net(xe).float().sum()
+            y.backward()
+            return xe.grad.sum().item()
+
+        for _ in range(a.warmup):
+            estep()
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            estep()
+        sync(dev)
+        s = (time.perf_counter() - t0) / a.steps
+        print(f"enhance-step device={name} batch={a.batch} size={a.size}  {a.batch / s:.2f} images/s  "
+              f"({1e3 * s:.1f} ms/step)  {tag}")
+        return
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = (torch.rand(a.batch, 3, a.size, a.size, device=dev) * 2 - 1).to(memory_format=torch.channels_last)
     t = torch.rand(a.batch, 1, device=dev) * 2 - 1
@@ -133,8 +164,6 @@ def main():
         infer_s = time.perf_counter() - t0
     imgs = a.batch * a.steps
     gflop = 3.63 * (a.size / 224.0) ** 2
-    name = "cpu" if dev.type == "cpu" else f"cuda:{dev.index or 0}"
-    tag = f"[pytorch {torch.__version__} {settings}]"
     print(f"train-step  device={name} batch={a.batch} size={a.size}  {imgs / train_s:.2f} images/s  "
           f"({3 * gflop * imgs / train_s:.1f} GFLOP/s at 3x forward)  {tag}")
     print(f"inference   device={name} batch={a.batch} size={a.size}  {imgs / infer_s:.2f} images/s  "

@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ae::img {
@@ -60,6 +61,24 @@ std::vector<uint8_t> encode_png(const Image& im);  // 8-bit RGB, lossless
 void write_jpeg(const std::string& path, const Image& im, int quality = 92);
 void write_png(const std::string& path, const Image& im);
 std::vector<uint8_t> read_file(const std::string& path);
+
+// ---- 16-bit grayscale PNG: numeric maps (the raw saliency map) ----
+// One channel of 16-bit samples (row-major, top row first) and PNG tEXt chunks (keyword, text;
+// Latin-1 keywords of 1..79 printable characters), which carry how to turn samples into numbers.
+struct Gray16Image {
+  int width = 0, height = 0;
+  std::vector<uint16_t> values;  // height x width
+  std::vector<std::pair<std::string, std::string>> text;
+};
+// Non-interlaced, 16-bit grayscale; the tEXt chunks precede the image data.
+std::vector<uint8_t> encode_png_gray16(const Gray16Image& im);
+// Only a 16-bit grayscale PNG (interlaced or not) is accepted: anything else is an ae::Error
+// naming the file and what it is, so that a photo is never read back as a map. Every text chunk
+// (tEXt, zTXt, iTXt), before or after the image data, lands in `text`.
+Gray16Image decode_png_gray16(const uint8_t* data, std::size_t size, const std::string& name);
+Gray16Image read_png_gray16(const std::string& path);
+// The text of `keyword`, or nullptr.
+const std::string* find_text(const Gray16Image& im, const std::string& keyword);
 
 // ---- conversions ----
 ImageF to_float(const Image& im);  // v / 255

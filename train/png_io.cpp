@@ -121,6 +121,115 @@ bool run_encode(PngState* s) {
   return true;
 }
 
+// ---- 16-bit grayscale (numeric maps) ----
+
+struct Gray16State {
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  std::string message;
+  std::string refusal;
+  // decode
+  const uint8_t* data = nullptr;
+  std::size_t size = 0;
+  std::size_t pos = 0;
+  Gray16Image image;
+  std::vector<uint8_t> bytes;  // big-endian samples, as stored
+  std::vector<png_bytep> rows;
+  // encode
+  const Gray16Image* source = nullptr;
+  std::vector<png_text> text;
+  std::vector<uint8_t> out;
+};
+
+// PngState-compatible callbacks: both structs start with png, info, message.
+void on_error16(png_structp png, png_const_charp msg) {
+  auto* s = static_cast<Gray16State*>(png_get_error_ptr(png));
+  s->message = msg ? msg : "unknown libpng error";
+  png_longjmp(png, 1);
+}
+
+void read16_from_memory(png_structp png, png_bytep dst, png_size_t n) {
+  auto* s = static_cast<Gray16State*>(png_get_io_ptr(png));
+  if (s->size - s->pos < n) png_error(png, "file is truncated (unexpected end of data)");
+  std::memcpy(dst, s->data + s->pos, n);
+  s->pos += n;
+}
+
+void write16_to_memory(png_structp png, png_bytep src, png_size_t n) {
+  auto* s = static_cast<Gray16State*>(png_get_io_ptr(png));
+  s->out.insert(s->out.end(), src, src + n);
+}
+
+const char* color_type_name(int t) {
+  switch (t) {
+    case PNG_COLOR_TYPE_GRAY: return "grayscale";
+    case PNG_COLOR_TYPE_GRAY_ALPHA: return "grayscale+alpha";
+    case PNG_COLOR_TYPE_PALETTE: return "palette";
+    case PNG_COLOR_TYPE_RGB: return "RGB";
+    case PNG_COLOR_TYPE_RGB_ALPHA: return "RGBA";
+    default: return "unknown colour type";
+  }
+}
+
+void collect_text(Gray16State* s) {
+  png_textp text = nullptr;
+  int count = 0;
+  png_get_text(s->png, s->info, &text, &count);
+  for (int i = 0; i < count; ++i) {
+    if (text[i].key == nullptr) continue;
+    // libpng hands every kind (tEXt, zTXt, iTXt) back decompressed and NUL-terminated.
+    s->image.text.emplace_back(text[i].key, text[i].text != nullptr ? std::string(text[i].text) : std::string());
+  }
+}
+
+bool run_decode_gray16(Gray16State* s) {
+  if (setjmp(png_jmpbuf(s->png)) != 0) return false;
+  png_set_read_fn(s->png, s, read16_from_memory);
+  png_read_info(s->png, s->info);
+  const png_uint_32 w = png_get_image_width(s->png, s->info);
+  const png_uint_32 h = png_get_image_height(s->png, s->info);
+  const int color_type = png_get_color_type(s->png, s->info);
+  const int depth = png_get_bit_depth(s->png, s->info);
+  if (color_type != PNG_COLOR_TYPE_GRAY || depth != 16) {
+    s->refusal = "not a 16-bit grayscale PNG (it is " + std::string(color_type_name(color_type)) + ", " +
+                 std::to_string(depth) + " bits per sample)";
+    return true;
+  }
+  if (int64_t{w} * int64_t{h} > kMaxPixels) {
+    s->refusal = "image " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the limit of " +
+                 std::to_string(kMaxPixels) + " pixels";
+    return true;
+  }
+  png_set_interlace_handling(s->png);
+  png_read_update_info(s->png, s->info);
+  if (png_get_rowbytes(s->png, s->info) != std::size_t{w} * 2) {
+    s->refusal = "unexpected row size";
+    return true;
+  }
+  s->bytes.resize(std::size_t{w} * h * 2);
+  s->rows.resize(h);
+  for (png_uint_32 y = 0; y < h; ++y) s->rows[y] = s->bytes.data() + std::size_t{y} * w * 2;
+  png_read_image(s->png, s->rows.data());
+  png_read_end(s->png, s->info);  // text chunks after the image data land in info too
+  s->image.width = static_cast<int>(w);
+  s->image.height = static_cast<int>(h);
+  collect_text(s);
+  return true;
+}
+
+bool run_encode_gray16(Gray16State* s) {
+  if (setjmp(png_jmpbuf(s->png)) != 0) return false;
+  const Gray16Image& im = *s->source;
+  png_set_write_fn(s->png, s, write16_to_memory, flush_nothing);
+  png_set_IHDR(s->png, s->info, static_cast<png_uint_32>(im.width), static_cast<png_uint_32>(im.height), 16,
+               PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (!s->text.empty()) png_set_text(s->png, s->info, s->text.data(), static_cast<int>(s->text.size()));
+  png_write_info(s->png, s->info);
+  for (int y = 0; y < im.height; ++y) png_write_row(s->png, s->bytes.data() + std::size_t(y) * im.width * 2);
+  png_write_end(s->png, nullptr);
+  return true;
+}
+
 }  // namespace
 
 Image decode_png(const uint8_t* data, std::size_t size, const std::string& name) {
@@ -161,6 +270,86 @@ std::vector<uint8_t> encode_png(const Image& im) {
   png_destroy_write_struct(&s->png, &s->info);
   AE_CHECK(ok, "encode_png: libpng failed: " << s->message);
   return std::move(s->out);
+}
+
+}  // namespace ae::img
+
+namespace ae::img {
+
+std::vector<uint8_t> encode_png_gray16(const Gray16Image& im) {
+  AE_CHECK(im.width > 0 && im.height > 0 && int64_t{im.width} * im.height <= kMaxPixels,
+           "encode_png_gray16: bad size " << im.width << "x" << im.height);
+  AE_CHECK(im.values.size() == std::size_t(im.width) * std::size_t(im.height),
+           "encode_png_gray16: " << im.values.size() << " values for " << im.width << "x" << im.height);
+  auto s = std::make_unique<Gray16State>();
+  s->source = &im;
+  for (const auto& [key, value] : im.text) {
+    AE_CHECK(!key.empty() && key.size() <= 79, "encode_png_gray16: PNG text keyword '" << key << "' must have 1..79 characters");
+    for (unsigned char c : key)
+      AE_CHECK(c >= 32 && c != 127 && !(c > 127 && c < 161), "encode_png_gray16: PNG text keyword '" << key << "' has a character PNG does not allow");
+    AE_CHECK(key.front() != ' ' && key.back() != ' ' && key.find("  ") == std::string::npos,
+             "encode_png_gray16: PNG text keyword '" << key << "' has leading, trailing or double spaces");
+    AE_CHECK(value.find('\0') == std::string::npos, "encode_png_gray16: PNG text for '" << key << "' holds a NUL");
+    png_text t{};
+    t.compression = PNG_TEXT_COMPRESSION_NONE;
+    t.key = const_cast<png_charp>(key.c_str());  // libpng copies them; it does not write through these
+    t.text = const_cast<png_charp>(value.c_str());
+    t.text_length = value.size();
+    s->text.push_back(t);
+  }
+  s->bytes.resize(im.values.size() * 2);
+  for (std::size_t i = 0; i < im.values.size(); ++i) {  // PNG samples are big-endian
+    s->bytes[2 * i] = static_cast<uint8_t>(im.values[i] >> 8);
+    s->bytes[2 * i + 1] = static_cast<uint8_t>(im.values[i] & 0xFF);
+  }
+  s->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, s.get(), on_error16, on_warning);
+  AE_CHECK(s->png != nullptr, "encode_png_gray16: cannot create a libpng writer");
+  s->info = png_create_info_struct(s->png);
+  if (s->info == nullptr) {
+    png_destroy_write_struct(&s->png, nullptr);
+    AE_FAIL("encode_png_gray16: cannot create a libpng info struct");
+  }
+  const bool ok = run_encode_gray16(s.get());
+  png_destroy_write_struct(&s->png, &s->info);
+  AE_CHECK(ok, "encode_png_gray16: libpng failed: " << s->message);
+  return std::move(s->out);
+}
+
+Gray16Image decode_png_gray16(const uint8_t* data, std::size_t size, const std::string& name) {
+  AE_CHECK(data != nullptr && size > 0, name << ": PNG data is empty");
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  AE_CHECK(size >= 8 && std::memcmp(data, kSignature, 8) == 0, name << ": not a PNG file");
+  auto s = std::make_unique<Gray16State>();
+  s->data = data;
+  s->size = size;
+  s->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, s.get(), on_error16, on_warning);
+  AE_CHECK(s->png != nullptr, name << ": cannot create a libpng reader");
+  s->info = png_create_info_struct(s->png);
+  if (s->info == nullptr) {
+    png_destroy_read_struct(&s->png, nullptr, nullptr);
+    AE_FAIL(name << ": cannot create a libpng info struct");
+  }
+  png_set_chunk_malloc_max(s->png, 64u << 20);
+  const bool ok = run_decode_gray16(s.get());
+  png_destroy_read_struct(&s->png, &s->info, nullptr);
+  AE_CHECK(ok, name << ": cannot decode PNG (corrupt, truncated or unsupported): " << s->message);
+  AE_CHECK(s->refusal.empty(), name << ": " << s->refusal);
+  Gray16Image& im = s->image;
+  im.values.resize(s->bytes.size() / 2);
+  for (std::size_t i = 0; i < im.values.size(); ++i)
+    im.values[i] = static_cast<uint16_t>((uint16_t{s->bytes[2 * i]} << 8) | s->bytes[2 * i + 1]);
+  return std::move(s->image);
+}
+
+Gray16Image read_png_gray16(const std::string& path) {
+  const std::vector<uint8_t> bytes = read_file(path);
+  return decode_png_gray16(bytes.data(), bytes.size(), path);
+}
+
+const std::string* find_text(const Gray16Image& im, const std::string& keyword) {
+  for (const auto& [key, value] : im.text)
+    if (key == keyword) return &value;
+  return nullptr;
 }
 
 }  // namespace ae::img
