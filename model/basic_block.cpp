@@ -178,13 +178,45 @@ Tensor BasicBlock::forward_inference_fused(const Tensor& x) {
   return bn_epilogue(bn2, c, identity, /*relu=*/true);
 }
 
+Tensor BasicBlock::conv_folded_for_training(Conv2d& conv, Conv2d& adapter, const Tensor& x, Tensor& w_out,
+                                            Tensor& x_kept, Shape& x_shape) {
+  w_out = fold_centre_tap(conv, adapter);
+  x_shape = x.shape();
+  x_kept = conv.weight.trainable || adapter.weight.trainable ? x : Tensor();
+  return ops::conv2d_forward(conv.params, x, w_out);
+}
+
+Tensor BasicBlock::backward_folded(Conv2d& conv, Conv2d& adapter, const Tensor& dy, const Tensor& w, const Tensor& x,
+                                   const Shape& x_shape, bool need_dx) {
+  if (conv.weight.trainable || adapter.weight.trainable)
+    AE_CHECK(x.defined(), "BasicBlock.backward: a weight was frozen during the forward and is trainable now; run the "
+                          "forward again after changing what is trainable");
+  if (conv.weight.trainable) conv.weight.accumulate(ops::conv2d_backward_weight(conv.params, x, dy, conv.weight.value.shape()));
+  if (adapter.weight.trainable)
+    adapter.weight.accumulate(ops::conv2d_backward_weight(adapter.params, x, dy, adapter.weight.value.shape()));
+  return need_dx ? ops::conv2d_backward_data(conv.params, dy, w, x_shape) : Tensor();
+}
+
 Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
   if (!training && !keep && fuse_inference_epilogues) return forward_inference_fused(x);
-  Tensor a = conv1.forward(x, keep);
-  if (has_adapters_) ops::add_inplace(a, adapter1.forward(x, keep));
+  TrainFold& f = train_fold_;
+  f = TrainFold();
+  f.active = has_adapters_ && fold_adapters && keep && x.device().is_cpu();
+  Tensor a;
+  if (f.active) {
+    a = conv_folded_for_training(conv1, adapter1, x, f.w1, f.x1, f.x1_shape);
+  } else {
+    a = conv1.forward(x, keep);
+    if (has_adapters_) ops::add_inplace(a, adapter1.forward(x, keep));
+  }
   const Tensor out = relu1.forward(bn1.forward(a, training, keep), keep);
-  Tensor c = conv2.forward(out, keep);
-  if (has_adapters_) ops::add_inplace(c, adapter2.forward(out, keep));
+  Tensor c;
+  if (f.active) {
+    c = conv_folded_for_training(conv2, adapter2, out, f.w2, f.x2, f.x2_shape);
+  } else {
+    c = conv2.forward(out, keep);
+    if (has_adapters_) ops::add_inplace(c, adapter2.forward(out, keep));
+  }
   const Tensor identity = has_downsample_ ? down_bn.forward(down_conv.forward(x, keep), training, keep) : x;
   Tensor y = ops::add_relu(bn2.forward(c, training, keep), identity);
   y_ = keep ? y : Tensor();
@@ -199,13 +231,25 @@ Tensor BasicBlock::backward(const Tensor& dy, bool need_dx) {
   y_ = Tensor();
 
   const Tensor dc = bn2.backward(dsum, /*need_dx=*/true);
-  Tensor dout = conv2.backward(dc, /*need_dx=*/true);
-  if (has_adapters_) ops::add_inplace(dout, adapter2.backward(dc, /*need_dx=*/true));
+  TrainFold f = std::move(train_fold_);
+  train_fold_ = TrainFold();
+  Tensor dout;
+  if (f.active) {
+    dout = backward_folded(conv2, adapter2, dc, f.w2, f.x2, f.x2_shape, /*need_dx=*/true);
+  } else {
+    dout = conv2.backward(dc, /*need_dx=*/true);
+    if (has_adapters_) ops::add_inplace(dout, adapter2.backward(dc, /*need_dx=*/true));
+  }
   const Tensor da = bn1.backward(relu1.backward(dout, /*need_dx=*/true), /*need_dx=*/true);
-  Tensor dx = conv1.backward(da, need_dx);
-  if (has_adapters_) {
-    const Tensor dxa = adapter1.backward(da, need_dx);
-    if (need_dx) ops::add_inplace(dx, dxa);
+  Tensor dx;
+  if (f.active) {
+    dx = backward_folded(conv1, adapter1, da, f.w1, f.x1, f.x1_shape, need_dx);
+  } else {
+    dx = conv1.backward(da, need_dx);
+    if (has_adapters_) {
+      const Tensor dxa = adapter1.backward(da, need_dx);
+      if (need_dx) ops::add_inplace(dx, dxa);
+    }
   }
   if (has_downsample_) {
     const Tensor dxd = down_conv.backward(down_bn.backward(dsum, /*need_dx=*/true), need_dx);

@@ -37,7 +37,15 @@ class BasicBlock {
 
   // Off: inference runs the unfused layer-by-layer path (kept for comparing the two).
   bool fuse_inference_epilogues = true;
-  // Off: the fused inference path keeps the adapters as separate 1x1 convs + add.
+  // Off: the adapters run as separate 1x1 convs + add everywhere (inference, and forwards that keep
+  // activations for a backward).
+  // On (default): inference uses the cached fold (below); a CPU forward that keeps activations
+  // (training, personalisation) folds each adapter into its 3x3 conv afresh (an optimiser steps the
+  // weights in place between forwards, so nothing is cached) and the backward's data gradient uses
+  // the same folded weight: one convolution each way instead of two plus an add. The weight
+  // gradients are the unfolded ones (the 1x1 adapter's gradient is the conv's centre-tap gradient,
+  // computed by its own 1x1 wgrad). On CUDA the fold would cost a host round trip per step, so
+  // training there keeps the separate adapters.
   bool fold_adapters = true;
 
   // Input-gradient pass (ResNet18::input_gradient; DESIGN.md "Input gradients"): an eval-mode
@@ -93,6 +101,19 @@ class BasicBlock {
   Tensor forward_inference_fused(const Tensor& x);
 
   FoldedWeight folded1_, folded2_;
+
+  // The training-time fold of one forward (see fold_adapters): the folded weights and the inputs
+  // the weight gradients read (undefined when neither weight trains).
+  struct TrainFold {
+    bool active = false;
+    Tensor w1, w2, x1, x2;
+    Shape x1_shape, x2_shape;
+  };
+  TrainFold train_fold_;
+  Tensor conv_folded_for_training(Conv2d& conv, Conv2d& adapter, const Tensor& x, Tensor& w_out, Tensor& x_kept,
+                                  Shape& x_shape);
+  Tensor backward_folded(Conv2d& conv, Conv2d& adapter, const Tensor& dy, const Tensor& w, const Tensor& x,
+                         const Shape& x_shape, bool need_dx);
 
   // Backward weights of the input-gradient pass (BatchNorm scale folded in), cached like
   // FoldedWeight: valid while every source tensor is the same storage at the same offset.

@@ -1,8 +1,9 @@
 // BasicBlock inference with each residual adapter folded into the centre tap of its 3x3 conv
 // (model/basic_block.h): equal to the unfused layers to float rounding for stride-1 and stride-2
 // blocks with and without downsample; never stale after the weights change (state-dict load,
-// reassignment, optimiser step, explicit invalidation after an in-place write); the training
-// path untouched.
+// reassignment, optimiser step, explicit invalidation after an in-place write); the CPU training
+// fold (forward and data gradient through the folded weight) equal to the separate adapters to
+// rounding, every weight gradient included.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -125,13 +126,43 @@ TEST_CASE("adapter fold: the folded weight follows every change of the weights")
   }
 }
 
-TEST_CASE("adapter fold: the training path is unchanged") {
+TEST_CASE("adapter fold in training (CPU): outputs and every gradient equal the separate adapters to rounding") {
+  uint64_t seed = 700;
+  for (const Case& c : kCases) {
+    for (bool convs_train : {false, true}) {  // adapters mode (frozen convs) and full fine-tuning
+      model::BasicBlock block(c.in, c.out, c.stride, /*adapters=*/true);
+      test::randomise(block, seed);
+      block.conv1.weight.trainable = block.conv2.weight.trainable = convs_train;
+      model::BasicBlock twin = block;
+      twin.fold_adapters = false;
+      const Tensor x = test::random_tensor({2, 9, 7, c.in}, seed + 1);
+      seed += 10;
+      const std::string what = std::to_string(c.in) + "->" + std::to_string(c.out) + " stride " +
+                               std::to_string(c.stride) + (convs_train ? " convs trainable" : " convs frozen");
+      (void)block.forward(x, false, false);  // a cached inference fold must not leak into training
+      const Tensor y = block.forward(x, /*training=*/true, /*keep=*/true);
+      const Tensor y_twin = twin.forward(x, true, true);
+      check_close_to_scale(y, y_twin, what + " output");
+      const Tensor dy = test::random_tensor(y.shape(), seed + 2);
+      check_close_to_scale(block.backward(dy, true), twin.backward(dy, true), what + " dx");
+      check_close_to_scale(block.adapter1.weight.grad, twin.adapter1.weight.grad, what + " adapter1 grad");
+      check_close_to_scale(block.adapter2.weight.grad, twin.adapter2.weight.grad, what + " adapter2 grad");
+      check_close_to_scale(block.bn1.weight.grad, twin.bn1.weight.grad, what + " bn1 grad");
+      CHECK(block.conv1.weight.grad.defined() == convs_train);
+      if (convs_train) check_close_to_scale(block.conv1.weight.grad, twin.conv1.weight.grad, what + " conv1 grad");
+      // Really folded: the separate-adapter path rounds differently somewhere.
+      CHECK_FALSE(bitwise_equal(y, y_twin));
+    }
+  }
+}
+
+TEST_CASE("adapter fold: kept eval activations and the unfolded training path") {
   model::BasicBlock block(6, 10, 2, /*adapters=*/true);
   test::randomise(block, 700);
+  block.fold_adapters = false;
   model::BasicBlock twin = block;
-  twin.fold_adapters = false;
   const Tensor x = test::random_tensor({2, 9, 7, 6}, 701);
-  (void)block.forward(x, false, false);  // a cached fold must not leak into training
+  (void)block.forward(x, false, false);
   const Tensor y = block.forward(x, /*training=*/true, /*keep=*/true);
   const Tensor y_twin = twin.forward(x, true, true);
   CHECK(bitwise_equal(y, y_twin));
@@ -139,6 +170,6 @@ TEST_CASE("adapter fold: the training path is unchanged") {
   CHECK(bitwise_equal(block.backward(dy, true), twin.backward(dy, true)));
   CHECK(bitwise_equal(block.adapter1.weight.grad, twin.adapter1.weight.grad));
   CHECK(bitwise_equal(block.conv2.weight.grad, twin.conv2.weight.grad));
-  // Kept eval activations (saliency) also take the layer path, bit for bit.
+  // Kept eval activations with the fold off take the layer path, bit for bit.
   CHECK(bitwise_equal(block.forward(x, false, true), unfused_inference(twin, x)));
 }
