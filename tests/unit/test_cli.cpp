@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -295,6 +296,28 @@ TEST_CASE("score for several people: one column per person (and --generic), equa
                                          users + " " + dir);
   REQUIRE(dir_run.exit_code == 0);
   CHECK(dir_run.out == many.out);
+  // Many people (more than are kept resident: their states are streamed from disk one at a time):
+  // each column is still that person's.
+  const std::string many_dir = work_dir() + "/many_users";
+  fs::create_directories(many_dir);
+  for (int i = 0; i < 20; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "/p%02d.safetensors", i);
+    fs::copy_file(users + (i % 2 ? "/bob.safetensors" : "/alice.safetensors"), many_dir + name,
+                  fs::copy_options::overwrite_existing);
+  }
+  const auto streamed = test::run_command(bin() + " score --device cpu --model " + f.generic + " --users-dir " +
+                                          many_dir + " " + dir);
+  INFO(streamed.err);
+  REQUIRE(streamed.exit_code == 0);
+  AE_CHECK_CONTAINS(streamed.err, "one user's state in memory at a time");
+  const auto srows = lines_of(streamed.out);
+  REQUIRE(srows.size() == 4);
+  CHECK(fields_of(srows[0]).size() == 41);  // path + 20 x (score, stars)
+  for (std::size_t i = 1; i < srows.size(); ++i) {
+    const auto m = fields_of(srows[i]), a = fields_of(alice[i]), b = fields_of(bob[i]);
+    for (int p = 0; p < 20; ++p) CHECK(m[static_cast<std::size_t>(1 + 2 * p)] == (p % 2 ? b[1] : a[1]));
+  }
   // One bad file among many: refused before any photo is scored.
   test::write_file(users + "/broken.safetensors", "not a user file");
   const auto bad = test::run_command(bin() + " score --device cpu --model " + f.generic + " --users-dir " + users + " " + dir);
