@@ -3,10 +3,13 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <system_error>
+
+#include "tests/support/check.h"
 
 namespace fs = std::filesystem;
 
@@ -54,6 +57,16 @@ void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   REQUIRE_MESSAGE(out.good(), "cannot write " << path);
+}
+
+const std::string& test_photos_dir() {
+  static const std::string dir = [] {
+    const std::string target = build_dir() + "/test-photos";
+    const std::string cmd = "bash '" + source_dir() + "/scripts/fetch_test_photos.sh' '" + target + "' >&2";
+    if (std::system(cmd.c_str()) != 0) return std::string();
+    return target;
+  }();
+  return dir;
 }
 
 }  // namespace ae::test

@@ -24,6 +24,10 @@ struct TempDir {
   std::vector<std::string> entries() const;  // the file names in it, in directory order
 };
 
+// The Debian sample photos (scripts/fetch_test_photos.sh), fetched once per process into
+// build_dir()/test-photos; "" when they cannot be had (the caller skips, never passes).
+const std::string& test_photos_dir();
+
 // The whole file; a failed check (fatal) when it cannot be opened.
 std::string read_file(const std::string& path);
 // The whole file, or "" when it cannot be opened (e.g. a cache stamp not written yet).

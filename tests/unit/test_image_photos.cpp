@@ -12,6 +12,7 @@
 
 #include "runtime/error.h"
 #include "tests/support/check.h"
+#include "tests/support/files.h"
 #include "train/exif.h"
 #include "train/image.h"
 #include "train/preprocess.h"
@@ -21,17 +22,7 @@ using ae::img::Image;
 
 namespace {
 
-// Fetches the photos once; returns "" (and marks the binary skipped) when impossible.
-const std::string& photos_dir() {
-  static const std::string dir = [] {
-    const std::string target = ae::test::build_dir() + "/test-photos";
-    const std::string cmd =
-        "bash '" + ae::test::source_dir() + "/scripts/fetch_test_photos.sh' '" + target + "' >&2";
-    if (std::system(cmd.c_str()) != 0) return std::string();
-    return target;
-  }();
-  return dir;
-}
+const std::string& photos_dir() { return ae::test::test_photos_dir(); }
 
 bool have_photos() {
   if (!photos_dir().empty()) return true;

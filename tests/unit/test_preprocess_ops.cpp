@@ -20,6 +20,7 @@
 #include "kernels/resize_taps.h"
 #include "runtime/error.h"
 #include "tests/support/check.h"
+#include "tests/support/files.h"
 #include "tests/support/expect.h"
 #include "train/image.h"
 #include "train/preprocess.h"
@@ -103,17 +104,7 @@ std::vector<double> minus(const std::vector<double>& a, const std::vector<double
   return r;
 }
 
-// Fetches the Debian sample photos once (scripts/fetch_test_photos.sh); "" when impossible.
-const std::string& photos_dir() {
-  static const std::string dir = [] {
-    const std::string target = ae::test::build_dir() + "/test-photos";
-    const std::string cmd =
-        "bash '" + ae::test::source_dir() + "/scripts/fetch_test_photos.sh' '" + target + "' >&2";
-    if (std::system(cmd.c_str()) != 0) return std::string();
-    return target;
-  }();
-  return dir;
-}
+const std::string& photos_dir() { return ae::test::test_photos_dir(); }
 
 const char* const kPhotos[] = {"astronaut.png", "chelsea.png",   "coffee.png",  "camera.png",
                                "logo.png",      "green_palette.png", "rocket.jpg", "hubble_deep_field.jpg",
