@@ -377,6 +377,19 @@ std::vector<data::Sample> pick(const UserData& u, const std::vector<int64_t>& id
   return out;
 }
 
+// The personalised model's numbers from the curves: fixed = the last epoch; val = the lowest
+// validation MSE (epoch 0, the generic model, included); oracle = the best test rho (the
+// original's optimistic selection, reported apart).
+void select_epoch(RunRow& row, EpochSelect select, int epochs) {
+  row.epochs = select == EpochSelect::fixed ? epochs : static_cast<int64_t>(first_best(row.val_mse, false));
+  row.rho_personal = row.test_rho[static_cast<std::size_t>(row.epochs)];
+  row.mse_personal = row.test_mse[static_cast<std::size_t>(row.epochs)];
+  const std::size_t oracle = first_best(row.test_rho, true);
+  row.oracle_epoch = static_cast<int64_t>(oracle);
+  row.oracle_rho = row.test_rho[oracle];
+  row.oracle_mse = row.test_mse[first_best(row.test_mse, false)];
+}
+
 using Clock = std::chrono::steady_clock;
 
 // The protocol's state while it runs.
@@ -505,6 +518,20 @@ class Protocol {
     return score_subset(pred, truth, all);
   }
 
+  // "epoch e/E  loss L  ETA t": the ETA from the mean epoch time of this process so far.
+  std::string epoch_status(int64_t epoch, double loss) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
+    epochs_done_ += 1;
+    const double per_epoch = elapsed / static_cast<double>(epochs_done_);
+    const int64_t runs_left = total_runs_ - static_cast<int64_t>(result_.rows.size()) - 1;
+    const double left = per_epoch * static_cast<double>(o_.epochs - epoch - 1 + runs_left * o_.epochs);
+    char status[160];
+    std::snprintf(status, sizeof status, "epoch %lld/%d  loss %.4f  ETA %s", static_cast<long long>(epoch + 1),
+                  o_.epochs, loss, format_duration(left).c_str());
+    return status;
+  }
+
+  // The run a --resume continues: where it stopped, with its optimiser state and curves so far.
   struct Current {
     std::string user;
     int repeat = 0;
@@ -515,6 +542,25 @@ class Protocol {
     model::NamedTensors state_tensors, optimizer_tensors;
     std::map<std::string, std::string> metadata;
   };
+
+  // A run's row before training: its sizes and epoch 0, which is the generic model itself (the
+  // state starts as an exact copy of it), scored from the per-user generic predictions.
+  RunRow first_row(const UserData& u, const Draw& d, int repeat) const {
+    RunRow row;
+    row.user = u.id;
+    row.repeat = repeat;
+    row.n_train = static_cast<int64_t>(d.train.size());
+    row.n_val = static_cast<int64_t>(d.val.size());
+    row.n_test = static_cast<int64_t>(d.test.size());
+    const Scores g_test = score_subset(generic_pred_, truth_, d.test);
+    row.rho_generic = g_test.rho;
+    row.mse_generic = g_test.mse;
+    row.test_rho.push_back(g_test.rho);
+    row.test_mse.push_back(g_test.mse);
+    row.train_loss.push_back(nan());
+    if (!d.val.empty()) row.val_mse.push_back(score_subset(generic_pred_, truth_, d.val).mse);
+    return row;
+  }
 
   // One (user, repeat): false when interrupted.
   bool run_one(std::size_t ui, int repeat) {
@@ -541,20 +587,7 @@ class Protocol {
     data::Loader test_loader(pick(u, d.test), loader_config(0, false));
     data::Loader val_loader(pick(u, d.val), loader_config(0, false));
 
-    RunRow row;
-    row.user = u.id;
-    row.repeat = repeat;
-    row.n_train = static_cast<int64_t>(d.train.size());
-    row.n_val = static_cast<int64_t>(d.val.size());
-    row.n_test = static_cast<int64_t>(d.test.size());
-    // Epoch 0 is the generic model itself (the state starts as an exact copy of it).
-    const Scores g_test = score_subset(generic_pred_, truth_, d.test);
-    row.rho_generic = g_test.rho;
-    row.mse_generic = g_test.mse;
-    row.test_rho.push_back(g_test.rho);
-    row.test_mse.push_back(g_test.mse);
-    row.train_loss.push_back(nan());
-    if (!d.val.empty()) row.val_mse.push_back(score_subset(generic_pred_, truth_, d.val).mse);
+    RunRow row = first_row(u, d, repeat);
     std::shared_ptr<model::UserState> best;  // the fit with --select val keeps its best epoch
     Position pos;
     net.set_dropout_step(seed >> 40);
@@ -605,30 +638,14 @@ class Protocol {
       }
       pos = Position{};
       pos.epoch = epoch + 1;
-      const double elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
-      epochs_done_ += 1;
-      const double per_epoch = elapsed / static_cast<double>(epochs_done_);
-      const int64_t runs_left = total_runs_ - static_cast<int64_t>(result_.rows.size()) - 1;
-      char status[160];
-      std::snprintf(status, sizeof status, "epoch %lld/%d  loss %.4f  ETA %s", static_cast<long long>(epoch + 1),
-                    o_.epochs, row.train_loss.back(),
-                    format_duration(per_epoch * static_cast<double>(o_.epochs - epoch - 1 + runs_left * o_.epochs)).c_str());
-      progress.update(epoch + 1, status);
+      progress.update(epoch + 1, epoch_status(epoch, row.train_loss.back()));
       if (epoch + 1 < o_.epochs &&
           std::chrono::duration<double>(Clock::now() - last_save).count() >= o_.checkpoint_seconds) {
         save_state(u.id, repeat, *state, opts, pos, row, best.get());
         last_save = Clock::now();
       }
     }
-    // Selection: fixed = the last epoch; val = the lowest validation MSE (epoch 0, the generic
-    // model, included).
-    row.epochs = o_.select == EpochSelect::fixed ? o_.epochs : static_cast<int64_t>(first_best(row.val_mse, false));
-    row.rho_personal = row.test_rho[static_cast<std::size_t>(row.epochs)];
-    row.mse_personal = row.test_mse[static_cast<std::size_t>(row.epochs)];
-    const std::size_t oracle = first_best(row.test_rho, true);
-    row.oracle_epoch = static_cast<int64_t>(oracle);
-    row.oracle_rho = row.test_rho[oracle];
-    row.oracle_mse = row.test_mse[first_best(row.test_mse, false)];
+    select_epoch(row, o_.select, o_.epochs);
     row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (row.n_test > 0 && row.unreadable > 0)
       AE_WARN("user " << u.id << ": " << row.unreadable << " of " << row.n_test << " test images could not be read");
