@@ -26,6 +26,7 @@
 #include "tests/support/check.h"
 #include "tests/support/expect.h"
 #include "tests/support/files.h"
+#include "tests/support/user_states.h"
 #include "train/personalise.h"
 #include "train/train_loop.h"
 
@@ -36,33 +37,6 @@ using ae::model::UserState;
 using ae::train::PersonaliseMode;
 
 namespace {
-
-// A generic seed-head model as a checkpoint (what SharedModel is built from), as in
-// tests/unit/test_shared_model.cpp.
-model::Checkpoint generic_checkpoint(uint64_t seed = 7) {
-  model::ModelConfig cfg;
-  cfg.seed = seed;
-  model::ResNet18 net(cfg);
-  return model::checkpoint_from_tensors(net.state_dict(), "generic");
-}
-
-// A user state with adapters, BatchNorms (running statistics included) and head moved randomly, as
-// a trained user's would be (tests/unit/test_shared_model.cpp). The random values are made on the
-// host, so a CPU and a device state built with the same seed hold the same numbers.
-std::shared_ptr<UserState> random_user(const SharedModel& shared, uint64_t seed, const std::string& id) {
-  auto s = shared.fresh_state(model::StateScope::user, id);
-  for (auto& e : s->entries) {
-    if (e.is_counter) {
-      e.counter = static_cast<int64_t>(seed);
-      continue;
-    }
-    const bool positive =
-        e.name.ends_with("running_var") || (e.name.ends_with(".weight") && e.name.find("bn") != std::string::npos);
-    e.value.copy_from(positive ? test::random_tensor(e.value.shape(), ++seed, 0.7f, 1.3f)
-                               : test::random_tensor(e.value.shape(), ++seed, -0.05f, 0.05f));
-  }
-  return s;
-}
 
 // The SharedModels' configuration: dropout off, as in tests/gpu/test_cuda_model.cpp, whose
 // tolerances this test uses. The masks themselves are the same on both backends (one Philox
@@ -198,7 +172,7 @@ std::vector<float> train_two_steps(SharedModel& shared, PersonaliseMode mode, co
 
 TEST_CASE("SharedModel on the device: binding is exact and the generic model scores as on the CPU") {
   AE_GPU_TEST_PRELUDE();
-  const model::Checkpoint ck = generic_checkpoint();
+  const model::Checkpoint ck = test::generic_checkpoint();
   SharedModel cpu(ck, Device::cpu(), "generic (cpu)", no_dropout());
   SharedModel gpu(ck, device(), "generic (device)", no_dropout());
   REQUIRE(gpu.device().is_cuda());
@@ -209,8 +183,8 @@ TEST_CASE("SharedModel on the device: binding is exact and the generic model sco
   const Tensor generic_gpu = scores(gpu, x);
   require_close_in_mode(generic_gpu, generic_cpu, kEvalTolerance, "generic scores");
 
-  auto a = random_user(gpu, 100, "alice");
-  auto b = random_user(gpu, 200, "bob");
+  auto a = test::random_user(gpu, 100, "alice");
+  auto b = test::random_user(gpu, 200, "bob");
   for (const auto& e : a->entries)
     if (!e.is_counter) REQUIRE(e.value.device().is_cuda());
   gpu.bind(a);
@@ -226,7 +200,7 @@ TEST_CASE("SharedModel on the device: binding is exact and the generic model sco
   CHECK(test::bitwise_equal(scores(gpu, x), generic_gpu));
 
   // The same person bound on the CPU scores the same.
-  cpu.bind(random_user(cpu, 100, "alice"));
+  cpu.bind(test::random_user(cpu, 100, "alice"));
   const Tensor a_cpu = scores(cpu, x);
   require_close_in_mode(a1, a_cpu, kEvalTolerance, "alice's scores");
   std::printf("binding on the device: generic scores max |device - cpu| %.3g (max |cpu| %.3g), alice's %.3g\n",
@@ -234,14 +208,14 @@ TEST_CASE("SharedModel on the device: binding is exact and the generic model sco
 
   // A host state does not bind to the device model, and the binding stays as it was.
   const UserState* bound = gpu.bound().get();
-  test::require_error([&] { gpu.bind(random_user(cpu, 300, "carol")); }, {"cannot bind", "cuda"});
+  test::require_error([&] { gpu.bind(test::random_user(cpu, 300, "carol")); }, {"cannot bind", "cuda"});
   CHECK(gpu.bound().get() == bound);
   require_guards_intact();
 }
 
 TEST_CASE("personalisation on the device matches the CPU in every mode; a device-trained user file scores the same on the CPU") {
   AE_GPU_TEST_PRELUDE();
-  const model::Checkpoint ck = generic_checkpoint();
+  const model::Checkpoint ck = test::generic_checkpoint();
   SharedModel cpu(ck, Device::cpu(), "generic (cpu)", no_dropout());
   SharedModel gpu(ck, device(), "generic (device)", no_dropout());
   REQUIRE(gpu.device().is_cuda());

@@ -11,36 +11,13 @@
 #include "tests/support/check.h"
 #include "tests/support/expect.h"
 #include "tests/support/files.h"
+#include "tests/support/user_states.h"
 #include "train/personalise.h"
 #include "train/train_loop.h"
 
 using namespace ae;
 
 namespace {
-
-// A generic seed-head model as a checkpoint (what SharedModel is built from).
-model::Checkpoint generic_checkpoint(uint64_t seed = 7) {
-  model::ModelConfig cfg;
-  cfg.seed = seed;
-  model::ResNet18 net(cfg);
-  return model::checkpoint_from_tensors(net.state_dict(), "generic");
-}
-
-// A user state: the generic user-scope state with adapters, BatchNorms and head moved randomly
-// (running statistics included), as a trained user's would be.
-std::shared_ptr<model::UserState> random_user(const model::SharedModel& shared, uint64_t seed, const std::string& id) {
-  auto s = shared.fresh_state(model::StateScope::user, id);
-  for (auto& e : s->entries) {
-    if (e.is_counter) {
-      e.counter = static_cast<int64_t>(seed);
-      continue;
-    }
-    const bool positive = e.name.ends_with("running_var") || (e.name.ends_with(".weight") && e.name.find("bn") != std::string::npos);
-    e.value.copy_from(positive ? test::random_tensor(e.value.shape(), ++seed, 0.7f, 1.3f)
-                               : test::random_tensor(e.value.shape(), ++seed, -0.05f, 0.05f));
-  }
-  return s;
-}
 
 Tensor scores(model::SharedModel& shared, const Tensor& x) {
   model::ResNet18& net = shared.net();
@@ -54,7 +31,7 @@ Tensor scores(model::SharedModel& shared, const Tensor& x) {
 }  // namespace
 
 TEST_CASE("switching people A -> B -> A gives A's outputs bit for bit, and the generic model stays the generic one") {
-  const model::Checkpoint ck = generic_checkpoint();
+  const model::Checkpoint ck = test::generic_checkpoint();
   model::SharedModel shared(ck, Device::cpu(), "generic");
   const Tensor x = test::random_tensor({3, 40, 40, 3}, 11);
 
@@ -64,8 +41,8 @@ TEST_CASE("switching people A -> B -> A gives A's outputs bit for bit, and the g
   CHECK(test::bitwise_equal(scores(shared, x), generic_out));  // zero adapters: exactly the generic model
   CHECK(shared.digest() == model::model_digest(*reference));
 
-  auto a = random_user(shared, 100, "alice");
-  auto b = random_user(shared, 200, "bob");
+  auto a = test::random_user(shared, 100, "alice");
+  auto b = test::random_user(shared, 200, "bob");
   shared.bind(a);
   const Tensor a1 = scores(shared, x);
   shared.bind(b);
@@ -91,12 +68,12 @@ TEST_CASE("switching people A -> B -> A gives A's outputs bit for bit, and the g
 }
 
 TEST_CASE("a bound state is trained in place; the generic state and other states are untouched") {
-  const model::Checkpoint ck = generic_checkpoint();
+  const model::Checkpoint ck = test::generic_checkpoint();
   model::SharedModel shared(ck, Device::cpu(), "generic");
   const Tensor x = test::random_tensor({4, 32, 32, 3}, 3);
   const Tensor t = test::random_tensor({4, 1}, 4);
   const Tensor generic_out = scores(shared, x);
-  auto b = random_user(shared, 300, "bob");
+  auto b = test::random_user(shared, 300, "bob");
   shared.bind(b);
   const Tensor b_out = scores(shared, x);
 
@@ -171,11 +148,11 @@ TEST_CASE("frozen convolutions keep no input and still give the same input gradi
 }
 
 TEST_CASE("user files are checked against the digest computed once; bind refuses foreign states") {
-  const model::Checkpoint ck = generic_checkpoint(7);
+  const model::Checkpoint ck = test::generic_checkpoint(7);
   model::SharedModel shared(ck, Device::cpu(), "--model 'g.safetensors'");
-  model::SharedModel other(generic_checkpoint(8), Device::cpu(), "--model 'other.safetensors'");
+  model::SharedModel other(test::generic_checkpoint(8), Device::cpu(), "--model 'other.safetensors'");
   test::TempDir dir;
-  other.bind(random_user(other, 5, "dave"));
+  other.bind(test::random_user(other, 5, "dave"));
   other.save_bound_user_file(dir.file("dave.safetensors"), "dave");
   test::require_error([&] { shared.load_user(dir.file("dave.safetensors")); },
                       {"dave.safetensors' was trained on generic model " + other.digest(),
