@@ -202,21 +202,16 @@ Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
   TrainFold& f = train_fold_;
   f = TrainFold();
   f.active = has_adapters_ && fold_adapters && keep && x.device().is_cpu();
-  Tensor a;
-  if (f.active) {
-    a = conv_folded_for_training(conv1, adapter1, x, f.w1, f.x1, f.x1_shape);
-  } else {
-    a = conv1.forward(x, keep);
-    if (has_adapters_) ops::add_inplace(a, adapter1.forward(x, keep));
-  }
+  // conv(x) [+ adapter(x)]: folded (training on the CPU) or as separate layers.
+  auto conv_and_adapter = [&](Conv2d& conv, Conv2d& adapter, const Tensor& in, Tensor& w, Tensor& kept, Shape& shape) {
+    if (f.active) return conv_folded_for_training(conv, adapter, in, w, kept, shape);
+    Tensor y = conv.forward(in, keep);
+    if (has_adapters_) ops::add_inplace(y, adapter.forward(in, keep));
+    return y;
+  };
+  const Tensor a = conv_and_adapter(conv1, adapter1, x, f.w1, f.x1, f.x1_shape);
   const Tensor out = relu1.forward(bn1.forward(a, training, keep), keep);
-  Tensor c;
-  if (f.active) {
-    c = conv_folded_for_training(conv2, adapter2, out, f.w2, f.x2, f.x2_shape);
-  } else {
-    c = conv2.forward(out, keep);
-    if (has_adapters_) ops::add_inplace(c, adapter2.forward(out, keep));
-  }
+  Tensor c = conv_and_adapter(conv2, adapter2, out, f.w2, f.x2, f.x2_shape);
   const Tensor identity = has_downsample_ ? down_bn.forward(down_conv.forward(x, keep), training, keep) : x;
   Tensor y = ops::add_relu(bn2.forward(c, training, keep), identity);
   y_ = keep ? y : Tensor();
