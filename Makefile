@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps configure build test sanitize demo bench python clean
 
 all: build
 
@@ -18,6 +18,15 @@ build: configure
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# ASan + UBSan build (clang) of the library, most unit tests, emulated-device tests and the fuzzers,
+# then runs them and fuzzes each target (scripts/sanitize.sh says what is left out; README "Bad input").
+sanitize: deps
+	@JOBS=$(JOBS) scripts/sanitize.sh $(BUILD)-sanitize
+
+# The Python module: $(BUILD)/python/aesthete.cpython-*.so (PYTHONPATH=$(BUILD)/python; README "From Python").
+python: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target python
 
 demo: build
 	@scripts/demo.sh $(BUILD)

@@ -166,7 +166,7 @@ struct RecipeArgs {
 };
 
 void run_apply_recipe(const RecipeArgs& a) {
-  const std::vector<uint8_t> bytes = img::read_file(a.recipe);
+  const std::vector<uint8_t> bytes = img::read_file(a.recipe, train::kMaxRecipeBytes);
   const train::EditRecipe r =
       train::EditRecipe::from_json(std::string(bytes.begin(), bytes.end()), a.recipe);
   const img::Image photo = img::read_image(a.input);
@@ -204,6 +204,7 @@ void add_enhance_command(CLI::App& app) {
   cmd->add_option("--quality", a->quality, "JPEG quality of the output")->capture_default_str();
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--seed", a->o.seed)->capture_default_str();
+  add_max_pixels_option(*cmd);
   cmd->callback([a] { run_enhance(*a); });
 
   auto r = std::make_shared<RecipeArgs>();
@@ -212,6 +213,7 @@ void add_enhance_command(CLI::App& app) {
   ap->add_option("--input", r->input, "The photo")->required();
   ap->add_option("--output", r->output, "The edited photo (.jpg or .png)")->required();
   ap->add_option("--quality", r->quality, "JPEG quality")->capture_default_str();
+  add_max_pixels_option(*ap);
   ap->callback([r] { run_apply_recipe(*r); });
 }
 

@@ -1,5 +1,4 @@
 // aesthete personalise: the k-shot per-user protocol on one shared backbone (train/personalise.h).
-#include <csignal>
 #include <filesystem>
 #include <memory>
 #include <sstream>
@@ -8,6 +7,7 @@
 #include "apps/report_html.h"
 #include "runtime/atomic_file.h"
 #include "runtime/log.h"
+#include "session/session.h"
 #include "train/personalise.h"
 #include "train/trainer.h"
 #include "weights_tools/model_file.h"
@@ -22,11 +22,6 @@ struct PersonaliseArgs {
   train::PersonaliseOptions o;
   std::string mode = "adapters", select = "fixed", device = "auto", users;
 };
-
-extern "C" void on_personalise_interrupt(int) {
-  train::request_stop();
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
-}
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -55,12 +50,12 @@ void run_personalise(PersonaliseArgs& a) {
     const std::string html = personalisation_report_html(r, command);
     atomic_write(report, html.data(), html.size());
   };
-  train::clear_stop_request();
-  std::signal(SIGINT, on_personalise_interrupt);
-  std::signal(SIGTERM, on_personalise_interrupt);
-  const train::PersonaliseResult r = train::run_personalisation(o, shared, hooks);
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
+  train::PersonaliseResult r;
+  {
+    const session::InterruptHandler interrupt;  // Ctrl-C: finish the step, save, return
+    o.stop = interrupt.flag();
+    r = train::run_personalisation(o, shared, hooks);
+  }
   hooks.on_run_end(r);
   if (r.interrupted) {
     AE_INFO("stopped; progress is saved in " << o.out_dir << "/state.safetensors. Continue with:\n  "
@@ -123,6 +118,7 @@ void add_personalise_command(CLI::App& app) {
                   "Seconds between checkpoints of the running user (at epoch ends; 0 = every epoch)")
       ->capture_default_str();
   cmd->add_option("--stop-after-steps", o.stop_after_steps, "Stop as if interrupted after N steps (testing)")->group("");
+  add_max_pixels_option(*cmd);
   cmd->callback([a] { run_personalise(*a); });
 }
 

@@ -12,6 +12,7 @@
 #include "runtime/atomic_file.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "session/session.h"
 #include "train/saliency.h"
 #include "weights_tools/model_file.h"
 
@@ -103,9 +104,12 @@ void run_saliency(const SaliencyArgs& a) {
     throw;
   }
 
-  std::printf("score: %.6f\nstars: %.4f\n", r.score, stars_of(r.score, shared.norm()));
+  // The scores as `aesthete score` prints them (session::format_score: they read back as the same float).
+  std::printf("score: %s\nstars: %.4f\n", session::format_score(static_cast<float>(r.score)).c_str(),
+              stars_of(r.score, shared.norm()));
   if (r.is_signed)
-    std::printf("generic_score: %.6f\ngeneric_stars: %.4f\n", r.generic_score, stars_of(r.generic_score, shared.norm()));
+    std::printf("generic_score: %s\ngeneric_stars: %.4f\n",
+                session::format_score(static_cast<float>(r.generic_score)).c_str(), stars_of(r.generic_score, shared.norm()));
   std::printf("overlay: %s\nraw: %s\n", a.output.c_str(), raw_path.c_str());
   std::printf("raw_scale: %.9g\n", static_cast<double>(r.max_abs()));
   std::fflush(stdout);
@@ -138,6 +142,7 @@ void add_saliency_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--seed", args->seed, "SmoothGrad noise seed")->capture_default_str();
+  add_max_pixels_option(*cmd);
   cmd->callback([args] { run_saliency(*args); });
 }
 

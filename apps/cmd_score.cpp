@@ -8,7 +8,9 @@
 #include "apps/commands.h"
 #include "model/shared_model.h"
 #include "runtime/log.h"
+#include "session/session.h"
 #include "train/preprocess.h"
+#include "train/score.h"
 #include "weights_tools/model_file.h"
 
 namespace ae::app {
@@ -24,25 +26,16 @@ struct ScoreArgs {
   bool generic = false;            // a column for the generic model beside the users
   std::string size = "auto";
   std::string device = "auto";
-  int batch = 16;
+  int batch = train::kScoreBatch;
   std::vector<std::string> paths;
 };
-
-bool is_image_name(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
-}
 
 // Files as given; folders expand to their JPEG/PNG files (sorted, not recursive).
 std::vector<std::string> expand_paths(const std::vector<std::string>& args) {
   std::vector<std::string> out;
   for (const auto& a : args) {
     if (fs::is_directory(a)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::directory_iterator(a))
-        if (e.is_regular_file() && is_image_name(e.path())) found.push_back(e.path().string());
-      std::sort(found.begin(), found.end());
+      const std::vector<std::string> found = session::photos_in_folder(a);
       if (found.empty()) AE_WARN("no .jpg/.jpeg/.png files in folder '" << a << "'");
       out.insert(out.end(), found.begin(), found.end());
     } else {
@@ -51,11 +44,6 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& args) {
   }
   return out;
 }
-
-
-// Stars on the 1-5 scale: the model's z mapped through the file's normalisation and clamped
-// (z beyond +-1.8 would otherwise print stars above 5 or below 1).
-double stars_of(double z, const model::TargetNorm& norm) { return std::clamp(z * norm.std + norm.mean, 1.0, 5.0); }
 
 // One scoring column: the generic model or one person.
 struct Column {
@@ -89,13 +77,7 @@ std::vector<PhotoBatch> decode_chunk(const std::vector<std::string>& files, std:
       }
     }
     if (inputs.empty()) continue;
-    if (inputs.size() == 1) {
-      b.x = inputs[0];
-    } else {
-      b.x = Tensor::empty({static_cast<int64_t>(inputs.size()), size, size, 3});
-      for (std::size_t i = 0; i < inputs.size(); ++i)
-        b.x.rows(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1).copy_from(inputs[i]);
-    }
+    b.x = train::stack_inputs(inputs);
     bytes += b.x.nbytes();
     out.push_back(std::move(b));
   }
@@ -179,14 +161,14 @@ void run_score(const ScoreArgs& a) {
         shared.bind_generic();
       else
         shared.bind(columns[c].resident ? columns[c].resident : shared.load_user(columns[c].path));
-      for (const PhotoBatch& b : chunk) z[c].push_back(net.forward(b.x.to(device)).to_vector());
+      for (const PhotoBatch& b : chunk) z[c].push_back(train::score_inputs(shared, b.x));
     }
     for (std::size_t bi = 0; bi < chunk.size(); ++bi) {
       for (std::size_t i = 0; i < chunk[bi].names.size(); ++i) {
         std::printf("%s", chunk[bi].names[i].c_str());
         for (std::size_t c = 0; c < columns.size(); ++c) {
-          const double v = z[c][bi][i];
-          std::printf(",%.6f,%.4f", v, stars_of(v, shared.norm()));
+          const float v = z[c][bi][i];  // printed so that it reads back as the same float
+          std::printf(",%s,%.4f", session::format_score(v).c_str(), session::stars(v, shared.norm()));
         }
         std::printf("\n");
       }
@@ -210,6 +192,7 @@ void add_score_command(CLI::App& app) {
                   "User file (from personalise --fit-all) applied on top of --model, which must be the generic model "
                   "it was trained on; repeat for several people (one score column each)")
       ->expected(1)
+      ->allow_extra_args(false)  // `--user F photo.jpg`: the photo is a path, not a second user
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--users-dir", args->users_dir, "Score for every user file (.safetensors) in this folder");
   cmd->add_flag("--generic", args->generic, "With --user/--users-dir: also a column for the generic model");
@@ -218,6 +201,7 @@ void add_score_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--batch", args->batch, "Photos per forward pass")->capture_default_str();
+  add_max_pixels_option(*cmd);
   cmd->add_option("paths", args->paths, "Images (JPEG, PNG) or folders of images")->required();
   cmd->callback([args] { run_score(*args); });
 }

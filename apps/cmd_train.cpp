@@ -1,5 +1,4 @@
 // aesthete train: generic training on a labelled photo folder (train/trainer.h does the work).
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -9,6 +8,7 @@
 #include "apps/report_html.h"
 #include "runtime/atomic_file.h"
 #include "runtime/log.h"
+#include "session/session.h"
 #include "train/trainer.h"
 #include "weights_tools/model_file.h"
 
@@ -20,11 +20,6 @@ struct TrainArgs {
   train::TrainOptions o;
   std::string init, head = "seed", device = "auto", optimizer = "adam", resize_mode = "squash";
 };
-
-extern "C" void on_interrupt(int) {
-  train::request_stop();
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
-}
 
 void run_train(TrainArgs& a) {
   train::TrainOptions& o = a.o;
@@ -49,12 +44,12 @@ void run_train(TrainArgs& a) {
     atomic_write(report, html.data(), html.size());
   };
 
-  train::clear_stop_request();
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
-  const train::TrainResult r = train::run_training(o, init, write_report);
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
+  train::TrainResult r;
+  {
+    const session::InterruptHandler interrupt;  // Ctrl-C: finish the step, save, return
+    o.stop = interrupt.flag();
+    r = train::run_training(o, init, write_report);
+  }
 
   if (r.interrupted) {
     write_report(r);
@@ -105,6 +100,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", o.resume, "Continue the run saved in --out");
   cmd->add_option("--stop-after-steps", o.stop_after_steps, "Stop as if interrupted after N steps (testing)")
       ->group("");
+  add_max_pixels_option(*cmd);
   cmd->callback([a] { run_train(*a); });
 }
 

@@ -20,6 +20,7 @@ void add_bench_command(CLI::App& app);
 void add_personalise_command(CLI::App& app);
 void add_saliency_command(CLI::App& app);
 void add_enhance_command(CLI::App& app);  // enhance and apply-recipe
+void add_demo_command(CLI::App& app);
 
 // Exit code the process returns once the chosen subcommand finished (0 unless it says so).
 void set_exit_code(int code);
@@ -41,5 +42,9 @@ int parse_input_size(const std::string& text, const std::map<std::string, std::s
 
 // "auto" = a CUDA device when one is usable, else the CPU (saying so once); "cpu", "cuda[:N]".
 Device resolve_device(const std::string& text);
+
+// --max-pixels N on a command that reads photos: the largest photo decoded (img::set_max_pixels;
+// larger headers are refused before anything is allocated).
+void add_max_pixels_option(CLI::App& command);
 
 }  // namespace ae::app

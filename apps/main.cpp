@@ -4,13 +4,9 @@
 #include <exception>
 
 #include "apps/commands.h"
-#include "kernels/backend.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
-#ifdef AE_WITH_CUDA
-#include "kernels/cuda/conv_math.h"
-#include "kernels/cuda/runtime.h"
-#endif
+#include "session/session.h"
 
 namespace ae::app {
 
@@ -55,54 +51,15 @@ std::string resume_command_line() {
 void set_exit_code(int code) { g_exit_code = code; }
 int exit_code() { return g_exit_code; }
 
-// Brings up the CUDA backend on first use (cudart start-up costs time; commands that never touch
-// a device do not pay it). Returns why no device is usable, or "" when one is.
-static std::string cuda_unusable_reason() {
-#ifdef AE_WITH_CUDA
-  const cuda::DeviceInfo& info = cuda::initialize();
-  if (info.usable) return "";
-  return info.reason;
-#else
-  return "this build has no CUDA backend (nvcc was not found when it was configured)";
-#endif
-}
-
-void apply_conv_math(const std::string& text, const std::string& where) {
-#ifdef AE_WITH_CUDA
-  cuda::set_conv_math(cuda::parse_conv_math(text, where));
-#else
-  AE_CHECK(text == "f32", where << " " << text << ": this build has no CUDA backend, so convolutions run in f32 on the CPU");
-#endif
-}
+// Device start-up, conv math and --size are library calls (session/session.h), shared with the
+// Python module; these name the command line's flags.
+void apply_conv_math(const std::string& text, const std::string& where) { session::set_conv_math(text, where); }
 
 int parse_input_size(const std::string& s, const std::map<std::string, std::string>& metadata) {
-  if (s == "auto") {
-    const auto it = metadata.find("input_size");
-    return it == metadata.end() ? 224 : parse_input_size(it->second, {});
-  }
-  if (s == "native") return 0;
-  char* end = nullptr;
-  const long v = std::strtol(s.c_str(), &end, 10);
-  AE_CHECK(end != s.c_str() && *end == '\0' && v >= 32 && v <= 4096,
-           "--size must be native or a side in 32..4096, got '" << s << "'");
-  return static_cast<int>(v);
+  return session::parse_input_size(s, metadata, "--size");
 }
 
-Device resolve_device(const std::string& text) {
-  if (text == "auto") {
-    const std::string why = cuda_unusable_reason();
-    if (why.empty() && ops::cuda_backend() != nullptr) return Device::cuda(0);
-    AE_INFO("no usable CUDA device (" << why << "): running on the CPU");
-    return Device::cpu();
-  }
-  const Device d = parse_device(text);
-  if (d.is_cuda()) {
-    const std::string why = cuda_unusable_reason();
-    AE_CHECK(why.empty() && ops::cuda_backend() != nullptr,
-             "--device " << text << ": no usable CUDA device: " << why << " (use --device cpu or auto)");
-  }
-  return d;
-}
+Device resolve_device(const std::string& text) { return session::resolve_device(text, "--device"); }
 
 }  // namespace ae::app
 
@@ -132,6 +89,7 @@ int main(int argc, char** argv) {
   ae::app::add_personalise_command(app);
   ae::app::add_saliency_command(app);
   ae::app::add_enhance_command(app);
+  ae::app::add_demo_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

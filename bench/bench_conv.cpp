@@ -6,6 +6,8 @@
 //
 //   bench_conv [--batch N] [--quick] [--min-time SECONDS] [--chunk-bytes B] [--chunk-min-rows R]
 // The --chunk-* flags override the column-buffer chunking policy (kernels/cpu/im2col.h) for tuning.
+// The im2col path is measured throughout (3x3 stride-1 layers would otherwise take Winograd, whose
+// cost against im2col bench_winograd measures).
 #include <cblas.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "kernels/cpu/im2col.h"
+#include "kernels/cpu/winograd.h"
 #include "kernels/ops.h"
 #include "model/resnet18_shapes.h"
 #include "runtime/philox.h"
@@ -147,6 +150,7 @@ Row measure(const std::function<void()>& conv, const Gemm& g, double flops, doub
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
+  ae::cpu::set_conv_algo(ae::cpu::ConvAlgo::im2col);
   std::printf(
       "CPU conv vs OpenBLAS sgemm of the same M,N,K, batch %lld, %d OpenBLAS threads, median of alternating calls, >= "
       "%.2f s each\n",
@@ -160,11 +164,11 @@ int main(int argc, char** argv) {
   double worst_ratio_3x3 = 1e9;
   double worst_ratio_all = 1e9;
   for (const Layer& L : kLayers) {
-    const Conv2dParams p{L.k, L.k, L.stride, L.stride, L.pad, L.pad};
-    const Shape x_shape{opt.batch, L.hw, L.hw, L.c};
-    const Shape w_shape{L.o, L.k, L.k, L.c};
-    const int64_t oh = p.out_h(L.hw), ow = p.out_w(L.hw);
-    const Tensor x = random(x_shape, 1), w = random(w_shape, 2), dy = random({opt.batch, oh, ow, L.o}, 3);
+    const Conv2dParams p = L.params();
+    const ae::ConvGeometry g = L.geometry(opt.batch);
+    const Shape x_shape = g.x_shape(), w_shape = g.w_shape();
+    const int64_t oh = g.oh, ow = g.ow;
+    const Tensor x = random(x_shape, 1), w = random(w_shape, 2), dy = random(g.y_shape(), 3);
 
     const int64_t rows = opt.batch * oh * ow;        // output pixels
     const int64_t inner = int64_t{L.k} * L.k * L.c;  // KH*KW*C

@@ -16,13 +16,19 @@
 namespace ae::ops {
 
 // ---------------------------------------------------------------- convolution (groups = 1)
+// Output size of a sliding window (convolution, pooling) over `in` elements: PyTorch's floor
+// formula, dilation 1. The one definition; kernels/conv_geometry.h builds a convolution's whole
+// geometry on it. (in + 2*pad >= kernel is checked before use: C++ division truncates toward zero.)
+constexpr int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
+  return (in + 2 * pad - kernel) / stride + 1;
+}
 struct Conv2dParams {
   int kernel_h = 3, kernel_w = 3;
   int stride_h = 1, stride_w = 1;
   int pad_h = 0, pad_w = 0;
-  // Output size for an input of h x w (PyTorch's floor formula, dilation 1).
-  int64_t out_h(int64_t h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
-  int64_t out_w(int64_t w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
+  // Output size for an input of h x w.
+  int64_t out_h(int64_t h) const { return conv_out_size(h, kernel_h, stride_h, pad_h); }
+  int64_t out_w(int64_t w) const { return conv_out_size(w, kernel_w, stride_w, pad_w); }
 };
 // x [N,H,W,C], w [O,KH,KW,C] -> y [N,OH,OW,O]
 Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w);
@@ -96,8 +102,8 @@ struct MaxPool2dParams {
   int kernel_h = 3, kernel_w = 3;
   int stride_h = 2, stride_w = 2;
   int pad_h = 1, pad_w = 1;
-  int64_t out_h(int64_t h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
-  int64_t out_w(int64_t w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
+  int64_t out_h(int64_t h) const { return conv_out_size(h, kernel_h, stride_h, pad_h); }
+  int64_t out_w(int64_t w) const { return conv_out_size(w, kernel_w, stride_w, pad_w); }
 };
 struct MaxPoolOut {
   Tensor y;       // [N,OH,OW,C]

@@ -3,6 +3,8 @@
 // in all), shared by the CPU and GPU convolution benchmarks and the cuDNN oracle test.
 #include <cstdint>
 
+#include "kernels/conv_geometry.h"
+
 namespace ae::model {
 
 struct ConvShape {
@@ -10,6 +12,13 @@ struct ConvShape {
   int64_t hw, c, o;  // input side, input channels, output channels
   int k, stride, pad;
   int count;         // how many of ResNet-18's convolutions have this shape
+
+  ops::Conv2dParams params() const { return ops::Conv2dParams{k, k, stride, stride, pad, pad}; }
+  // The layer at batch n; side overrides the input side (224x224 network input: hw).
+  ConvGeometry geometry(int64_t n, int64_t side = 0) const {
+    const int64_t s = side > 0 ? side : hw;
+    return ConvGeometry(params(), Shape{n, s, s, c}, o);
+  }
 };
 
 inline constexpr ConvShape kResNet18ConvShapes[] = {

@@ -24,6 +24,10 @@ static_assert(std::endian::native == std::endian::little, "safetensors I/O assum
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit Python's safetensors uses
+// A safetensors header nests 3 deep (object, entry, shape array). Deeper JSON is refused while it
+// is parsed, so a hostile header cannot build millions of nested values (or recurse in dump()).
+constexpr int kMaxJsonDepth = 16;
+constexpr std::size_t kMaxQuotedJson = 200;  // characters of a JSON value quoted in an error
 constexpr const char* kMetadataKey = "__metadata__";
 constexpr const char* kCrcPrefix = "crc32.";
 
@@ -160,12 +164,21 @@ struct Where {
   std::string prefix() const { return "safetensors file '" + path + "': "; }
 };
 
+// A JSON value for an error message, cut to kMaxQuotedJson characters.
+std::string quote(const json& value) {
+  std::string text = value.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() > kMaxQuotedJson) text = text.substr(0, kMaxQuotedJson) + "... (" + std::to_string(text.size()) + " characters)";
+  return text;
+}
+
 json parse_header(const Where& where, const std::string& text) {
   // nlohmann keeps the last of two equal keys silently; a checkpoint naming a tensor twice is
   // ambiguous, so track the keys of every open object and refuse repeats.
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  const json::parser_callback_t track_keys = [&](int, json::parse_event_t event, json& parsed) {
+  const json::parser_callback_t track_keys = [&](int depth, json::parse_event_t event, json& parsed) {
+    AE_CHECK(depth < kMaxJsonDepth, where.prefix() << "header nests JSON deeper than " << kMaxJsonDepth
+                                                   << " levels (a safetensors header has 3)");
     if (event == json::parse_event_t::object_start) open_objects.emplace_back();
     if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
     if (event == json::parse_event_t::key && !open_objects.empty() && parsed.is_string()) {
@@ -177,7 +190,7 @@ json parse_header(const Where& where, const std::string& text) {
   json header;
   try {
     header = json::parse(text, track_keys);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 9e524 (found by fuzz/safetensors)
     AE_FAIL(where.prefix() << "header (" << text.size() << " bytes) is not valid JSON: " << e.what());
   }
   AE_CHECK(header.is_object(), where.prefix() << "header must be a JSON object, found a JSON " << header.type_name());
@@ -187,26 +200,26 @@ json parse_header(const Where& where, const std::string& text) {
 
 uint64_t parse_unsigned(const Where& where, const std::string& name, const char* field, const json& value) {
   AE_CHECK(value.is_number_unsigned(), where.prefix() << "tensor '" << name << "': " << field
-                                                      << " must hold non-negative integers, found " << value.dump());
+                                                      << " must hold non-negative integers, found " << quote(value));
   return value.get<uint64_t>();
 }
 
 Entry parse_entry(const Where& where, const std::string& name, const json& value) {
   const std::string what = where.prefix() + "tensor '" + name + "': ";
-  AE_CHECK(value.is_object(), what << "entry must be a JSON object, found " << value.dump());
+  AE_CHECK(value.is_object(), what << "entry must be a JSON object, found " << quote(value));
   for (const char* field : {"dtype", "shape", "data_offsets"})
     AE_CHECK(value.contains(field), what << "entry has no \"" << field << "\" field");
 
   Entry entry;
   entry.name = name;
   const json& dtype = value["dtype"];
-  AE_CHECK(dtype.is_string(), what << "dtype must be a string, found " << dtype.dump());
+  AE_CHECK(dtype.is_string(), what << "dtype must be a string, found " << quote(dtype));
   entry.dtype = find_file_dtype(dtype.get<std::string>());
   AE_CHECK(entry.dtype != nullptr, what << "unsupported dtype '" << dtype.get<std::string>()
                                         << "' (supported: F32, F64, F16, BF16, I64, I32, U8)");
 
   const json& shape = value["shape"];
-  AE_CHECK(shape.is_array(), what << "shape must be an array, found " << shape.dump());
+  AE_CHECK(shape.is_array(), what << "shape must be an array, found " << quote(shape));
   uint64_t numel = 1;
   bool overflow = false;
   for (const json& d : shape) {
@@ -217,28 +230,28 @@ Entry parse_entry(const Where& where, const std::string& name, const json& value
   }
   uint64_t bytes = 0;
   overflow = overflow || __builtin_mul_overflow(numel, entry.dtype->itemsize, &bytes);
-  AE_CHECK(!overflow, what << "shape " << shape.dump() << " has more bytes than any file can hold");
+  AE_CHECK(!overflow, what << "shape " << quote(shape) << " has more bytes than any file can hold");
 
   const json& offsets = value["data_offsets"];
   AE_CHECK(offsets.is_array() && offsets.size() == 2,
-           what << "data_offsets must be [begin, end], found " << offsets.dump());
+           what << "data_offsets must be [begin, end], found " << quote(offsets));
   entry.begin = parse_unsigned(where, name, "data_offsets", offsets[0]);
   entry.end = parse_unsigned(where, name, "data_offsets", offsets[1]);
   AE_CHECK(entry.begin <= entry.end,
            what << "data_offsets [" << entry.begin << ", " << entry.end << "] end before they begin");
   AE_CHECK(entry.end - entry.begin == bytes,
-           what << "shape " << shape.dump() << " of " << entry.dtype->name << " needs " << bytes
+           what << "shape " << quote(shape) << " of " << entry.dtype->name << " needs " << bytes
                 << " bytes but data_offsets [" << entry.begin << ", " << entry.end << "] hold "
                 << entry.end - entry.begin);
   return entry;
 }
 
 std::map<std::string, std::string> parse_metadata(const Where& where, const json& value) {
-  AE_CHECK(value.is_object(), where.prefix() << kMetadataKey << " must be a JSON object, found " << value.dump());
+  AE_CHECK(value.is_object(), where.prefix() << kMetadataKey << " must be a JSON object, found " << quote(value));
   std::map<std::string, std::string> metadata;
   for (const auto& item : value.items()) {
     AE_CHECK(item.value().is_string(), where.prefix() << kMetadataKey << " entry '" << item.key()
-                                                      << "' must be a string, found " << item.value().dump());
+                                                      << "' must be a string, found " << quote(item.value()));
     metadata[item.key()] = item.value().get<std::string>();
   }
   return metadata;

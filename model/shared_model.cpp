@@ -182,7 +182,8 @@ std::shared_ptr<UserState> SharedModel::load_user(const std::string& path) const
 }
 
 void SharedModel::save_bound_user_file(const std::string& path, const std::string& user_id) {
-  save_user_file(path, *net_, digest(), user_id);
+  const std::string& generic_digest = digest();  // an argument error, before the file is touched
+  rethrow_as_file_error([&] { save_user_file(path, *net_, generic_digest, user_id); });
 }
 
 }  // namespace ae::model

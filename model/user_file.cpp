@@ -116,7 +116,9 @@ void save_user_file(const std::string& path, ResNet18& user_model, const std::st
   st::write_safetensors(path, tensors, meta);
 }
 
-UserFile read_user_file(const std::string& path) {
+namespace {
+
+UserFile read_user_file_unchecked_kind(const std::string& path) {
   const FileFormat format = sniff_format(path);
   AE_CHECK(format == FileFormat::safetensors,
            "'" << path << "' is not a user file: user files are safetensors files written by aesthete"
@@ -148,6 +150,14 @@ UserFile read_user_file(const std::string& path) {
   u.tensors = std::move(file.tensors);
   u.metadata = meta;
   return u;
+}
+
+}  // namespace
+
+// Whatever goes wrong here is about the file (ErrorKind::file); the digest check against a model
+// (apply_user_file, SharedModel::state_from_file) is an argument error.
+UserFile read_user_file(const std::string& path) {
+  return rethrow_as_file_error([&] { return read_user_file_unchecked_kind(path); });
 }
 
 void apply_user_file(ResNet18& model, const UserFile& user, const std::string& model_name) {

@@ -97,8 +97,14 @@ void atomic_write(const std::string& path, const std::function<void(std::FILE*)>
   AE_CHECK(!path.empty(), "atomic_write: empty destination path");
   std::string tmp_path;
   std::FILE* file = create_temporary(path, tmp_path);
+  // Until the rename, `path` itself is untouched: every failure before it says so.
+  const std::string unchanged = "; '" + path + "' was not changed (an earlier version, if any, is intact)";
   try {
     write_body(file);
+  } catch (const Error& e) {
+    std::fclose(file);
+    ::unlink(tmp_path.c_str());
+    throw Error(e.what() + unchanged);
   } catch (...) {
     std::fclose(file);
     ::unlink(tmp_path.c_str());
@@ -108,13 +114,13 @@ void atomic_write(const std::string& path, const std::function<void(std::FILE*)>
   if (err != 0) {
     ::unlink(tmp_path.c_str());
     AE_FAIL("cannot write '" << path << "': writing temporary file '" << tmp_path
-                             << "' failed: " << errno_text(err));
+                             << "' failed: " << errno_text(err) << unchanged);
   }
   if (::rename(tmp_path.c_str(), path.c_str()) != 0) {
     const int rename_err = errno;
     ::unlink(tmp_path.c_str());
     AE_FAIL("cannot write '" << path << "': renaming temporary file '" << tmp_path
-                             << "' over it failed: " << errno_text(rename_err));
+                             << "' over it failed: " << errno_text(rename_err) << unchanged);
   }
   sync_directory(path);
 }

@@ -8,12 +8,39 @@
 
 namespace ae {
 
+// What kind of failure an Error is, for front ends that map errors onto their own types (the
+// Python module raises ValueError subclasses for `invalid`, OSError subclasses for `file` and
+// KeyboardInterrupt for `interrupted`; the command line prints the message either way).
+//   invalid      a bad argument, option or combination (the default)
+//   file         a file could not be read or written, or its contents are not what it must be;
+//                the functions that take a path say so by throwing this kind (rethrow_as_file_error)
+//   interrupted  a stop request ended the call (runtime/stop.h)
+enum class ErrorKind { invalid, file, interrupted };
+
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  explicit Error(const std::string& what, ErrorKind kind = ErrorKind::invalid)
+      : std::runtime_error(what), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  ErrorKind kind_;
 };
 
 [[noreturn]] void throw_error(const char* file, int line, const std::string& message);
+
+// Runs `body` and returns what it returns; an `invalid` ae::Error it throws comes out as a `file`
+// error with the same message (for functions that read or write one named file: whatever goes wrong
+// in them is about that file). Other kinds and other exceptions pass unchanged.
+template <class F>
+auto rethrow_as_file_error(F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::invalid) throw;
+    throw Error(e.what(), ErrorKind::file);
+  }
+}
 
 }  // namespace ae
 

@@ -34,11 +34,12 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+  for (int64_t d : s) AE_CHECK(d >= 0, "negative dimension in shape " << shape_str(s));
+  for (int64_t d : s)
+    if (d == 0) return 0;  // whatever the other sizes (a file may declare [2^62, 2, 0])
   int64_t n = 1;
-  for (int64_t d : s) {
-    AE_CHECK(d >= 0, "negative dimension in shape " << shape_str(s));
-    n *= d;
-  }
+  for (int64_t d : s)
+    AE_CHECK(!__builtin_mul_overflow(n, d, &n), "shape " << shape_str(s) << " has more elements than int64 can count");
   return n;
 }
 

@@ -9,6 +9,8 @@ packages=(
   libpng-dev libjpeg62-turbo-dev zlib1g-dev
   doctest-dev nlohmann-json3-dev libcli11-dev
   python3-torch python3-torchvision   # PyTorch references for the parity tests (/usr/bin/python3)
+  clang-14 libclang-rt-14-dev llvm-14   # make sanitize: ASan/UBSan and libFuzzer runtimes, llvm-symbolizer
+  python3-dev pybind11-dev python3-pybind11 python3-numpy python3-pytest   # the Python module and its tests
 )
 
 missing=()

@@ -4,6 +4,7 @@
 # The photos come from Debian packages (same files on every Debian 12 machine):
 #   python3-skimage        -> astronaut.png chelsea.png coffee.png camera.png logo.png
 #                             green_palette.png rocket.jpg hubble_deep_field.jpg truncated.jpg
+#                             motorcycle_left.png
 #   python-matplotlib-data -> grace_hopper.jpg
 #   python3-sklearn        -> china.jpg flower.jpg
 # The .deb files are fetched with `apt-get download` (nothing is installed) and unpacked with
@@ -18,7 +19,7 @@ fi
 dir=$1
 
 skimage=(astronaut.png chelsea.png coffee.png camera.png logo.png green_palette.png rocket.jpg
-         hubble_deep_field.jpg truncated.jpg)
+         hubble_deep_field.jpg truncated.jpg motorcycle_left.png)
 matplotlib=(grace_hopper.jpg)
 sklearn=(china.jpg flower.jpg)
 all=("${skimage[@]}" "${matplotlib[@]}" "${sklearn[@]}")

@@ -84,12 +84,16 @@ EditRecipe EditRecipe::from_json(const std::string& text, const std::string& ori
   } catch (const json::exception& e) {
     AE_FAIL("'" << origin << "' is not valid JSON: " << e.what());
   }
-  AE_CHECK(j.is_object() && j.value("format", std::string()) == kRecipeFormat,
+  AE_CHECK(j.is_object() && j.contains("format") && j["format"].is_string() &&
+               j["format"].get_ref<const std::string&>() == kRecipeFormat,
            "'" << origin << "' is not an aesthete edit recipe (no \"format\": \"" << kRecipeFormat << "\")");
   AE_CHECK(j.contains("version") && j["version"].is_number_integer() && j["version"].get<int64_t>() == 1,
            "'" << origin << "': recipe version is not 1");
+  // Every number must be finite and within float range (it becomes a float parameter; the bounds
+  // below are far inside it).
   auto number = [&](const json& v, const std::string& what) {
-    AE_CHECK(v.is_number() && std::isfinite(v.get<double>()), "'" << origin << "': " << what << " must be a finite number");
+    AE_CHECK(v.is_number() && std::isfinite(v.get<double>()) && std::abs(v.get<double>()) <= 1e30,
+             "'" << origin << "': " << what << " must be a finite number of magnitude at most 1e30");
     return v.get<double>();
   };
   AE_CHECK(j.contains("epsilon"), "'" << origin << "': no \"epsilon\"");
@@ -183,6 +187,7 @@ EnhanceResult enhance_global(model::SharedModel& shared, const img::Image& photo
   r.scores.push_back(score);
   double eta = 0.5;
   for (int step = 0; step < o.steps; ++step) {
+    throw_if_stopped(o.stop, "enhance");
     const Proposal p = propose_theta(theta, grad, eps, eta);
     if (!p.moved) break;  // at the bounds in the ascent direction, or a zero gradient
     std::vector<float> g2;
@@ -293,6 +298,7 @@ EnhanceResult enhance_pixels(model::SharedModel& shared, const img::Image& photo
   r.scores.push_back(e.score);
   double alpha = eps / 2;
   for (int step = 0; step < o.steps; ++step) {
+    throw_if_stopped(o.stop, "enhance");
     // Projected signed ascent: L-infinity ball of radius eps, and the image stays in [0,1].
     std::vector<float> d2 = delta;
     bool moved = false;

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "model/shared_model.h"
+#include "runtime/stop.h"
 #include "train/image.h"
 
 namespace ae::train {
@@ -57,7 +58,12 @@ struct EnhanceOptions {
   int size = 224;       // network input side (squash, as `score`)
   int eot = 1;          // pixels: gradients averaged over this many random crops/flips (1 = none)
   uint64_t seed = 0;
+  const StopFlag* stop = nullptr;  // checked before every step (runtime/stop.h): ends the call with an
+                                   // ae::Error of kind interrupted; nullptr: never
 };
+
+// A recipe is about 1 kB; a larger file is refused before it is read (apply-recipe).
+inline constexpr uint64_t kMaxRecipeBytes = 1 << 20;
 
 // The global mode's parameters, readable (JSON) and re-appliable.
 struct EditRecipe {

@@ -1,11 +1,15 @@
 // Format dispatch by magic bytes, file I/O, and u8 <-> float conversions.
 #include "train/image.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <sstream>
 
 #include "runtime/atomic_file.h"
 #include "runtime/error.h"
@@ -44,16 +48,46 @@ void check_image(const ImageF& im, const char* what) {
                 << " values, expected width*height*3");
 }
 
-std::vector<uint8_t> read_file(const std::string& path) {
+namespace {
+std::atomic<int64_t> g_max_pixels{kDefaultMaxPixels};
+}
+
+int64_t max_pixels() { return g_max_pixels.load(std::memory_order_relaxed); }
+
+void set_max_pixels(int64_t pixels) {
+  AE_CHECK(pixels >= 1 && pixels <= kMaxPixelsCeiling,
+           "the pixel limit must be in 1.." << kMaxPixelsCeiling << ", got " << pixels);
+  g_max_pixels.store(pixels, std::memory_order_relaxed);
+}
+
+std::string too_many_pixels(const std::string& name, uint64_t width, uint64_t height) {
+  std::ostringstream os;
+  os << name << ": image " << width << "x" << height << " has " << width * height
+     << " pixels, more than the limit of " << max_pixels()
+     << " (refused before decoding; a larger limit can be set with --max-pixels)";
+  return os.str();
+}
+
+std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   AE_CHECK(f != nullptr, "cannot open " << path << ": " << std::strerror(errno));
+  struct stat info {};
+  if (::fstat(::fileno(f), &info) == 0 && S_ISREG(info.st_mode) && static_cast<uint64_t>(info.st_size) > max_bytes) {
+    std::fclose(f);
+    AE_FAIL("cannot read " << path << ": the file has " << info.st_size << " bytes, more than the limit of "
+                           << max_bytes);
+  }
   std::vector<uint8_t> bytes;
   uint8_t buf[1 << 16];
   std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) bytes.insert(bytes.end(), buf, buf + n);
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) {
+    bytes.insert(bytes.end(), buf, buf + n);
+    if (bytes.size() > max_bytes) break;  // a pipe or a file that grows while being read
+  }
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
   AE_CHECK(!failed, "error while reading " << path);
+  AE_CHECK(bytes.size() <= max_bytes, "cannot read " << path << ": more than the limit of " << max_bytes << " bytes");
   return bytes;
 }
 
@@ -67,20 +101,22 @@ Image decode_image(const uint8_t* data, std::size_t size, const std::string& nam
 }
 
 Image read_image(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_file(path);
-  return decode_image(bytes.data(), bytes.size(), path);
+  return rethrow_as_file_error([&] {  // whatever goes wrong is about the file (ErrorKind::file)
+    const std::vector<uint8_t> bytes = read_file(path);
+    return decode_image(bytes.data(), bytes.size(), path);
+  });
 }
 
 void write_jpeg(const std::string& path, const Image& im, int quality) {
   JpegOptions options;
   options.quality = quality;
   const std::vector<uint8_t> bytes = encode_jpeg(im, options);
-  ae::atomic_write(path, bytes.data(), bytes.size());
+  rethrow_as_file_error([&] { ae::atomic_write(path, bytes.data(), bytes.size()); });
 }
 
 void write_png(const std::string& path, const Image& im) {
   const std::vector<uint8_t> bytes = encode_png(im);
-  ae::atomic_write(path, bytes.data(), bytes.size());
+  rethrow_as_file_error([&] { ae::atomic_write(path, bytes.data(), bytes.size()); });
 }
 
 ImageF to_float(const Image& im) {

@@ -39,8 +39,27 @@ struct ImageF {
   std::vector<float> rgb;  // height x width x 3, interleaved, nominally [0,1]
 };
 
-// The largest image accepted (width*height), so a corrupt header cannot ask for terabytes.
-inline constexpr int64_t kMaxPixels = int64_t{1} << 28;
+// The largest image decoded (width*height), checked on the header before any pixel memory is
+// allocated, so a corrupt or hostile header (a "decompression bomb": a few kB declaring
+// 200000x200000) is refused with an error instead of asking for gigabytes. The default, 2^28 =
+// 268,435,456 pixels (16384x16384), is above every single-shot camera (the largest sensors have
+// 100-150 megapixels); pixel-shift composites and stitched panoramas above it need a larger limit
+// (`--max-pixels` of score, enhance, apply-recipe, saliency, train and personalise). A decoded
+// pixel costs 3 bytes, 4 more while a PNG is decoded, and 12 as float: about 5 GB at the default.
+// Process-wide and thread-safe; set_max_pixels accepts 1..kMaxPixelsCeiling (2^29, so that
+// width*height*3 fits in an int) and throws ae::Error otherwise.
+inline constexpr int64_t kDefaultMaxPixels = int64_t{1} << 28;
+inline constexpr int64_t kMaxPixelsCeiling = int64_t{1} << 29;
+// The default limit under its former name (callers that check sizes of their own; the limit in
+// force is max_pixels()).
+inline constexpr int64_t kMaxPixels = kDefaultMaxPixels;
+int64_t max_pixels();
+void set_max_pixels(int64_t pixels);
+// The ae::Error message for a photo of width x height above the limit (names the file and the option).
+std::string too_many_pixels(const std::string& name, uint64_t width, uint64_t height);
+
+// The largest file read_file reads (photos, recipes): its size is checked before reading.
+inline constexpr uint64_t kMaxFileBytes = uint64_t{2} << 30;
 
 // ---- reading ----
 // JPEG or PNG, recognised by content. `path` is used for reading and in error messages.
@@ -60,7 +79,8 @@ std::vector<uint8_t> encode_png(const Image& im);  // 8-bit RGB, lossless
 // Both write atomically (ae::atomic_write: a temporary file beside `path`, fsync, rename).
 void write_jpeg(const std::string& path, const Image& im, int quality = 92);
 void write_png(const std::string& path, const Image& im);
-std::vector<uint8_t> read_file(const std::string& path);
+// The whole file; a file larger than max_bytes is refused (ae::Error with its size) before reading.
+std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes = kMaxFileBytes);
 
 // ---- 16-bit grayscale PNG: numeric maps (the raw saliency map) ----
 // One channel of 16-bit samples (row-major, top row first) and PNG tEXt chunks (keyword, text;

@@ -69,6 +69,8 @@ struct DecodeState {
   ErrorManager err;
   const uint8_t* data = nullptr;
   std::size_t size = 0;
+  jpeg_progress_mgr progress{};
+  bool too_large = false;  // the header declares more than max_pixels(): nothing was allocated
   Image image;
   int orientation = 1;
   std::string refusal;  // set when the file is valid but of a kind we do not support
@@ -83,9 +85,29 @@ const char* color_space_name(J_COLOR_SPACE cs) {
   }
 }
 
+// A progressive JPEG may hold any number of scans, and each scan costs a pass over the whole
+// coefficient buffer: a few kB of empty scans keep the decoder busy for minutes. Real photos have
+// about 10 (jpegtran's custom scripts rarely more than 100); refuse files with more than
+// kMaxScans, as libjpeg-turbo's own tools do (djpeg -maxscans, TJPARAM_SCANLIMIT).
+constexpr int kMaxScans = 500;
+
+void on_progress(j_common_ptr cinfo) {
+  auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (d->is_decompressor && d->input_scan_number > kMaxScans) {
+    auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+    std::snprintf(err->message, sizeof(err->message),
+                  "progressive JPEG with more than %d scans (real photos have about 10): refused, it would take "
+                  "minutes to decode",
+                  kMaxScans);
+    std::longjmp(err->jump, 1);
+  }
+}
+
 // Returns false when libjpeg longjmp'ed out (message in s->err.message).
 bool run_decode(DecodeState* s) {
   if (setjmp(s->err.jump) != 0) return false;
+  s->progress.progress_monitor = on_progress;
+  s->cinfo.progress = &s->progress;
   jpeg_mem_src(&s->cinfo, s->data, static_cast<unsigned long>(s->size));
   jpeg_save_markers(&s->cinfo, JPEG_APP0 + 1, 0xFFFF);
   jpeg_read_header(&s->cinfo, TRUE);
@@ -106,10 +128,10 @@ bool run_decode(DecodeState* s) {
                  color_space_name(cs) + " not supported: convert to RGB";
     return true;
   }
+  // Checked on the header, before jpeg_start_decompress allocates anything for the pixels.
   const int64_t pixels = int64_t{s->cinfo.image_width} * s->cinfo.image_height;
-  if (pixels > kMaxPixels) {
-    s->refusal = "image " + std::to_string(s->cinfo.image_width) + "x" + std::to_string(s->cinfo.image_height) +
-                 " is larger than the limit of " + std::to_string(kMaxPixels) + " pixels";
+  if (pixels > max_pixels()) {
+    s->too_large = true;
     return true;
   }
   s->cinfo.out_color_space = JCS_RGB;  // libjpeg-turbo expands grayscale to RGB itself
@@ -174,6 +196,7 @@ Image decode_jpeg(const uint8_t* data, std::size_t size, const std::string& name
   const bool ok = run_decode(s.get());
   jpeg_destroy_decompress(&s->cinfo);
   AE_CHECK(ok, name << ": cannot decode JPEG (corrupt, truncated or unsupported): " << s->err.message);
+  AE_CHECK(!s->too_large, too_many_pixels(name, s->cinfo.image_width, s->cinfo.image_height));
   AE_CHECK(s->refusal.empty(), name << ": " << s->refusal);
   if (s->orientation != 1) return apply_orientation(s->image, s->orientation);
   return std::move(s->image);

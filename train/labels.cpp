@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -69,6 +70,14 @@ std::vector<std::string> split_commas(const std::string& line) {
   return out;
 }
 
+// A label line is an image name, a score and a user id: a few dozen bytes. A longer one means the
+// file is not a label file (or is hostile); it is refused before it is split into fields.
+void check_line_length(const std::string& line, const std::string& origin, int line_no) {
+  AE_CHECK(line.size() <= kMaxLabelLineBytes, origin << ":" << line_no << ": line of " << line.size()
+                                                     << " bytes is longer than the limit of " << kMaxLabelLineBytes
+                                                     << " bytes (not a label file?)");
+}
+
 double parse_score(const std::string& field, const std::string& where) {
   errno = 0;
   char* end = nullptr;
@@ -89,6 +98,7 @@ LabelFile parse_labels(const std::string& text, const std::string& origin) {
   std::string header;
   while (std::getline(in, line)) {
     ++line_no;
+    check_line_length(line, origin, line_no);
     if (!trim(line).empty()) {
       header = line;
       break;
@@ -123,6 +133,7 @@ LabelFile parse_labels(const std::string& text, const std::string& origin) {
 
   while (std::getline(in, line)) {
     ++line_no;
+    check_line_length(line, origin, line_no);
     if (trim(line).empty()) continue;
     const std::string where = origin + ":" + std::to_string(line_no);
     const auto f = file.format == LabelFormat::plain_csv ? split_commas(line) : split_spaces(line);
@@ -155,12 +166,18 @@ LabelFile parse_labels(const std::string& text, const std::string& origin) {
 }
 
 LabelFile read_labels(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  AE_CHECK(in.good(), "cannot open label file '" << path << "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  AE_CHECK(!in.bad(), "error reading label file '" << path << "'");
-  return parse_labels(ss.str(), path);
+  return rethrow_as_file_error([&] {  // whatever goes wrong is about the file (ErrorKind::file)
+    std::ifstream in(path, std::ios::binary);
+    AE_CHECK(in.good(), "cannot open label file '" << path << "'");
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path, ec);
+    AE_CHECK(ec || bytes <= kMaxLabelFileBytes, "label file '" << path << "' has " << bytes
+                                                               << " bytes, more than the limit of " << kMaxLabelFileBytes);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    AE_CHECK(!in.bad(), "error reading label file '" << path << "'");
+    return parse_labels(ss.str(), path);
+  });
 }
 
 std::string to_plain_csv(const std::vector<Rating>& rows) {

@@ -8,6 +8,7 @@
 //   means file:   header `" imagePair" rating`           rows `<img> <img> <z>`
 //   workers file: header `worker " imagePair" " score"`  rows `<row> <worker> <img> <z>`
 // Plain CSV: header `image,score` or `image,score,user`, comma separated.
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -27,8 +28,13 @@ struct LabelFile {
   std::vector<Rating> rows;
 };
 
+// Limits (README "Bad input"): a line longer than kMaxLabelLineBytes and a file larger than
+// kMaxLabelFileBytes are refused (FLICKR-AES's longest line has 101 bytes, its largest file 3.5 MB).
+inline constexpr std::size_t kMaxLabelLineBytes = 64 * 1024;
+inline constexpr unsigned long long kMaxLabelFileBytes = 1ull << 30;
+
 // Throws ae::Error naming the file and line for anything malformed (wrong field count,
-// unparsable or non-finite score, empty image name, unknown header).
+// unparsable or non-finite score, empty image name, unknown header, a line or file over the limits).
 LabelFile read_labels(const std::string& path);
 LabelFile parse_labels(const std::string& text, const std::string& origin);
 

@@ -612,7 +612,7 @@ class Protocol {
       EpochHooks hooks;
       hooks.should_stop = [&] {
         ++steps_this_process_;
-        return stop_requested() || (o_.stop_after_steps >= 0 && steps_this_process_ >= o_.stop_after_steps);
+        return stop_requested(o_.stop) || (o_.stop_after_steps >= 0 && steps_this_process_ >= o_.stop_after_steps);
       };
       const EpochOutcome r = run_epoch(train_loader, epoch, pos, step, hooks);
       if (r.end == EpochOutcome::End::diverged)
@@ -811,6 +811,150 @@ PersonaliseResult run_personalisation(PersonaliseOptions options, model::SharedM
   apply_defaults(options);
   Protocol p(std::move(options), shared, hooks);
   return p.run();
+}
+
+// The same steps as Protocol::run_one (draw, fresh state, modes, optimisers, seeds, epochs,
+// selection), for one person given in memory and without state files, reports or resume.
+FitResult fit_user(model::SharedModel& shared, const std::string& user_id, const std::vector<data::Sample>& ratings,
+                   PersonaliseOptions o) {
+  apply_defaults(o);
+  const auto n = static_cast<int64_t>(ratings.size());
+  AE_CHECK(o.batch >= 2, "personalise: batch must be at least 2 (BatchNorm needs two samples), got " << o.batch);
+  AE_CHECK(o.epochs >= 1, "personalise: epochs must be at least 1, got " << o.epochs);
+  AE_CHECK(o.val_fraction > 0 && o.val_fraction < 1, "personalise: val_fraction must be in (0,1), got " << o.val_fraction);
+  const int64_t min_train = o.select == EpochSelect::val ? 4 : 2;
+  if (o.k == 0) {
+    AE_CHECK(n >= min_train, "personalise: " << n << " ratings; at least " << min_train << " are needed"
+                                             << (o.select == EpochSelect::val ? " with select val" : ""));
+  } else {
+    AE_CHECK(o.k >= min_train && o.k <= n - 2,
+             "personalise: k " << o.k << " does not fit " << n << " ratings: k must be in " << min_train << ".." << n - 2
+                               << " so that at least 2 ratings are left to test on (or k = None to train on all)");
+  }
+  for (const data::Sample& s : ratings) {
+    AE_CHECK(std::isfinite(s.target), "personalise: the rating of '" << s.path << "' is " << s.target);
+    if (!fs::exists(s.path)) throw Error("personalise: photo '" + s.path + "' does not exist", ErrorKind::file);
+  }
+  UserData u{user_id, ratings};
+  const int repeat = o.k == 0 ? -1 : 0;
+  const Draw d = draw_split(o, u, repeat);
+  if (o.select == EpochSelect::val)
+    AE_CHECK(d.train.size() >= 2, "personalise: val_fraction " << o.val_fraction << " leaves fewer than 2 ratings to train on");
+  const uint64_t seed = run_seed(o.seed, user_id, repeat);
+  model::ResNet18& net = shared.net();
+  auto loader_config = [&](uint64_t s, bool train) {
+    data::LoaderConfig c;
+    c.batch = o.batch;
+    c.workers = o.workers;
+    c.seed = s;
+    c.shuffle = train;
+    c.transform = {o.size, o.resize_to, data::ResizeMode::squash, train};
+    return c;
+  };
+
+  // Epoch 0 is the generic model: its predictions on every rating, as the protocol makes them.
+  std::vector<double> generic_pred(u.samples.size(), nan()), truth(u.samples.size());
+  for (std::size_t i = 0; i < u.samples.size(); ++i) truth[i] = u.samples[i].target;
+  shared.bind_generic();
+  if (!d.test.empty() || !d.val.empty()) {
+    data::Loader loader(u.samples, loader_config(0, false));
+    const Predictions p = predict(net, loader, o.device);
+    for (std::size_t i = 0; i < p.samples.size(); ++i) generic_pred[static_cast<std::size_t>(p.samples[i])] = p.pred[i];
+  }
+  auto evaluate = [&](const std::vector<int64_t>& idx, data::Loader& loader, int64_t* unreadable) -> Scores {
+    if (idx.empty()) return {};
+    const Predictions p = predict(net, loader, o.device);
+    if (unreadable) *unreadable = p.skipped;
+    std::vector<double> pred(idx.size(), nan()), t(idx.size());
+    std::vector<int64_t> all(idx.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+      t[i] = u.samples[static_cast<std::size_t>(idx[i])].target;
+      all[i] = static_cast<int64_t>(i);
+    }
+    for (std::size_t i = 0; i < p.samples.size(); ++i) pred[static_cast<std::size_t>(p.samples[i])] = p.pred[i];
+    return score_subset(pred, t, all);
+  };
+
+  auto state = shared.fresh_state(scope_of(o.mode), user_id);
+  shared.bind(state);
+  configure_mode(net, o.mode);
+  net.set_grad_enabled(true);  // scoring on the same model (train/score.h) turns gradients off
+  auto owned = make_optimizers(net, o.mode, o.lr, o.weight_decay);
+  std::vector<Optimizer*> opts;
+  for (auto& p : owned) opts.push_back(p.get());
+  TrainStep step(net, opts, o.device);
+  data::Loader train_loader(pick(u, d.train), loader_config(seed, true));
+  data::Loader test_loader(pick(u, d.test), loader_config(0, false));
+  data::Loader val_loader(pick(u, d.val), loader_config(0, false));
+
+  FitResult result;
+  RunRow& row = result.row;
+  row.user = user_id;
+  row.repeat = repeat;
+  row.n_train = static_cast<int64_t>(d.train.size());
+  row.n_val = static_cast<int64_t>(d.val.size());
+  row.n_test = static_cast<int64_t>(d.test.size());
+  const Scores g_test = score_subset(generic_pred, truth, d.test);
+  row.rho_generic = g_test.rho;
+  row.mse_generic = g_test.mse;
+  row.test_rho.push_back(g_test.rho);
+  row.test_mse.push_back(g_test.mse);
+  row.train_loss.push_back(nan());
+  std::shared_ptr<model::UserState> best;
+  if (!d.val.empty()) {
+    row.val_mse.push_back(score_subset(generic_pred, truth, d.val).mse);
+    best = shared.snapshot();
+  }
+  net.set_dropout_step(seed >> 40);
+
+  const auto t0 = Clock::now();
+  Progress progress("personalise " + user_id + " (" + mode_name(o.mode) + ", " + std::to_string(d.train.size()) +
+                        " ratings)", o.epochs);
+  Position pos;
+  for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
+    set_lr(opts, step_lr(o.lr, o.lr_decay, o.decay_every, epoch));
+    net.set_training(true);
+    EpochHooks hooks;
+    hooks.should_stop = [&] { return stop_requested(o.stop); };
+    const EpochOutcome r = run_epoch(train_loader, epoch, pos, step, hooks);
+    if (r.end == EpochOutcome::End::diverged)
+      AE_FAIL("personalise " << user_id << ": the loss became " << r.bad_loss << " at epoch " << epoch + 1
+                             << ", batch " << r.bad_batch + 1 << "; try a lower lr (now " << o.lr << ")");
+    if (r.end == EpochOutcome::End::stopped) {
+      progress.finish("interrupted");
+      result.interrupted = true;
+      return result;
+    }
+    net.set_training(false);
+    row.train_loss.push_back(pos.loss_count > 0 ? pos.mean_loss() : nan());
+    int64_t unreadable = 0;
+    const Scores t = evaluate(d.test, test_loader, &unreadable);
+    row.unreadable = unreadable;
+    row.test_rho.push_back(t.rho);
+    row.test_mse.push_back(t.mse);
+    if (!d.val.empty()) {
+      row.val_mse.push_back(evaluate(d.val, val_loader, nullptr).mse);
+      if (first_best(row.val_mse, false) == row.val_mse.size() - 1) best = shared.snapshot();
+    }
+    pos = Position{};
+    pos.epoch = epoch + 1;
+    char status[96];
+    std::snprintf(status, sizeof status, "epoch %lld/%d  loss %.4f", static_cast<long long>(epoch + 1), o.epochs,
+                  row.train_loss.back());
+    progress.update(epoch + 1, status);
+  }
+  select_epoch(row, o.select, o.epochs);
+  row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  shared.bind(best ? best : state);  // written back: the BatchNorm counters of the bound state
+  result.state = shared.snapshot();
+  char status[160];
+  if (row.n_test > 0)
+    std::snprintf(status, sizeof status, "rho %.3f -> %.3f on %lld held-out ratings", row.rho_generic,
+                  row.rho_personal, static_cast<long long>(row.n_test));
+  else
+    std::snprintf(status, sizeof status, "trained on all %lld ratings", static_cast<long long>(row.n_train + row.n_val));
+  progress.finish(status);
+  return result;
 }
 
 std::string results_csv(const std::vector<RunRow>& rows, PersonaliseMode mode, int k) {

@@ -42,6 +42,8 @@
 #include <vector>
 
 #include "model/shared_model.h"
+#include "runtime/stop.h"
+#include "train/loader.h"
 #include "train/optimizer.h"
 
 namespace ae::train {
@@ -82,6 +84,7 @@ struct PersonaliseOptions {
   bool resume = false;
   double checkpoint_seconds = 30;  // the current run's state is saved at an epoch end this often
   int64_t stop_after_steps = -1;   // testing: behave as if Ctrl-C arrived after N steps
+  const StopFlag* stop = nullptr;  // checked after every step (runtime/stop.h); nullptr: never
 };
 
 // The original's hyper-parameters (seed-system.md §3): k < 50 counts as the k=10 protocol,
@@ -137,5 +140,26 @@ PersonaliseResult run_personalisation(PersonaliseOptions options, model::SharedM
 
 std::string results_csv(const std::vector<RunRow>& rows, PersonaliseMode mode, int k);
 std::string summary_json(const PersonaliseResult& r);
+
+// ---- one person from a list of rated photos (the Python module's personalise) ----
+// One run of the protocol above for one person, without its files: `ratings` are that person's
+// photos (paths) and ratings (z). With o.k == 0 every rating trains: the protocol's fit on all
+// ratings (--fit-all), so with the same settings and user id the state equals the one in
+// users/<user_id>.safetensors bit for bit on the CPU. With o.k >= 2, k of them drawn exactly as
+// the protocol's repeat 0 train and the rest test: the row equals repeat 0's row of results.csv
+// (rho and MSE of the generic and the personalised model on the held-out ratings). With o.select
+// val, a validation part of the training ratings chooses the epoch, and the state returned is the
+// one of that epoch. Used fields of `o`: k, mode, epochs, lr, lr_decay, decay_every, weight_decay,
+// select, val_fraction, batch, size, resize_to, device, workers, seed, stop; defaults as
+// apply_defaults (for k = 0, the k < 50 defaults). A missing photo is an ae::Error of kind file
+// naming it; an unreadable one is skipped and counted (row.unreadable counts the test images).
+// Progress goes to the log.
+struct FitResult {
+  std::shared_ptr<model::UserState> state;  // the person's trained state (scope_of(mode)); null when interrupted
+  RunRow row;                               // repeat 0, or -1 for k == 0
+  bool interrupted = false;                 // o.stop was set: the run ended after a step, nothing returned
+};
+FitResult fit_user(model::SharedModel& shared, const std::string& user_id, const std::vector<data::Sample>& ratings,
+                   PersonaliseOptions o);
 
 }  // namespace ae::train

@@ -27,7 +27,12 @@ struct PngState {
   std::size_t pos = 0;
   Image image;
   std::vector<uint8_t> rgba;  // decoded rows before alpha compositing
+  // Row pointers live here, not in run_decode: a libpng error longjmps out of run_decode, which
+  // would skip a local vector's destructor (a leak LeakSanitizer found with damaged PNGs).
+  std::vector<png_bytep> rows;
   std::string refusal;
+  bool too_large = false;  // the header declares more than max_pixels(): nothing was allocated
+  uint32_t declared_width = 0, declared_height = 0;
   // encode
   const Image* source = nullptr;
   std::vector<uint8_t> out;
@@ -55,6 +60,28 @@ void write_to_memory(png_structp png, png_bytep src, png_size_t n) {
 
 void flush_nothing(png_structp) {}
 
+// The chunk lengths of a PNG held in memory, checked before libpng sees them: no chunk may reach
+// past the end of the data. libpng allocates (and clears) a buffer of a text chunk's declared
+// length before reading it, so a 61-byte file declaring a 2 GB zTXt chunk made it allocate 2 GB
+// (found by tests/regressions/png/chunk_length_2gb.png under ASan). Returns "" or the problem.
+std::string check_chunk_lengths(const uint8_t* data, std::size_t size) {
+  std::size_t pos = 8;  // after the signature (checked by the caller or by libpng)
+  while (pos + 8 <= size) {
+    const uint32_t length = uint32_t{data[pos]} << 24 | uint32_t{data[pos + 1]} << 16 | uint32_t{data[pos + 2]} << 8 |
+                            uint32_t{data[pos + 3]};
+    const std::string type(reinterpret_cast<const char*>(data + pos + 4), 4);
+    if (length > size - pos - 8 || size - pos - 8 - length < 4) {
+      std::string printable;
+      for (char c : type) printable += (c >= 'A' && c <= 'z') ? c : '?';
+      return "PNG chunk '" + printable + "' at byte " + std::to_string(pos) + " declares " + std::to_string(length) +
+             " bytes, more than the " + std::to_string(size - pos) + " bytes left in the file (truncated or corrupt)";
+    }
+    if (type == "IEND") break;
+    pos += std::size_t{length} + 12;
+  }
+  return "";
+}
+
 // Composite 8-bit RGBA onto white: out = round((c*a + 255*(255-a)) / 255).
 void composite_on_white(const std::vector<uint8_t>& rgba, std::vector<uint8_t>& rgb) {
   const std::size_t n = rgba.size() / 4;
@@ -74,9 +101,10 @@ bool run_decode(PngState* s) {
   png_read_info(s->png, s->info);
   const png_uint_32 w = png_get_image_width(s->png, s->info);
   const png_uint_32 h = png_get_image_height(s->png, s->info);
-  if (int64_t{w} * int64_t{h} > kMaxPixels) {
-    s->refusal = "image " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the limit of " +
-                 std::to_string(kMaxPixels) + " pixels";
+  if (int64_t{w} * int64_t{h} > max_pixels()) {
+    s->too_large = true;
+    s->declared_width = w;
+    s->declared_height = h;
     return true;
   }
   const int color_type = png_get_color_type(s->png, s->info);
@@ -96,9 +124,9 @@ bool run_decode(PngState* s) {
     return true;
   }
   s->rgba.resize(std::size_t{w} * h * 4);
-  std::vector<png_bytep> rows(h);
-  for (png_uint_32 y = 0; y < h; ++y) rows[y] = s->rgba.data() + std::size_t{y} * w * 4;
-  png_read_image(s->png, rows.data());
+  s->rows.resize(h);
+  for (png_uint_32 y = 0; y < h; ++y) s->rows[y] = s->rgba.data() + std::size_t{y} * w * 4;
+  png_read_image(s->png, s->rows.data());
   png_read_end(s->png, nullptr);
   s->image.width = static_cast<int>(w);
   s->image.height = static_cast<int>(h);
@@ -128,6 +156,8 @@ struct Gray16State {
   png_infop info = nullptr;
   std::string message;
   std::string refusal;
+  bool too_large = false;
+  uint32_t declared_width = 0, declared_height = 0;
   // decode
   const uint8_t* data = nullptr;
   std::size_t size = 0;
@@ -195,9 +225,10 @@ bool run_decode_gray16(Gray16State* s) {
                  std::to_string(depth) + " bits per sample)";
     return true;
   }
-  if (int64_t{w} * int64_t{h} > kMaxPixels) {
-    s->refusal = "image " + std::to_string(w) + "x" + std::to_string(h) + " is larger than the limit of " +
-                 std::to_string(kMaxPixels) + " pixels";
+  if (int64_t{w} * int64_t{h} > max_pixels()) {
+    s->too_large = true;
+    s->declared_width = w;
+    s->declared_height = h;
     return true;
   }
   png_set_interlace_handling(s->png);
@@ -234,6 +265,8 @@ bool run_encode_gray16(Gray16State* s) {
 
 Image decode_png(const uint8_t* data, std::size_t size, const std::string& name) {
   AE_CHECK(data != nullptr && size > 0, name << ": PNG data is empty");
+  const std::string bad_chunk = check_chunk_lengths(data, size);
+  AE_CHECK(bad_chunk.empty(), name << ": cannot decode PNG: " << bad_chunk);
   auto s = std::make_unique<PngState>();
   s->data = data;
   s->size = size;
@@ -250,6 +283,7 @@ Image decode_png(const uint8_t* data, std::size_t size, const std::string& name)
   const bool ok = run_decode(s.get());
   png_destroy_read_struct(&s->png, &s->info, nullptr);
   AE_CHECK(ok, name << ": cannot decode PNG (corrupt, truncated or unsupported): " << s->message);
+  AE_CHECK(!s->too_large, too_many_pixels(name, s->declared_width, s->declared_height));
   AE_CHECK(s->refusal.empty(), name << ": " << s->refusal);
   composite_on_white(s->rgba, s->image.rgb);
   return std::move(s->image);
@@ -277,7 +311,7 @@ std::vector<uint8_t> encode_png(const Image& im) {
 namespace ae::img {
 
 std::vector<uint8_t> encode_png_gray16(const Gray16Image& im) {
-  AE_CHECK(im.width > 0 && im.height > 0 && int64_t{im.width} * im.height <= kMaxPixels,
+  AE_CHECK(im.width > 0 && im.height > 0 && int64_t{im.width} * im.height <= kMaxPixelsCeiling,
            "encode_png_gray16: bad size " << im.width << "x" << im.height);
   AE_CHECK(im.values.size() == std::size_t(im.width) * std::size_t(im.height),
            "encode_png_gray16: " << im.values.size() << " values for " << im.width << "x" << im.height);
@@ -319,6 +353,8 @@ Gray16Image decode_png_gray16(const uint8_t* data, std::size_t size, const std::
   AE_CHECK(data != nullptr && size > 0, name << ": PNG data is empty");
   static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   AE_CHECK(size >= 8 && std::memcmp(data, kSignature, 8) == 0, name << ": not a PNG file");
+  const std::string bad_chunk = check_chunk_lengths(data, size);
+  AE_CHECK(bad_chunk.empty(), name << ": cannot decode PNG: " << bad_chunk);
   auto s = std::make_unique<Gray16State>();
   s->data = data;
   s->size = size;
@@ -333,6 +369,7 @@ Gray16Image decode_png_gray16(const uint8_t* data, std::size_t size, const std::
   const bool ok = run_decode_gray16(s.get());
   png_destroy_read_struct(&s->png, &s->info, nullptr);
   AE_CHECK(ok, name << ": cannot decode PNG (corrupt, truncated or unsupported): " << s->message);
+  AE_CHECK(!s->too_large, too_many_pixels(name, s->declared_width, s->declared_height));
   AE_CHECK(s->refusal.empty(), name << ": " << s->refusal);
   Gray16Image& im = s->image;
   im.values.resize(s->bytes.size() / 2);

@@ -77,6 +77,15 @@ const auto kAsIs = [](float v) { return v; };
 // Exactly to_float's conversion.
 const auto kUnitRange = [](uint8_t v) { return static_cast<float>(v) / 255.0f; };
 
+void check_image(const ImageView& im, const char* what) {
+  AE_CHECK(im.width > 0 && im.height > 0, what << ": image has no pixels (" << im.width << "x" << im.height << ")");
+  AE_CHECK(im.rgb != nullptr, what << ": image " << im.width << "x" << im.height << " has no pixel buffer");
+}
+
+const float* pixels_of(const ImageF& im) { return im.rgb.data(); }
+const uint8_t* pixels_of(const Image& im) { return im.rgb.data(); }
+const uint8_t* pixels_of(const ImageView& im) { return im.rgb; }
+
 template <typename Im>
 void check_resize(const Im& im, int out_h, int out_w, const char* what) {
   check_image(im, what);
@@ -85,14 +94,14 @@ void check_resize(const Im& im, int out_h, int out_w, const char* what) {
 
 template <typename Im, typename ToFloat>
 ImageF resize(const Im& im, int out_h, int out_w, ResizeFilter filter, ToFloat value) {
-  return resize_separable(im.rgb.data(), im.width, ops::resample_axis(im.height, out_h, filter),
+  return resize_separable(pixels_of(im), im.width, ops::resample_axis(im.height, out_h, filter),
                           ops::resample_axis(im.width, out_w, filter), value);
 }
 
 // An 8-bit image as a u8 [H,W,3] CPU tensor (normalize_image divides by 255 exactly as to_float).
-ae::Tensor to_tensor_u8(const Image& im) {
+ae::Tensor to_tensor_u8(const ImageView& im) {
   ae::Tensor t = ae::Tensor::empty({im.height, im.width, 3}, DType::u8);
-  if (!im.rgb.empty()) std::memcpy(t.raw(), im.rgb.data(), im.rgb.size());
+  std::memcpy(t.raw(), im.rgb, std::size_t(im.height) * std::size_t(im.width) * 3);
   return t;
 }
 
@@ -152,12 +161,19 @@ ae::Tensor normalize_imagenet(const ImageF& im) {
 
 ae::Tensor preprocess_eval(const Image& im, int size) {
   check_image(im, "preprocess_eval");
+  return preprocess_eval(ImageView{im.width, im.height, im.rgb.data()}, size);
+}
+
+ae::Tensor preprocess_eval(const ImageView& im, int size) {
+  check_image(im, "preprocess_eval");
   if (size <= 0 || (size == im.height && size == im.width)) {
     // Native size: normalise the 8-bit pixels directly, which is normalize_imagenet(to_float(im))
     // bit for bit without the float copy.
     return ops::normalize_image(imagenet_params(), to_tensor_u8(im));
   }
-  return normalize_imagenet(resize_bilinear(im, size, size));
+  // resize_bilinear(Image) without the Image: the same taps on the same 8-bit samples.
+  check_size("preprocess_eval", size, size);
+  return normalize_imagenet(resize(im, size, size, ResizeFilter::bilinear, kUnitRange));
 }
 
 ae::Tensor preprocess_eval_ops(const ae::Tensor& image01, int size) {

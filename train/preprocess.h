@@ -52,6 +52,15 @@ ae::Tensor normalize_imagenet(const ImageF& im);
 // to_float -> resize_bilinear to size x size (size <= 0: native size) -> normalize_imagenet.
 ae::Tensor preprocess_eval(const Image& im, int size);
 
+// An 8-bit image in Image's layout (height x width x 3, interleaved, contiguous) held by someone
+// else, e.g. a numpy array: preprocess_eval reads it in place (no copy of the photo is made; the
+// resize reads the 8-bit samples directly), with the same bits as preprocess_eval(Image).
+struct ImageView {
+  int width = 0, height = 0;
+  const uint8_t* rgb = nullptr;
+};
+ae::Tensor preprocess_eval(const ImageView& im, int size);
+
 // The floats of an ImageF as an f32 [H,W,3] CPU tensor (a copy), e.g. for preprocess_eval_ops.
 ae::Tensor to_tensor(const ImageF& im);
 

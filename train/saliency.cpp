@@ -56,6 +56,7 @@ std::vector<float> mean_gradient(model::SharedModel& shared, const Inputs& in, c
   std::vector<double> sum(static_cast<std::size_t>(count), 0.0);
   const int batch = std::max(1, o.batch);
   for (int k0 = 0; k0 < o.smoothgrad; k0 += batch) {
+    throw_if_stopped(o.stop, "saliency");
     const int n = std::min(batch, o.smoothgrad - k0);
     Tensor x = Tensor::empty({n, S, S, 3});
     for (int b = 0; b < n; ++b) {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "model/shared_model.h"
+#include "runtime/stop.h"
 #include "train/image.h"
 
 namespace ae::train {
@@ -42,6 +43,8 @@ struct SaliencyOptions {
   uint64_t seed = 0;       // SmoothGrad noise stream
   bool versus_generic = false;  // the bound state's map minus the generic model's map
   int batch = 8;           // noisy copies per input-gradient pass (memory vs speed only)
+  const StopFlag* stop = nullptr;  // checked before every pass (runtime/stop.h): ends the call with an
+                                   // ae::Error of kind interrupted; nullptr: never
 };
 
 struct SaliencyResult {

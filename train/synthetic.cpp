@@ -11,9 +11,9 @@
 #include "model/checkpoint.h"
 #include "runtime/atomic_file.h"
 #include "runtime/error.h"
-#include "runtime/philox.h"
 #include "train/image.h"
 #include "train/labels.h"
+#include "train/seeded_stream.h"
 
 namespace ae::data {
 
@@ -21,10 +21,7 @@ double synthetic_score(double mean_luma) { return std::clamp(4.0 * (mean_luma - 
 
 namespace {
 
-struct Rng {
-  uint64_t key, i = 0;
-  float uniform() { return philox::uniform(key, i++); }
-};
+using Rng = SeededStream;
 
 img::Image draw_image(const SyntheticConfig& c, int index) {
   Rng rng{c.seed * 1000003ull + static_cast<uint64_t>(index)};
@@ -100,25 +97,9 @@ constexpr double kStarScale = 1.4;     // stars per unit of utility
 constexpr double kQualityWeight = 0.5; // everyone's liking for the shared quality attribute
 constexpr double kPi = 3.14159265358979323846;
 
-uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// One philox stream per (seed, purpose, a, b).
-uint64_t stream_key(uint64_t seed, uint64_t purpose, uint64_t a, uint64_t b = 0) {
-  return mix64(mix64(mix64(mix64(seed) ^ purpose) ^ a) ^ b);
-}
-
 enum : uint64_t { kImageStream = 1, kRatingStream = 2, kChoiceStream = 3 };
 
-double gaussian(Rng& rng) {  // Box-Muller
-  const double u1 = 1.0 - static_cast<double>(rng.uniform());  // (0, 1]
-  const double u2 = static_cast<double>(rng.uniform());
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * kPi * u2);
-}
+double gaussian(Rng& rng) { return rng.gaussian(); }
 
 // A rater's taste: weights on the centred attributes.
 struct Taste {

@@ -26,8 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::atomic<bool> g_stop{false};
-
 std::string fmt(double v) { return format_exact(v); }
 
 // Settings that must not change between a run and its resumption.
@@ -259,7 +257,7 @@ struct Run {
     };
     hooks.should_stop = [&] {
       ++steps_this_run;
-      return stop_requested() || (o.stop_after_steps >= 0 && steps_this_run >= o.stop_after_steps);
+      return stop_requested(o.stop) || (o.stop_after_steps >= 0 && steps_this_run >= o.stop_after_steps);
     };
     const EpochOutcome r = run_epoch(train_loader, epoch, pos, step, hooks);
     if (r.end == EpochOutcome::End::diverged) {
@@ -319,10 +317,6 @@ struct Run {
 };
 
 }  // namespace
-
-void request_stop() { g_stop.store(true); }
-bool stop_requested() { return g_stop.load(); }
-void clear_stop_request() { g_stop.store(false); }
 
 std::string metrics_csv(const std::vector<EpochRow>& rows) {
   std::ostringstream os;

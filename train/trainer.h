@@ -9,7 +9,7 @@
 //                      moments, epoch and batch position, dropout stream position, running sums
 //   metrics.csv        one row per finished epoch
 //   (report.html is rendered by the caller from the metrics, see on_epoch_end)
-// A stop request (Ctrl-C) finishes the current step, saves last.safetensors and returns
+// A stop request (options.stop, set by Ctrl-C) finishes the current step, saves last.safetensors and returns
 // `interrupted`; a resumed run then produces exactly the losses of an uninterrupted one on the
 // same device.
 #include <atomic>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "model/checkpoint.h"
+#include "runtime/stop.h"
 #include "train/optimizer.h"
 #include "train/transforms.h"
 
@@ -49,6 +50,7 @@ struct TrainOptions {
   bool resume = false;
   double max_missing_fraction = 0.1;  // stop when more of the listed images are absent
   int64_t stop_after_steps = -1;      // testing: behave as if Ctrl-C arrived after N steps
+  const StopFlag* stop = nullptr;     // checked after every step (runtime/stop.h); nullptr: never
 };
 
 struct EpochRow {
@@ -68,11 +70,6 @@ struct TrainResult {
   int64_t best_epoch = 0;
   double best_val_mse = 0;
 };
-
-// Stop requests are async-signal-safe: a SIGINT handler may call request_stop().
-void request_stop();
-bool stop_requested();
-void clear_stop_request();
 
 // `init`: starting weights (ImageNet backbone or an earlier aesthete model), already read by the
 // caller; absent = random initialisation. on_epoch_end is called after each epoch's files are

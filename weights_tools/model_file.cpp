@@ -4,7 +4,9 @@
 
 namespace ae::weights {
 
-model::Checkpoint load_model_file(const std::string& path) {
+namespace {
+
+model::Checkpoint load_any(const std::string& path) {
   switch (model::sniff_format(path)) {
     case model::FileFormat::safetensors:
       return model::read_checkpoint(path);
@@ -18,6 +20,13 @@ model::Checkpoint load_model_file(const std::string& path) {
     return model::checkpoint_from_tensors(read_pth(path), "'" + path + "'");
   }
   AE_FAIL("'" << path << "' is neither a safetensors checkpoint nor a PyTorch zip checkpoint (.pth)");
+}
+
+}  // namespace
+
+// Whatever goes wrong here is about the file (ErrorKind::file).
+model::Checkpoint load_model_file(const std::string& path) {
+  return rethrow_as_file_error([&] { return load_any(path); });
 }
 
 }  // namespace ae::weights

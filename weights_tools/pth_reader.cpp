@@ -184,6 +184,18 @@ bool is_float(TorchDType t) {
 
 // ---- tensors -----------------------------------------------------------------------------
 
+// The product of `sizes` (non-negative), or `cap` when it would be larger.
+uint64_t saturated_numel(const std::vector<int64_t>& sizes, uint64_t cap) {
+  if (std::find(sizes.begin(), sizes.end(), int64_t{0}) != sizes.end()) return 0;
+  uint64_t n = 1;
+  for (const int64_t size : sizes) {
+    const auto s = static_cast<uint64_t>(size);
+    if (n > cap / s) return cap;
+    n *= s;
+  }
+  return std::min(n, cap);
+}
+
 constexpr int64_t kMaxExpandedNumel = int64_t{1} << 28;
 
 class TensorBuilder {
@@ -218,9 +230,11 @@ class TensorBuilder {
       if (to_float) out_f[i] = load_as_float(s.dtype, p);
       else out_i[i] = load_as_int(s.dtype, p);
       for (std::size_t d = ndim; d-- > 0;) {
-        element += ref.strides[d];
-        if (++index[d] < ref.sizes[d]) break;
-        element -= ref.strides[d] * ref.sizes[d];
+        if (++index[d] < ref.sizes[d]) {
+          element += ref.strides[d];
+          break;
+        }
+        element -= ref.strides[d] * (ref.sizes[d] - 1);  // within the range check_view proved
         index[d] = 0;
       }
     }
@@ -323,10 +337,22 @@ NamedTensors read_pth(const std::string& path, const PthOptions& options) {
 
   TensorBuilder builder(path, zip, prefix, options.verify_crc);
   NamedTensors out;
+  // Every tensor is bounded by its storage (or by kMaxExpandedNumel when expanded), but many keys
+  // may name one storage: bound the total too, so a small file cannot ask for terabytes.
+  const uint64_t max_total = 2 * static_cast<uint64_t>(bytes.size()) + options.extra_elements;
+  uint64_t total = 0;
   for (const auto& [key, value] : state_dict->entries) {
     if (value->kind != PyObject::Kind::tensor) continue;  // "epoch": 3 and the like
     AE_CHECK(key->kind == PyObject::Kind::string,
              where << ": a tensor is stored under a " << kind_name(key->kind) << " key; state dict keys are strings");
+    // A single tensor above the bound is refused by build() with its own message (no view may
+    // exceed its storage or 2^28 elements); the sum is what is checked here.
+    const uint64_t numel = saturated_numel(value->tensor.sizes, max_total + 1);
+    if (numel <= max_total) total += numel;
+    AE_CHECK(total <= max_total, where << ": the tensors hold more than " << max_total
+                                       << " elements in all (twice the file's size plus " << options.extra_elements
+                                       << ": many keys naming one storage?), from a " << bytes.size()
+                                       << "-byte file: refused before allocating them");
     out.emplace_back(key->text, builder.build(key->text, value->tensor));
   }
   AE_CHECK(!out.empty(), where << ": the checkpoint holds no tensors (expected a state dict, or a dict with a "

@@ -16,6 +16,10 @@ using NamedTensors = std::vector<std::pair<std::string, ae::Tensor>>;  // file o
 
 struct PthOptions {
   bool verify_crc = true;  // check the CRC-32 of data.pkl and of every storage that is read
+  // The tensors of a file may hold at most 2 x (file size in bytes) + extra_elements elements in
+  // all (each tensor is bounded by its storage, but any number of keys may name one storage, and a
+  // stride-0 view may expand up to 2^28 elements): more is refused before it is allocated.
+  uint64_t extra_elements = uint64_t{1} << 28;
 };
 
 // Reads a PyTorch zip checkpoint holding a state dict (or {"state_dict": sd} / {"model": sd} wrappers,

@@ -146,6 +146,10 @@ void Unpickler::fail(const std::string& message) const {
 }
 
 PyObject* Unpickler::make(PyObject::Kind kind) {
+  if (arena_.size() >= kMaxPickleObjects) {
+    fail("the pickle builds more than " + std::to_string(kMaxPickleObjects) +
+         " objects (a state dict of 10,000 tensors builds about 150,000): refused");
+  }
   arena_.push_back(std::make_unique<PyObject>());
   arena_.back()->kind = kind;
   return arena_.back().get();
@@ -191,6 +195,13 @@ std::string Unpickler::take_line() {
   return line;
 }
 
+void Unpickler::push(PyObject* o) {
+  if (stack_.size() >= kMaxPickleStack) {
+    fail("the pickle stack grows beyond " + std::to_string(kMaxPickleStack) + " entries: refused");
+  }
+  stack_.push_back(o);
+}
+
 PyObject* Unpickler::pop() {
   const std::size_t floor = marks_.empty() ? 0 : marks_.back();
   if (stack_.size() <= floor) fail("stack underflow (corrupt pickle)");
@@ -214,7 +225,13 @@ std::vector<PyObject*> Unpickler::pop_mark() {
   return items;
 }
 
-void Unpickler::memo_put(uint64_t index) { memo_[index] = top(); }
+void Unpickler::memo_put(uint64_t index) {
+  PyObject* value = top();
+  if (memo_.size() >= kMaxPickleMemo && memo_.find(index) == memo_.end()) {
+    fail("the pickle memoises more than " + std::to_string(kMaxPickleMemo) + " objects: refused");
+  }
+  memo_[index] = value;
+}
 
 void Unpickler::memo_get(uint64_t index) {
   auto it = memo_.find(index);
@@ -324,11 +341,11 @@ PyObject* Unpickler::call(PyObject* callable, PyObject* args) {
 void Unpickler::dict_set(PyObject* dict, PyObject* key, PyObject* value) {
   if (dict->kind != PyObject::Kind::dict) fail(std::string("setting an item on a ") + kind_name(dict->kind) + ", not a dict");
   if (key->kind == PyObject::Kind::string) {
-    for (auto& [k, v] : dict->entries) {
-      if (k->kind == PyObject::Kind::string && k->text == key->text) {  // Python semantics: replace
-        v = value;
-        return;
-      }
+    auto& index = dict_index_[dict];
+    const auto [it, inserted] = index.emplace(key->text, dict->entries.size());
+    if (!inserted) {  // Python semantics: replace
+      dict->entries[it->second].second = value;
+      return;
     }
   }
   dict->entries.emplace_back(key, value);
@@ -360,7 +377,10 @@ void Unpickler::step(uint8_t op) {
       return;
     }
     case STOP: stopped_ = true; return;
-    case MARK: marks_.push_back(stack_.size()); return;
+    case MARK:
+      if (marks_.size() >= kMaxPickleStack) fail("more than " + std::to_string(kMaxPickleStack) + " open MARKs: refused");
+      marks_.push_back(stack_.size());
+      return;
     case POP: pop(); return;
     case POP_MARK: pop_mark(); return;
     case DUP: push(top()); return;

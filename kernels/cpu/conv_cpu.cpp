@@ -11,6 +11,10 @@
 //
 // Threads: OpenBLAS threads each GEMM; im2col and col2im split their rows over sleeping worker
 // threads (kernels/cpu/parallel_rows.h explains why not OpenMP).
+//
+// 3x3 stride-1 convolutions (most of ResNet-18's multiplications) take Winograd F(m x m, 3x3) for
+// the forward and backward-data instead where kernels/cpu/winograd.h says it pays
+// (AE_CPU_CONV=im2col forces the column path, for comparison); backward-weight is always im2col.
 #include <cblas.h>
 
 #include <algorithm>
@@ -18,6 +22,7 @@
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/im2col.h"
+#include "kernels/cpu/winograd.h"
 
 namespace ae::cpu {
 namespace {
@@ -52,6 +57,13 @@ void for_each_chunk(const ConvGeometry& g, Body&& body) {
   }
 }
 
+// Winograd for this geometry (the forward's; backward-data is the same convolution transposed)?
+bool use_winograd(const ConvGeometry& g, bool backward_data) {
+  const ConvAlgo algo = conv_algo();
+  if (algo == ConvAlgo::im2col || !winograd_applicable(g)) return false;
+  return algo == ConvAlgo::winograd || winograd_profitable(g, backward_data);
+}
+
 }  // namespace
 
 Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
@@ -63,8 +75,14 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
   float* yp = y.f32();
   if (g.is_pointwise_identity()) {
     gemm_a_b(op, g.n * g.h * g.w, g.o, g.c, xp, wp, /*b_transposed=*/true, 0.0f, yp);
+    ++conv_path_counts().pointwise;
     return y;
   }
+  if (use_winograd(g, /*backward_data=*/false)) {
+    winograd_forward(g, xp, wp, yp);
+    return y;
+  }
+  ++conv_path_counts().im2col;
   for_each_chunk(g, [&](int64_t l0, int64_t l1, float* col) {
     im2col_lines(g, xp, l0, l1, col);
     gemm_a_b(op, (l1 - l0) * g.ow, g.o, g.k(), col, wp, /*b_transposed=*/true, 0.0f, yp + l0 * g.ow * g.o);
@@ -80,8 +98,15 @@ Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tenso
   if (g.is_pointwise_identity()) {
     Tensor dx = Tensor::empty(x_shape);
     gemm_a_b(op, g.n * g.h * g.w, g.c, g.o, dyp, wp, /*b_transposed=*/false, 0.0f, dx.f32());
+    ++conv_path_counts().pointwise;
     return dx;
   }
+  if (use_winograd(g, /*backward_data=*/true)) {
+    Tensor dx = Tensor::empty(x_shape);
+    winograd_backward_data(g, dyp, wp, dx.f32());
+    return dx;
+  }
+  ++conv_path_counts().im2col;
   // col2im zeroes dx rows as it first reaches them, chunk by chunk, and accumulates into them.
   Tensor dx = Tensor::empty(x_shape);
   float* dxp = dx.f32();
@@ -103,8 +128,10 @@ Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tens
   float* dwp = dw.f32();
   if (g.is_pointwise_identity()) {
     gemm_at_b(op, g.o, g.c, g.n * g.h * g.w, dyp, xp, 0.0f, dwp);
+    ++conv_path_counts().pointwise;
     return dw;
   }
+  ++conv_path_counts().im2col;
   for_each_chunk(g, [&](int64_t l0, int64_t l1, float* col) {
     im2col_lines(g, xp, l0, l1, col);
     const float beta = l0 == 0 ? 0.0f : 1.0f;  // the first chunk initialises dW

@@ -9,12 +9,6 @@
 
 namespace ae::cpu {
 
-ConvGeometry::ConvGeometry(const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels)
-    : n(x_shape[0]), h(x_shape[1]), w(x_shape[2]), c(x_shape[3]),
-      o(out_channels), kh(p.kernel_h), kw(p.kernel_w),
-      sh(p.stride_h), sw(p.stride_w), ph(p.pad_h), pw(p.pad_w),
-      oh(p.out_h(x_shape[1])), ow(p.out_w(x_shape[2])) {}
-
 namespace {
 
 // A thread's share of a copy should be at least this many floats: waking a thread costs more

@@ -9,22 +9,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/conv_geometry.h"
 #include "kernels/ops.h"
 
 namespace ae::cpu {
 
-struct ConvGeometry {
-  int64_t n, h, w, c;      // input  [N,H,W,C]
-  int64_t o, kh, kw;       // weight [O,KH,KW,C]
-  int64_t sh, sw, ph, pw;  // stride, padding
-  int64_t oh, ow;          // output [N,OH,OW,O]
-
-  ConvGeometry(const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels);
-  int64_t k() const { return kh * kw * c; }  // GEMM inner size of forward
-  int64_t lines() const { return n * oh; }   // output lines in the batch
-  // 1x1, stride 1, no padding: the column matrix is x itself, viewed as [N*H*W, C].
-  bool is_pointwise_identity() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
-};
+using ae::ConvGeometry;  // kernels/conv_geometry.h: the one geometry of every backend
 
 // col[(l-l0)*OW + ow][kh][kw][c] = x[n, oh*SH-PH+kh, ow*SW-PW+kw, c], zero outside the image.
 // Both functions split their rows across threads with parallel_rows (kernels/cpu/parallel_rows.h).

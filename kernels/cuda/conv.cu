@@ -6,19 +6,12 @@
 // threads with 4x4 sub-tiles, K slices staged in shared memory) is the shared GEMM of tiled_gemm.h,
 // which the backward passes (conv_backward.cu) and the linear layer use too. With conv_math() tf32
 // or bf16 the same loaders feed the tensor-core GEMM of tiled_gemm_tc.h instead.
+#include "kernels/conv_geometry.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
 
 namespace ae::cuda {
 namespace {
-
-struct ConvGeometry {
-  int64_t n, h, w, c;     // input
-  int64_t oh, ow, o;      // output
-  int kh, kw, sh, sw, ph, pw;
-  AE_HOST_DEVICE int64_t m() const { return n * oh * ow; }
-  AE_HOST_DEVICE int64_t k() const { return static_cast<int64_t>(kh) * kw * c; }
-};
 
 // A[m, k]: the input value under kernel tap k for output pixel m, or 0 in the padding.
 __device__ __forceinline__ float gather_input(const ConvGeometry& g, const float* __restrict__ x, int64_t m,
@@ -56,11 +49,7 @@ struct StoreOutput {
 }  // namespace
 
 Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w) {
-  ConvGeometry g{};
-  g.n = x.dim(0), g.h = x.dim(1), g.w = x.dim(2), g.c = x.dim(3);
-  g.o = w.dim(0);
-  g.kh = p.kernel_h, g.kw = p.kernel_w, g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
-  g.oh = p.out_h(g.h), g.ow = p.out_w(g.w);
+  const ConvGeometry g(p, x.shape(), w.dim(0));
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   gemm::GemmShape s;
   s.m = g.m();

@@ -16,6 +16,7 @@
 // slice to a workspace and sums the partials in slice order: deterministic, no float atomics.
 #include <algorithm>
 
+#include "kernels/conv_geometry.h"
 #include "kernels/cuda/conv_backward.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
@@ -23,20 +24,7 @@
 namespace ae::cuda {
 namespace {
 
-struct ConvShape {
-  int64_t n, h, w, c;  // input
-  int64_t oh, ow, o;   // output
-  int64_t kh, kw, sh, sw, ph, pw;
-};
-
-ConvShape conv_shape(const ops::Conv2dParams& p, const Shape& x, int64_t out_channels) {
-  ConvShape g{};
-  g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
-  g.o = out_channels;
-  g.kh = p.kernel_h, g.kw = p.kernel_w, g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
-  g.oh = p.out_h(g.h), g.ow = p.out_w(g.w);
-  return g;
-}
+using ConvShape = ae::ConvGeometry;  // kernels/conv_geometry.h
 
 // Backward-data runs once per stride phase (rh, rw): the input pixels ih = rh + sh*i, iw = rw + sw*j.
 // Output pixel oh reads ih through tap kh only when ih + ph - kh is a multiple of sh, so a phase
@@ -173,7 +161,7 @@ int64_t conv_wgrad_split_count(int64_t reduction_rows, int64_t output_tiles) {
 }
 
 Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {
-  const ConvShape g = conv_shape(p, x_shape, w.dim(0));
+  const ConvShape g(p, x_shape, w.dim(0));
   Tensor dx = Tensor::empty(x_shape, DType::f32, dy.device());
   const ConvMath math = conv_math();
   // One GEMM per stride phase; together the phases cover every input pixel exactly once, and a
@@ -194,7 +182,7 @@ Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const 
 }
 
 Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape) {
-  const ConvShape g = conv_shape(p, x.shape(), w_shape[0]);
+  const ConvShape g(p, x.shape(), w_shape[0]);
   Tensor dw = Tensor::empty(w_shape, DType::f32, x.device());
   gemm::GemmShape s;
   s.m = g.o;

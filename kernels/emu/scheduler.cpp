@@ -17,8 +17,39 @@
 
 #include "runtime/error.h"
 
+// AddressSanitizer must be told about every stack switch, or it reports the fibers' frames as
+// overflows of the thread's stack (make sanitize runs the gpu label on this scheduler).
+#if defined(__SANITIZE_ADDRESS__)
+#define AE_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AE_EMU_ASAN 1
+#endif
+#endif
+#ifdef AE_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace ae::emu {
 namespace {
+
+// The stack switches, annotated for ASan (no-ops otherwise). `fake_stack` is ASan's per-context
+// save slot; nullptr when the context being left will never be resumed.
+#ifdef AE_EMU_ASAN
+inline void asan_start_switch(void** fake_stack, const void* bottom, std::size_t size) {
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+}
+inline void asan_finish_switch(void* fake_stack, const void** bottom_old, std::size_t* size_old) {
+  __sanitizer_finish_switch_fiber(fake_stack, bottom_old, size_old);
+}
+// A reused fiber stack may hold the poisoned redzones of frames abandoned when a kernel failed.
+inline void asan_unpoison(void* p, std::size_t n) { ASAN_UNPOISON_MEMORY_REGION(p, n); }
+#else
+inline void asan_start_switch(void**, const void*, std::size_t) {}
+inline void asan_finish_switch(void*, const void**, std::size_t*) {}
+inline void asan_unpoison(void*, std::size_t) {}
+#endif
 
 enum class FiberState { ready, at_block_barrier, at_warp_barrier, done };
 
@@ -27,6 +58,7 @@ struct Fiber {
   ThreadState pub;
   FiberState state = FiberState::ready;
   unsigned warp_mask = 0;
+  void* asan_fake_stack = nullptr;  // ASan's save slot while this fiber is switched out
 };
 
 struct alignas(16) WarpSlots {
@@ -79,6 +111,10 @@ struct Block {
   const std::function<void()>* body = nullptr;
   ucontext_t scheduler;
   std::exception_ptr error;
+  // The scheduler's (the thread's) stack, learnt by the first fiber that starts (ASan only).
+  const void* scheduler_stack = nullptr;
+  std::size_t scheduler_stack_bytes = 0;
+  void* scheduler_fake_stack = nullptr;
 };
 
 thread_local Block* t_block = nullptr;
@@ -97,16 +133,23 @@ Block& current_block() {
   return *t_block;
 }
 
-void yield_to_scheduler() { swapcontext(&t_fiber->context, &t_block->scheduler); }
+void yield_to_scheduler() {
+  Fiber* self = t_fiber;
+  asan_start_switch(&self->asan_fake_stack, t_block->scheduler_stack, t_block->scheduler_stack_bytes);
+  swapcontext(&self->context, &t_block->scheduler);
+  asan_finish_switch(self->asan_fake_stack, nullptr, nullptr);
+}
 
 void fiber_main() {
+  asan_finish_switch(nullptr, &t_block->scheduler_stack, &t_block->scheduler_stack_bytes);
   try {
     (*t_block->body)();
   } catch (...) {
     t_block->error = std::current_exception();
   }
   t_fiber->state = FiberState::done;
-  // Returning resumes uc_link, the scheduler.
+  // Returning resumes uc_link, the scheduler; this stack is left for good.
+  asan_start_switch(nullptr, t_block->scheduler_stack, t_block->scheduler_stack_bytes);
 }
 
 std::string where(const Block& b, const Fiber& f) {
@@ -208,6 +251,7 @@ void run_block(Block& b, StackPool& stacks, const ucontext_t& prototype, std::mt
     f.context.uc_stack.ss_sp = stacks.stack(static_cast<int>(i));
     f.context.uc_stack.ss_size = stacks.stack_bytes();
     f.context.uc_link = &b.scheduler;
+    asan_unpoison(f.context.uc_stack.ss_sp, stacks.stack_bytes());
     makecontext(&f.context, fiber_main, 0);
   }
   std::vector<std::size_t> order;
@@ -227,7 +271,9 @@ void run_block(Block& b, StackPool& stacks, const ucontext_t& prototype, std::mt
     std::shuffle(order.begin(), order.end(), rng);
     for (std::size_t i : order) {
       t_fiber = &b.fibers[i];
+      asan_start_switch(&b.scheduler_fake_stack, stacks.stack(static_cast<int>(i)), stacks.stack_bytes());
       swapcontext(&b.scheduler, &t_fiber->context);
+      asan_finish_switch(b.scheduler_fake_stack, nullptr, nullptr);
       if (b.error) {
         const std::exception_ptr e = std::exchange(b.error, nullptr);
         try {

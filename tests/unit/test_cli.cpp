@@ -150,6 +150,39 @@ TEST_CASE("clear errors: bad model files, bad sizes, a device that is not there"
   CHECK(r.err.find("bad device 'tpu'") != std::string::npos);
 }
 
+TEST_CASE("--max-pixels: photos above it are refused by score (exit 1, named), bad values by every command") {
+  const std::string photo = photos() + "/img_00001.png";  // 37x29 = 1073 pixels
+  auto r = test::run_command(bin() + " score --max-pixels 1073 --model " + linear_model_file() + " " + photo);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("img_00001.png,") != std::string::npos);
+  r = test::run_command(bin() + " score --max-pixels 1072 --model " + linear_model_file() + " " + photo);
+  CHECK(r.exit_code == 1);
+  AE_CHECK_CONTAINS(r.err, "img_00001.png: image 37x29 has 1073 pixels, more than the limit of 1072");
+  for (const char* command : {"score", "enhance", "apply-recipe", "saliency", "train", "personalise"}) {
+    CAPTURE(command);
+    r = test::run_command(bin() + " " + command + " --max-pixels 0");
+    CHECK(r.exit_code != 0);
+    AE_CHECK_CONTAINS(r.err, "--max-pixels");
+    r = test::run_command(bin() + " " + command + " --help");
+    AE_CHECK_CONTAINS(r.out, "--max-pixels");
+  }
+}
+
+TEST_CASE("demo: refuses an --out folder it did not make, and a --photos folder without the photos") {
+  const std::string root = work_dir() + "/demo_refusals";
+  fs::remove_all(root);
+  fs::create_directories(root + "/theirs");
+  fs::create_directories(root + "/photos");
+  test::write_file(root + "/theirs/keep.txt", "precious");
+  auto r = test::run_command(bin() + " demo --device cpu --photos " + root + "/photos --out " + root + "/theirs");
+  CHECK(r.exit_code != 0);
+  AE_CHECK_CONTAINS(r.err, "is not empty and was not made by `aesthete demo`");
+  CHECK(test::read_file(root + "/theirs/keep.txt") == "precious");
+  r = test::run_command(bin() + " demo --device cpu --photos " + root + "/photos --out " + root + "/mine");
+  CHECK(r.exit_code != 0);
+  AE_CHECK_CONTAINS(r.err, "--photos " + root + "/photos has no astronaut.png");
+}
+
 TEST_CASE("train refuses unusable settings before doing any work") {
   const std::string dir = photos(20);
   const std::string out = work_dir() + "/train_err";
@@ -222,6 +255,12 @@ TEST_CASE("score --user gives the scores of the equivalent full model; inspect n
   CHECK(with_user.out == full.out);     // the same weights: the same numbers, digit for digit
   CHECK(with_user.out != generic.out);  // and the user file did change them
   CHECK(std::count(with_user.out.begin(), with_user.out.end(), '\n') == 4);  // header + 3 photos
+  // Photos right after `--user FILE` are photos, not more user files.
+  const auto two = test::run_command(bin() + " score --device cpu --model " + f.generic + " --user " + f.user + " " +
+                                     dir + "/img_00000.png " + dir + "/img_00001.png");
+  INFO(two.err);
+  CHECK(two.exit_code == 0);
+  CHECK(std::count(two.out.begin(), two.out.end(), '\n') == 3);  // header + 2 photos
 
   const auto user_info = test::run_command(bin() + " inspect " + f.user);
   REQUIRE(user_info.exit_code == 0);

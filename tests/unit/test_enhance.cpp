@@ -132,6 +132,14 @@ TEST_CASE("edit recipes: the zero recipe is the identity; bad recipes are refuse
   std::string text = ok;
   text.replace(text.find("\"contrast\": 0.0"), 15, "\"contrast\": \"a\"");
   test::require_error([&] { train::EditRecipe::from_json(text, "r.json"); }, {"contrast must be a finite number"});
+  // Hostile recipes (tests/regressions/recipe): a non-string format once escaped as a JSON library
+  // exception, and 1e300 was converted to float (undefined behaviour) before the bounds check.
+  test::require_error([] { train::EditRecipe::from_json("{\"format\": 5, \"version\": 1}", "r.json"); },
+                      {"'r.json' is not an aesthete edit recipe"});
+  std::string huge = ok;
+  huge.replace(huge.find("\"exposure_stops\": 0.0"), 21, "\"exposure_stops\": 1e300");
+  test::require_error([&] { train::EditRecipe::from_json(huge, "r.json"); },
+                      {"'r.json': exposure_stops must be a finite number of magnitude at most 1e30"});
 }
 
 TEST_CASE("enhance and apply-recipe from the command line: files, scores, the original's flags, errors") {

@@ -14,6 +14,7 @@
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
 #include <png.h>
+#include <zlib.h>
 #include <filesystem>
 #include <fstream>
 
@@ -658,4 +659,145 @@ TEST_CASE("apply_orientation swaps sizes for 5..8 and rejects values outside 1..
   CHECK(ae::img::apply_orientation(ae::img::apply_orientation(im, 3), 3).rgb == im.rgb);
   CHECK_THROWS_AS(ae::img::apply_orientation(im, 0), ae::Error);
   CHECK_THROWS_AS(ae::img::apply_orientation(im, 9), ae::Error);
+}
+
+namespace {
+
+// Sets the pixel limit for one test and puts the previous one back.
+struct PixelLimit {
+  int64_t saved = ae::img::max_pixels();
+  explicit PixelLimit(int64_t pixels) { ae::img::set_max_pixels(pixels); }
+  ~PixelLimit() { ae::img::set_max_pixels(saved); }
+};
+
+void put32be(std::vector<uint8_t>& b, uint32_t v) {
+  for (int i = 3; i >= 0; --i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+void png_chunk(std::vector<uint8_t>& b, const char* type, const std::vector<uint8_t>& data) {
+  put32be(b, static_cast<uint32_t>(data.size()));
+  std::vector<uint8_t> body(type, type + 4);
+  body.insert(body.end(), data.begin(), data.end());
+  b.insert(b.end(), body.begin(), body.end());
+  put32be(b, static_cast<uint32_t>(::crc32(0, body.data(), static_cast<uInt>(body.size()))));
+}
+
+// A 69-byte PNG whose header declares width x height (8-bit RGB) over a few bytes of image data.
+std::vector<uint8_t> png_header_only(uint32_t width, uint32_t height, uint8_t depth = 8, uint8_t color = 2) {
+  std::vector<uint8_t> b = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  std::vector<uint8_t> ihdr;
+  put32be(ihdr, width);
+  put32be(ihdr, height);
+  ihdr.insert(ihdr.end(), {depth, color, 0, 0, 0});
+  png_chunk(b, "IHDR", ihdr);
+  png_chunk(b, "IDAT", {0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01});
+  png_chunk(b, "IEND", {});
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("a PNG header declaring 200000x200000 is refused before anything is allocated") {
+  // Allocating the 120 GB would fail (std::bad_alloc) or take the machine down; the error must be
+  // our refusal, naming the file, the size, the limit and the option that raises it.
+  const std::vector<uint8_t> bomb = png_header_only(200000, 200000);
+  const std::string msg = error_of([&] { ae::img::decode_image(bomb.data(), bomb.size(), "bomb.png"); });
+  AE_CHECK_CONTAINS(msg, "bomb.png: image 200000x200000 has 40000000000 pixels, more than the limit of 268435456");
+  AE_CHECK_CONTAINS(msg, "refused before decoding");
+  AE_CHECK_CONTAINS(msg, "--max-pixels");
+  // Just above the default limit (16384x16385, 1 GB of RGBA, which would be allocated): the same
+  // refusal, not a decoding error after the allocation.
+  const std::vector<uint8_t> above = png_header_only(16384, 16385);
+  AE_CHECK_CONTAINS(error_of([&] { ae::img::decode_image(above.data(), above.size(), "above.png"); }),
+                    "image 16384x16385 has 268451840 pixels, more than the limit of 268435456");
+  const std::vector<uint8_t> gray16 = png_header_only(100000, 100000, 16, 0);
+  AE_CHECK_CONTAINS(error_of([&] { ae::img::decode_png_gray16(gray16.data(), gray16.size(), "map.png"); }),
+                    "map.png: image 100000x100000 has 10000000000 pixels");
+}
+
+TEST_CASE("the pixel limit is a setting: photos up to it decode, one pixel more is refused") {
+  CHECK(ae::img::max_pixels() == ae::img::kDefaultMaxPixels);
+  const Image im = smooth(20, 15);  // 300 pixels
+  const std::vector<uint8_t> png = ae::img::encode_png(im);
+  const std::vector<uint8_t> jpeg = ae::img::encode_jpeg(im, {90, false});
+  const std::vector<uint8_t> prog = ae::img::encode_jpeg(im, {90, true});
+  {
+    const PixelLimit limit(300);
+    CHECK(decode(png).width == 20);
+    CHECK(decode(jpeg).height == 15);
+    CHECK(decode(prog).width == 20);
+  }
+  {
+    const PixelLimit limit(299);
+    for (const auto* bytes : {&png, &jpeg, &prog}) {
+      const std::string msg = error_of([&] { ae::img::decode_image(bytes->data(), bytes->size(), "small.img"); });
+      AE_CHECK_CONTAINS(msg, "small.img: image 20x15 has 300 pixels, more than the limit of 299");
+    }
+  }
+  CHECK(ae::img::max_pixels() == ae::img::kDefaultMaxPixels);
+  AE_CHECK_CONTAINS(error_of([] { ae::img::set_max_pixels(0); }), "the pixel limit must be in 1..536870912, got 0");
+  AE_CHECK_CONTAINS(error_of([] { ae::img::set_max_pixels(ae::img::kMaxPixelsCeiling + 1); }), "got 536870913");
+  CHECK(ae::img::max_pixels() == ae::img::kDefaultMaxPixels);
+}
+
+// A progressive JPEG with its first scan (the DC scan, with the Huffman tables written just before
+// it) repeated `repeats` times after itself. libjpeg only warns about a repeated scan and decodes it
+// again, so each repeat costs another pass.
+std::vector<uint8_t> with_repeated_first_scan(const std::vector<uint8_t>& jpeg, int repeats) {
+  std::size_t pos = 2, tables = 0;
+  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xFF && jpeg[pos + 1] != 0xDA) {
+    const uint8_t marker = jpeg[pos + 1];
+    if (marker == 0xC4 && tables == 0) tables = pos;  // first DHT of the run before SOS
+    if (marker != 0xC4) tables = 0;
+    pos += 2 + (std::size_t{jpeg[pos + 2]} << 8 | jpeg[pos + 3]);
+  }
+  REQUIRE(pos + 4 <= jpeg.size());
+  REQUIRE(tables != 0);
+  std::size_t end = pos + 2 + (std::size_t{jpeg[pos + 2]} << 8 | jpeg[pos + 3]);
+  while (end + 1 < jpeg.size() && !(jpeg[end] == 0xFF && jpeg[end + 1] != 0 && (jpeg[end + 1] & 0xF8) != 0xD0)) ++end;
+  const std::vector<uint8_t> chunk(jpeg.begin() + static_cast<std::ptrdiff_t>(tables), jpeg.begin() + static_cast<std::ptrdiff_t>(end));
+  std::vector<uint8_t> out(jpeg.begin(), jpeg.begin() + static_cast<std::ptrdiff_t>(end));
+  for (int i = 0; i < repeats; ++i) out.insert(out.end(), chunk.begin(), chunk.end());
+  out.insert(out.end(), jpeg.begin() + static_cast<std::ptrdiff_t>(end), jpeg.end());
+  return out;
+}
+
+TEST_CASE("a progressive JPEG with more than 500 scans is refused instead of decoding for minutes") {
+  const Image im = smooth(16, 16);
+  const std::vector<uint8_t> prog = ae::img::encode_jpeg(im, {90, true});
+  const std::vector<uint8_t> many = with_repeated_first_scan(prog, 600);
+  const std::string msg = error_of([&] { ae::img::decode_image(many.data(), many.size(), "scans.jpg"); });
+  AE_CHECK_CONTAINS(msg, "scans.jpg: cannot decode JPEG");
+  AE_CHECK_CONTAINS(msg, "progressive JPEG with more than 500 scans");
+  // 20 repeats stay within the limit and decode to the same picture.
+  const Image some = decode(with_repeated_first_scan(prog, 20));
+  CHECK(some.width == 16);
+  CHECK(mean_abs_diff(some, decode(prog)) == 0);
+}
+
+TEST_CASE("read_file refuses a file above its size limit before reading it") {
+  const std::string path = scratch_dir() + "/sized.bin";
+  write_bytes(path, std::vector<uint8_t>(1000, 7));
+  CHECK(ae::img::read_file(path, 1000).size() == 1000);
+  AE_CHECK_CONTAINS(error_of([&] { ae::img::read_file(path, 999); }),
+                    "cannot read " + path + ": the file has 1000 bytes, more than the limit of 999");
+}
+
+TEST_CASE("a PNG chunk longer than the file is refused before libpng allocates it") {
+  // 61 bytes declaring a 2 GB zTXt chunk: libpng allocated and cleared 2 GB for it.
+  std::vector<uint8_t> b = png_header_only(1, 1);
+  b.resize(33);  // signature and IHDR only
+  put32be(b, 0x7ffffff0);
+  for (char c : std::string("zTXtk\0\0", 7)) b.push_back(static_cast<uint8_t>(c));
+  b.resize(61, 0x78);
+  for (const std::string& msg : {error_of([&] { ae::img::decode_image(b.data(), b.size(), "ztxt.png"); }),
+                                 error_of([&] { ae::img::decode_png_gray16(b.data(), b.size(), "ztxt.png"); })}) {
+    AE_CHECK_CONTAINS(msg, "ztxt.png: cannot decode PNG: PNG chunk 'zTXt' at byte 33 declares 2147483632 bytes, "
+                           "more than the 28 bytes left in the file");
+  }
+  // A chunk whose CRC would lie past the end is caught the same way; complete files still decode.
+  const std::vector<uint8_t> good = ae::img::encode_png(smooth(7, 5));
+  const std::vector<uint8_t> cut(good.begin(), good.end() - 14);  // into IEND's predecessor's CRC
+  AE_CHECK_CONTAINS(error_of([&] { ae::img::decode_image(cut.data(), cut.size(), "cut.png"); }), "cut.png: cannot decode PNG");
+  CHECK(decode(good).width == 7);
 }

@@ -3,7 +3,14 @@
 
 #include <cmath>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
 #include "runtime/error.h"
+#include "tests/support/expect.h"
+#include "tests/support/files.h"
 #include "train/labels.h"
 #include "train/metrics.h"
 
@@ -68,6 +75,28 @@ TEST_CASE("malformed label files name the file, the line and the problem") {
                        doctest::Contains("d.csv:2: index 'a.jpg' and image 'b.jpg' differ"), Error);
   CHECK_THROWS_WITH_AS(data::read_labels("/nonexistent/labels.csv"),
                        doctest::Contains("cannot open label file '/nonexistent/labels.csv'"), Error);
+}
+
+TEST_CASE("label lines and files above the limits are refused before they are split or read") {
+  using ae::test::error_of;
+  const std::string long_name(data::kMaxLabelLineBytes, 'a');
+  // A line of kMaxLabelLineBytes passes; longer ones are refused, in the header and in data rows,
+  // in both formats.
+  const std::string ok_name(data::kMaxLabelLineBytes - 4, 'a');
+  CHECK(data::parse_labels("image,score\n" + ok_name + ",1.5\n", "ok.csv").rows.at(0).image == ok_name);
+  AE_CHECK_CONTAINS(error_of([&] { data::parse_labels("image,score\nb.jpg,1\n" + long_name + ",1.5\n", "long.csv"); }),
+                    "long.csv:3: line of 65540 bytes is longer than the limit of 65536 bytes");
+  AE_CHECK_CONTAINS(error_of([&] { data::parse_labels("\n" + long_name + "a\n", "header.csv"); }),
+                    "header.csv:2: line of 65537 bytes");
+  AE_CHECK_CONTAINS(error_of([&] { data::parse_labels("worker \" imagePair\" \" score\"\n" + long_name + " x y 1\n", "w.csv"); }),
+                    "w.csv:2: line of 65542 bytes");
+  // A file above the size limit is refused from its size (a sparse file: no disk space used).
+  const ae::test::TempDir dir;
+  const std::string path = dir.file("huge.csv");
+  ae::test::write_file(path, "image,score\n");
+  std::filesystem::resize_file(path, data::kMaxLabelFileBytes + 1);
+  AE_CHECK_CONTAINS(error_of([&] { data::read_labels(path); }),
+                    "label file '" + path + "' has 1073741825 bytes, more than the limit of 1073741824");
 }
 
 TEST_CASE("average ranks, Spearman and Pearson match scipy's definitions") {

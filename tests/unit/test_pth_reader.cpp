@@ -729,4 +729,75 @@ TEST_CASE("pth: flipping each byte of data.pkl gives a clean ae::Error or a vali
   AE_CHECK_CONTAINS(error_of(write_file("flipped_crc.pth", s)), "member 'archive/data.pkl' fails its CRC-32 check");
 }
 
+TEST_CASE("pth: a pickle that builds too much is refused at the limit, naming it") {
+  using ae::weights::kMaxPickleMemo;
+  using ae::weights::kMaxPickleObjects;
+  using ae::weights::kMaxPickleStack;
+  const std::string start = lit("\x80\x02");
+  SUBCASE("objects") {  // EMPTY_LIST, POP, ...: one object each, the stack stays empty
+    std::string p = start;
+    for (std::size_t i = 0; i <= kMaxPickleObjects; ++i) p += "]0";
+    const std::string msg = error_of(file_with("objects.pth", p + "."));
+    AE_CHECK_CONTAINS(msg, "(EMPTY_LIST): the pickle builds more than " + std::to_string(kMaxPickleObjects) + " objects");
+    AE_CHECK_CONTAINS(msg, "objects.pth: member 'archive/data.pkl': pickle byte " + std::to_string(2 + 2 * kMaxPickleObjects));
+  }
+  SUBCASE("stack") {  // one object pushed again and again: no new objects
+    const std::string p = start + "N" + std::string(kMaxPickleStack, '2') + ".";
+    AE_CHECK_CONTAINS(error_of(file_with("stack.pth", p)),
+                      "(DUP): the pickle stack grows beyond " + std::to_string(kMaxPickleStack) + " entries");
+  }
+  SUBCASE("marks") {
+    const std::string p = start + std::string(kMaxPickleStack + 1, '(') + ".";
+    AE_CHECK_CONTAINS(error_of(file_with("marks.pth", p)), "(MARK): more than " + std::to_string(kMaxPickleStack) + " open MARKs");
+  }
+  SUBCASE("memo") {  // one object memoised under ever new indices
+    Pickle p;
+    p.proto(2).op('N');
+    for (uint32_t i = 0; i <= kMaxPickleMemo; ++i) p.op('r', i);
+    AE_CHECK_CONTAINS(error_of(file_with("memo.pth", p.stop().b)),
+                      "(LONG_BINPUT): the pickle memoises more than " + std::to_string(kMaxPickleMemo) + " objects");
+  }
+}
+
+TEST_CASE("pth: a dict of 200,000 keys loads in linear time and a repeated key keeps its last value") {
+  Pickle p;
+  p.proto(2).op('}').mark();
+  for (int i = 0; i < 200000; ++i) p.str("k" + std::to_string(i)).integer(i % 7);
+  p.str("x").tensor("FloatStorage", "0", 1, 0, {}, {});
+  p.str("x").tensor("FloatStorage", "1", 1, 0, {}, {});  // replaces the first "x"
+  p.op('u').stop();
+  const std::vector<float> one = {1}, two = {2};
+  const auto got = read_pth(file_with("many_keys.pth", p.b, {{"archive/data/0", raw(one)}, {"archive/data/1", raw(two)}}));
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].first == "x");
+  CHECK(floats(got[0].second) == std::vector<float>{2});
+}
+
+TEST_CASE("pth: many keys naming one storage cannot add up to more elements than the limit") {
+  // 20 keys, each the whole 1000-element storage through the memo: 20,000 elements from a file of
+  // about 5 kB, refused before the key that passes the limit is built.
+  const std::vector<float> storage(1000, 0.5f);
+  Pickle p;
+  p.proto(2).op('}').mark().str("k0").tensor("FloatStorage", "0", 1000, 0, {1000}, {1}).op('q', uint8_t{1});
+  for (int i = 1; i < 20; ++i) p.str("k" + std::to_string(i)).op('h', uint8_t{1});
+  p.op('u').stop();
+  const std::string path = file_with("shared_storage.pth", p.b, {{"archive/data/0", raw(storage)}});
+  ae::weights::PthOptions options;
+  CHECK(read_pth(path, options).size() == 20);  // the default allowance holds them
+  options.extra_elements = 100;
+  const uint64_t file_bytes = std::filesystem::file_size(path);
+  const std::string msg = ae::test::error_of([&] { read_pth(path, options); });
+  AE_CHECK_CONTAINS(msg, "the tensors hold more than " + std::to_string(2 * file_bytes + 100) + " elements in all");
+  AE_CHECK_CONTAINS(msg, "refused before allocating them");
+}
+
+TEST_CASE("pth: a size-1 dimension with a stride near 2^63 reads the one element (no int64 overflow)") {
+  const std::vector<double> six = {0, 1, 2, 3, 4, 5};
+  Pickle p;
+  p.proto(2).op('}').str("x").tensor("DoubleStorage", "0", 6, 5, {1, 2}, {INT64_MAX, 0}).op('s').stop();
+  const auto got = read_pth(file_with("stride.pth", p.b, {{"archive/data/0", raw(six)}}));
+  REQUIRE(got.size() == 1);
+  CHECK(floats(got[0].second) == std::vector<float>{5, 5});
+}
+
 }  // namespace

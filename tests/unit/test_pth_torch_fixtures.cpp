@@ -85,7 +85,8 @@ std::vector<double> values_of(const ae::Tensor& t) {
 void check_against_torch(const NamedTensors& got, const nlohmann::json& want) {
   REQUIRE(got.size() == want.size());
   for (std::size_t i = 0; i < got.size(); ++i) {
-    const auto& [name, t] = got[i];
+    const std::string& name = got[i].first;  // not a structured binding: CAPTURE's lambda takes it (clang 14)
+    const ae::Tensor& t = got[i].second;
     const auto& w = want[i];
     CAPTURE(name);
     REQUIRE(name == w["name"].get<std::string>());

@@ -470,3 +470,34 @@ TEST_CASE("safetensors: every truncation and random byte corruption is an ae::Er
   }
   CHECK(refused > 1000);  // nearly every corruption of such a small file is detected
 }
+
+TEST_CASE("safetensors: hostile headers are refused by limits, without building or quoting them whole") {
+  const TempDir dir;
+  SUBCASE("JSON nested deeper than 16 levels") {
+    const std::string header = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    expect_refused_bytes(dir, st_bytes(header, ""), {"header nests JSON deeper than 16 levels"});
+  }
+  SUBCASE("a header length of 2^64 - 1") {
+    expect_refused_bytes(dir, le64(~uint64_t{0}) + "{}", {"header length 18446744073709551615 exceeds the limit"});
+  }
+  SUBCASE("a 50,000-character value is quoted in 200 characters") {
+    const std::string header =
+        "{\"t\":{\"dtype\":\"F32\",\"shape\":\"" + std::string(50000, 'x') + "\",\"data_offsets\":[0,0]}}";
+    const std::string path = dir.file("long.safetensors");
+    write_file(path, st_bytes(header, ""));
+    const std::string msg = error_of([&] { ae::st::read_safetensors(path); });
+    AE_CHECK_CONTAINS(msg, "shape must be an array, found \"xxxx");
+    AE_CHECK_CONTAINS(msg, "... (50002 characters)");
+    CHECK(msg.size() < 600);
+  }
+}
+
+TEST_CASE("safetensors: a zero-size tensor whose other dimensions multiply past int64 loads as empty") {
+  const TempDir dir;
+  const std::string path = dir.file("zero.safetensors");
+  write_file(path, st_bytes("{\"t\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,2,0],\"data_offsets\":[0,0]}}", ""));
+  const ae::st::SafetensorsFile f = ae::st::read_safetensors(path);
+  REQUIRE(f.tensors.size() == 1);
+  CHECK(f.tensors[0].second.numel() == 0);
+  CHECK(f.tensors[0].second.shape() == ae::Shape{int64_t{1} << 62, 2, 0});
+}

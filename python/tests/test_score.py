@@ -1,0 +1,114 @@
+"""aesthete.Model.score against `aesthete score`, arrays against files, stars, users, threads."""
+import struct
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+import aesthete
+from conftest import BINARY, cli_scores, run
+
+
+def write_png(path, rgb):
+    """A minimal 8-bit RGB PNG writer (no aesthete code involved), for array-versus-file checks."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_scores_equal_the_command_line_bit_for_bit(data, model):
+    paths = data.photos(21)  # batches of 16 and 5, as the command line makes them
+    z = model.score(paths)
+    assert z.dtype == np.float32 and z.shape == (21,)
+    cli = cli_scores(paths, "--model", data.generic)
+    for p, v in zip(paths, z):
+        text, stars = cli[p]
+        assert np.float32(float(text)) == v, (p, text, repr(v))  # the CSV holds the float exactly
+        assert abs(float(stars) - model.stars(float(v))) <= 0.5e-4
+    # One photo alone is a batch of one, on both sides. (Its z can differ from its z within a batch
+    # of 16 in the last bits: the CPU convolutions' summation depends on the batch size.)
+    alone = model.score(paths[3])
+    assert isinstance(alone, float)
+    assert np.float32(float(cli_scores([paths[3]], "--model", data.generic)[paths[3]][0])) == alone
+
+
+def test_real_photos_score_as_on_the_command_line(data, model, real_photos):
+    z = model.score(real_photos)
+    cli = cli_scores(real_photos, "--model", data.generic)
+    assert [np.float32(float(cli[p][0])) for p in real_photos] == list(z)
+    assert len(set(z.tolist())) == len(real_photos)  # different photos, different scores
+
+
+def test_an_array_scores_as_the_same_image_from_a_file(model, tmp_path):
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, size=(45, 61, 3), dtype=np.uint8)
+    write_png(tmp_path / "x.png", rgb)
+    assert np.array_equal(aesthete.read_image(tmp_path / "x.png"), rgb)
+    assert model.score(rgb) == model.score(str(tmp_path / "x.png"))
+    # A batch, a non-contiguous view (copied) and a list of paths agree photo by photo.
+    batch = rng.integers(0, 256, size=(3, 45, 61, 3), dtype=np.uint8)
+    for i in range(3):
+        write_png(tmp_path / f"b{i}.png", batch[i])
+    zb = model.score(batch)
+    assert np.array_equal(zb, model.score([str(tmp_path / f"b{i}.png") for i in range(3)]))
+    flipped = batch[:, :, ::-1]
+    assert not flipped.flags.c_contiguous
+    assert np.array_equal(model.score(flipped), model.score(np.ascontiguousarray(flipped)))
+    assert not np.array_equal(model.score(flipped), zb)
+
+
+def test_stars_are_the_command_lines_mapping_clamped():
+    assert aesthete.stars(0.0) == pytest.approx(3.0183403576)
+    assert aesthete.stars(1.0) == pytest.approx(3.0183403576 + 1.1001719588)
+    assert aesthete.stars(-10.0) == 1.0 and aesthete.stars(10.0) == 5.0
+    s = aesthete.stars(np.array([-10.0, 0.0, 10.0], dtype=np.float32))
+    assert s.shape == (3,) and s[0] == 1.0 and s[2] == 5.0
+
+
+def test_a_user_file_scores_as_score_dash_dash_user(data, model, tmp_path):
+    user, paths, ratings = data.person()
+    u = model.personalise(paths, ratings, k=None, mode="head", epochs=1, user_id=user)
+    f = tmp_path / "u.safetensors"
+    u.save(str(f))
+    z = model.score(paths[:5], user=model.load_user(str(f)))
+    cli = cli_scores(paths[:5], "--model", data.generic, "--user", f)
+    assert [np.float32(float(cli[p][0])) for p in paths[:5]] == list(z)
+
+
+def test_threads_scoring_one_model_get_the_sequential_results(data, model):
+    # Half of the threads score for a person, half for the generic model: the binding of the one
+    # backbone changes between calls, so unserialised calls would mix them up.
+    user, paths, ratings = data.person()
+    u = model.personalise(paths, ratings, k=None, mode="head", epochs=1, user_id=user)
+    photos = data.photos(12)
+    expected = {None: model.score(photos), "u": model.score(photos, user=u)}
+    assert not np.array_equal(expected[None], expected["u"])
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                results[i] = model.score(photos, user=u if i % 2 else None)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(6):
+        assert np.array_equal(results[i], expected["u" if i % 2 else None]), i
+
+
+def test_the_binary_under_test_is_this_builds(data):
+    assert BINARY.exists()
+    assert "aesthete" in run(BINARY, "--version").stdout
