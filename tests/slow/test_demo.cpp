@@ -8,7 +8,6 @@
 #include <map>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include "tests/support/check.h"
 #include "tests/support/expect.h"
@@ -24,30 +23,9 @@ namespace {
 
 // user -> (rho_generic, rho_personal) from a results.csv of `aesthete personalise`.
 std::map<std::string, std::pair<double, double>> read_rho(const std::string& path) {
-  std::istringstream in(test::read_file(path));
-  std::string line;
-  std::getline(in, line);
-  std::vector<std::string> header;
-  auto split = [](const std::string& s) {
-    std::vector<std::string> f;
-    std::string cur;
-    for (char c : s + ",")
-      if (c == ',') f.push_back(cur), cur.clear();
-      else cur += c;
-    return f;
-  };
-  header = split(line);
-  auto col = [&](const std::string& name) {
-    const auto it = std::find(header.begin(), header.end(), name);
-    REQUIRE(it != header.end());
-    return static_cast<std::size_t>(it - header.begin());
-  };
-  const std::size_t user = col("user"), generic = col("rho_generic"), personal = col("rho_personal");
   std::map<std::string, std::pair<double, double>> out;
-  while (std::getline(in, line)) {
-    const auto f = split(line);
-    out[f[user]] = {std::stod(f[generic]), std::stod(f[personal])};
-  }
+  for (const auto& row : test::read_csv_rows(path))
+    out[row.at("user")] = {std::stod(row.at("rho_generic")), std::stod(row.at("rho_personal"))};
   return out;
 }
 

@@ -53,6 +53,32 @@ std::string read_file_if_present(const std::string& path) {
   return ss.str();
 }
 
+std::vector<std::map<std::string, std::string>> read_csv_rows(const std::string& path) {
+  std::istringstream in(read_file(path));
+  auto split = [](const std::string& line) {
+    std::vector<std::string> fields(1);
+    for (char c : line) {
+      if (c == ',') fields.emplace_back();
+      else if (c != '\r') fields.back() += c;
+    }
+    return fields;
+  };
+  std::string line;
+  std::getline(in, line);
+  const std::vector<std::string> header = split(line);
+  std::vector<std::map<std::string, std::string>> rows;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto fields = split(line);
+    REQUIRE_MESSAGE(fields.size() == header.size(), path << ": a row of " << fields.size() << " fields under a header of "
+                                                         << header.size());
+    std::map<std::string, std::string> row;
+    for (std::size_t i = 0; i < fields.size(); ++i) row[header[i]] = fields[i];
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

@@ -1,6 +1,7 @@
 #pragma once
 // Scratch files for tests: unique temporary paths and directories, whole-file reads and writes.
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,5 +35,10 @@ std::string read_file(const std::string& path);
 std::string read_file_if_present(const std::string& path);
 // Writes (replaces) the file; a failed check (fatal) when it cannot be written.
 void write_file(const std::string& path, const std::string& bytes);
+
+// A comma-separated file with a header row and no quoted fields (what our commands write:
+// results.csv, attributes.csv, metrics.csv), as one column -> value map per row; a failed check
+// (fatal) when a row has another number of fields than the header.
+std::vector<std::map<std::string, std::string>> read_csv_rows(const std::string& path);
 
 }  // namespace ae::test

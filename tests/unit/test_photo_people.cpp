@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "model/checkpoint.h"
 #include "tests/support/expect.h"
@@ -56,26 +55,16 @@ data::PhotoPeopleConfig small_config(const std::string& photos) {
 
 // image -> column -> value, from attributes.csv
 std::map<std::string, std::map<std::string, std::string>> read_attributes(const std::string& path) {
-  std::istringstream in(test::read_file(path));
-  std::string line;
-  std::getline(in, line);
-  std::vector<std::string> header;
-  auto split = [](const std::string& s) {
-    std::vector<std::string> f;
-    std::string cur;
-    for (char c : s + ",")
-      if (c == ',') f.push_back(cur), cur.clear();
-      else cur += c;
-    return f;
-  };
-  header = split(line);
   std::map<std::string, std::map<std::string, std::string>> out;
-  while (std::getline(in, line)) {
-    const auto f = split(line);
-    REQUIRE(f.size() == header.size());
-    for (std::size_t i = 0; i < f.size(); ++i) out[f[0]][header[i]] = f[i];
-  }
+  for (auto& row : test::read_csv_rows(path)) out[row.at("image")] = std::move(row);
   return out;
+}
+
+// The Debian sample photos, or "" (the caller then skips with a message, never passes).
+std::string photos_or_skip() {
+  const std::string photos = test::test_photos_dir();
+  if (photos.empty()) MESSAGE("skipped: the Debian sample photos are not available");
+  return photos;
 }
 
 }  // namespace
@@ -97,11 +86,8 @@ TEST_CASE("measure_photo: the statistics the simulated tastes are about, on a kn
 }
 
 TEST_CASE("make_photo_people_dataset: FLICKR-AES files, disjoint splits, measured statistics, byte-identical reruns") {
-  const std::string photos = test::test_photos_dir();
-  if (photos.empty()) {
-    MESSAGE("skipped: the Debian sample photos are not available");
-    return;
-  }
+  const std::string photos = photos_or_skip();
+  if (photos.empty()) return;
   test::TempDir a, b;
   const data::PhotoPeopleConfig c = small_config(photos);
   const data::PhotoPeopleDataset d = data::make_photo_people_dataset(a.path.string(), c);
@@ -156,11 +142,8 @@ TEST_CASE("make_photo_people_dataset: FLICKR-AES files, disjoint splits, measure
 }
 
 TEST_CASE("make_photo_people_dataset: each person's stars follow their taste; the generic labels follow quality") {
-  const std::string photos = test::test_photos_dir();
-  if (photos.empty()) {
-    MESSAGE("skipped: the Debian sample photos are not available");
-    return;
-  }
+  const std::string photos = photos_or_skip();
+  if (photos.empty()) return;
   test::TempDir dir;
   data::PhotoPeopleConfig c = small_config(photos);
   c.variants_per_photo = 60;
@@ -197,11 +180,8 @@ TEST_CASE("make_photo_people_dataset: each person's stars follow their taste; th
 }
 
 TEST_CASE("make_photo_people_dataset: what cannot make a set is refused with a message naming it") {
-  const std::string photos = test::test_photos_dir();
-  if (photos.empty()) {
-    MESSAGE("skipped: the Debian sample photos are not available");
-    return;
-  }
+  const std::string photos = photos_or_skip();
+  if (photos.empty()) return;
   test::TempDir dir;
   data::PhotoPeopleConfig c = small_config(photos);
   c.photos.push_back("no_such_photo.jpg");
