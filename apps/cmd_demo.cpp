@@ -6,6 +6,8 @@
 // Steps: the photos (Debian packages, cached) -> make-dataset --from-photos -> train (generic) ->
 // personalise (adapters with --fit-all; head and full for comparison) -> enhance (each held-out
 // photo, generic and per person) -> saliency (generic, and each person minus generic) -> the page.
+// A departure from DESIGN.md's "apps/ parses and prints": this command orchestrates processes, on
+// purpose, so that the commands a reader copies from the page are the ones that produced it.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,7 +40,7 @@ struct DemoArgs {
 };
 
 // The demo's sizes: chosen so that the full demo stays within 10 minutes on a 2-core CPU without a
-// GPU (bench/RESULTS.md records the measured time) and --quick within about 3 minutes (the slow test).
+// GPU (bench/RESULTS.md records the measured time) and --quick within a few minutes (slow/test_demo).
 DemoSettings settings_for(const DemoArgs& a) {
   DemoSettings s;
   s.quick = a.quick;
@@ -53,13 +55,6 @@ DemoSettings settings_for(const DemoArgs& a) {
     s.smoothgrad = 8;
   }
   return s;
-}
-
-std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_of(" '\"\\$`!*?;&|<>()") == std::string::npos) return s;
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 // Runs aesthete subcommands as child processes of this very binary, in order, recording each.

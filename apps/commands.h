@@ -27,6 +27,8 @@ void set_exit_code(int code);
 int exit_code();
 // The process arguments (for "continue with" hints).
 const std::vector<std::string>& command_line();
+// `s` as one word for a POSIX shell (quoted only when it needs to be).
+std::string shell_quote(const std::string& s);
 // The process command line, shell-quoted (reports say how to reproduce a result).
 std::string shell_command_line();
 // The same with --resume added and the testing flag --stop-after-steps removed.

@@ -17,14 +17,12 @@ std::vector<std::string> g_command_line;
 
 const std::vector<std::string>& command_line() { return g_command_line; }
 
-namespace {
 std::string shell_quote(const std::string& s) {
   if (!s.empty() && s.find_first_of(" '\"\\$`!*?;&|<>()") == std::string::npos) return s;
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
 }
-}  // namespace
 
 std::string shell_command_line() {
   std::string out;
