@@ -336,6 +336,26 @@ json row_json(const RunRow& r) {
               {"unreadable", r.unreadable}};
 }
 
+// A run's row before training: its sizes and epoch 0, which is the generic model itself (the
+// state starts as an exact copy of it), scored from the per-user generic predictions.
+RunRow epoch_zero_row(const std::string& user, const Draw& d, int repeat, const std::vector<double>& generic_pred,
+                      const std::vector<double>& truth) {
+  RunRow row;
+  row.user = user;
+  row.repeat = repeat;
+  row.n_train = static_cast<int64_t>(d.train.size());
+  row.n_val = static_cast<int64_t>(d.val.size());
+  row.n_test = static_cast<int64_t>(d.test.size());
+  const Scores g_test = score_subset(generic_pred, truth, d.test);
+  row.rho_generic = g_test.rho;
+  row.mse_generic = g_test.mse;
+  row.test_rho.push_back(g_test.rho);
+  row.test_mse.push_back(g_test.mse);
+  row.train_loss.push_back(nan());
+  if (!d.val.empty()) row.val_mse.push_back(score_subset(generic_pred, truth, d.val).mse);
+  return row;
+}
+
 RunRow row_from_json(const json& j) {
   RunRow r;
   r.user = j.at("user").get<std::string>();
@@ -543,23 +563,8 @@ class Protocol {
     std::map<std::string, std::string> metadata;
   };
 
-  // A run's row before training: its sizes and epoch 0, which is the generic model itself (the
-  // state starts as an exact copy of it), scored from the per-user generic predictions.
   RunRow first_row(const UserData& u, const Draw& d, int repeat) const {
-    RunRow row;
-    row.user = u.id;
-    row.repeat = repeat;
-    row.n_train = static_cast<int64_t>(d.train.size());
-    row.n_val = static_cast<int64_t>(d.val.size());
-    row.n_test = static_cast<int64_t>(d.test.size());
-    const Scores g_test = score_subset(generic_pred_, truth_, d.test);
-    row.rho_generic = g_test.rho;
-    row.mse_generic = g_test.mse;
-    row.test_rho.push_back(g_test.rho);
-    row.test_mse.push_back(g_test.mse);
-    row.train_loss.push_back(nan());
-    if (!d.val.empty()) row.val_mse.push_back(score_subset(generic_pred_, truth_, d.val).mse);
-    return row;
+    return epoch_zero_row(u.id, d, repeat, generic_pred_, truth_);
   }
 
   // One (user, repeat): false when interrupted.
@@ -888,23 +893,10 @@ FitResult fit_user(model::SharedModel& shared, const std::string& user_id, const
   data::Loader val_loader(pick(u, d.val), loader_config(0, false));
 
   FitResult result;
+  result.row = epoch_zero_row(user_id, d, repeat, generic_pred, truth);
   RunRow& row = result.row;
-  row.user = user_id;
-  row.repeat = repeat;
-  row.n_train = static_cast<int64_t>(d.train.size());
-  row.n_val = static_cast<int64_t>(d.val.size());
-  row.n_test = static_cast<int64_t>(d.test.size());
-  const Scores g_test = score_subset(generic_pred, truth, d.test);
-  row.rho_generic = g_test.rho;
-  row.mse_generic = g_test.mse;
-  row.test_rho.push_back(g_test.rho);
-  row.test_mse.push_back(g_test.mse);
-  row.train_loss.push_back(nan());
   std::shared_ptr<model::UserState> best;
-  if (!d.val.empty()) {
-    row.val_mse.push_back(score_subset(generic_pred, truth, d.val).mse);
-    best = shared.snapshot();
-  }
+  if (!d.val.empty()) best = shared.snapshot();
   net.set_dropout_step(seed >> 40);
 
   const auto t0 = Clock::now();
