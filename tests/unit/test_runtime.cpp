@@ -1,7 +1,11 @@
-// Tensor, device parsing, errors and the Philox RNG.
+// Tensor, device parsing, errors, the host allocator's block cache and the Philox RNG.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <cstring>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include "runtime/alloc.h"
 #include "runtime/device.h"
@@ -103,4 +107,109 @@ TEST_CASE("philox uniform stream: deterministic, in [0,1), roughly uniform, seed
   int same = 0;
   for (int i = 0; i < 1000; ++i) same += philox::u32(1, i) == philox::u32(2, i);
   CHECK(same < 3);
+}
+
+namespace {
+// Restores the cache limit a test changed.
+struct CacheLimitGuard {
+  std::size_t saved = host_memory_stats().cache_limit;
+  ~CacheLimitGuard() { set_host_cache_limit(saved); }
+};
+}  // namespace
+
+TEST_CASE("host blocks are 64-byte aligned and writable to their last byte, small and large") {
+  for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{65},
+                            std::size_t{131071}, std::size_t{131072}, std::size_t{1000001}, std::size_t{9u << 20}}) {
+    INFO(bytes << " bytes");
+    auto* p = static_cast<unsigned char*>(host_alloc(bytes));
+    CHECK(reinterpret_cast<std::uintptr_t>(p) % kHostAlignment == 0);
+    std::memset(p, 0xab, bytes);
+    host_free(p);
+  }
+  host_free(nullptr);
+  CHECK_THROWS_WITH_AS(host_alloc(std::size_t{1} << 63), doctest::Contains("out of host memory"), Error);
+}
+
+TEST_CASE("a freed large block is handed out again for a request of its size class; the cache is bounded") {
+  if (!host_cache_supported()) {
+    MESSAGE("SKIPPED: this is an AddressSanitizer build, where the host cache is off so that a use after free stays visible");
+    CHECK(host_memory_stats().cache_limit == 0);
+    return;
+  }
+  CacheLimitGuard guard;
+  set_host_cache_limit(std::size_t{64} << 20);
+  release_host_cache();
+  const HostMemoryStats s0 = host_memory_stats();
+
+  // 1,000,000 and 1,040,000 bytes share the 1 MiB class (8 classes per power of two).
+  void* a = host_alloc(1000000);
+  host_free(a);
+  CHECK(host_memory_stats().cached_bytes == (std::size_t{1} << 20) + kHostAlignment);
+  void* b = host_alloc(1040000);
+  CHECK(b == a);
+  HostMemoryStats s1 = host_memory_stats();
+  CHECK(s1.cache_hits == s0.cache_hits + 1);
+  CHECK(s1.allocations == s0.allocations + 2);
+  CHECK(s1.cached_bytes == 0);
+  CHECK(s1.live_bytes == s0.live_bytes + (std::size_t{1} << 20) + kHostAlignment);
+  // A request of another class does not take it.
+  host_free(b);
+  void* c = host_alloc(1200000);
+  CHECK(c != b);
+  host_free(c);
+
+  // Small blocks are glibc's business: never cached.
+  const std::size_t cached = host_memory_stats().cached_bytes;
+  host_free(host_alloc(4096));
+  CHECK(host_memory_stats().cached_bytes == cached);
+
+  // Lowering the limit releases down to it; limit 0 caches nothing.
+  set_host_cache_limit((std::size_t{1} << 20) + kHostAlignment);
+  CHECK(host_memory_stats().cached_bytes <= (std::size_t{1} << 20) + kHostAlignment);
+  set_host_cache_limit(0);
+  CHECK(host_memory_stats().cached_bytes == 0);
+  void* d = host_alloc(1 << 20);
+  host_free(d);
+  CHECK(host_memory_stats().cached_bytes == 0);
+
+  // The bound holds however much is freed.
+  set_host_cache_limit(std::size_t{3} << 20);
+  std::vector<void*> blocks;
+  for (int i = 0; i < 8; ++i) blocks.push_back(host_alloc(1 << 20));
+  for (void* p : blocks) host_free(p);
+  CHECK(host_memory_stats().cached_bytes <= std::size_t{3} << 20);
+  CHECK(host_memory_stats().cached_bytes >= std::size_t{2} << 20);
+  release_host_cache();
+  CHECK(host_memory_stats().cached_bytes == 0);
+}
+
+TEST_CASE("host blocks live at once never overlap, with threads allocating and freeing together") {
+  CacheLimitGuard guard;
+  set_host_cache_limit(std::size_t{32} << 20);
+  const std::size_t live0 = host_memory_stats().live_bytes;
+  std::vector<std::thread> threads;
+  std::vector<int> bad(4, 0);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([t, &bad] {
+      std::vector<std::pair<unsigned char*, std::size_t>> held;
+      for (int i = 0; i < 300; ++i) {
+        const std::size_t bytes = (std::size_t{130} << 10) + static_cast<std::size_t>((i * 7919 + t * 104729) % 900000);
+        auto* p = static_cast<unsigned char*>(host_alloc(bytes));
+        std::memset(p, t * 16 + (i % 16), bytes);
+        held.emplace_back(p, bytes);
+        if (held.size() > 3) {  // free the oldest after checking nobody else wrote into it
+          auto [q, n] = held.front();
+          held.erase(held.begin());
+          const unsigned char want = q[0];
+          for (std::size_t k = 0; k < n; k += 997) bad[t] += q[k] != want;
+          bad[t] += (want >> 4) != t;
+          host_free(q);
+        }
+      }
+      for (auto [q, n] : held) host_free(q);
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) CHECK(bad[t] == 0);
+  CHECK(host_memory_stats().live_bytes == live0);
+  CHECK(host_memory_stats().peak_live_bytes > live0);
 }
