@@ -52,38 +52,6 @@ struct Column {
   std::shared_ptr<model::UserState> resident;  // loaded state, when kept in memory
 };
 
-// A batch of decoded photos: same-size photos share one tensor; native sizes go one at a time.
-struct PhotoBatch {
-  std::vector<std::string> names;
-  Tensor x;
-};
-
-// Decodes up to `max_bytes` of preprocessed input from files[next...] into batches.
-std::vector<PhotoBatch> decode_chunk(const std::vector<std::string>& files, std::size_t& next, int size, int batch,
-                                     std::size_t max_bytes, int& failures) {
-  std::vector<PhotoBatch> out;
-  std::size_t bytes = 0;
-  while (next < files.size() && (out.empty() || bytes < max_bytes)) {
-    const std::size_t per_batch = size > 0 ? static_cast<std::size_t>(std::max(1, batch)) : 1;
-    PhotoBatch b;
-    std::vector<Tensor> inputs;
-    for (; next < files.size() && inputs.size() < per_batch; ++next) {
-      try {
-        inputs.push_back(img::preprocess_eval(img::read_image(files[next]), size));
-        b.names.push_back(files[next]);
-      } catch (const Error& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        ++failures;
-      }
-    }
-    if (inputs.empty()) continue;
-    b.x = train::stack_inputs(inputs);
-    bytes += b.x.nbytes();
-    out.push_back(std::move(b));
-  }
-  return out;
-}
-
 std::string column_name(const model::UserState& s, const std::string& path, std::set<std::string>& taken) {
   std::string base = s.user_id.empty() ? fs::path(path).stem().string() : s.user_id;
   for (char& c : base)
@@ -150,22 +118,27 @@ void run_score(const ScoreArgs& a) {
   }
   std::printf("\n");
   int failures = 0;
-  // Photos are decoded once and scored for every person; the chunk bounds the decoded bytes.
-  constexpr std::size_t kChunkBytes = std::size_t{256} << 20;
-  std::size_t next = 0;
-  while (next < files.size()) {
-    const std::vector<PhotoBatch> chunk = decode_chunk(files, next, size, a.batch, kChunkBytes, failures);
+  // Photos are decoded once and scored for every person, the next chunk decoded while this one is
+  // scored. Resident states are cheap to bind, so a chunk is one batch and the overlap starts at
+  // once; states streamed from disk are read once per chunk, so their chunks are large.
+  const std::size_t chunk_bytes = resident ? 0 : std::size_t{128} << 20;
+  train::PhotoChunkReader reader(files, size, a.batch, chunk_bytes);
+  while (!reader.done()) {
+    const train::PhotoChunk chunk = reader.next();
+    for (const std::string& why : chunk.failures) std::fprintf(stderr, "error: %s\n", why.c_str());
+    failures += static_cast<int>(chunk.failures.size());
+    const std::vector<train::PhotoBatch>& batches = chunk.batches;
     std::vector<std::vector<std::vector<float>>> z(columns.size());  // column, batch, photo
     for (std::size_t c = 0; c < columns.size(); ++c) {
       if (columns[c].path.empty())
         shared.bind_generic();
       else
         shared.bind(columns[c].resident ? columns[c].resident : shared.load_user(columns[c].path));
-      for (const PhotoBatch& b : chunk) z[c].push_back(train::score_inputs(shared, b.x));
+      for (const train::PhotoBatch& b : batches) z[c].push_back(train::score_inputs(shared, b.x));
     }
-    for (std::size_t bi = 0; bi < chunk.size(); ++bi) {
-      for (std::size_t i = 0; i < chunk[bi].names.size(); ++i) {
-        std::printf("%s", chunk[bi].names[i].c_str());
+    for (std::size_t bi = 0; bi < batches.size(); ++bi) {
+      for (std::size_t i = 0; i < batches[bi].names.size(); ++i) {
+        std::printf("%s", batches[bi].names[i].c_str());
         for (std::size_t c = 0; c < columns.size(); ++c) {
           const float v = z[c][bi][i];  // printed so that it reads back as the same float
           std::printf(",%s,%.4f", session::format_score(v).c_str(), session::stars(v, shared.norm()));
