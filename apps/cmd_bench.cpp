@@ -1,6 +1,7 @@
 // aesthete bench: throughput of the whole training step, inference, and the data loader, on
 // the chosen device. bench/torch_peer.py runs the same work in PyTorch, and bench/compare.sh
 // runs both in one go so the result is a ratio measured side by side.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +32,7 @@ struct BenchArgs {
   int steps = 5;
   int workers = 0;  // 0 = hardware threads
   std::string precision = "f32";
+  std::string mode = "all";  // --what personalise: all, adapters, head or full
 };
 
 using Clock = std::chrono::steady_clock;
@@ -54,29 +56,33 @@ double seconds_per(int steps, F&& step) {
 }
 
 // One Adam training step (forward, MSE, backward, update) of the seed-head model, as trained, through
-// the trainer's own step (train/train_loop.h).
-void bench_model(const BenchArgs& a, Device device) {
+// the trainer's own step (train/train_loop.h), and/or eval-mode inference. Run alone (--what train or
+// inference), a process's peak memory is that workload's (bench/cpu_suite.sh).
+void bench_model(const BenchArgs& a, Device device, bool train, bool infer) {
   model::ModelConfig cfg;
   model::ResNet18 net(cfg);
   net.to(device);
-  train::Optimizer opt(net.trainable_parameters(), {});
-  train::TrainStep step(net, {&opt}, device);
   const Tensor x = random_input({a.batch, a.size, a.size, 3}, 1).to(device);
-  const Tensor target = random_input({a.batch, 1}, 2).to(device);
-  net.set_training(true);
-  const double train_s = seconds_per(a.steps, [&] { step.run(x, target); });
-
-  net.set_training(false);
-  net.set_grad_enabled(false);
-  const double infer_s = seconds_per(a.steps, [&] { net.forward(x).to_vector(); });
   const double imgs = static_cast<double>(a.batch);
   const double gflop_fwd = 3.63 * (a.size / 224.0) * (a.size / 224.0);  // ResNet-18 at 224: 1.81 GMAC
-  std::printf("train-step  device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s at 3x forward)\n",
-              device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / train_s,
-              3 * gflop_fwd * imgs / train_s);
-  std::printf("inference   device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s)\n",
-              device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / infer_s,
-              gflop_fwd * imgs / infer_s);
+  if (train) {
+    train::Optimizer opt(net.trainable_parameters(), {});
+    train::TrainStep step(net, {&opt}, device);
+    const Tensor target = random_input({a.batch, 1}, 2).to(device);
+    net.set_training(true);
+    const double train_s = seconds_per(a.steps, [&] { step.run(x, target); });
+    std::printf("train-step  device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s at 3x forward)\n",
+                device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / train_s,
+                3 * gflop_fwd * imgs / train_s);
+  }
+  if (infer) {
+    net.set_training(false);
+    net.set_grad_enabled(false);
+    const double infer_s = seconds_per(a.steps, [&] { net.forward(x).to_vector(); });
+    std::printf("inference   device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s)\n",
+                device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / infer_s,
+                gflop_fwd * imgs / infer_s);
+  }
 }
 
 // The personalisation step of each mode against a full training step on the same batch and model
@@ -89,8 +95,10 @@ void bench_personalise(const BenchArgs& a, Device device) {
   const Tensor x = random_input({a.batch, a.size, a.size, 3}, 1).to(device);
   const Tensor target = random_input({a.batch, 1}, 2).to(device);
   double full_s = 0;
-  for (train::PersonaliseMode mode :
-       {train::PersonaliseMode::full, train::PersonaliseMode::adapters, train::PersonaliseMode::head}) {
+  std::vector<train::PersonaliseMode> modes = {train::PersonaliseMode::full, train::PersonaliseMode::adapters,
+                                               train::PersonaliseMode::head};
+  if (a.mode != "all") modes = {train::parse_mode(a.mode)};
+  for (train::PersonaliseMode mode : modes) {
     train::configure_mode(net, mode);
     auto owned = train::make_optimizers(net, mode, 1e-4f, mode == train::PersonaliseMode::adapters ? 0.01f : 0.0f);
     std::vector<train::Optimizer*> opts;
@@ -101,10 +109,10 @@ void bench_personalise(const BenchArgs& a, Device device) {
     if (mode == train::PersonaliseMode::full) full_s = s;
     int64_t trainable = 0;
     for (const auto& r : net.trainable_parameters()) trainable += r.param->value.numel();
-    std::printf("personalise-step mode=%-8s device=%s batch=%lld size=%d  %.1f ms/step  %.2f images/s  %.2fx the full "
-                "step  (%lld trainable parameters)\n",
-                train::mode_name(mode), device.str().c_str(), static_cast<long long>(a.batch), a.size, 1e3 * s,
-                static_cast<double>(a.batch) / s, s / full_s, static_cast<long long>(trainable));
+    std::printf("personalise-step mode=%-8s device=%s batch=%lld size=%d  %.1f ms/step  %.2f images/s", train::mode_name(mode),
+                device.str().c_str(), static_cast<long long>(a.batch), a.size, 1e3 * s, static_cast<double>(a.batch) / s);
+    if (full_s > 0) std::printf("  %.2fx the full step", s / full_s);
+    std::printf("  (%lld trainable parameters)\n", static_cast<long long>(trainable));
   }
 }
 
@@ -161,10 +169,14 @@ void bench_loader(const BenchArgs& a) {
 }
 
 void run_bench(const BenchArgs& a) {
-  AE_CHECK(a.what == "all" || a.what == "model" || a.what == "loader" || a.what == "personalise" || a.what == "enhance",
-           "--what must be all, model, personalise, enhance or loader, got '" << a.what << "'");
-  AE_CHECK(a.batch >= (a.what == "enhance" ? 1 : 2) && a.size >= 32 && a.steps >= 1,
-           "bench: need --batch >= 2 (1 for enhance), --size >= 32, --steps >= 1");
+  const std::vector<std::string> kinds = {"all", "model", "train", "inference", "personalise", "enhance", "loader"};
+  AE_CHECK(std::find(kinds.begin(), kinds.end(), a.what) != kinds.end(),
+           "--what must be all, model, train, inference, personalise, enhance or loader, got '" << a.what << "'");
+  AE_CHECK(a.mode == "all" || a.what == "personalise", "--mode is for --what personalise");
+  if (a.mode != "all") (void)train::parse_mode(a.mode);  // refused before any work
+  const bool no_training = a.what == "enhance" || a.what == "inference";  // training BatchNorm needs 2 images
+  AE_CHECK(a.batch >= (no_training ? 1 : 2) && a.size >= 32 && a.steps >= 1,
+           "bench: need --batch >= 2 (1 for enhance and inference), --size >= 32, --steps >= 1");
   apply_conv_math(a.precision, "--precision");
   if (a.what != "loader") {
     const Device device = resolve_device(a.device);
@@ -175,7 +187,7 @@ void run_bench(const BenchArgs& a) {
     else if (a.what == "enhance")
       bench_enhance(a, device);
     else
-      bench_model(a, device);
+      bench_model(a, device, a.what != "inference", a.what != "train");
   }
   if (a.what == "all" || a.what == "loader") bench_loader(a);
 }
@@ -185,7 +197,10 @@ void run_bench(const BenchArgs& a) {
 void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure training-step, inference and loader throughput");
-  cmd->add_option("--what", a->what, "all (model and loader), model, personalise, enhance or loader")->capture_default_str();
+  cmd->add_option("--what", a->what,
+                  "all (model and loader), model (train and inference), train, inference, personalise, enhance or loader")
+      ->capture_default_str();
+  cmd->add_option("--mode", a->mode, "--what personalise: all, adapters, head or full")->capture_default_str();
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--batch", a->batch)->capture_default_str();
   cmd->add_option("--size", a->size)->capture_default_str();
