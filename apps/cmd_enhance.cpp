@@ -9,6 +9,7 @@
 #include "apps/commands.h"
 #include "runtime/atomic_file.h"
 #include "runtime/log.h"
+#include "session/session.h"
 #include "train/enhance.h"
 #include "weights_tools/model_file.h"
 
@@ -50,12 +51,10 @@ void write_photo(const std::string& path, const img::Image& im, int quality) {
   }
 }
 
-double stars(double z, const model::TargetNorm& n) { return std::clamp(z * n.std + n.mean, 1.0, 5.0); }
-
 std::string score_line(const char* who, double before, double after, const model::TargetNorm& n) {
   char buf[200];
-  std::snprintf(buf, sizeof buf, "%-22s z %+.4f -> %+.4f   stars %.3f -> %.3f", who, before, after, stars(before, n),
-                stars(after, n));
+  std::snprintf(buf, sizeof buf, "%-22s z %+.4f -> %+.4f   stars %.3f -> %.3f", who, before, after, session::stars(before, n),
+                session::stars(after, n));
   return buf;
 }
 
@@ -66,12 +65,17 @@ struct Models {
   int size = 224;
 };
 
-void enhance_one(Models& m, const EnhanceArgs& a, const std::string& in, const std::string& out) {
-  const img::Image photo = img::read_image(in);
+// The output's name and folder, checked before any work.
+void check_output(const std::string& out) {
   require_writable_folder(out, "--output");
   const std::string ext = lower_ext(out);
   AE_CHECK(ext == ".jpg" || ext == ".jpeg" || ext == ".png",
            "--output '" << out << "': the name must end in .jpg, .jpeg or .png");
+}
+
+void enhance_one(Models& m, const EnhanceArgs& a, const std::string& in, const std::string& out) {
+  const img::Image photo = img::read_image(in);
+  check_output(out);
   model::SharedModel& shared = *m.shared;
   auto score_all = [&](const img::Image& im, double& chosen, double& generic, double& check) {
     shared.bind_generic();
@@ -120,6 +124,7 @@ void run_enhance(EnhanceArgs& a) {
   AE_CHECK(!a.input.empty() != !a.input_dir.empty(), "give exactly one of --input (--inputimage) and --input-dir");
   AE_CHECK(a.quality >= 1 && a.quality <= 100, "--quality must be in 1..100, got " << a.quality);
   a.o.mode = train::parse_enhance_mode(a.mode);
+  if (!a.input.empty()) check_output(a.output);  // before the model is loaded
   const Device device = resolve_device(a.device);
   const model::Checkpoint ck = weights::load_model_file(a.model);
   Models m;

@@ -4,11 +4,12 @@
 #include <sstream>
 
 #include "apps/commands.h"
-#include "apps/report_html.h"
 #include "runtime/atomic_file.h"
+#include "runtime/dist.h"
 #include "runtime/log.h"
 #include "session/session.h"
 #include "train/personalise.h"
+#include "train/report_html.h"
 #include "train/trainer.h"
 #include "weights_tools/model_file.h"
 
@@ -39,6 +40,7 @@ void run_personalise(PersonaliseArgs& a) {
   o.users = split_list(a.users);
   AE_CHECK(o.k >= 1, "--k is required: the number of each user's ratings to train on (e.g. 10 or 100)");
   o.device = resolve_device(a.device);
+  dist::announce(o.device.str());  // under mpirun: users are dealt to ranks, rank 0 writes the files
   const model::Checkpoint ck = weights::load_model_file(o.model_path);
   model::SharedModel shared(ck, o.device, "--model '" + o.model_path + "'");
   AE_INFO("generic model " << o.model_path << " (" << shared.digest() << ") on " << o.device.str());
@@ -47,7 +49,7 @@ void run_personalise(PersonaliseArgs& a) {
   const std::string report = (fs::path(o.out_dir) / "report.html").string();
   train::PersonaliseHooks hooks;
   hooks.on_run_end = [&](const train::PersonaliseResult& r) {
-    const std::string html = personalisation_report_html(r, command);
+    const std::string html = train::personalisation_report_html(r, command);
     atomic_write(report, html.data(), html.size());
   };
   train::PersonaliseResult r;
@@ -56,7 +58,7 @@ void run_personalise(PersonaliseArgs& a) {
     o.stop = interrupt.flag();
     r = train::run_personalisation(o, shared, hooks);
   }
-  hooks.on_run_end(r);
+  if (dist::is_root()) hooks.on_run_end(r);
   if (r.interrupted) {
     AE_INFO("stopped; progress is saved in " << o.out_dir << "/state.safetensors. Continue with:\n  "
                                              << resume_command_line());

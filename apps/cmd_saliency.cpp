@@ -55,8 +55,6 @@ void check_output_folder(const std::string& output) {
   AE_CHECK(!fs::is_directory(output, ec), "--output '" << output << "' is a folder, not a file name");
 }
 
-double stars_of(double z, const model::TargetNorm& norm) { return std::clamp(z * norm.std + norm.mean, 1.0, 5.0); }
-
 void run_saliency(const SaliencyArgs& a) {
   // Everything that can be refused is refused before the model is loaded.
   AE_CHECK(!a.versus_generic || !a.user.empty(),
@@ -106,10 +104,10 @@ void run_saliency(const SaliencyArgs& a) {
 
   // The scores as `aesthete score` prints them (session::format_score: they read back as the same float).
   std::printf("score: %s\nstars: %.4f\n", session::format_score(static_cast<float>(r.score)).c_str(),
-              stars_of(r.score, shared.norm()));
+              session::stars(r.score, shared.norm()));
   if (r.is_signed)
     std::printf("generic_score: %s\ngeneric_stars: %.4f\n",
-                session::format_score(static_cast<float>(r.generic_score)).c_str(), stars_of(r.generic_score, shared.norm()));
+                session::format_score(static_cast<float>(r.generic_score)).c_str(), session::stars(r.generic_score, shared.norm()));
   std::printf("overlay: %s\nraw: %s\n", a.output.c_str(), raw_path.c_str());
   std::printf("raw_scale: %.9g\n", static_cast<double>(r.max_abs()));
   std::fflush(stdout);

@@ -5,10 +5,11 @@
 #include <sstream>
 
 #include "apps/commands.h"
-#include "apps/report_html.h"
 #include "runtime/atomic_file.h"
+#include "runtime/dist.h"
 #include "runtime/log.h"
 #include "session/session.h"
+#include "train/report_html.h"
 #include "train/trainer.h"
 #include "weights_tools/model_file.h"
 
@@ -26,22 +27,16 @@ void run_train(TrainArgs& a) {
   o.head = model::parse_head(a.head);
   AE_CHECK(o.head != model::HeadType::imagenet, "--head must be seed or linear");
   o.device = resolve_device(a.device);
+  dist::announce(o.device.str());  // under mpirun: data parallel, rank 0 writes the files
   o.optimizer = train::parse_optimizer(a.optimizer);
   o.resize_mode = data::parse_resize_mode(a.resize_mode);
   std::optional<model::Checkpoint> init;
   if (!a.init.empty() && !o.resume) init = weights::load_model_file(a.init);
 
-  std::vector<std::pair<std::string, std::string>> settings = {
-      {"train csv", o.train_csv}, {"images", o.images_dir}, {"validation", o.val_csv.empty() ? "fraction " + std::to_string(o.val_fraction) + " of the training images" : o.val_csv},
-      {"init", a.init.empty() ? "random" : a.init}, {"head", a.head}, {"epochs", std::to_string(o.epochs)},
-      {"batch", std::to_string(o.batch)}, {"optimizer", a.optimizer}, {"lr", std::to_string(o.lr)},
-      {"lr decay", std::to_string(o.lr_decay) + " every " + std::to_string(o.decay_every) + " epochs"},
-      {"input", std::to_string(o.size) + " px (" + a.resize_mode + ", train resize " + std::to_string(o.resize_to) + ")"},
-      {"device", o.device.str()}, {"seed", std::to_string(o.seed)}};
+  const auto settings = train::training_settings(o, a.init, a.head, a.optimizer, a.resize_mode);
   const std::string report = (std::filesystem::path(o.out_dir) / "report.html").string();
   auto write_report = [&](const train::TrainResult& r) {
-    const std::string html = training_report_html(r, settings);
-    atomic_write(report, html.data(), html.size());
+    if (dist::is_root()) train::write_training_report(r, settings, o.out_dir);
   };
 
   train::TrainResult r;
@@ -97,6 +92,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--seed", o.seed)->capture_default_str();
   cmd->add_option("--max-missing", o.max_missing_fraction, "Stop if a larger fraction of listed images is missing")
       ->capture_default_str();
+  cmd->add_flag("--sync-bn,!--no-sync-bn", o.sync_bn,
+                "Under mpirun: BatchNorm statistics of the global batch (default), or of each rank's shard");
   cmd->add_flag("--resume", o.resume, "Continue the run saved in --out");
   cmd->add_option("--stop-after-steps", o.stop_after_steps, "Stop as if interrupted after N steps (testing)")
       ->group("");

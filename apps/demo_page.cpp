@@ -9,17 +9,22 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "apps/report_html.h"
 #include "model/checkpoint.h"
 #include "runtime/atomic_file.h"
 #include "runtime/error.h"
+#include "session/session.h"
 #include "train/image.h"
 #include "train/labels.h"
 #include "train/photo_people.h"
+#include "train/report_html.h"
 
 namespace ae::app {
 
 namespace fs = std::filesystem;
+using train::html_escape;
+using train::Series;
+using train::svg_bar_chart;
+using train::svg_line_chart;
 
 namespace {
 
@@ -73,10 +78,8 @@ double number(const std::map<std::string, std::string>& row, const std::string& 
   return std::strtod(it->second.c_str(), nullptr);
 }
 
-double stars(double z) {
-  const model::TargetNorm n;
-  return std::clamp(z * n.std + n.mean, 1.0, 5.0);
-}
+// The demo's models are trained on the default normalisation (FLICKR-AES's mean and std).
+double stars(double z) { return session::stars(z, model::TargetNorm{}); }
 
 std::string stars_text(double z) { return fmt("%.2f&#9733;", stars(z)) + " <span class='z'>(z " + fmt("%+.2f", z) + ")</span>"; }
 

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "apps/commands.h"
+#include "runtime/dist.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "session/session.h"
@@ -63,6 +64,12 @@ Device resolve_device(const std::string& text) { return session::resolve_device(
 
 int main(int argc, char** argv) {
   ae::app::g_command_line.assign(argv, argv + argc);
+  try {
+    ae::dist::init(&argc, &argv);  // under mpirun: one of several ranks (runtime/dist.h)
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
   CLI::App app{"aesthete: photo aesthetics with ResNet-18, from scratch in C++ and CUDA", "aesthete"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "aesthete 0.1");
@@ -91,10 +98,15 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    ae::dist::finalize();  // every rank parses the same command line, so every rank gets here
     return app.exit(e);
   } catch (const std::exception& e) {
+    // One rank failing alone would leave the others waiting in a collective: end them all.
+    if (ae::dist::size() > 1) ae::dist::abort_job(e.what());
     std::fprintf(stderr, "error: %s\n", e.what());
+    ae::dist::finalize();
     return 1;
   }
+  ae::dist::finalize();
   return ae::app::exit_code();
 }

@@ -19,7 +19,9 @@ HeadType parse_head(const std::string& text) {
   if (text == "seed") return HeadType::seed;
   if (text == "linear") return HeadType::linear;
   if (text == "imagenet") return HeadType::imagenet;
-  AE_FAIL("unknown head type '" << text << "' (expected seed, linear or imagenet)");
+  // The text may come from a file: quoted at most 100 characters long.
+  AE_FAIL("unknown head type '" << text.substr(0, 100) << (text.size() > 100 ? "...' (cut)" : "'")
+                                << " (expected seed, linear or imagenet)");
 }
 
 namespace {

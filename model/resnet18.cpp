@@ -140,11 +140,15 @@ Tensor ResNet18::forward(const Tensor& x) {
 
 Tensor ResNet18::head_forward(const Tensor& features, bool keep) {
   // Each training forward draws fresh masks: the stream offset moves by 2^32 per step.
-  const uint64_t offset = dropout_step_ << 32;
+  // The mask of element i of a [B, F] input is keyed by offset + i; a data-parallel rank's rows
+  // start at global row dropout_first_row_, so its elements move by that many rows of F.
+  auto offset = [&](const Tensor& x) {
+    return (dropout_step_ << 32) + static_cast<uint64_t>(dropout_first_row_ * x.dim(-1));
+  };
   Tensor h = head1_.forward(head0_.forward(features, keep), keep);
-  h = head3_.forward(head2_.forward(h, training_, mix(config_.seed, 1002), offset, keep), training_, keep);
+  h = head3_.forward(head2_.forward(h, training_, mix(config_.seed, 1002), offset(h), keep), training_, keep);
   h = head5_.forward(head4_.forward(h, keep), keep);
-  h = head7_.forward(head6_.forward(h, training_, mix(config_.seed, 1006), offset, keep), training_, keep);
+  h = head7_.forward(head6_.forward(h, training_, mix(config_.seed, 1006), offset(h), keep), training_, keep);
   return head8_.forward(h, keep);
 }
 

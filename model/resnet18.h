@@ -95,6 +95,9 @@ class ResNet18 {
   // counter, which every training-mode forward advances. Save and restore it to replay a run.
   uint64_t dropout_step() const { return dropout_step_; }
   void set_dropout_step(uint64_t step) { dropout_step_ = step; }
+  // Data-parallel training: this process's batch holds rows first_row.. of the step's global
+  // batch, so dropout draws for them the masks one process draws for those rows (0 alone).
+  void set_dropout_first_row(int64_t first_row) { dropout_first_row_ = first_row; }
 
  private:
   void initialise();
@@ -109,6 +112,7 @@ class ResNet18 {
   bool backbone_bn_eval_ = false;
   bool grad_enabled_ = true;
   uint64_t dropout_step_ = 0;
+  int64_t dropout_first_row_ = 0;
   bool kept_ = false;
 
   // Stem.

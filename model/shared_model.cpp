@@ -95,8 +95,11 @@ void SharedModel::bind(std::shared_ptr<UserState> state) {
                "cannot bind '" << s.name << "': " << s.value.desc() << " where the model has " << cur.desc());
     }
   }
-  // The counters are plain integers in the layers: hand them back to the state bound so far.
-  if (bound_ != state) write_back_counters();
+  // The counters are plain integers in the layers: hand them back to the state bound so far. Also
+  // when that is `state` itself: then the layers hold its live counts (training advanced them), which
+  // its entries must not overwrite. To apply new counter values to the bound state, bind another
+  // state first.
+  write_back_counters();
   for (const UserState::Entry& s : state->entries) {
     const StateEntry& e = *by_name.at(s.name);
     if (e.param != nullptr) {

@@ -68,8 +68,8 @@ class SharedModel {
   Device device() const { return device_; }
 
   // Binds `state` (see the file comment). The model's BatchNorm counters are written back into
-  // the state bound before, so that state stays complete after training; parameter gradients
-  // are dropped. The binding keeps `state` alive.
+  // the state bound before (`state` itself when it is bound already), so that state stays complete
+  // after training; parameter gradients are dropped. The binding keeps `state` alive.
   void bind(std::shared_ptr<UserState> state);
   // Binds the generic model (every entry).
   void bind_generic();

@@ -139,7 +139,11 @@ UserFile read_user_file_unchecked_kind(const std::string& path) {
                                       << (kind == "model" ? " (a model checkpoint: pass it as --model)" : ""));
   UserFile u;
   u.path = path;
-  u.head = parse_head(get("head"));
+  try {
+    u.head = parse_head(get("head"));
+  } catch (const Error& e) {
+    AE_FAIL("'" << path << "': user file metadata: " << e.what());
+  }
   AE_CHECK(get("adapters") == "true", "'" << path << "': user file metadata adapters = '" << get("adapters")
                                           << "' (user files always hold adapters)");
   u.generic_digest = get("generic_digest");

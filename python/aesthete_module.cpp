@@ -18,14 +18,20 @@
 // aesthete.FileError (also an OSError) for ErrorKind::file, KeyboardInterrupt for interrupted; both
 // derive from aesthete.Error. The message is the engine's.
 //
-// Arrays: photos in are H x W x 3 (or N x H x W x 3) uint8, read in place when C-contiguous (score
-// reads them without a copy; enhance and saliency copy the one photo they edit or explain); arrays
-// out are new numpy arrays that own their memory.
+// Arrays: photos in are H x W x 3 (or N x H x W x 3) uint8, alone or in a list with paths (photos_of,
+// the one conversion of photo arguments). score reads C-contiguous arrays in place (numpy converts
+// other layouts to a C-ordered copy first); enhance, saliency and apply_recipe copy the one photo
+// they work on into the engine's image; personalise writes array photos as PNG files (lossless)
+// to a temporary folder, because training reads its photos through the file loader. Every copy
+// is counted (aesthete._input_copies()). Arrays out are new numpy arrays that own their memory.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -44,6 +50,7 @@
 #include "train/enhance.h"
 #include "train/personalise.h"
 #include "train/preprocess.h"
+#include "train/report_html.h"
 #include "train/saliency.h"
 #include "train/score.h"
 #include "train/trainer.h"
@@ -80,13 +87,15 @@ void translate(std::exception_ptr p) {
 
 // ---------------------------------------------------------------- running the engine
 
-// Runs `work` on a worker thread without the GIL (see the file comment). The calling thread must
-// hold the GIL. Returns what `work` returns, rethrows what it throws, or raises the Python
-// exception a signal handler raised meanwhile (after `work` has ended).
+// Runs `work(stop)` on a worker thread without the GIL (see the file comment), with a StopFlag
+// that a Ctrl-C meanwhile sets. The calling thread must hold the GIL. Returns what `work` returns,
+// rethrows what it throws, or raises the Python exception a signal handler raised meanwhile (after
+// `work` has ended).
 template <class F>
-auto run_engine(StopFlag& stop, F&& work) -> decltype(work()) {
-  using R = decltype(work());
-  std::packaged_task<R()> task(std::forward<F>(work));
+auto run_engine(F&& work) -> decltype(work(std::declval<StopFlag&>())) {
+  using R = decltype(work(std::declval<StopFlag&>()));
+  StopFlag stop;
+  std::packaged_task<R()> task([&] { return work(stop); });
   std::future<R> result = task.get_future();
   bool raised = false;
   std::thread worker(std::move(task));
@@ -118,11 +127,33 @@ bool is_path(const py::handle& h) {
   return py::isinstance<py::str>(h) || py::hasattr(h, "__fspath__");
 }
 
-// An H x W x 3 or N x H x W x 3 uint8 array, C-contiguous (copied only when it is not).
+std::string type_name(const py::handle& h) { return py::str(py::type::of(h).attr("__name__")); }
+
+// Copies of photo arrays this module made (aesthete._input_copies(), for the tests and for people
+// who want to know): a layout numpy had to convert to C order before the engine could read it
+// (measured: the pixels the engine reads are not the caller's), and the copy made by a call that
+// edits or trains on one (enhance, saliency, apply_recipe: into the engine's image; personalise:
+// each array photo written to a temporary PNG file).
+std::atomic<long long> g_input_copies{0};
+
+// Photos given as paths and/or arrays, in order: a path (`path`, decoded when the engine reads it)
+// or the pixels of an array (`view`, read in place).
+struct Photo {
+  std::string path;     // empty for an array photo
+  img::ImageView view;  // valid when path is empty
+};
+
+struct Photos {
+  std::vector<Photo> items;
+  std::vector<py::object> arrays;  // keeps the arrays the views point into alive
+  bool single = false;             // one path or one H x W x 3 array (not a list or a batch)
+};
+
+// An H x W x 3 or N x H x W x 3 uint8 array, C-contiguous: the caller's own when it already is
+// (no copy), else numpy's C-ordered copy (counted).
 py::array_t<uint8_t, py::array::c_style> photo_array(const py::handle& h, const char* what) {
   if (!py::isinstance<py::array>(h))
-    argument_error(std::string(what) + ": expected a path, a list of paths or a uint8 array, got " +
-                   std::string(py::str(py::type::of(h).attr("__name__"))));
+    argument_error(std::string(what) + ": expected a path, a uint8 photo array or a list of them, got " + type_name(h));
   const py::array a = py::reinterpret_borrow<py::array>(h);
   if (!a.dtype().is(py::dtype::of<uint8_t>()))
     argument_error(std::string(what) + ": a photo array must be uint8 (0..255), got dtype " +
@@ -130,7 +161,9 @@ py::array_t<uint8_t, py::array::c_style> photo_array(const py::handle& h, const 
   if (!((a.ndim() == 3 || a.ndim() == 4) && a.shape(a.ndim() - 1) == 3))
     argument_error(std::string(what) + ": a photo array must be H x W x 3 or N x H x W x 3 (RGB, channels last), got "
                    "shape " + std::string(py::str(a.attr("shape"))));
-  return py::array_t<uint8_t, py::array::c_style>::ensure(a);
+  auto c = py::array_t<uint8_t, py::array::c_style>::ensure(a);
+  if (c.data() != a.data()) ++g_input_copies;
+  return c;
 }
 
 img::ImageView view_at(const py::array_t<uint8_t, py::array::c_style>& a, py::ssize_t i) {
@@ -143,6 +176,38 @@ img::ImageView view_at(const py::array_t<uint8_t, py::array::c_style>& a, py::ss
   return img::ImageView{static_cast<int>(w), static_cast<int>(h), a.data() + i * h * w * 3};
 }
 
+// x: a path, an H x W x 3 array, an N x H x W x 3 array, or a list/tuple of paths and H x W x 3
+// arrays (each in place when C-contiguous uint8).
+Photos photos_of(const py::handle& x, const char* what) {
+  Photos out;
+  auto add_array = [&](const py::handle& h, bool in_list) {
+    auto a = photo_array(h, what);
+    if (in_list && a.ndim() != 3)
+      argument_error(std::string(what) + ": a list holds paths or H x W x 3 arrays, got an array of shape " +
+                     std::string(py::str(a.attr("shape"))));
+    const bool batch = a.ndim() == 4;
+    for (py::ssize_t i = 0, n = batch ? a.shape(0) : 1; i < n; ++i) out.items.push_back({"", view_at(a, i)});
+    out.arrays.push_back(std::move(a));
+    return batch;
+  };
+  if (is_path(x)) {
+    out.single = true;
+    out.items.push_back({path_of(x), {}});
+  } else if (py::isinstance<py::list>(x) || py::isinstance<py::tuple>(x)) {
+    for (const py::handle& h : x) {
+      if (is_path(h))
+        out.items.push_back({path_of(h), {}});
+      else if (py::isinstance<py::array>(h))
+        add_array(h, true);
+      else
+        argument_error(std::string(what) + ": a list must hold paths or H x W x 3 uint8 arrays, got " + type_name(h));
+    }
+  } else {
+    out.single = !add_array(x, false);
+  }
+  return out;
+}
+
 img::Image image_of(const img::ImageView& v) {
   img::Image im;
   im.width = v.width;
@@ -151,22 +216,31 @@ img::Image image_of(const img::ImageView& v) {
   return im;
 }
 
-// One photo: a path (read now) or an H x W x 3 array (copied).
+// One photo as the engine's image, for calls that edit or explain it: a path (read now) or an
+// H x W x 3 array (copied, counted).
 img::Image one_photo(const py::handle& x, const char* what) {
-  if (is_path(x)) {
-    const std::string p = path_of(x);
+  const Photos p = photos_of(x, what);
+  if (!p.single) argument_error(std::string(what) + ": expected one photo (a path or H x W x 3), got " +
+                                std::to_string(p.items.size()));
+  if (!p.items[0].path.empty()) {
+    const std::string path = p.items[0].path;
     py::gil_scoped_release nogil;
-    return img::read_image(p);
+    return img::read_image(path);
   }
-  const auto a = photo_array(x, what);
-  if (a.ndim() != 3) argument_error(std::string(what) + ": expected one photo (H x W x 3), got a batch of " +
-                                    std::to_string(a.shape(0)));
-  return image_of(view_at(a, 0));
+  ++g_input_copies;
+  return image_of(p.items[0].view);
 }
 
 py::array_t<uint8_t> to_numpy(const img::Image& im) {
   py::array_t<uint8_t> out({py::ssize_t(im.height), py::ssize_t(im.width), py::ssize_t(3)});
   std::memcpy(out.mutable_data(), im.rgb.data(), im.rgb.size());
+  return out;
+}
+
+// A new float32 numpy array of `shape` holding `v`.
+py::array_t<float> to_numpy(const std::vector<float>& v, std::vector<py::ssize_t> shape) {
+  py::array_t<float> out(std::move(shape));
+  std::copy(v.begin(), v.end(), out.mutable_data());
   return out;
 }
 
@@ -191,12 +265,18 @@ struct User {
 struct Model {
   std::shared_ptr<Core> core;
 
-  // Binds `user` (or the generic state); call with core->mutex held.
-  void bind(const std::shared_ptr<model::UserState>& state) const {
-    if (state)
-      core->shared->bind(state);
-    else
-      core->shared->bind_generic();
+  // Runs `work(shared, stop)` on the engine (run_engine) with the model's mutex held and `state`
+  // bound (nullptr: the generic model).
+  template <class F>
+  auto run(const std::shared_ptr<model::UserState>& state, F&& work) const {
+    return run_engine([&](StopFlag& stop) {
+      std::lock_guard<std::mutex> lock(core->mutex);
+      if (state)
+        core->shared->bind(state);
+      else
+        core->shared->bind_generic();
+      return work(*core->shared, stop);
+    });
   }
 
   std::shared_ptr<model::UserState> state_of(const std::optional<User>& user) const {
@@ -223,68 +303,34 @@ std::shared_ptr<Core> load_core(const std::string& path, const std::string& devi
 
 // ---------------------------------------------------------------- score
 
-// The z of every photo: paths decoded and arrays viewed in batches of `batch` consecutive photos
-// (as `aesthete score` batches them), one at a time at native size.
+// The z of every photo: paths decoded and arrays read in place, in batches of `batch` consecutive
+// photos (as `aesthete score` batches them), one at a time at native size.
 py::object score(const Model& m, const py::object& x, const std::optional<User>& user, int batch) {
   if (batch < 1) argument_error("batch must be at least 1, got " + std::to_string(batch));
   const auto state = m.state_of(user);
+  const Photos photos = photos_of(x, "score");
+  if (photos.single && !photos.items[0].path.empty() && fs::is_directory(photos.items[0].path))
+    argument_error("'" + photos.items[0].path + "' is a folder: score aesthete.photos('" + photos.items[0].path +
+                   "') for its photos");
   const int size = m.core->size;
-  const int per_batch = size > 0 ? batch : 1;
-  StopFlag stop;
-  if (is_path(x) || py::isinstance<py::list>(x) || py::isinstance<py::tuple>(x)) {
-    const bool single = is_path(x);
-    std::vector<std::string> paths;
-    if (single) {
-      paths.push_back(path_of(x));
-      if (fs::is_directory(paths[0]))
-        argument_error("'" + paths[0] + "' is a folder: score aesthete.photos('" + paths[0] + "') for its photos");
-    } else {
-      for (const py::handle& h : x) {
-        if (!is_path(h)) argument_error("score: a list must hold paths, got " + std::string(py::str(py::type::of(h).attr("__name__"))));
-        paths.push_back(path_of(h));
-      }
-    }
-    std::vector<float> z = run_engine(stop, [&] {
-      std::lock_guard<std::mutex> lock(m.core->mutex);
-      m.bind(state);
-      std::vector<float> out;
-      for (std::size_t next = 0; next < paths.size();) {
-        throw_if_stopped(&stop, "score");
-        std::vector<Tensor> inputs;
-        for (; next < paths.size() && inputs.size() < static_cast<std::size_t>(per_batch); ++next)
-          inputs.push_back(img::preprocess_eval(img::read_image(paths[next]), size));
-        const std::vector<float> part = train::score_inputs(*m.core->shared, train::stack_inputs(inputs));
-        out.insert(out.end(), part.begin(), part.end());
-      }
-      return out;
-    });
-    if (single) return py::float_(z.at(0));
-    py::array_t<float> out(py::ssize_t(z.size()));
-    std::copy(z.begin(), z.end(), out.mutable_data());
-    return out;
-  }
-  const auto a = photo_array(x, "score");
-  const py::ssize_t n = a.ndim() == 4 ? a.shape(0) : 1;
-  std::vector<img::ImageView> views;
-  for (py::ssize_t i = 0; i < n; ++i) views.push_back(view_at(a, i));
-  std::vector<float> z = run_engine(stop, [&] {
-    std::lock_guard<std::mutex> lock(m.core->mutex);
-    m.bind(state);
+  const std::size_t per_batch = size > 0 ? static_cast<std::size_t>(batch) : 1;
+  const std::vector<float> z = m.run(state, [&](model::SharedModel& shared, StopFlag& stop) {
     std::vector<float> out;
-    for (std::size_t next = 0; next < views.size();) {
+    for (std::size_t next = 0; next < photos.items.size();) {
       throw_if_stopped(&stop, "score");
       std::vector<Tensor> inputs;
-      for (; next < views.size() && inputs.size() < static_cast<std::size_t>(per_batch); ++next)
-        inputs.push_back(img::preprocess_eval(views[next], size));
-      const std::vector<float> part = train::score_inputs(*m.core->shared, train::stack_inputs(inputs));
+      for (; next < photos.items.size() && inputs.size() < per_batch; ++next) {
+        const Photo& p = photos.items[next];
+        inputs.push_back(p.path.empty() ? img::preprocess_eval(p.view, size)
+                                        : img::preprocess_eval(img::read_image(p.path), size));
+      }
+      const std::vector<float> part = train::score_inputs(shared, train::stack_inputs(inputs));
       out.insert(out.end(), part.begin(), part.end());
     }
     return out;
   });
-  if (a.ndim() == 3) return py::float_(z.at(0));
-  py::array_t<float> out(py::ssize_t(z.size()));
-  std::copy(z.begin(), z.end(), out.mutable_data());
-  return out;
+  if (photos.single) return py::float_(z.at(0));
+  return to_numpy(z, {py::ssize_t(z.size())});
 }
 
 // Stars of z (a number or an array) under `norm`.
@@ -324,28 +370,39 @@ py::dict row_dict(const train::RunRow& r) {
   return d;
 }
 
+// A folder of its own under the system's temporary folder, removed with everything in it when
+// this object ends.
+struct TempFolder {
+  fs::path path;
+  TempFolder() {
+    std::string name = (fs::temp_directory_path() / "aesthete-personalise-XXXXXX").string();
+    if (mkdtemp(name.data()) == nullptr)
+      throw Error("personalise: cannot make a temporary folder in " + fs::temp_directory_path().string(), ErrorKind::file);
+    path = name;
+  }
+  ~TempFolder() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  TempFolder(const TempFolder&) = delete;
+  TempFolder& operator=(const TempFolder&) = delete;
+};
+
 User personalise(const Model& m, const py::object& images, const py::object& ratings, std::optional<int> k,
                  const std::string& mode, std::optional<int> epochs, std::optional<float> lr, std::optional<int> decay_every,
                  std::optional<float> weight_decay, int batch, const std::string& select, double val_fraction,
                  const std::string& rating_scale, uint64_t seed, const std::string& user_id, int workers) {
-  std::vector<data::Sample> samples;
-  if (is_path(images)) argument_error("personalise: images must be a list of photo paths, got one path");
-  for (const py::handle& h : images) {
-    if (!is_path(h)) argument_error("personalise: images must be photo paths (the loader decodes them), got " +
-                                    std::string(py::str(py::type::of(h).attr("__name__"))));
-    samples.push_back({path_of(h), 0.0f});
-  }
+  const Photos photos = photos_of(images, "personalise");
+  if (photos.single)
+    argument_error("personalise: images must be a list of photos (paths or H x W x 3 uint8 arrays) or an N x H x W x 3 "
+                   "array, got one photo");
+  const std::size_t n = photos.items.size();
   const auto r = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(ratings);
   if (!r || r.ndim() != 1) argument_error("personalise: ratings must be a 1-d sequence of numbers");
-  if (static_cast<std::size_t>(r.size()) != samples.size())
-    argument_error("personalise: " + std::to_string(samples.size()) + " images but " + std::to_string(r.size()) + " ratings");
+  if (static_cast<std::size_t>(r.size()) != n)
+    argument_error("personalise: " + std::to_string(n) + " images but " + std::to_string(r.size()) + " ratings");
   if (rating_scale != "z" && rating_scale != "stars")
     argument_error("rating_scale must be 'z' (the model's units, as the CSV files) or 'stars' (1-5), got '" + rating_scale + "'");
-  const model::TargetNorm norm = m.core->shared->norm();
-  for (std::size_t i = 0; i < samples.size(); ++i) {
-    const double v = r.data()[i];
-    samples[i].target = static_cast<float>(rating_scale == "z" ? v : (v - norm.mean) / norm.std);
-  }
   if (user_id.empty() || user_id.find_first_of("/\\,\n") != std::string::npos)
     argument_error("user_id '" + user_id + "' must be non-empty without '/', '\\', ',' or newlines");
   if (m.core->size <= 0) argument_error("personalise: the model was loaded with size='native'; personalisation needs one side");
@@ -366,11 +423,27 @@ User personalise(const Model& m, const py::object& images, const py::object& rat
   o.device = m.core->shared->device();
   o.workers = workers;
   o.seed = seed;
-  StopFlag stop;
-  o.stop = &stop;
-  const train::FitResult fit = run_engine(stop, [&] {
-    std::lock_guard<std::mutex> lock(m.core->mutex);
-    return train::fit_user(*m.core->shared, user_id, samples, o);
+
+  const model::TargetNorm norm = m.core->shared->norm();
+  std::vector<data::Sample> samples(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = r.data()[i];
+    samples[i] = {photos.items[i].path, static_cast<float>(rating_scale == "z" ? v : (v - norm.mean) / norm.std)};
+  }
+  // Training reads photos from files (train/loader.h, as `aesthete personalise`): an array photo
+  // is written as a PNG (lossless, so the engine decodes exactly its pixels) to a temporary folder.
+  std::optional<TempFolder> folder;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!samples[i].path.empty()) continue;
+    if (!folder) folder.emplace();
+    samples[i].path = (folder->path / ("photo-" + std::to_string(i) + ".png")).string();
+    ++g_input_copies;
+  }
+  const train::FitResult fit = m.run(nullptr, [&](model::SharedModel& shared, StopFlag& stop) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (photos.items[i].path.empty()) img::write_png(samples[i].path, image_of(photos.items[i].view));
+    o.stop = &stop;
+    return train::fit_user(shared, user_id, samples, o);
   });
   if (fit.interrupted) throw Error("personalise: stopped on request", ErrorKind::interrupted);  // not reached: run_engine raised
   User u;
@@ -398,19 +471,16 @@ py::tuple enhance(const Model& m, const py::object& x, const std::optional<User>
   o.eot = eot;
   o.seed = seed;
   o.size = m.core->size;
-  StopFlag stop;
-  o.stop = &stop;
   struct Out {
     train::EnhanceResult r;
     double before = 0, after = 0;
   };
-  Out out = run_engine(stop, [&] {
-    std::lock_guard<std::mutex> lock(m.core->mutex);
-    m.bind(state);
+  Out out = m.run(state, [&](model::SharedModel& shared, StopFlag& stop) {
+    o.stop = &stop;
     Out o2;
-    o2.before = train::score_photo(*m.core->shared, photo, o.size);
-    o2.r = train::enhance(*m.core->shared, photo, o);
-    o2.after = train::score_photo(*m.core->shared, o2.r.image, o.size);
+    o2.before = train::score_photo(shared, photo, o.size);
+    o2.r = train::enhance(shared, photo, o);
+    o2.after = train::score_photo(shared, o2.r.image, o.size);
     return o2;
   });
   py::dict recipe;
@@ -432,8 +502,7 @@ py::array_t<uint8_t> apply_recipe(const py::object& x, const py::dict& recipe) {
   const std::string text = py::str(py::module_::import("json").attr("dumps")(recipe));
   const train::EditRecipe r = train::EditRecipe::from_json(text, "recipe");
   const img::Image photo = one_photo(x, "apply_recipe");
-  StopFlag stop;
-  return to_numpy(run_engine(stop, [&] { return train::apply_recipe(photo, r); }));
+  return to_numpy(run_engine([&](StopFlag&) { return train::apply_recipe(photo, r); }));
 }
 
 py::array_t<float> saliency(const Model& m, const py::object& x, const std::optional<User>& user, int smoothgrad,
@@ -448,32 +517,29 @@ py::array_t<float> saliency(const Model& m, const py::object& x, const std::opti
   o.noise = noise;
   o.seed = seed;
   o.versus_generic = versus_generic;
-  StopFlag stop;
-  o.stop = &stop;
-  std::vector<float> map = run_engine(stop, [&] {
-    std::lock_guard<std::mutex> lock(m.core->mutex);
-    m.bind(state);
-    const train::SaliencyResult r = train::compute_saliency(*m.core->shared, photo, o);
+  const std::vector<float> map = m.run(state, [&](model::SharedModel& shared, StopFlag& stop) {
+    o.stop = &stop;
+    const train::SaliencyResult r = train::compute_saliency(shared, photo, o);
     return full_size ? train::upsample_map(r.map, r.size, r.size, photo.height, photo.width) : r.map;
   });
   const py::ssize_t h = full_size ? photo.height : o.size, w = full_size ? photo.width : o.size;
-  py::array_t<float> out({h, w});
-  std::copy(map.begin(), map.end(), out.mutable_data());
-  return out;
+  return to_numpy(map, {h, w});
 }
 
 // ---------------------------------------------------------------- train
 
-py::dict train_model(const std::string& train_csv, const std::string& images, const std::string& out,
-                     const std::string& val_csv, double val_fraction, const std::string& init, const std::string& head,
+py::dict train_model(const fs::path& train_csv, const fs::path& images, const fs::path& out_dir,
+                     const std::optional<fs::path>& val_csv, double val_fraction,
+                     const std::optional<fs::path>& init_path, const std::string& head,
                      int epochs, int64_t batch, float lr, float lr_decay, int decay_every, const std::string& optimizer,
                      float weight_decay, float dropout, int size, int resize_to, const std::string& resize_mode,
                      const std::string& device, int workers, uint64_t seed, bool resume, double max_missing) {
+  const std::string out = out_dir.string(), init = init_path ? init_path->string() : "";
   train::TrainOptions o;
-  o.train_csv = train_csv;
-  o.images_dir = images;
+  o.train_csv = train_csv.string();
+  o.images_dir = images.string();
   o.out_dir = out;
-  o.val_csv = val_csv;
+  o.val_csv = val_csv ? val_csv->string() : "";
   o.val_fraction = val_fraction;
   o.head = model::parse_head(head);
   if (o.head == model::HeadType::imagenet) argument_error("head must be seed or linear");
@@ -493,12 +559,16 @@ py::dict train_model(const std::string& train_csv, const std::string& images, co
   o.seed = seed;
   o.resume = resume;
   o.max_missing_fraction = max_missing;
-  StopFlag stop;
-  o.stop = &stop;
-  const train::TrainResult r = run_engine(stop, [&] {
+  // report.html as `aesthete train` keeps it: after every epoch, and once more when stopped.
+  const auto settings = train::training_settings(o, init, head, optimizer, resize_mode);
+  const train::TrainResult r = run_engine([&](StopFlag& stop) {
+    o.stop = &stop;
     std::optional<model::Checkpoint> start;
     if (!init.empty() && !o.resume) start = weights::load_model_file(init);
-    return train::run_training(o, start);
+    auto write_report = [&](const train::TrainResult& res) { train::write_training_report(res, settings, o.out_dir); };
+    train::TrainResult res = train::run_training(o, start, write_report);
+    if (res.interrupted) write_report(res);
+    return res;
   });
   py::list rows;
   for (const train::EpochRow& e : r.epochs) {
@@ -517,6 +587,8 @@ py::dict train_model(const std::string& train_csv, const std::string& images, co
   py::dict d;
   d["model"] = r.best_epoch > 0 ? py::object(py::str((fs::path(out) / "model.safetensors").string())) : py::object(py::none());
   d["last"] = (fs::path(out) / "last.safetensors").string();
+  d["metrics"] = (fs::path(out) / "metrics.csv").string();
+  d["report"] = (fs::path(out) / "report.html").string();
   d["best_epoch"] = r.best_epoch;
   d["best_val_mse"] = r.best_val_mse;
   d["diverged"] = r.diverged;
@@ -560,11 +632,8 @@ PYBIND11_MODULE(aesthete, mod) {
       .def(
           "save",
           [](const User& u, const std::string& path) {
-            ae::StopFlag stop;
-            run_engine(stop, [&] {
-              std::lock_guard<std::mutex> lock(u.core->mutex);
-              u.core->shared->bind(u.state);
-              u.core->shared->save_bound_user_file(path, u.id);
+            Model{u.core}.run(u.state, [&](ae::model::SharedModel& shared, ae::StopFlag&) {
+              shared.save_bound_user_file(path, u.id);
             });
           },
           py::arg("path"), "Writes the user file (atomic): load it with Model.load_user or `aesthete score --user`")
@@ -581,18 +650,17 @@ PYBIND11_MODULE(aesthete, mod) {
         return py::make_tuple(m.core->shared->norm().mean, m.core->shared->norm().std);
       }, "(mean, std): stars = z * std + mean before clamping")
       .def("score", &score, py::arg("x"), py::arg("user") = py::none(), py::arg("batch") = ae::train::kScoreBatch,
-           "z of a photo (path or H x W x 3 uint8 array: a float) or of many (list of paths or N x H x W x 3: a "
-           "float32 array), for the generic model or `user`")
+           "z of a photo (path or H x W x 3 uint8 array: a float) or of many (a list of paths and/or H x W x 3 "
+           "arrays, or an N x H x W x 3 array: a float32 array), for the generic model or `user`")
       .def("stars", [](const Model& m, const py::object& z) { return stars_of(z, m.core->shared->norm()); },
            py::arg("z"), "Stars 1-5 of z under this model's normalisation")
       .def(
           "load_user",
           [](const Model& m, const std::string& path) {
-            ae::StopFlag stop;
             User u;
             u.core = m.core;
             u.path = path;
-            u.state = run_engine(stop, [&] { return m.core->shared->load_user(path); });
+            u.state = run_engine([&](ae::StopFlag&) { return m.core->shared->load_user(path); });
             u.id = u.state->user_id.empty() ? fs::path(path).stem().string() : u.state->user_id;
             return u;
           },
@@ -602,8 +670,9 @@ PYBIND11_MODULE(aesthete, mod) {
            py::arg("decay_every") = py::none(), py::arg("weight_decay") = py::none(), py::arg("batch") = 30,
            py::arg("select") = "fixed", py::arg("val_fraction") = 0.2, py::arg("rating_scale") = "z",
            py::arg("seed") = 0, py::arg("user_id") = "user", py::arg("workers") = 2,
-           "Learns one person's taste from their photos (paths) and ratings; k=None trains on all of them, k=N on "
-           "a seeded draw of N with the rest held out (User.metrics)")
+           "Learns one person's taste from their photos (a list of paths and/or H x W x 3 uint8 arrays, or an "
+           "N x H x W x 3 array) and ratings; k=None trains on all of them, k=N on a seeded draw of N with the rest "
+           "held out (User.metrics)")
       .def("enhance", &enhance, py::arg("x"), py::arg("user") = py::none(), py::kw_only(), py::arg("mode") = "global",
            py::arg("epsilon") = py::none(), py::arg("steps") = 10, py::arg("max_side") = 512, py::arg("eot") = 1,
            py::arg("seed") = 0,
@@ -621,8 +690,7 @@ PYBIND11_MODULE(aesthete, mod) {
       [](const py::object& path, const std::string& device, const py::object& size) {
         const std::string p = path_of(path);
         const std::string s = py::isinstance<py::int_>(size) ? std::to_string(size.cast<long long>()) : size.cast<std::string>();
-        ae::StopFlag stop;
-        return Model{run_engine(stop, [&] { return load_core(p, device, s); })};
+        return Model{run_engine([&](ae::StopFlag&) { return load_core(p, device, s); })};
       },
       py::arg("path"), py::arg("device") = "auto", py::arg("size") = "auto",
       "Loads a generic model (.safetensors from aesthete, or a PyTorch .pth state dict). device: auto, cpu, cuda, "
@@ -636,14 +704,16 @@ PYBIND11_MODULE(aesthete, mod) {
           "A photo as an H x W x 3 uint8 array, decoded as aesthete decodes it (EXIF orientation applied)");
   mod.def("apply_recipe", &apply_recipe, py::arg("x"), py::arg("recipe"), "Applies an enhance recipe to a photo");
   mod.def("train", &train_model, py::arg("train_csv"), py::arg("images"), py::arg("out"), py::kw_only(),
-          py::arg("val_csv") = "", py::arg("val_fraction") = 0.1, py::arg("init") = "", py::arg("head") = "seed",
+          py::arg("val_csv") = py::none(), py::arg("val_fraction") = 0.1, py::arg("init") = py::none(), py::arg("head") = "seed",
           py::arg("epochs") = 10, py::arg("batch") = 64, py::arg("lr") = 1e-3f, py::arg("lr_decay") = 0.9f,
           py::arg("decay_every") = 2, py::arg("optimizer") = "adam", py::arg("weight_decay") = 0.0f,
           py::arg("dropout") = 0.5f, py::arg("size") = 224, py::arg("resize_to") = 256,
           py::arg("resize_mode") = "squash", py::arg("device") = "auto", py::arg("workers") = 2, py::arg("seed") = 0,
           py::arg("resume") = false, py::arg("max_missing") = 0.1,
-          "Trains a generic model as `aesthete train` does (same options, same files in out); Ctrl-C saves the "
-          "state (resume=True continues) and raises KeyboardInterrupt");
+          "Trains a generic model as `aesthete train` does: the same options, the same files in out "
+          "(model.safetensors, last.safetensors, metrics.csv, report.html); returns the paths, the best epoch and "
+          "the epochs' rows (metrics.csv's columns). Ctrl-C saves the state (resume=True continues) and raises "
+          "KeyboardInterrupt");
   mod.def(
       "set_log_level", [](const std::string& level) { ae::set_log_level(session::parse_log_level(level, "set_log_level")); },
       py::arg("level"), "debug, info (default; or AE_LOG), warn, error or quiet: what the engine prints on stderr");
@@ -653,5 +723,9 @@ PYBIND11_MODULE(aesthete, mod) {
   mod.def("conv_math", [] { return session::conv_math(); });
   mod.def("cuda_unusable_reason", [] { return session::cuda_unusable_reason(); },
           "Why no CUDA device is usable ('' when one is)");
+  mod.def("_input_copies", [] { return g_input_copies.load(); },
+          "How many copies of photo arrays this module has made so far (a layout converted to C order; the photo "
+          "given to enhance, saliency or apply_recipe; each array photo personalise writes as a PNG): C-contiguous "
+          "uint8 arrays given to score are read in place and not counted");
   mod.attr("__version__") = "0.1";
 }

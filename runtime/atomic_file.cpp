@@ -47,7 +47,8 @@ std::FILE* create_temporary(const std::string& path, std::string& tmp_path) {
     if (err != EEXIST) break;
   }
   AE_CHECK(fd >= 0, "cannot write '" << path << "': cannot create a temporary file in directory '"
-                                     << directory_of(path) << "': " << errno_text(err));
+                                     << directory_of(path) << "': " << errno_text(err) << "; '" << path
+                                     << "' was not changed (an earlier version, if any, is intact)");
   std::FILE* file = ::fdopen(fd, "wb");
   if (file == nullptr) {
     err = errno;

@@ -11,6 +11,7 @@ packages=(
   python3-torch python3-torchvision   # PyTorch references for the parity tests (/usr/bin/python3)
   clang-14 libclang-rt-14-dev llvm-14   # make sanitize: ASan/UBSan and libFuzzer runtimes, llvm-symbolizer
   python3-dev pybind11-dev python3-pybind11 python3-numpy python3-pytest   # the Python module and its tests
+  libopenmpi-dev openmpi-bin   # multi-process runs under mpirun (runtime/dist.h) and their tests
 )
 
 missing=()

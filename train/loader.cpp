@@ -15,6 +15,8 @@ Loader::Loader(std::vector<Sample> samples, LoaderConfig config)
   AE_CHECK(config_.batch > 0, "loader: batch size must be positive, got " << config_.batch);
   AE_CHECK(config_.workers >= 1, "loader: need at least one worker thread, got " << config_.workers);
   AE_CHECK(config_.prefetch >= 1, "loader: prefetch must be at least 1");
+  AE_CHECK(config_.shards >= 1 && config_.shard >= 0 && config_.shard < config_.shards,
+           "loader: shard " << config_.shard << " of " << config_.shards << " does not exist");
 }
 
 Loader::~Loader() { stop_workers(); }
@@ -89,8 +91,10 @@ void Loader::worker_loop() {
 }
 
 Batch Loader::make_batch(int64_t b) {
-  const int64_t begin = b * config_.batch;
-  const int64_t end = std::min<int64_t>(begin + config_.batch, size());
+  const int64_t batch_begin = b * config_.batch;
+  const int64_t len = std::min<int64_t>(batch_begin + config_.batch, size()) - batch_begin;
+  const int64_t begin = batch_begin + len * config_.shard / config_.shards;
+  const int64_t end = batch_begin + len * (config_.shard + 1) / config_.shards;
   const int side = config_.transform.size;
   const int64_t per_image = static_cast<int64_t>(side) * side * 3;
   std::vector<float> pixels;

@@ -40,6 +40,10 @@ struct LoaderConfig {
   bool drop_last = false;
   uint64_t seed = 0;
   TransformConfig transform;
+  // Data-parallel training: this loader decodes only shard `shard` of `shards` of every batch
+  // (rows [len * shard / shards, len * (shard + 1) / shards) of the batch's len rows), so the
+  // shards of all ranks together are exactly the batch of one loader with shards = 1.
+  int shard = 0, shards = 1;
 };
 
 class Loader {

@@ -14,6 +14,7 @@
 
 #include "model/safetensors.h"
 #include "runtime/atomic_file.h"
+#include "runtime/dist.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/philox.h"
@@ -427,14 +428,17 @@ class Protocol {
     AE_CHECK(o_.resume || !fs::exists(state_path_),
              "'" << o_.out_dir << "' already holds a personalisation run; add --resume to continue it or choose "
                                   "another --out");
+    // Under mpirun every rank checks the folder before rank 0 writes anything into it.
+    dist::barrier("personalise: start");
     users_ = read_users(o_);
     result_.options = o_;
     for (const UserData& u : users_) result_.users.push_back(u.id);
-    write_draws();
+    if (dist::is_root()) write_draws();
     if (o_.resume) restore();
     plan_runs();
     started_ = Clock::now();
-    for (std::size_t ui = 0; ui < users_.size(); ++ui) {
+    for (std::size_t ui = 0; ui < users_.size() && !result_.interrupted; ++ui) {
+      if (!owns(ui)) continue;
       const UserData& u = users_[ui];
       generic_pred_.clear();
       for (int repeat : repeats_) {
@@ -442,15 +446,65 @@ class Protocol {
         if (generic_pred_.empty()) generic_predictions(u);
         if (!run_one(ui, repeat)) {
           result_.interrupted = true;
-          return result_;
+          break;
         }
       }
     }
-    write_outputs();
+    if (dist::size() > 1) merge_ranks();
+    if (result_.interrupted) return result_;
+    if (dist::is_root()) write_outputs();
     return result_;
   }
 
  private:
+  // Under mpirun users are dealt to ranks in turn; each (user, repeat) is seeded on its own, so
+  // the merged rows are the ones a single process computes.
+  bool owns(std::size_t user_index) const {
+    return static_cast<int>(user_index % static_cast<std::size_t>(dist::size())) == dist::rank();
+  }
+
+  // Rank 0 collects every rank's rows (and user-file sizes), puts them in the order one process
+  // finishes them (users in file order, repeats in order, the fit last) and writes the shared
+  // files. A rank stopped early (Ctrl-C) stops the job's files at the runs finished everywhere:
+  // state.safetensors then lists those, and each rank's unfinished run starts again on --resume.
+  void merge_ranks() {
+    json mine{{"rows", json::array()},
+              {"interrupted", result_.interrupted},
+              {"files", result_.user_file_bytes},
+              {"trainable", result_.trainable_parameters},
+              {"state_bytes", result_.user_state_bytes}};
+    std::map<std::string, std::size_t> user_index;
+    for (std::size_t i = 0; i < users_.size(); ++i) user_index[users_[i].id] = i;
+    for (const RunRow& r : result_.rows) {
+      const auto it = user_index.find(r.user);
+      if (it != user_index.end() && owns(it->second)) mine["rows"].push_back(row_json(r));
+    }
+    // Unbounded: a rank that drew lighter users waits here for the others to finish theirs.
+    const std::vector<std::string> all =
+        dist::gather_to_root(mine.dump(), "personalise: collecting results", dist::Wait::unbounded);
+    if (!dist::is_root()) return;
+    std::vector<RunRow> rows;
+    for (const std::string& text : all) {
+      const json j = json::parse(text);
+      for (const auto& r : j.at("rows")) rows.push_back(row_from_json(r));
+      result_.interrupted |= j.at("interrupted").get<bool>();
+      for (const auto& [u, b] : j.at("files").items()) result_.user_file_bytes[u] = b.get<int64_t>();
+      result_.trainable_parameters = std::max(result_.trainable_parameters, j.at("trainable").get<int64_t>());
+      result_.user_state_bytes = std::max(result_.user_state_bytes, j.at("state_bytes").get<int64_t>());
+    }
+    auto order = [&](const RunRow& r) {
+      const auto u = user_index.find(r.user);
+      const auto rep = std::find(repeats_.begin(), repeats_.end(), r.repeat);
+      return std::make_pair(u == user_index.end() ? users_.size() : u->second, rep - repeats_.begin());
+    };
+    std::stable_sort(rows.begin(), rows.end(), [&](const RunRow& a, const RunRow& b) { return order(a) < order(b); });
+    result_.rows = std::move(rows);
+    write_partial_results();
+    model::UserState none;  // no current run: the state file lists the finished ones only
+    save_state("", 0, none, {}, Position{}, RunRow{}, nullptr);
+    if (hooks_.on_run_end) hooks_.on_run_end(result_);
+  }
+
   void check_options() {
     AE_CHECK(o_.batch >= 2, "--batch must be at least 2 (BatchNorm needs two samples), got " << o_.batch);
     AE_CHECK(o_.epochs >= 1 && o_.repeats >= 1, "--epochs and --repeats must be at least 1");
@@ -467,7 +521,9 @@ class Protocol {
       for (int r = 0; r < o_.repeats; ++r) repeats_.push_back(r);
     }
     if (o_.fit_all) repeats_.push_back(-1);
-    total_runs_ = static_cast<int64_t>(users_.size() * repeats_.size());
+    int64_t owned = 0;
+    for (std::size_t ui = 0; ui < users_.size(); ++ui) owned += owns(ui) ? 1 : 0;
+    total_runs_ = owned * static_cast<int64_t>(repeats_.size());
   }
 
   bool finished(const std::string& user, int repeat) const {
@@ -625,7 +681,7 @@ class Protocol {
                         << r.bad_loss << " at epoch " << epoch + 1 << ", batch " << r.bad_batch + 1
                         << "; start a new run with a lower --lr (now " << o_.lr << ")");
       if (r.end == EpochOutcome::End::stopped) {
-        save_state(u.id, repeat, *state, opts, pos, row, best.get());
+        if (dist::is_root()) save_state(u.id, repeat, *state, opts, pos, row, best.get());
         progress.finish("interrupted");
         return false;
       }
@@ -645,7 +701,8 @@ class Protocol {
       pos.epoch = epoch + 1;
       progress.update(epoch + 1, epoch_status(epoch, row.train_loss.back()));
       if (epoch + 1 < o_.epochs &&
-          std::chrono::duration<double>(Clock::now() - last_save).count() >= o_.checkpoint_seconds) {
+          std::chrono::duration<double>(Clock::now() - last_save).count() >= o_.checkpoint_seconds &&
+          dist::is_root()) {  // the other ranks' runs restart on --resume (merge_ranks)
         save_state(u.id, repeat, *state, opts, pos, row, best.get());
         last_save = Clock::now();
       }
@@ -664,9 +721,11 @@ class Protocol {
     }
     progress.finish(status);
     result_.rows.push_back(std::move(row));
-    save_state("", 0, *state, {}, Position{}, RunRow{}, nullptr);
-    write_partial_results();
-    if (hooks_.on_run_end) hooks_.on_run_end(result_);
+    if (dist::is_root()) {  // shared files: rank 0 alone writes them (merge_ranks adds the others' rows)
+      save_state("", 0, *state, {}, Position{}, RunRow{}, nullptr);
+      write_partial_results();
+      if (hooks_.on_run_end) hooks_.on_run_end(result_);
+    }
     return true;
   }
 
@@ -726,16 +785,29 @@ class Protocol {
 
   void restore() {
     const TrainingState s = read_training_state(state_path_, fingerprint_, "the personalisation in '" + o_.out_dir + "'");
-    const auto f = s.metadata.find("finished");
-    AE_CHECK(f != s.metadata.end(), "'" << state_path_ << "' has no list of finished runs");
-    for (const auto& j : json::parse(f->second)) result_.rows.push_back(row_from_json(j));
+    // The progress records are JSON in the state's metadata: a damaged one is an ae::Error naming
+    // the file and the record, never a JSON library exception.
+    const auto record = [&](const std::string& key, const auto& use) {
+      const auto it = s.metadata.find(key);
+      AE_CHECK(it != s.metadata.end(), "--resume: '" << state_path_ << "' has no '" << key << "' record");
+      try {
+        use(json::parse(it->second));
+      } catch (const json::exception& e) {
+        AE_FAIL("--resume: '" << state_path_ << "' is damaged: its '" << key << "' record does not read (" << e.what()
+                              << "); start again in another --out");
+      }
+    };
+    record("finished", [&](const json& list) {
+      AE_CHECK(list.is_array(), "--resume: '" << state_path_ << "' is damaged: its 'finished' record is not a list");
+      for (const auto& j : list) result_.rows.push_back(row_from_json(j));
+    });
     const auto cu = s.metadata.find("current_user");
     if (cu != s.metadata.end()) {
       resume_ = std::make_unique<Current>();
       resume_->user = cu->second;
       resume_->repeat = static_cast<int>(metadata_number(s.metadata, "current_repeat", state_path_));
       resume_->pos = Position::from_metadata(s.metadata, state_path_);
-      resume_->row = row_from_json(json::parse(s.metadata.at("current_row")));
+      record("current_row", [&](const json& row) { resume_->row = row_from_json(row); });
       resume_->dropout_step = static_cast<uint64_t>(metadata_number(s.metadata, "dropout_step", state_path_));
       resume_->optimizer_tensors = s.optimizer;
       resume_->metadata = s.metadata;
@@ -771,8 +843,11 @@ class Protocol {
 
   void restore_current(const std::shared_ptr<model::UserState>& state, const std::vector<Optimizer*>& opts,
                        Position& pos, RunRow& row) {
+    // Unbind `state` before its entries are replaced, or binding it again would keep the layers'
+    // live counters over the restored ones (SharedModel::bind).
+    shared_.bind_generic();
     fill_state(*state, resume_->state_tensors);
-    shared_.bind(state);  // the tensors are new: bind them (and the counters) again
+    shared_.bind(state);
     TrainingState s;
     s.optimizer = resume_->optimizer_tensors;
     s.metadata = resume_->metadata;

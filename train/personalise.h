@@ -31,7 +31,7 @@
 //                  across processes give the same bytes
 //   draws.csv      which images each (user, repeat) trained, validated and was tested on
 //   summary.json   means and spreads, parameters trained, user-file size, seconds per user
-//   report.html    rendered by the caller (apps/) from PersonaliseResult
+//   report.html    rendered by the caller from PersonaliseResult (train/report_html.h)
 //   users/<user>.safetensors  with fit_all: the user trained on all of their ratings (a user file
 //                  for head and adapters; a whole model file for full)
 //   state.safetensors  progress for --resume: finished runs, and the current run's checkpoint

@@ -1,13 +1,18 @@
 #include "train/train_loop.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
+#include <vector>
 
+#include "kernels/batchnorm_sync.h"
 #include "kernels/ops.h"
 #include "model/safetensors.h"
+#include "runtime/dist.h"
 #include "runtime/error.h"
 
 namespace ae::train {
@@ -37,15 +42,98 @@ TrainStep::TrainStep(model::ResNet18& net, std::vector<Optimizer*> optimizers, D
 
 TrainStep::Outcome TrainStep::run(const Tensor& images, const Tensor& targets) {
   net_.zero_grad();
+  Outcome out;
+  if (parallel_) {
+    AE_CHECK(images.dim(0) == local_rows_, "data-parallel step: global_rows() was told " << local_rows_
+                                            << " rows but the batch has " << images.dim(0));
+    AE_CHECK(local_rows_ >= 1, "data-parallel training: rank " << dist::rank() << " of " << dist::size()
+                                << " got no rows of a " << global_rows_ << "-row batch; use a --batch of at least "
+                                << 2 * dist::size() << " and a data set with no tail batch smaller than the ranks");
+  }
+  // Under --sync-bn every training-mode BatchNorm of this forward and backward sums its
+  // statistics over the ranks.
+  std::optional<ops::ScopedBatchNormSync> sync;
+  if (parallel_ && sync_bn_)
+    sync.emplace([](double* sums, int64_t n) { dist::allreduce_sum(sums, n, "BatchNorm statistics all-reduce"); });
   const Tensor y = net_.forward(images.to(device_));
   const Tensor target = targets.to(device_);
-  Outcome out;
   out.loss = ops::mse_loss_forward(y, target).item();  // item() waits for the device
+  if (parallel_) {  // the global batch's mean loss, so that every rank takes the same decision below
+    double sum = static_cast<double>(out.loss) * static_cast<double>(local_rows_);
+    dist::allreduce_sum(&sum, 1, "loss all-reduce (step " + std::to_string(steps_ + 1) + ")");
+    out.loss = static_cast<float>(sum / static_cast<double>(global_rows_));
+  }
   out.finite = std::isfinite(out.loss);
   if (!out.finite) return out;  // the caller stops; the next forward replaces what this one kept
-  net_.backward(ops::mse_loss_backward(y, target));
+  Tensor dy = ops::mse_loss_backward(y, target);
+  // d(global mean loss)/dy of this rank's rows: the local mean's gradient times rows / global rows.
+  if (parallel_)
+    dy = ops::scale(dy, static_cast<float>(static_cast<double>(local_rows_) / static_cast<double>(global_rows_)));
+  net_.backward(dy);
+  if (parallel_) allreduce_gradients();
   for (Optimizer* o : optimizers_) o->step();
+  ++steps_;
   return out;
+}
+
+void TrainStep::set_data_parallel(bool sync_bn) {
+  parallel_ = dist::size() > 1;
+  sync_bn_ = sync_bn;
+}
+
+int64_t TrainStep::global_rows(int64_t local_rows) {
+  local_rows_ = global_rows_ = local_rows;
+  if (!parallel_) return local_rows;
+  // Every rank's row count in its own slot: the sum gives the total and where this rank's rows begin.
+  std::vector<double> rows(static_cast<std::size_t>(dist::size()), 0.0);
+  rows[static_cast<std::size_t>(dist::rank())] = static_cast<double>(local_rows);
+  dist::allreduce_sum(rows.data(), static_cast<int64_t>(rows.size()),
+                      "batch size all-reduce (step " + std::to_string(steps_ + 1) + ")");
+  int64_t first = 0;
+  global_rows_ = 0;
+  for (int r = 0; r < dist::size(); ++r) {
+    if (r < dist::rank()) first += static_cast<int64_t>(rows[static_cast<std::size_t>(r)]);
+    global_rows_ += static_cast<int64_t>(rows[static_cast<std::size_t>(r)]);
+  }
+  net_.set_dropout_first_row(first);
+  return global_rows_;
+}
+
+bool TrainStep::any_rank(bool mine) const {
+  if (!parallel_) return mine;
+  double flag = mine ? 1.0 : 0.0;
+  dist::allreduce_sum(&flag, 1, "stop-request all-reduce");
+  return flag > 0;
+}
+
+// Every trainable parameter's gradient packed into one flat host buffer, summed over the ranks in
+// one all-reduce, and unpacked. (An undefined gradient counts as zeros and stays undefined: the
+// ranks run the same model, so they agree on which are defined.)
+void TrainStep::allreduce_gradients() {
+  const std::vector<model::ParamRef> params = net_.trainable_parameters();
+  int64_t total = 0;
+  for (const model::ParamRef& p : params) total += p.param->value.numel();
+  std::vector<float> flat(static_cast<std::size_t>(total), 0.0f);
+  int64_t at = 0;
+  for (const model::ParamRef& p : params) {
+    const Tensor& g = p.param->grad;
+    if (g.defined()) {
+      const Tensor host = g.to(Device::cpu());
+      std::copy(host.f32(), host.f32() + host.numel(), flat.data() + at);
+    }
+    at += p.param->value.numel();
+  }
+  dist::allreduce_sum(flat.data(), total, "gradient all-reduce (step " + std::to_string(steps_ + 1) + ")");
+  at = 0;
+  for (const model::ParamRef& p : params) {
+    Tensor& g = p.param->grad;
+    const int64_t n = p.param->value.numel();
+    if (g.defined()) {
+      const std::vector<float> part(flat.begin() + at, flat.begin() + at + n);
+      g = Tensor::from_vector(g.shape(), part).to(g.device());
+    }
+    at += n;
+  }
 }
 
 void set_lr(const std::vector<Optimizer*>& optimizers, float lr) {
@@ -84,7 +172,7 @@ EpochOutcome run_epoch(data::Loader& loader, int64_t epoch, Position& pos, Train
   loader.start_epoch(epoch, pos.batch);
   while (auto b = loader.next()) {
     pos.skipped += b->skipped;
-    const int64_t n = b->images.dim(0);
+    const int64_t n = step.global_rows(b->images.dim(0));  // the batch over all ranks (data parallel)
     if (n >= 2) {  // BatchNorm needs two samples; a 1-image tail batch is dropped
       const TrainStep::Outcome r = step.run(b->images, b->targets);
       if (!r.finite) {
@@ -99,7 +187,7 @@ EpochOutcome run_epoch(data::Loader& loader, int64_t epoch, Position& pos, Train
     }
     pos.batch = b->index + 1;
     if (hooks.after_batch) hooks.after_batch(pos, elapsed());
-    if (hooks.should_stop && hooks.should_stop()) {
+    if (hooks.should_stop && step.any_rank(hooks.should_stop())) {
       out.end = EpochOutcome::End::stopped;
       break;
     }

@@ -27,12 +27,35 @@ class TrainStep {
     bool finite = true;   // false: no backward and no update were made
   };
   // `images` [B,H,W,3] and `targets` [B,1] on any device (moved to the step's device).
+  // Under data parallel: this rank's shard, after global_rows(); the loss is the global batch's.
   Outcome run(const Tensor& images, const Tensor& targets);
 
+  // Data-parallel training (DESIGN.md "Beyond one process"; no effect in a single process): the
+  // ranks of runtime/dist.h each run a shard of every global batch through the same model. Each
+  // rank's loss gradient is scaled by its rows / the global rows, so the sum of the ranks'
+  // gradients is the gradient of the global batch's mean loss; that sum is formed by one
+  // all-reduce of one flat buffer per step, and every rank then makes the same optimiser step.
+  // sync_bn: training-mode BatchNorm normalises with the global batch's statistics
+  // (kernels/batchnorm_sync.h), so N ranks compute what one process computes on the global
+  // batch; without it each rank normalises with its shard's own (PyTorch DDP's default).
+  void set_data_parallel(bool sync_bn);
+  bool data_parallel() const { return parallel_; }
+  // The rows of the step's global batch, given this rank's; it also places this rank's rows in
+  // the global batch (dropout masks). Every rank calls it once per batch, also for a batch that
+  // is then skipped. `local_rows` alone in a single process.
+  int64_t global_rows(int64_t local_rows);
+  // True on every rank when `mine` is true on any (a stop request seen by one rank stops all).
+  bool any_rank(bool mine) const;
+
  private:
+  void allreduce_gradients();
+
   model::ResNet18& net_;
   std::vector<Optimizer*> optimizers_;
   Device device_;
+  bool parallel_ = false, sync_bn_ = false;
+  int64_t local_rows_ = 0, global_rows_ = 0;
+  int64_t steps_ = 0;  // steps run by this object, for messages
 };
 
 void set_lr(const std::vector<Optimizer*>& optimizers, float lr);

@@ -11,6 +11,7 @@
 #include "kernels/ops.h"
 #include "model/safetensors.h"
 #include "runtime/atomic_file.h"
+#include "runtime/dist.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/philox.h"
@@ -210,7 +211,9 @@ struct Run {
         opt(prepare(net, o, init), optimizer_config(o)),
         step(net, {&opt}, o.device),
         train_loader(split.train, loader_config(o, /*train=*/true)),
-        val_loader(split.val, loader_config(o, /*train=*/false)) {}
+        val_loader(split.val, loader_config(o, /*train=*/false)) {
+    step.set_data_parallel(o.sync_bn);
+  }
 
   static std::vector<model::ParamRef> prepare(model::ResNet18& net, const TrainOptions& o,
                                               const std::optional<model::Checkpoint>& init) {
@@ -237,6 +240,10 @@ struct Run {
     c.seed = o.seed;
     c.shuffle = train;
     c.transform = {o.size, o.resize_to, o.resize_mode, train};
+    if (train) {  // data parallel: this rank's shard of every batch (validation sees everything)
+      c.shard = dist::rank();
+      c.shards = dist::size();
+    }
     return c;
   }
 
@@ -273,7 +280,7 @@ struct Run {
       return false;
     }
     if (r.end == EpochOutcome::End::stopped) {
-      save_state(last_path, net, opt, o, pos, result);
+      if (dist::is_root()) save_state(last_path, net, opt, o, pos, result);
       progress.finish("interrupted");
       result.interrupted = true;
       return false;
@@ -302,14 +309,16 @@ struct Run {
     if (result.best_epoch == 0 || val.mse < result.best_val_mse) {
       result.best_epoch = row.epoch;
       result.best_val_mse = val.mse;
-      model::save_checkpoint(best_path, net, model::TargetNorm{},
-                             {{"epoch", std::to_string(row.epoch)},
-                              {"val_mse", fmt(val.mse)},
-                              {"input_size", std::to_string(o.size)},
-                              {"val_spearman", fmt(val.spearman)}});
+      if (dist::is_root())  // every rank holds the same weights; one writes them
+        model::save_checkpoint(best_path, net, model::TargetNorm{},
+                               {{"epoch", std::to_string(row.epoch)},
+                                {"val_mse", fmt(val.mse)},
+                                {"input_size", std::to_string(o.size)},
+                                {"val_spearman", fmt(val.spearman)}});
     }
     pos = Position{};
     pos.epoch = epoch + 1;
+    if (!dist::is_root()) return;
     save_state(last_path, net, opt, o, pos, result);
     const std::string csv = metrics_csv(result.epochs);
     atomic_write(metrics_path, csv.data(), csv.size());
@@ -336,6 +345,9 @@ TrainResult run_training(const TrainOptions& o, const std::optional<model::Check
   fs::create_directories(o.out_dir);
   AE_CHECK(o.resume || !fs::exists(fs::path(o.out_dir) / "last.safetensors"),
            "'" << o.out_dir << "' already holds a training run; add --resume to continue it or choose another --out");
+  if (dist::size() > 1)
+    AE_INFO("data parallel over " << dist::size() << " ranks: global batch " << o.batch << ", BatchNorm statistics "
+                                  << (o.sync_bn ? "of the global batch (--sync-bn)" : "of each rank's shard (--no-sync-bn)"));
 
   Split split = make_split(o);
   drop_missing(split.train, o, "training");
@@ -354,6 +366,13 @@ TrainResult run_training(const TrainOptions& o, const std::optional<model::Check
   if (o.resume) {
     run.pos = load_state(run.last_path, run.net, run.opt, o, run.result);
     AE_INFO("resuming at epoch " << run.pos.epoch + 1 << ", batch " << run.pos.batch);
+    // A kill between an epoch's last.safetensors and its metrics.csv leaves the CSV a row short,
+    // and when that was the last epoch nothing below would write it again: write it from the state.
+    if (dist::is_root()) {
+      const std::string csv = metrics_csv(run.result.epochs);
+      atomic_write(run.metrics_path, csv.data(), csv.size());
+    }
+    if (on_epoch_end && !run.result.epochs.empty()) on_epoch_end(run.result);
   }
   for (int64_t epoch = run.pos.epoch; epoch < o.epochs; ++epoch) {
     if (!run.train_epoch(epoch)) return run.result;

@@ -8,7 +8,11 @@
 //   last.safetensors   full training state for --resume: weights, BN statistics, optimiser
 //                      moments, epoch and batch position, dropout stream position, running sums
 //   metrics.csv        one row per finished epoch
-//   (report.html is rendered by the caller from the metrics, see on_epoch_end)
+//   report.html        written by the caller from on_epoch_end (train/report_html.h), as the CLI and
+//                      the Python module do
+// Under mpirun (runtime/dist.h) the run is data parallel: every rank trains its shard of each
+// global batch (TrainStep), validates on the whole validation set, and rank 0 alone writes the
+// files above; every rank resumes from them.
 // A stop request (options.stop, set by Ctrl-C) finishes the current step, saves last.safetensors and returns
 // `interrupted`; a resumed run then produces exactly the losses of an uninterrupted one on the
 // same device.
@@ -49,6 +53,9 @@ struct TrainOptions {
   uint64_t seed = 0;
   bool resume = false;
   double max_missing_fraction = 0.1;  // stop when more of the listed images are absent
+  // Under mpirun with several ranks (data parallel, train/train_loop.h TrainStep): BatchNorm
+  // statistics of the global batch (true), or of each rank's shard (false).
+  bool sync_bn = true;
   int64_t stop_after_steps = -1;      // testing: behave as if Ctrl-C arrived after N steps
   const StopFlag* stop = nullptr;     // checked after every step (runtime/stop.h); nullptr: never
 };
@@ -73,7 +80,7 @@ struct TrainResult {
 
 // `init`: starting weights (ImageNet backbone or an earlier aesthete model), already read by the
 // caller; absent = random initialisation. on_epoch_end is called after each epoch's files are
-// written (the CLI renders report.html from it).
+// written (the front ends write report.html from it: train/report_html.h).
 TrainResult run_training(const TrainOptions& options, const std::optional<model::Checkpoint>& init,
                          const std::function<void(const TrainResult&)>& on_epoch_end = {});
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/batchnorm_sync.h"
 #include "kernels/cpu/channel_reduce.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel_loop.h"
@@ -60,6 +61,21 @@ AffineGradSums affine_grad_sums(const Tensor& x, const Tensor& dy, const std::ve
   return {std::vector<double>(sums.begin(), sums.begin() + c), std::vector<double>(sums.begin() + c, sums.end())};
 }
 
+// Synchronised BatchNorm (kernels/batchnorm_sync.h): `sums` with the row count appended, summed
+// over the processes by the installed reducer; returns the whole batch's row count. Without a
+// reducer nothing changes and the count is this process's.
+int64_t sync_sums(std::vector<double>& sums, int64_t rows, const char* what) {
+  const ops::ChannelSumReducer* reduce = ops::batchnorm_sync_reducer();
+  if (reduce == nullptr) return rows;
+  sums.push_back(static_cast<double>(rows));
+  (*reduce)(sums.data(), static_cast<int64_t>(sums.size()));
+  const auto total = static_cast<int64_t>(sums.back());
+  sums.pop_back();
+  AE_CHECK(total >= 2, what << ": the batch has " << total << " value(s) per channel over all processes; "
+                            << "training-mode batch norm needs at least 2");
+  return total;
+}
+
 Tensor channel_tensor(const std::vector<double>& values) {
   Tensor t = Tensor::empty({static_cast<int64_t>(values.size())});
   float* p = t.f32();
@@ -93,7 +109,8 @@ BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor
         for (int64_t j = 0; j < c; ++j) acc[j] += xr[j];
       },
       mean.data());
-  for (double& v : mean) v /= static_cast<double>(m);
+  const int64_t total = sync_sums(mean, m, "batchnorm_forward_train");  // m, or the whole batch's rows
+  for (double& v : mean) v /= static_cast<double>(total);
 
   std::vector<double> var(static_cast<std::size_t>(c));
   reduce_rows<1>(
@@ -106,7 +123,8 @@ BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor
         }
       },
       var.data());
-  for (double& v : var) v /= static_cast<double>(m);  // biased: used for normalising
+  sync_sums(var, m, "batchnorm_forward_train");
+  for (double& v : var) v /= static_cast<double>(total);  // biased: used for normalising
 
   BatchNormTrainOut out;
   out.save_mean = channel_tensor(mean);
@@ -126,7 +144,7 @@ BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor
   float* rm = running_mean.f32();
   float* rv = running_var.f32();
   const double mom = p.momentum;
-  const double unbias = static_cast<double>(m) / static_cast<double>(m - 1);
+  const double unbias = static_cast<double>(total) / static_cast<double>(total - 1);
   for (int64_t j = 0; j < c; ++j) {
     rm[j] = static_cast<float>((1.0 - mom) * rm[j] + mom * mean[j]);
     rv[j] = static_cast<float>((1.0 - mom) * rv[j] + mom * var[j] * unbias);
@@ -150,6 +168,10 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   const std::vector<float> mean = copy_channels(save_mean);
   const std::vector<float> invstd = copy_channels(save_invstd);
   const AffineGradSums s = affine_grad_sums(x, dy, mean, invstd);
+  // Synchronised: dx uses the whole batch's sums; dgamma and dbeta below stay this process's.
+  std::vector<double> both(s.sum_dy_xhat);
+  both.insert(both.end(), s.sum_dy.begin(), s.sum_dy.end());
+  const int64_t total = sync_sums(both, m, "batchnorm_backward_train");
 
   // dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)), per element in double: the
   // three terms nearly cancel when dy is close to affine in xhat.
@@ -157,8 +179,8 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   const float* g = gamma.f32();
   for (int64_t j = 0; j < c; ++j) {
     k[j] = static_cast<double>(g[j]) * invstd[j];
-    mean_dy[j] = s.sum_dy[j] / static_cast<double>(m);
-    mean_dy_xhat[j] = s.sum_dy_xhat[j] / static_cast<double>(m);
+    mean_dy[j] = both[static_cast<std::size_t>(c + j)] / static_cast<double>(total);
+    mean_dy_xhat[j] = both[static_cast<std::size_t>(j)] / static_cast<double>(total);
   }
   BatchNormGrads grads;
   grads.dx = Tensor::empty(x.shape());

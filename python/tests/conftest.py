@@ -69,7 +69,8 @@ def _make(root):
               "--batch", "32", "--device", "cpu", "--workers", "2"]
     train_csv = root / "people" / "train.csv"
     run(BINARY, "train", "--train-csv", train_csv, "--out", root / "generic", "--seed", "1", "--head", "linear", *common)
-    # Another generic model (another digest) for the refusal of a user trained on it: 24 photos suffice.
+    # Another generic model (another digest) for the refusal of a user trained on it, and the command
+    # line's run that test_train.py repeats with aesthete.train (same options): 24 photos suffice.
     small_csv = root / "people" / "train_small.csv"
     small_csv.write_text("".join(open(train_csv).readlines()[:25]))
     run(BINARY, "train", "--train-csv", small_csv, "--out", root / "other", "--seed", "2", "--head", "linear", *common)

@@ -68,3 +68,4 @@ def test_ctrl_c_interrupts_personalise(data, tmp_path):
 def test_ctrl_c_interrupts_training_after_saving_its_state(data, tmp_path):
     interrupt("train", data, tmp_path / "run")
     assert (tmp_path / "run" / "last.safetensors").exists(), "no state saved: resume=True could not continue"
+    assert "<b>Interrupted</b>" in (tmp_path / "run" / "report.html").read_text()  # as `aesthete train` leaves it

@@ -1,5 +1,9 @@
-"""Model.personalise: the same training as `aesthete personalise`, save -> load -> score round trip."""
+"""Model.personalise: the same training as `aesthete personalise`, from paths or arrays; save -> load -> score
+round trip."""
 import csv
+import glob
+import pathlib
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,7 +15,9 @@ EPOCHS = 2
 
 
 def test_personalise_save_load_score_round_trip(data, model, tmp_path):
+    """A user file scores as `aesthete score --user` scores it (aesthete score reads the file)."""
     user, paths, ratings = data.person()
+    paths, ratings = paths[:20], ratings[:20]
     u = model.personalise(paths, ratings, k=None, mode="adapters", epochs=EPOCHS, seed=0, user_id=user)
     assert u.id == user and u.metrics["n_train"] == len(paths) and u.metrics["n_test"] == 0
     z = model.score(paths, user=u)
@@ -44,6 +50,43 @@ def test_personalise_is_the_command_lines_training(data, model, tmp_path):
         assert m[key] == pytest.approx(float(row[key]), rel=1e-8, abs=1e-12), key
 
 
+def test_personalise_from_arrays_equals_the_same_photos_from_files(data, model, tmp_path):
+    """Photos given as arrays train exactly as the files they came from: the same user file bytes
+    and the same scores (on the CPU, same seed), for a list of arrays mixed with paths and for an
+    N x H x W x 3 array; the temporary PNG files the arrays go through are removed."""
+    user, paths, ratings = data.person()
+    paths, ratings = paths[:16], ratings[:16]
+    arrays = [aesthete.read_image(p) for p in paths]
+    temporary = lambda: set(glob.glob(str(pathlib.Path(tempfile.gettempdir()) / "aesthete-personalise-*")))
+    left_before = temporary()
+    kw = dict(mode="adapters", epochs=2, seed=5, user_id=user)
+
+    before = aesthete._input_copies()
+    from_files = model.personalise(paths, ratings, **kw)
+    assert aesthete._input_copies() == before
+    mixed = list(arrays)
+    mixed[3], mixed[10] = paths[3], pathlib.Path(paths[10])
+    from_arrays = model.personalise(mixed, ratings, **kw)
+    assert aesthete._input_copies() == before + 14  # each array photo is written once, as a PNG
+    from_batch = model.personalise(np.stack(arrays), ratings, **kw)
+    assert temporary() == left_before
+
+    files = []
+    for name, u in (("files", from_files), ("arrays", from_arrays), ("batch", from_batch)):
+        files.append(tmp_path / f"{name}.safetensors")
+        u.save(str(files[-1]))
+    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+    z = model.score(paths, user=from_files)
+    assert not np.array_equal(z, model.score(paths)), "training changed nothing"
+    assert np.array_equal(model.score(np.stack(arrays), user=from_batch), z)
+
+    # With k, the same draw: the same held-out metrics.
+    a = model.personalise(paths, ratings, k=8, **kw).metrics
+    b = model.personalise(arrays, ratings, k=8, **kw).metrics
+    for key in ("n_train", "n_test", "rho_generic", "rho_personal", "mse_generic", "mse_personal", "train_loss"):
+        assert np.array_equal(a[key], b[key], equal_nan=True), key  # train_loss[0] (before training) is NaN
+
+
 def test_ratings_in_stars_are_converted_with_the_models_normalisation(data, model):
     user, paths, ratings = data.person()
     mean, std = model.norm
@@ -61,6 +104,10 @@ def test_personalise_refuses_bad_arguments_with_the_engines_messages(data, model
         model.personalise(paths, ratings, k=39)
     with pytest.raises(ValueError, match="mode must be adapters, head or full"):
         model.personalise(paths, ratings, mode="lora")
+    with pytest.raises(aesthete.ArgumentError, match="got one photo"):
+        model.personalise(aesthete.read_image(paths[0]), ratings[:1])
+    with pytest.raises(aesthete.ArgumentError, match="must be uint8"):
+        model.personalise([np.zeros((8, 8, 3), dtype=np.float32)] * 2, ratings[:2])
     missing = str(tmp_path / "gone.png")
     with pytest.raises(aesthete.FileError, match="gone.png' does not exist") as e:
         model.personalise(paths[:5] + [missing], ratings[:6])

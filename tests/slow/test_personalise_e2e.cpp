@@ -1,10 +1,8 @@
 // `aesthete personalise` end to end on generated people of opposite tastes (make-dataset --people):
 // a generic model trained on everybody's mean rating cannot serve "bright" and "dark" at once, a
-// personalised one can. Also: exact resume after SIGKILL mid-user, --select val independent of
-// the test images, reruns of one (user, repeat), the files and the errors users meet.
+// personalised one can. Also: --select val independent of the test images, reruns of one (user,
+// repeat), the files and the errors users meet. (Kills and resume: slow/test_crash_resume.)
 #include <doctest/doctest.h>
-
-#include <signal.h>
 
 #include <algorithm>
 #include <cmath>
@@ -172,29 +170,16 @@ TEST_CASE("the run's files: summary, draws, a self-contained report, deployable 
   AE_CHECK_CONTAINS(s.out, "path,bright,bright_stars,dark,dark_stars");
 }
 
-TEST_CASE("a multi-user run killed mid-user (SIGKILL) resumes to the same results.csv; one run reruns alone") {
-  const std::string out = root() + "/killed";
-  // Killed while the second person trains (the first person's row is already written).
-  test::signal_when_file_appears(personalise_cmd(out, kUsers + " --mode adapters --repeats 1 --epochs 12 --fit-all") +
-                                     " > /dev/null 2>&1",
-                                 out + "/results.csv", SIGKILL, 1500);
-  REQUIRE(fs::exists(out + "/state.safetensors"));
-  const auto r = test::run_command(personalise_cmd(out, kUsers + " --mode adapters --repeats 1 --epochs 12 --fit-all --resume"));
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  CHECK(test::read_file(out + "/results.csv") == test::read_file(adapters_run() + "/results.csv"));
-  CHECK(test::read_file(out + "/users/dark.safetensors") == test::read_file(adapters_run() + "/users/dark.safetensors"));
-  // Another setting on resume is refused, naming it.
-  const auto changed = test::run_command(personalise_cmd(out, kUsers + " --mode adapters --repeats 1 --epochs 13 --fit-all --resume"));
-  CHECK(changed.exit_code == 1);
-  AE_CHECK_CONTAINS(changed.err, "epochs: saved '12', now '13'");
-  // Any (user, repeat) reruns alone to the same row.
+TEST_CASE("one (user, repeat) reruns alone to the same row as in the full run") {
+  // (Kills at random moments and the exact resume: slow/test_crash_resume.)
   const std::string alone = root() + "/alone";
   const auto a = test::run_command(personalise_cmd(alone, "--users dark --only-repeat 0 --mode adapters --repeats 1 --epochs 12"));
+  INFO(a.err);
   REQUIRE(a.exit_code == 0);
   const std::string all = test::read_file(adapters_run() + "/results.csv");
   const std::string one = test::read_file(alone + "/results.csv");
   const std::string dark_row = one.substr(one.find('\n') + 1);
+  REQUIRE(!dark_row.empty());
   AE_CHECK_CONTAINS(all, dark_row);
 }
 

@@ -1,11 +1,14 @@
-#include "apps/report_html.h"
+#include "train/report_html.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 
-namespace ae::app {
+#include "runtime/atomic_file.h"
+
+namespace ae::train {
 
 std::string html_escape(const std::string& s) {
   std::string out;
@@ -80,7 +83,31 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
   return os.str();
 }
 
-std::string training_report_html(const train::TrainResult& result,
+std::vector<std::pair<std::string, std::string>> training_settings(const TrainOptions& o, const std::string& init,
+                                                                   const std::string& head, const std::string& optimizer,
+                                                                   const std::string& resize_mode) {
+  return {{"train csv", o.train_csv},
+          {"images", o.images_dir},
+          {"validation", o.val_csv.empty() ? "fraction " + std::to_string(o.val_fraction) + " of the training images" : o.val_csv},
+          {"init", init.empty() ? "random" : init},
+          {"head", head},
+          {"epochs", std::to_string(o.epochs)},
+          {"batch", std::to_string(o.batch)},
+          {"optimizer", optimizer},
+          {"lr", std::to_string(o.lr)},
+          {"lr decay", std::to_string(o.lr_decay) + " every " + std::to_string(o.decay_every) + " epochs"},
+          {"input", std::to_string(o.size) + " px (" + resize_mode + ", train resize " + std::to_string(o.resize_to) + ")"},
+          {"device", o.device.str()},
+          {"seed", std::to_string(o.seed)}};
+}
+
+void write_training_report(const TrainResult& result, const std::vector<std::pair<std::string, std::string>>& settings,
+                           const std::string& out_dir) {
+  const std::string html = training_report_html(result, settings);
+  atomic_write((std::filesystem::path(out_dir) / "report.html").string(), html.data(), html.size());
+}
+
+std::string training_report_html(const TrainResult& result,
                                  const std::vector<std::pair<std::string, std::string>>& settings) {
   Series loss{"train loss", "#1f77b4", {}}, val{"val MSE", "#d62728", {}};
   Series rho{"val Spearman", "#2ca02c", {}}, r{"val Pearson", "#9467bd", {}};
@@ -205,8 +232,8 @@ std::string svg_histogram(const std::string& title, const std::vector<Series>& s
 
 }  // namespace
 
-std::string personalisation_report_html(const train::PersonaliseResult& r, const std::string& command) {
-  const train::PersonaliseOptions& o = r.options;
+std::string personalisation_report_html(const PersonaliseResult& r, const std::string& command) {
+  const PersonaliseOptions& o = r.options;
   std::vector<std::string> users;
   Series g{"generic", "#999999", {}}, p{"personalised", "#1f77b4", {}};
   Series delta{"delta rho (epoch chosen honestly)", "#1f77b4", {}};
@@ -244,11 +271,11 @@ std::string personalisation_report_html(const train::PersonaliseResult& r, const
      << "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
      << "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f4f4f4}td.k{text-align:left}"
      << "code{background:#f4f4f4;padding:2px 4px;word-break:break-all}.note{color:#555}</style></head><body>";
-  os << "<h1>Personalisation: " << train::mode_name(o.mode) << ", k = " << o.k << "</h1>";
+  os << "<h1>Personalisation: " << mode_name(o.mode) << ", k = " << o.k << "</h1>";
   const double mg = mean_of(g.y), mp = mean_of(p.y);
   os << "<p>" << users.size() << " users, " << delta.y.size() << " runs. Mean Spearman rho on each user's held-out "
      << "images: generic <b>" << num(mg, "%.3f") << "</b>, personalised <b>" << num(mp, "%.3f") << "</b> (delta "
-     << num(mp - mg, "%+.3f") << "; the epoch is " << (o.select == train::EpochSelect::fixed ? "fixed at " + std::to_string(o.epochs)
+     << num(mp - mg, "%+.3f") << "; the epoch is " << (o.select == EpochSelect::fixed ? "fixed at " + std::to_string(o.epochs)
                                                                                               : std::string("chosen on a validation part of the k images"))
      << ", never on the test images). The original system's optimistic number (best epoch chosen on the test "
      << "images) would be " << num(mean_of(oracle.y), "%+.3f") << ".</p>";
@@ -273,8 +300,8 @@ std::string personalisation_report_html(const train::PersonaliseResult& r, const
   }
   os << "</table><h2>Settings</h2><table>";
   const std::vector<std::pair<std::string, std::string>> settings = {
-      {"mode", train::mode_name(o.mode)}, {"k", std::to_string(o.k)}, {"repeats", std::to_string(o.repeats)},
-      {"epochs", std::to_string(o.epochs)}, {"select", train::select_name(o.select)},
+      {"mode", mode_name(o.mode)}, {"k", std::to_string(o.k)}, {"repeats", std::to_string(o.repeats)},
+      {"epochs", std::to_string(o.epochs)}, {"select", select_name(o.select)},
       {"lr", num(o.lr) + " x" + num(o.lr_decay) + " every " + std::to_string(o.decay_every) + " epochs"},
       {"weight decay", num(o.weight_decay)}, {"batch", std::to_string(o.batch)},
       {"input", std::to_string(o.size) + " px (squash, train resize " + std::to_string(o.resize_to) + ")"},
@@ -289,4 +316,4 @@ std::string personalisation_report_html(const train::PersonaliseResult& r, const
   return os.str();
 }
 
-}  // namespace ae::app
+}  // namespace ae::train

@@ -1,0 +1,56 @@
+#pragma once
+// Processes of one run (DESIGN.md "Beyond one process"): rank, size, node-local rank and the few
+// collectives aesthete needs, on MPI when the build found it (AE_WITH_MPI, see CMakeLists.txt) and
+// the process was launched by mpirun or srun. Otherwise a run is one process: size 1, rank 0, and
+// every collective returns its input unchanged, so callers need no branch of their own.
+//
+// Collectives never wait forever. mpirun already ends the whole job when a rank dies (it exits
+// without MPI_Finalize); a rank that is alive but stuck is caught here: a collective that has
+// not completed after AE_COLLECTIVE_TIMEOUT seconds (default 900) makes the waiting rank print
+// "error (rank r of n): <collective> did not complete within ..." and exit, and mpirun then ends
+// the others. Calls that legitimately wait on uneven work (the end of a personalisation, where
+// one rank may still train its last user for hours) pass Wait::unbounded.
+//
+// Collectives are called from the main thread only (MPI is started with MPI_THREAD_FUNNELED); a
+// watchdog thread, which never calls MPI, ends the process when one waits too long.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ae::dist {
+
+// Starts MPI when built with it and launched by mpirun/srun (reads OMPI_COMM_WORLD_SIZE,
+// PMIX_RANK, PMI_SIZE); a second call does nothing. A build without MPI launched as several
+// ranks is an error saying so (every rank would write the same files).
+void init(int* argc, char*** argv);
+// MPI_Finalize when init started MPI; safe to call when it did not.
+void finalize();
+
+bool built_with_mpi();
+bool active();    // MPI is running (launched by mpirun/srun, even with one rank)
+int rank();       // 0 in a single process
+int size();       // 1 in a single process
+int local_rank(); // rank among the processes on this node (for the GPU a rank takes)
+bool is_root();   // rank() == 0: the one process that writes shared files
+
+// Seconds a collective may wait before the job is aborted (AE_COLLECTIVE_TIMEOUT, default 900).
+double collective_timeout_seconds();
+enum class Wait { bounded, unbounded };
+
+// `what` names the collective in timeout and error messages ("gradient all-reduce, step 12").
+void barrier(const std::string& what, Wait wait = Wait::bounded);
+void allreduce_sum(float* data, int64_t n, const std::string& what);
+void allreduce_sum(double* data, int64_t n, const std::string& what);
+void broadcast(void* data, int64_t bytes, int root, const std::string& what);
+// Every rank's bytes, in rank order, on rank 0; an empty vector on the other ranks.
+std::vector<std::string> gather_to_root(const std::string& mine, const std::string& what, Wait wait = Wait::bounded);
+
+// Under MPI: one line on stderr from rank 0 naming the number of ranks and each rank's device
+// ("aesthete: 2 ranks (MPI): rank 0 cpu, rank 1 cpu"). Nothing in a single process.
+void announce(const std::string& device);
+
+// Prints "error (rank r of n): message" and ends every rank of the job (MPI_Abort), or exits
+// with `code` in a single process.
+[[noreturn]] void abort_job(const std::string& message, int code = 1);
+
+}  // namespace ae::dist
