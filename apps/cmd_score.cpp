@@ -1,12 +1,14 @@
 // aesthete score: predicted aesthetic score of photos, as CSV on stdout.
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <set>
 
 #include "apps/commands.h"
 #include "model/shared_model.h"
+#include "runtime/dist.h"
 #include "runtime/log.h"
 #include "session/session.h"
 #include "train/preprocess.h"
@@ -61,6 +63,25 @@ std::string column_name(const model::UserState& s, const std::string& path, std:
   return name;
 }
 
+// Rank 0 receives every rank's columns (rank r scored columns r, r + size, ...): `photos` floats
+// per column, in column order within each rank's bytes.
+void gather_columns(std::vector<std::vector<float>>& z, std::size_t photos) {
+  std::string mine;
+  for (std::size_t c = static_cast<std::size_t>(dist::rank()); c < z.size(); c += static_cast<std::size_t>(dist::size()))
+    mine.append(reinterpret_cast<const char*>(z[c].data()), z[c].size() * sizeof(float));
+  const std::vector<std::string> all = dist::gather_to_root(mine, "score: collecting the ranks' scores");
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    std::size_t at = 0;
+    for (std::size_t c = r; c < z.size(); c += all.size()) {
+      AE_CHECK(all[r].size() >= (at + photos) * sizeof(float),
+               "score: rank " << r << " sent " << all[r].size() << " bytes of scores, too few for its columns");
+      z[c].resize(photos);
+      std::memcpy(z[c].data(), all[r].data() + at * sizeof(float), photos * sizeof(float));
+      at += photos;
+    }
+  }
+}
+
 void run_score(const ScoreArgs& a) {
   const Device device = resolve_device(a.device);
   const model::Checkpoint ck = weights::load_model_file(a.model);
@@ -94,10 +115,15 @@ void run_score(const ScoreArgs& a) {
     taken.insert("generic");
     columns.push_back(Column{"generic", "", nullptr});
   }
+  // Under mpirun the columns are dealt to the ranks in turn (every rank checks every file and
+  // decodes every photo; rank 0 gathers the scores and alone prints).
+  const auto mine = [](std::size_t column) { return static_cast<int>(column % dist::size()) == dist::rank(); };
   for (const std::string& p : user_paths) {
     std::shared_ptr<model::UserState> s = shared.load_user(p);
-    columns.push_back(Column{column_name(*s, p, taken), p, resident ? s : nullptr});
+    const bool keep = resident && mine(columns.size());
+    columns.push_back(Column{column_name(*s, p, taken), p, keep ? s : nullptr});
   }
+  if (dist::size() > 1) dist::announce(device.str());
   if (user_paths.size() == 1 && !a.generic) {
     AE_INFO("scoring for user " << columns[0].name << " ('" << columns[0].path << "')");
   } else if (!user_paths.empty()) {
@@ -109,14 +135,16 @@ void run_score(const ScoreArgs& a) {
   const std::vector<std::string> files = expand_paths(a.paths);
   AE_CHECK(!files.empty(), "no images to score");
   const bool single = columns.size() == 1;
-  std::printf("path");
-  for (const Column& c : columns) {
-    if (single)
-      std::printf(",score,stars");
-    else
-      std::printf(",%s,%s_stars", c.name.c_str(), c.name.c_str());
+  if (dist::is_root()) {
+    std::printf("path");
+    for (const Column& c : columns) {
+      if (single)
+        std::printf(",score,stars");
+      else
+        std::printf(",%s,%s_stars", c.name.c_str(), c.name.c_str());
+    }
+    std::printf("\n");
   }
-  std::printf("\n");
   int failures = 0;
   // Photos are decoded once and scored for every person, the next chunk decoded while this one is
   // scored. Resident states are cheap to bind, so a chunk is one batch and the overlap starts at
@@ -125,31 +153,42 @@ void run_score(const ScoreArgs& a) {
   train::PhotoChunkReader reader(files, size, a.batch, chunk_bytes);
   while (!reader.done()) {
     const train::PhotoChunk chunk = reader.next();
-    for (const std::string& why : chunk.failures) std::fprintf(stderr, "error: %s\n", why.c_str());
+    if (dist::is_root())
+      for (const std::string& why : chunk.failures) std::fprintf(stderr, "error: %s\n", why.c_str());
     failures += static_cast<int>(chunk.failures.size());
     const std::vector<train::PhotoBatch>& batches = chunk.batches;
-    std::vector<std::vector<std::vector<float>>> z(columns.size());  // column, batch, photo
+    std::size_t photos = 0;
+    for (const train::PhotoBatch& b : batches) photos += b.names.size();
+    std::vector<std::vector<float>> z(columns.size());  // column -> the chunk's photos in order
     for (std::size_t c = 0; c < columns.size(); ++c) {
+      if (!mine(c)) continue;
       if (columns[c].path.empty())
         shared.bind_generic();
       else
         shared.bind(columns[c].resident ? columns[c].resident : shared.load_user(columns[c].path));
-      for (const train::PhotoBatch& b : batches) z[c].push_back(train::score_inputs(shared, b.x));
+      for (const train::PhotoBatch& b : batches) {
+        const std::vector<float> part = train::score_inputs(shared, b.x);
+        z[c].insert(z[c].end(), part.begin(), part.end());
+      }
     }
-    for (std::size_t bi = 0; bi < batches.size(); ++bi) {
-      for (std::size_t i = 0; i < batches[bi].names.size(); ++i) {
-        std::printf("%s", batches[bi].names[i].c_str());
+    if (dist::size() > 1) gather_columns(z, photos);
+    if (!dist::is_root()) continue;
+    std::size_t row = 0;
+    for (const train::PhotoBatch& b : batches) {
+      for (const std::string& name : b.names) {
+        std::printf("%s", name.c_str());
         for (std::size_t c = 0; c < columns.size(); ++c) {
-          const float v = z[c][bi][i];  // printed so that it reads back as the same float
+          const float v = z[c][row];  // printed so that it reads back as the same float
           std::printf(",%s,%.4f", session::format_score(v).c_str(), session::stars(v, shared.norm()));
         }
         std::printf("\n");
+        ++row;
       }
     }
     std::fflush(stdout);
   }
   if (failures > 0) {
-    AE_WARN(failures << " of " << files.size() << " images could not be read (listed above)");
+    if (dist::is_root()) AE_WARN(failures << " of " << files.size() << " images could not be read (listed above)");
     set_exit_code(1);
   }
 }

@@ -1,7 +1,9 @@
 // `mpirun -np 2 aesthete personalise`: users are dealt to the ranks and rank 0 merges the rows.
-// Every (user, repeat) is seeded on its own, so the files are the bytes one process writes.
+// Every (user, repeat) is seeded on its own, so the files are the bytes one process writes. Then
+// `mpirun -np 2 aesthete score --users-dir` over the people it wrote: the CSV of one process.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "tests/mpi/mpi_run.h"
@@ -77,4 +79,18 @@ TEST_CASE("two ranks write the results.csv, draws.csv and user files of one proc
   }
   CHECK(fs::exists(two + "/summary.json"));
   CHECK(fs::exists(two + "/report.html"));
+
+  // `score --users-dir` deals its columns (the generic model and the four people) to the ranks;
+  // rank 0 prints the CSV one process prints.
+  const std::string score = test::aesthete_binary() + " score --model " + model + " --users-dir " + one +
+                            "/users --generic --device cpu " + people().images_dir;
+  const auto s1 = test::run_command(threads + score);
+  INFO(s1.err);
+  REQUIRE(s1.exit_code == 0);
+  CHECK(std::count(s1.out.begin(), s1.out.end(), '\n') == 121);  // header + 120 photos
+  CHECK(s1.out.find("path,generic,generic_stars,") == 0);
+  const auto s2 = test::run_command(threads + test::mpirun(2, score));
+  INFO(s2.err);
+  REQUIRE(s2.exit_code == 0);
+  CHECK(s2.out == s1.out);
 }
