@@ -76,6 +76,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def seconds_per_step(step, a, dev):
+    """Seconds per call of step() over a.steps calls, after a.warmup untimed ones."""
+    for _ in range(a.warmup):
+        step()
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    sync(dev)
+    return (time.perf_counter() - t0) / a.steps
+
+
 def set_precision(precision, device):
     """Sets TF32 use for this precision and returns a description of the effective settings."""
     tf32 = precision == "tf32"
@@ -138,14 +150,7 @@ def main():
             y.backward()
             return xe.grad.sum().item()
 
-        for _ in range(a.warmup):
-            estep()
-        sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            estep()
-        sync(dev)
-        s = (time.perf_counter() - t0) / a.steps
+        s = seconds_per_step(estep, a, dev)
         print(f"enhance-step device={name} batch={a.batch} size={a.size}  {a.batch / s:.2f} images/s  "
               f"({1e3 * s:.1f} ms/step)  {tag}")
         return
@@ -166,26 +171,14 @@ def main():
     gflop = 3.63 * (a.size / 224.0) ** 2
     if a.what in ("model", "train"):
         net.train()
-        for _ in range(a.warmup):
-            step()
-        sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            step()
-        sync(dev)
-        train_s = time.perf_counter() - t0
+        train_s = seconds_per_step(step, a, dev) * a.steps
         print(f"train-step  device={name} batch={a.batch} size={a.size}  {imgs / train_s:.2f} images/s  "
               f"({3 * gflop * imgs / train_s:.1f} GFLOP/s at 3x forward)  {tag}")
 
     if a.what in ("model", "inference"):
         net.eval()
         with torch.no_grad(), autocast():
-            for _ in range(a.warmup):
-                net(x).cpu()
-            t0 = time.perf_counter()
-            for _ in range(a.steps):
-                net(x).cpu()
-            infer_s = time.perf_counter() - t0
+            infer_s = seconds_per_step(lambda: net(x).cpu(), a, dev) * a.steps
         print(f"inference   device={name} batch={a.batch} size={a.size}  {imgs / infer_s:.2f} images/s  "
               f"({gflop * imgs / infer_s:.1f} GFLOP/s)  {tag}")
 
@@ -219,14 +212,7 @@ def personalise(a, dev, autocast, tag):
         return loss.item()
 
     net.train()
-    for _ in range(a.warmup):
-        step()
-    sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
-    sync(dev)
-    s = (time.perf_counter() - t0) / a.steps
+    s = seconds_per_step(step, a, dev)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     print(f"personalise-step mode=adapters device={dev} batch={a.batch} size={a.size}  {1e3 * s:.1f} ms/step  "
           f"{a.batch / s:.2f} images/s  ({trainable} trainable parameters)  {tag}")
