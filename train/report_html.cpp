@@ -88,14 +88,14 @@ std::vector<std::pair<std::string, std::string>> training_settings(const TrainOp
                                                                    const std::string& resize_mode) {
   return {{"train csv", o.train_csv},
           {"images", o.images_dir},
-          {"validation", o.val_csv.empty() ? "fraction " + std::to_string(o.val_fraction) + " of the training images" : o.val_csv},
+          {"validation", o.val_csv.empty() ? "fraction " + num(o.val_fraction) + " of the training images" : o.val_csv},
           {"init", init.empty() ? "random" : init},
           {"head", head},
           {"epochs", std::to_string(o.epochs)},
           {"batch", std::to_string(o.batch)},
           {"optimizer", optimizer},
-          {"lr", std::to_string(o.lr)},
-          {"lr decay", std::to_string(o.lr_decay) + " every " + std::to_string(o.decay_every) + " epochs"},
+          {"lr", num(o.lr)},
+          {"lr decay", num(o.lr_decay) + " every " + std::to_string(o.decay_every) + " epochs"},
           {"input", std::to_string(o.size) + " px (" + resize_mode + ", train resize " + std::to_string(o.resize_to) + ")"},
           {"device", o.device.str()},
           {"seed", std::to_string(o.seed)}};
