@@ -102,6 +102,9 @@ struct MaxPool2dParams {
   int kernel_h = 3, kernel_w = 3;
   int stride_h = 2, stride_w = 2;
   int pad_h = 1, pad_w = 1;
+  // False: y only, MaxPoolOut::argmax left undefined (inference: the i64 argmax is twice the size
+  // of y and only a backward reads it).
+  bool with_argmax = true;
   int64_t out_h(int64_t h) const { return conv_out_size(h, kernel_h, stride_h, pad_h); }
   int64_t out_w(int64_t w) const { return conv_out_size(w, kernel_w, stride_w, pad_w); }
 };
@@ -221,6 +224,10 @@ struct BatchNormApplyParams {
   float eps = 1e-5f;  // used with BatchNormStats::running only
   BatchNormStats stats = BatchNormStats::running;
   bool relu = false;
+  // Write y over x's storage and return x: for inference, where x is dead once normalised, so a
+  // layer's output does not need a second buffer of its size (the peak memory of a forward). Same
+  // bits as the out-of-place op; x must not be used afterwards as the pre-normalisation value.
+  bool in_place = false;
 };
 // x [...,C]; gamma, beta, mean, var_or_invstd [C]; residual: x's shape, or undefined for none.
 Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,

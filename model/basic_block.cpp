@@ -23,12 +23,14 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int stride, bo
 
 namespace {
 
-// Eval-mode batch norm of `bn` on x, then + residual (when defined), then ReLU, in one op.
+// Eval-mode batch norm of `bn` on x, then + residual (when defined), then ReLU, in one op, written
+// over x: the inference path never reads a convolution's raw output again.
 Tensor bn_epilogue(const BatchNorm& bn, const Tensor& x, const Tensor& residual, bool relu) {
   ops::BatchNormApplyParams p;
   p.eps = bn.params.eps;
   p.stats = ops::BatchNormStats::running;
   p.relu = relu;
+  p.in_place = true;
   return ops::batchnorm_apply(p, x, bn.weight.value, bn.bias.value, bn.running_mean, bn.running_var, residual);
 }
 
@@ -168,10 +170,15 @@ Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight
   return ops::conv2d_forward(conv.params, x, folded.value);
 }
 
+// At most three activations of the block's output size are alive at once (x or the identity, out,
+// c): each epilogue overwrites the convolution output it normalises, and out is released as soon as
+// conv2 has read it.
 Tensor BasicBlock::forward_inference_fused(const Tensor& x) {
-  const Tensor a = has_adapters_ ? conv_with_adapter(conv1, adapter1, folded1_, x) : conv1.forward(x, /*keep=*/false);
-  const Tensor out = bn_epilogue(bn1, a, Tensor(), /*relu=*/true);
+  Tensor out = bn_epilogue(
+      bn1, has_adapters_ ? conv_with_adapter(conv1, adapter1, folded1_, x) : conv1.forward(x, /*keep=*/false), Tensor(),
+      /*relu=*/true);
   const Tensor c = has_adapters_ ? conv_with_adapter(conv2, adapter2, folded2_, out) : conv2.forward(out, false);
+  out = Tensor();
   const Tensor identity =
       has_downsample_ ? bn_epilogue(down_bn, down_conv.forward(x, false), Tensor(), /*relu=*/false) : x;
   y_ = Tensor();  // nothing kept: a backward after an inference forward is an error

@@ -289,7 +289,9 @@ Tensor ReLU::backward(const Tensor& dy, bool need_dx) {
 }
 
 Tensor MaxPool2d::forward(const Tensor& x, bool keep) {
-  ops::MaxPoolOut r = ops::maxpool2d_forward(params, x);
+  ops::MaxPool2dParams p = params;
+  p.with_argmax = keep;
+  ops::MaxPoolOut r = ops::maxpool2d_forward(p, x);
   argmax_ = keep ? r.argmax : Tensor();
   x_shape_ = x.shape();
   return r.y;

@@ -23,7 +23,7 @@ Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, cons
                              : s[j];
     scale[j] = g[j] * invstd;
   }
-  Tensor y = Tensor::empty(x.shape());
+  Tensor y = p.in_place ? x : Tensor::empty(x.shape());  // element i is read before it is written
   const float* xp = x.f32();
   const float* rp = residual.defined() ? residual.f32() : nullptr;
   const float* mp = mean.f32();

@@ -52,10 +52,10 @@ void window_max(const float* image, int64_t w, int64_t c, const Window& win, flo
 MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = p.out_h(h), ow = p.out_w(w);
-  MaxPoolOut out{Tensor::empty({n, oh, ow, c}), Tensor::empty({n, oh, ow, c}, DType::i64)};
+  MaxPoolOut out{Tensor::empty({n, oh, ow, c}), p.with_argmax ? Tensor::empty({n, oh, ow, c}, DType::i64) : Tensor()};
   const float* xp = x.f32();
   float* yp = out.y.f32();
-  int64_t* ap = out.argmax.data<int64_t>();
+  int64_t* ap = p.with_argmax ? out.argmax.data<int64_t>() : nullptr;
   // 32-bit positions vectorise with the floats; an image plane too big for them is impossible
   // in practice (8 GB per channel) but still handled, with 64-bit positions.
   const bool narrow = h * w <= std::numeric_limits<int32_t>::max();
@@ -63,6 +63,7 @@ MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) {
   // One output row (image b, row i) per index.
   parallel_rows(n * oh, min_rows_for(ow * c * p.kernel_h * p.kernel_w), [&](int64_t row_begin, int64_t row_end) {
     std::vector<int32_t> narrow_at(static_cast<std::size_t>(narrow ? c : 0));
+    std::vector<int64_t> wide_at(static_cast<std::size_t>(narrow || ap ? 0 : c));  // winners nobody keeps
     for (int64_t row = row_begin; row < row_end; ++row) {
       const int64_t b = row / oh, i = row % oh;
       // The window clipped to the image: padding never wins, it acts as -inf. The validated
@@ -77,9 +78,9 @@ MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) {
         const float* image = xp + b * h * w * c;
         if (narrow) {
           window_max(image, w, c, win, yp + at_out, narrow_at.data());
-          std::copy(narrow_at.begin(), narrow_at.end(), ap + at_out);
+          if (ap) std::copy(narrow_at.begin(), narrow_at.end(), ap + at_out);
         } else {
-          window_max(image, w, c, win, yp + at_out, ap + at_out);
+          window_max(image, w, c, win, yp + at_out, ap ? ap + at_out : wide_at.data());
         }
       }
     }

@@ -22,11 +22,11 @@ __global__ void apply_scale_kernel(const float* __restrict__ gamma, const float*
   }
 }
 
-// residual may be null; relu is uniform across the grid, so the branch never diverges.
-__global__ void batchnorm_apply_kernel(const float* __restrict__ x, const float* __restrict__ mean,
-                                       const float* __restrict__ scale, const float* __restrict__ beta,
-                                       const float* __restrict__ residual, bool relu, float* __restrict__ y, int64_t n,
-                                       int64_t c) {
+// residual may be null; relu is uniform across the grid, so the branch never diverges. x and y may
+// be the same buffer (BatchNormApplyParams::in_place), hence no __restrict__ on them.
+__global__ void batchnorm_apply_kernel(const float* x, const float* __restrict__ mean, const float* __restrict__ scale,
+                                       const float* __restrict__ beta, const float* __restrict__ residual, bool relu,
+                                       float* y, int64_t n, int64_t c) {
   for (int64_t i = first_index(); i < n; i += index_stride()) {
     const int64_t j = i % c;
     float v = (x[i] - mean[j]) * scale[j] + beta[j];
@@ -41,7 +41,7 @@ Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, cons
                        const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) {
   const int64_t c = x.dim(-1), n = x.numel();
   const Device dev = x.device();
-  Tensor y = Tensor::empty(x.shape(), DType::f32, dev);
+  Tensor y = p.in_place ? x : Tensor::empty(x.shape(), DType::f32, dev);
   if (c == 0 || n == 0) return y;
   Tensor scale = Tensor::empty({c}, DType::f32, dev);
   AE_LAUNCH(apply_scale_kernel, dim3(blocks_for(c, kThreads)), dim3(kThreads), 0, nullptr,

@@ -40,7 +40,7 @@ __global__ void maxpool_forward_kernel(PlaneShape s, ops::MaxPool2dParams p, con
       }
     }
     y[i] = best;
-    argmax[i] = best_at;
+    if (argmax) argmax[i] = best_at;  // null: inference (MaxPool2dParams::with_argmax), uniform across the grid
   }
 }
 
@@ -121,9 +121,9 @@ __global__ void adaptive_avgpool_backward_kernel(PlaneShape s, const float* __re
 MaxPoolOut maxpool2d_forward(const ops::MaxPool2dParams& p, const Tensor& x) {
   const PlaneShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3), p.out_h(x.dim(1)), p.out_w(x.dim(2))};
   MaxPoolOut out{Tensor::empty({s.n, s.oh, s.ow, s.c}, DType::f32, x.device()),
-                 Tensor::empty({s.n, s.oh, s.ow, s.c}, DType::i64, x.device())};
+                 p.with_argmax ? Tensor::empty({s.n, s.oh, s.ow, s.c}, DType::i64, x.device()) : Tensor()};
   AE_LAUNCH(maxpool_forward_kernel, dim3(blocks_for(out.y.numel(), kThreads)), dim3(kThreads), 0, nullptr, s, p,
-            x.f32(), out.y.f32(), out.argmax.data<int64_t>());
+            x.f32(), out.y.f32(), p.with_argmax ? out.argmax.data<int64_t>() : nullptr);
   return out;
 }
 

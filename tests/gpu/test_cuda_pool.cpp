@@ -58,6 +58,11 @@ TEST_CASE("maxpool2d forward and backward match the CPU backend") {
       const ops::MaxPoolOut got = ops::maxpool2d_forward(p, to_device(x));
       test::require_cuda_close(got.y, ref.y, kExact, what + " y");
       CHECK(test::bitwise_equal(got.argmax, ref.argmax));
+      ops::MaxPool2dParams y_only = p;  // inference: the same y, no argmax written anywhere
+      y_only.with_argmax = false;
+      const ops::MaxPoolOut lean = ops::maxpool2d_forward(y_only, to_device(x));
+      CHECK_FALSE(lean.argmax.defined());
+      test::require_cuda_close(lean.y, ref.y, kExact, what + " y without argmax");
 
       const Tensor dy = test::random_tensor(ref.y.shape(), seed++);
       const Tensor dx_ref = ops::maxpool2d_backward(p, dy, ref.argmax, c.x);

@@ -9,6 +9,8 @@
 
 #include "kernels/ops.h"
 #include "model/basic_block.h"
+#include "model/resnet18.h"
+#include "runtime/alloc.h"
 #include "tests/support/check.h"
 #include "tests/support/expect.h"
 #include "tests/support/random_block.h"
@@ -85,6 +87,49 @@ TEST_CASE("batchnorm_apply with saved statistics equals the train-mode normalisa
   }
 }
 
+TEST_CASE("batchnorm_apply in place: the same bits, written over x's storage") {
+  uint64_t seed = 100;
+  for (const Shape& s : kShapes) {
+    const Channels ch = random_channels(s.back(), seed);
+    const Tensor r = test::random_tensor(s, seed + 1);
+    for (const bool relu : {false, true}) {
+      for (const bool residual : {false, true}) {
+        ops::BatchNormApplyParams p = apply_params(ops::BatchNormStats::running, relu);
+        const Tensor x = test::random_tensor(s, seed + 2, -3.0f, 3.0f);
+        const Tensor expected = ops::batchnorm_apply(p, x, ch.gamma, ch.beta, ch.mean, ch.var, residual ? r : Tensor());
+        p.in_place = true;
+        const Tensor y = ops::batchnorm_apply(p, x, ch.gamma, ch.beta, ch.mean, ch.var, residual ? r : Tensor());
+        INFO("shape " << shape_str(s) << (relu ? " relu" : "") << (residual ? " residual" : ""));
+        CHECK(y.storage() == x.storage());
+        CHECK(bitwise_equal(y, expected));
+        CHECK(bitwise_equal(x, expected));
+      }
+    }
+    seed += 10;
+  }
+}
+
+TEST_CASE("ResNet-18 inference holds one stem-sized activation at a time, not three") {
+  // The stem's output (N x H/2 x W/2 x 64) is the largest activation of the network. Eval BatchNorm
+  // and ReLU write over it, and the max pool keeps no argmax: the peak is that output and the pooled
+  // quarter. Before, the conv, BatchNorm and ReLU outputs were alive together (3x), plus an i64
+  // argmax (another half).
+  model::ResNet18 net(model::ModelConfig{});
+  net.set_training(false);
+  net.set_grad_enabled(false);
+  const int64_t n = 4, side = 192;
+  const Tensor x = test::random_tensor({n, side, side, 3}, 4);
+  (void)net.forward(x);  // grow the per-thread workspaces first: they are not activations
+  const double stem = static_cast<double>(n * (side / 2) * (side / 2) * 64 * sizeof(float));
+  reset_host_peak();
+  const double live_before = static_cast<double>(host_memory_stats().live_bytes);
+  const Tensor y = net.forward(x);
+  const double extra = static_cast<double>(host_memory_stats().peak_live_bytes) - live_before;
+  INFO("peak above the model and input: " << extra / 1e6 << " MB; the stem output is " << stem / 1e6 << " MB");
+  CHECK(y.dim(0) == n);
+  CHECK(extra < 1.6 * stem);
+}
+
 TEST_CASE("batchnorm_apply matches a double-precision loop") {
   const Shape s{2, 5, 3, 6};
   const Channels ch = random_channels(6, 7);
@@ -127,11 +172,6 @@ TEST_CASE("batchnorm_apply rejects bad arguments naming the argument") {
         std::string::npos);
 }
 
-namespace {
-
-
-}  // namespace
-
 TEST_CASE("BasicBlock inference: the fused epilogue path equals the unfused layers bit for bit") {
   struct Case {
     int64_t in, out;
@@ -146,9 +186,11 @@ TEST_CASE("BasicBlock inference: the fused epilogue path equals the unfused laye
     block.fuse_inference_epilogues = false;
     const Tensor unfused = block.forward(x, /*training=*/false, /*keep=*/false);
     block.fuse_inference_epilogues = true;
+    const Tensor x_before = x.clone();
     const Tensor fused = block.forward(x, false, false);
     INFO("block " << c.in << "->" << c.out << " stride " << c.stride << (c.adapters ? " with adapters" : ""));
     CHECK(bitwise_equal(fused, unfused));
+    CHECK(bitwise_equal(x, x_before));  // the epilogues write over convolution outputs, never the input
     // Kept activations (saliency, training) take the layer path, whose backward still works.
     const Tensor kept = block.forward(x, false, /*keep=*/true);
     CHECK(bitwise_equal(kept, unfused));

@@ -131,6 +131,11 @@ TEST_CASE("maxpool2d forward matches the naive loop on awkward shapes") {
       CHECK(out.argmax.dtype() == DType::i64);
       AE_REQUIRE_OK(test::compare(out.y, ref.y, {0, 0, 0}, "maxpool y " + describe(s, p)));
       CHECK(to_i64(out.argmax) == ref.argmax);
+      ops::MaxPool2dParams y_only = p;  // inference: the same y, no argmax
+      y_only.with_argmax = false;
+      const ops::MaxPoolOut lean = ops::maxpool2d_forward(y_only, x);
+      CHECK_FALSE(lean.argmax.defined());
+      CHECK(test::bitwise_equal(lean.y, out.y));
       ++checked;
     }
   CHECK(checked >= 40);
