@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +31,10 @@ struct State {
   int rank = 0, size = 1, local_rank = 0;
 };
 State g;
+
+// Device labels for announce() and the registered device all-reduces (set at device start-up).
+std::map<std::string, std::string> g_device_labels;
+std::map<DeviceKind, DeviceAllReduce> g_device_allreduce;
 
 const char* env(const char* name) {
   const char* v = std::getenv(name);
@@ -274,9 +279,34 @@ std::vector<std::string> gather_to_root(const std::string& mine, const std::stri
 #endif
 }
 
+void set_device_label(const std::string& device, const std::string& label) { g_device_labels[device] = label; }
+
+int choose_device(int requested, bool launched, int local_rank, int device_count) {
+  AE_CHECK(device_count >= 1, "choose_device: no devices to choose from");
+  if (requested >= 0) {
+    AE_CHECK(requested < device_count,
+             "device cuda:" << requested << " was requested but this process sees " << device_count
+                            << (device_count == 1 ? " CUDA device" : " CUDA devices") << " (cuda:0.." << device_count - 1
+                            << "; CUDA_VISIBLE_DEVICES may hide the others)");
+    return requested;
+  }
+  if (!launched) return 0;
+  AE_CHECK(local_rank >= 0, "choose_device: node-local rank " << local_rank << " is negative");
+  return local_rank % device_count;
+}
+
+void set_device_allreduce(DeviceKind kind, DeviceAllReduce reducer) { g_device_allreduce[kind] = std::move(reducer); }
+
+const DeviceAllReduce* device_allreduce(DeviceKind kind) {
+  const auto it = g_device_allreduce.find(kind);
+  return it == g_device_allreduce.end() || !it->second.sum ? nullptr : &it->second;
+}
+
 void announce(const std::string& device) {
   if (!g.mpi) return;
-  const std::vector<std::string> devices = gather_to_root(device, "start-up (device names)");
+  const auto label = g_device_labels.find(device);
+  const std::string mine = label == g_device_labels.end() ? device : device + " (" + label->second + ")";
+  const std::vector<std::string> devices = gather_to_root(mine, "start-up (device names)");
   if (g.rank != 0) return;
   std::string line = "aesthete: " + std::to_string(g.size) + (g.size == 1 ? " rank" : " ranks") + " (MPI):";
   for (int r = 0; r < g.size; ++r)

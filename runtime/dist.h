@@ -14,8 +14,15 @@
 // Collectives are called from the main thread only (MPI is started with MPI_THREAD_FUNNELED); a
 // watchdog thread, which never calls MPI, ends the process when one waits too long.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "runtime/device.h"
+
+namespace ae {
+class Tensor;
+}
 
 namespace ae::dist {
 
@@ -46,8 +53,34 @@ void broadcast(void* data, int64_t bytes, int root, const std::string& what);
 std::vector<std::string> gather_to_root(const std::string& mine, const std::string& what, Wait wait = Wait::bounded);
 
 // Under MPI: one line on stderr from rank 0 naming the number of ranks and each rank's device
-// ("aesthete: 2 ranks (MPI): rank 0 cpu, rank 1 cpu"). Nothing in a single process.
+// ("aesthete: 2 ranks (MPI): rank 0 cpu, rank 1 cpu"; "rank 1 cuda:1 (NVIDIA H200)" for a device
+// with a label, see set_device_label). Nothing in a single process.
 void announce(const std::string& device);
+// What announce() adds after a device's name ("cuda:1" -> "NVIDIA H200"); set by the backend that
+// brought the device up (kernels/cuda/runtime.cu), so the front ends need not know about GPUs.
+void set_device_label(const std::string& device, const std::string& label);
+
+// The GPU a process takes (DESIGN.md "Beyond one process": each rank owns one device, its
+// node-local rank). `requested` >= 0 (from --device cuda:N) wins; else a process launched as one
+// of several ranks takes its node-local rank modulo the devices it can see (4 ranks on 4 GPUs:
+// rank r on GPU r; under srun --gpus-per-task=1 each rank sees one GPU and takes it); else 0.
+// Throws ae::Error naming the request when `requested` is not below `device_count`.
+// A pure function, so the choice is tested without GPUs or MPI.
+int choose_device(int requested, bool launched, int local_rank, int device_count);
+
+// A sum over the ranks of tensors on a device, made on the device (NCCL), so gradients never
+// travel through host memory. A device backend that can do it registers one
+// (kernels/cuda/runtime.cu when built with NCCL); train/train_loop.cpp sums gradients with it and
+// falls back to allreduce_sum of one host buffer where none is registered for the device.
+struct DeviceAllReduce {
+  std::string name;  // "NCCL", for messages
+  // Sums every tensor (float32, all on the device) over the ranks, in place: one collective on one
+  // flat buffer. Every rank passes tensors of the same shapes in the same order.
+  std::function<void(const std::vector<Tensor*>& tensors, const std::string& what)> sum;
+};
+void set_device_allreduce(DeviceKind kind, DeviceAllReduce reducer);
+// The reducer registered for `kind`, or nullptr.
+const DeviceAllReduce* device_allreduce(DeviceKind kind);
 
 // Prints "error (rank r of n): message" and ends every rank of the job (MPI_Abort), or exits
 // with `code` in a single process.

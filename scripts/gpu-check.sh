@@ -3,12 +3,17 @@
 #   1. configure and build for sm_90 only (Release, -j16): aesthete, bench_cuda_conv and every
 #      real-GPU test (gpu_real_test_*); the emulated-device tests are CI's job and are not built
 #   2. ctest -L gpu on the real device (the gpu-real/* tests; a skip there is a failure here)
+#   2b. the 1-rank NCCL smoke test (gpu_real_test_nccl_smoke: libnccl loads, a 1-rank communicator
+#      all-reduces on its own stream, the training loop's NCCL gradient sum) with its log kept
 #   3. the cuDNN oracle (gpu_real_test_cudnn_oracle) once more with its per-layer "% of
 #      tolerance" lines kept in cudnn-oracle.log
 #   4. bench_cuda_conv --batch 128: our conv forward/backward-data/backward-weight vs cuDNN per
 #      ResNet-18 layer (f32, TF32 off)
+#   4b. the same with --math bf16 (ours: f32 tensors, BF16 operands on tensor cores; cuDNN: BF16
+#      tensors, tensor-op math): issue 15's rows, >= 0.15 s of runs an entry, at most 90 s
 #   5. bench/compare.sh --device cuda --batch 128: training step and inference, aesthete vs PyTorch
 #   6. compute-sanitizer memcheck of one real-GPU test binary, if time is left
+#   6b. bench_cuda_conv --math tf32 (cuDNN: f32 tensors, TF32 allowed), if >= 100 s are left
 # and prints ONE summary table last (scripts/gpu_check_summary.py). Logs and the table go to
 # $OUT/gpu-check when OUT is set, else to <build>/gpu-check-logs. Keeps going after a failed step;
 # exits non-zero when anything failed, timed out or is missing from the table.
@@ -25,7 +30,7 @@ DRY_RUN=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -38,7 +43,8 @@ BUDGET_S="${AE_GPU_CHECK_BUDGET_S:-470}"
 JOBS="${AE_GPU_CHECK_JOBS:-16}"
 BATCH="${AE_GPU_CHECK_BATCH:-128}"
 PYTHON="${PYTHON:-python3}"
-export AE_CONV_MATH=f32  # every row is float32 on CUDA cores (kernels/cuda/conv_math.h reads this)
+export AE_CONV_MATH=f32  # every row is float32 on CUDA cores (kernels/cuda/conv_math.h reads this),
+                        # but bench_cuda_conv --math bf16/tf32, which sets its own mode
 export PYTHON  # bench/compare.sh runs the PyTorch peer with it
 mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log "$LOGS/steps.txt" "$LOGS/summary.txt"
@@ -104,7 +110,7 @@ if step configure 120 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DC
   if ((DRY_RUN == 1)); then
     targets="aesthete bench_cuda_conv gpu_real_test_..."
   else
-    grep -E "aesthete: (CUDA|cuDNN)" "$LOGS/configure.log" | sed 's/^-- //' >"$LOGS/configure-summary.txt" || true
+    grep -E "aesthete: (CUDA|cuDNN|NCCL)" "$LOGS/configure.log" | sed 's/^-- //' >"$LOGS/configure-summary.txt" || true
     targets="aesthete $(cmake --build "$BUILD" --target help 2>/dev/null |
       grep -oE '\b(bench_cuda_conv|gpu_real_test_[A-Za-z0-9_]+)\b' | sort -u | tr '\n' ' ')"
   fi
@@ -136,11 +142,19 @@ if [[ -f "$LOGS/ctest-gpu.log" ]] && ((HAVE_GPU == 1)); then
   fi
 fi
 
+# ---- 2b. NCCL on one rank (the multi-rank path needs several GPUs; NCCL refuses two ranks on one).
+# Exit 77 (skipped: no NCCL in this build) counts as a failure here, as every skip on a GPU does.
+step nccl-smoke 60 "$BUILD/gpu_real_test_nccl_smoke"
+
 # ---- 3. the cuDNN oracle's per-layer error table
 step cudnn-oracle 90 "$BUILD/gpu_real_test_cudnn_oracle"
 
 # ---- 4. our convolutions vs cuDNN
 step bench_cuda_conv 150 "$BUILD/bench_cuda_conv" --batch "$BATCH"
+
+# ---- 4b. the same in BF16 (issue 15: >= 0.70 of cuDNN on every layer). Half the f32 row's
+# measuring time per entry (medians of >= 0.15 s of runs), to fit the budget.
+step bench_cuda_conv_bf16 90 "$BUILD/bench_cuda_conv" --batch "$BATCH" --math bf16 --min-time 0.15
 
 # ---- 5. training step and inference vs PyTorch
 step compare-cuda 150 "$SRC/bench/compare.sh" "$BUILD" --device cuda --batch "$BATCH" --steps 10
@@ -154,6 +168,13 @@ elif ((HAVE_GPU == 1 && BUILT == 1)) && [[ -x "$sanitizer" && -x "$exe" ]] && ((
   step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe"
 else
   row memcheck info 0 "not run (no sanitizer, binary or time)"
+fi
+
+# ---- 6b. the same conv rows in TF32, only with time to spare (the summary shows it when its log exists)
+if ((DRY_RUN == 1 || $(remaining) >= 100)); then
+  step bench_cuda_conv_tf32 90 "$BUILD/bench_cuda_conv" --batch "$BATCH" --math tf32 --min-time 0.15
+else
+  row bench_cuda_conv_tf32 info 0 "not run (under 100 s of the ${BUDGET_S}s budget left)"
 fi
 
 # ---- the table

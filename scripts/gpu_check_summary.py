@@ -7,7 +7,10 @@ Reads, when present (a missing log is reported, never guessed):
   steps.txt             one row per step: name|status|seconds|note (written by gpu-check.sh)
   ctest-gpu.log         ctest -L gpu output: pass/fail/skip counts and the names of failures
   cudnn-oracle.log      gpu_real_test_cudnn_oracle output: per-comparison "% of tolerance" lines
-  bench_cuda_conv.log   "RESULT conv ..." lines: per-layer TFLOP/s of ours and cuDNN and ratios
+  bench_cuda_conv.log   "RESULT conv ..." lines: per-layer TFLOP/s of ours and cuDNN and ratios (f32)
+  bench_cuda_conv_bf16.log   the same with --math bf16: per-layer ratios against issue 15's target
+  bench_cuda_conv_tf32.log   the same with --math tf32; optional (gpu-check.sh runs it only when time
+                        is left), shown when present
   compare-cuda.log      bench/compare.sh: train-step / inference images/s, aesthete and PyTorch
 Prints the table and exits 0 when every step passed and every expected number was found, else 1.
 Standard library only (it runs on the GPU machine's python3 and on CI's).
@@ -20,6 +23,12 @@ CTEST_LINE = re.compile(r"Test\s+#\d+:\s+(\S+)\s+\.*\s*(\*\*\*)?(Passed|Failed|S
 ORACLE_LINE = re.compile(r"^\s+(\S+ .*?)\s+max\|diff\| (\S+)\s+nmse (\S+)\s+(\S+)% of elementwise tol,\s+(\S+)% of nmse tol\s+(ok|FAIL)")
 IMAGES = re.compile(r"^(aesthete|pytorch)\s+(train-step|inference)\s.*?\s([0-9.]+) images/s")
 KV = re.compile(r"(\w+)=(\S+)")
+# The nmse above which bench_cuda_conv calls a result wrong, when its RESULT line has no nmse_tol
+# field (lines from before --math: f32 only).
+DEFAULT_NMSE_TOL = 1e-6
+# Issue 15: "conv >= 70 % of cuDNN's throughput at batch 128 on every ResNet-18 layer in BF16".
+TARGET_RATIO = 0.70
+PASSES = ("fwd", "dgrad", "wgrad")
 
 
 def read(logdir, name):
@@ -69,19 +78,87 @@ def parse_oracle(text):
     return out
 
 
-def parse_bench(text):
-    """(entries: {layer: {pass: {...}}} in order, layer order, step totals or None)."""
+def parse_bench(text, math=None):
+    """(entries: {layer: {pass: {...}}} in order, layer order, step totals or None).
+
+    math: keep only lines of that precision (a line without math= is f32, as bench_cuda_conv printed
+    before --math existed); None keeps every line."""
     layers, order, step = {}, [], None
     for line in (text or "").splitlines():
+        if not line.startswith("RESULT conv"):
+            continue
+        kv = dict(KV.findall(line))
+        if math is not None and kv.get("math", "f32") != math:
+            continue
         if line.startswith("RESULT conv "):
-            kv = dict(KV.findall(line))
             if kv.get("layer") not in layers:
                 layers[kv["layer"]] = {}
                 order.append(kv["layer"])
             layers[kv["layer"]][kv["pass"]] = kv
         elif line.startswith("RESULT conv-step "):
-            step = dict(KV.findall(line))
+            step = kv
     return layers, order, step
+
+
+def is_mismatch(e):
+    """Whether a RESULT conv entry's result disagrees with cuDNN's beyond its precision's tolerance."""
+    try:
+        return not float(e.get("nmse", "inf")) <= float(e.get("nmse_tol", DEFAULT_NMSE_TOL))
+    except ValueError:
+        return True
+
+
+def summarise_reduced_precision(lines, logdir, math, required):
+    """The ratio table of bench_cuda_conv --math MATH (bench_cuda_conv_MATH.log). Returns ok."""
+    name = f"bench_cuda_conv_{math}.log"
+    text = read(logdir, name)
+    if text is None and not required:
+        lines.append(f"conv vs cuDNN in {math}: not run (no {name})")
+        return True
+    layers, order, step = parse_bench(text, math)
+    if not order:
+        lines.append(f"conv vs cuDNN in {math}: no RESULT lines" + (f" in {name}" if text is not None else f" (no {name})"))
+        return False
+    ok = True
+    peer = {"bf16": "cuDNN reads and writes BF16 tensors (half our bytes), f32 accumulation, CUDNN_TENSOR_OP_MATH",
+            "tf32": "cuDNN reads and writes f32 tensors, CUDNN_DEFAULT_MATH (TF32 allowed)"}.get(math, "cuDNN")
+    lines.append(f"conv vs cuDNN in {math}, ratio = ours/cuDNN throughput (batch 128 at 224x224, cuDNN's fastest "
+                 f"algorithm; < = below {TARGET_RATIO:.2f}, issue 15's target in BF16)")
+    lines.append(f"  ours: reads and writes f32 tensors, {math} operands on tensor cores, f32 accumulation; {peer}")
+    lines.append(f"{'layer':<16} |" + "".join(f" {p:>5} " for p in PASSES).rstrip())
+    below, worst = [], None
+    for layer in order:
+        row = f"{layer:<16} |"
+        for p in PASSES:
+            e = layers[layer].get(p)
+            if e is None:
+                row += f" {'-':>5} "
+                ok = False
+                continue
+            ratio = float(e["ratio"])
+            mark = "!" if is_mismatch(e) else ("<" if ratio < TARGET_RATIO else " ")
+            row += f" {ratio:>5.2f}{mark}"
+            if ratio < TARGET_RATIO:
+                below.append(f"{layer} {p}")
+            if worst is None or ratio < worst[0]:
+                worst = (ratio, f"{layer} {p}")
+            if is_mismatch(e):
+                ok = False
+        lines.append(row.rstrip())
+    entries = sum(len(l) for l in layers.values())
+    if step:
+        lines.append(f"all convolutions of one training step ({math}): ours {float(step['ours_ms']):.2f} ms, cuDNN "
+                     f"{float(step['cudnn_ms']):.2f} ms, ours/cuDNN {float(step['ratio']):.2f}")
+    else:
+        lines.append(f"all convolutions of one training step ({math}): no RESULT conv-step line")
+        ok = False
+    if worst is not None:
+        label = "issue 15 target" if math == "bf16" else "issue 15's BF16 target, for comparison"
+        lines.append(f"{label} (>= {TARGET_RATIO:.2f} of cuDNN on every layer and pass): "
+                     f"{entries - len(below)} of {entries} entries meet it; worst {worst[0]:.2f} ({worst[1]})")
+    if any(is_mismatch(e) for l in layers.values() for e in l.values()):
+        lines.append(f"  ! = our result disagrees with cuDNN's beyond the {math} tolerance: see {name}")
+    return ok
 
 
 def parse_compare(text):
@@ -142,7 +219,7 @@ def summarise(logdir):
             ok = False
 
     lines.append("")
-    layers, order, step = parse_bench(read(logdir, "bench_cuda_conv.log"))
+    layers, order, step = parse_bench(read(logdir, "bench_cuda_conv.log"), "f32")
     if not order:
         lines.append("conv vs cuDNN: no RESULT lines from bench_cuda_conv")
         ok = False
@@ -161,7 +238,7 @@ def summarise(logdir):
                     row += f" | {'-':>10} {'-':>7} {'-':>6}"
                     ok = False
                     continue
-                flag = "!" if float(e.get("nmse", "inf")) > 1e-6 else ""
+                flag = "!" if is_mismatch(e) else ""
                 row += f" | {float(e['ours_tflops']):>10.2f} {float(e['cudnn_tflops']):>7.2f} {float(e['ratio']):>5.2f}{flag or ' '}"
                 if flag:
                     ok = False
@@ -169,8 +246,18 @@ def summarise(logdir):
         if step:
             lines.append(f"all convolutions of one training step: ours {float(step['ours_ms']):.2f} ms, cuDNN "
                          f"{float(step['cudnn_ms']):.2f} ms, ours/cuDNN {float(step['ratio']):.2f}")
-        if any(float(e.get("nmse", "inf")) > 1e-6 for l in layers.values() for e in l.values()):
+        if any(is_mismatch(e) for l in layers.values() for e in l.values()):
             lines.append("  ! = our result disagrees with cuDNN's (nmse > 1e-6): see bench_cuda_conv.log")
+
+    lines.append("")
+    if not summarise_reduced_precision(lines, logdir, "bf16", required=True):
+        ok = False
+    tf32_lines = []
+    if not summarise_reduced_precision(tf32_lines, logdir, "tf32", required=False):
+        ok = False
+    if tf32_lines:
+        lines.append("")
+        lines.extend(tf32_lines)
 
     lines.append("")
     cmp_text = read(logdir, "compare-cuda.log")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tests of scripts/gpu_check_summary.py on fake logs in the exact formats the GPU steps print
-(ctest, gpu_real_test_cudnn_oracle, bench_cuda_conv, bench/compare.sh), so the table code is
-checked on a machine without a GPU.
+(ctest, gpu_real_test_cudnn_oracle, bench_cuda_conv [--math bf16|tf32], bench/compare.sh), so the
+table code is checked on a machine without a GPU.
 
   python3 scripts/test_gpu_check_summary.py                   # run the tests
   python3 scripts/test_gpu_check_summary.py --write-fixtures DIR
@@ -47,21 +47,35 @@ ORACLE_OK = ("oracle: cuDNN 9.19.0 (built against 9.19.0, cuDNN's cudart 13000);
              + oracle_line("bn bwd dgamma layer4 bn [8,7,7,512]", 1e-5, 1e-14, 0.5, 1.0))
 
 
-def bench_log(ratio_of=lambda layer, p: 0.5, nmse_of=lambda layer, p: 1e-12):
-    # printf("RESULT conv layer=%s pass=%s gflop=%.3f ours_ms=%.4f cudnn_ms=%.4f ours_tflops=%.3f "
-    #        "cudnn_tflops=%.3f ratio=%.4f algo=%s nmse=%.3e runs=%d/%d\n")
+NMSE_TOL = {"f32": 1e-6, "tf32": 1e-5, "bf16": 1e-4}  # bench_cuda_conv's mismatch_nmse
+
+
+def bench_log(ratio_of=lambda layer, p: 0.5, nmse_of=lambda layer, p: 1e-12, math="f32", legacy=False):
+    # printf("RESULT conv layer=%s pass=%s math=%s gflop=%.3f ours_ms=%.4f cudnn_ms=%.4f ours_tflops=%.3f "
+    #        "cudnn_tflops=%.3f ratio=%.4f algo=%s nmse=%.3e nmse_tol=%.0e runs=%d/%d\n")
+    # legacy: the format before --math (no math= or nmse_tol= fields), which still parses as f32.
     out = ["bench_cuda_conv: NVIDIA H200 (sm_90, 132 SMs); cuDNN 9.19.0", "  conv1            fwd   ours 1.000 ms"]
+    math_kv = "" if legacy else f" math={math}"
+    algo = "IMPLICIT_PRECOMP_GEMM" if math == "f32" else "IMPLICIT_PRECOMP_GEMM/tensor_op"
     for layer in LAYERS:
         for p in ("fwd", "dgrad", "wgrad"):
             ratio = ratio_of(layer, p)
             cudnn_ms = 2.0
             ours_ms = cudnn_ms / ratio
             gflop = 29.6
-            out.append(f"RESULT conv layer={layer} pass={p} gflop={gflop:.3f} ours_ms={ours_ms:.4f} cudnn_ms={cudnn_ms:.4f} "
-                       f"ours_tflops={gflop / ours_ms:.3f} cudnn_tflops={gflop / cudnn_ms:.3f} ratio={ratio:.4f} "
-                       f"algo=IMPLICIT_PRECOMP_GEMM nmse={nmse_of(layer, p):.3e} runs=150/300")
-    out.append("RESULT conv-step batch=128 ours_ms=120.000 cudnn_ms=60.000 ratio=0.5000")
+            tol = "" if legacy else f" nmse_tol={NMSE_TOL[math]:.0e}"
+            out.append(f"RESULT conv layer={layer} pass={p}{math_kv} gflop={gflop:.3f} ours_ms={ours_ms:.4f} "
+                       f"cudnn_ms={cudnn_ms:.4f} ours_tflops={gflop / ours_ms:.3f} cudnn_tflops={gflop / cudnn_ms:.3f} "
+                       f"ratio={ratio:.4f} algo={algo} nmse={nmse_of(layer, p):.3e}{tol} runs=150/300")
+    step_ratio = 0.5 if math == "f32" else 0.8
+    out.append(f"RESULT conv-step batch=128{math_kv} ours_ms={60.0 / step_ratio:.3f} cudnn_ms=60.000 "
+               f"ratio={step_ratio:.4f}")
     return "\n".join(out) + "\n"
+
+
+def bf16_log(**kw):
+    kw.setdefault("ratio_of", lambda layer, p: 0.8)
+    return bench_log(math="bf16", **kw)
 
 
 COMPARE_OK = """\
@@ -76,9 +90,14 @@ ratio     inference  aesthete/pytorch = 0.75x
 STEPS_OK = "device|ok|0|GPU 0: NVIDIA H200\nconfigure|ok|10|\nbuild|ok|150|\nctest-gpu|ok|40|\n"
 
 
-def write_fixtures(logdir, ctest=CTEST_OK, oracle=ORACLE_OK, bench=None, compare=COMPARE_OK, steps=None):
+def write_fixtures(logdir, ctest=CTEST_OK, oracle=ORACLE_OK, bench=None, bench_bf16=None, bench_tf32=None,
+                   compare=COMPARE_OK, steps=None):
+    # bench_bf16: None writes the passing fake log, "" an empty one; bench_tf32 (optional step): None
+    # writes no log at all.
     files = {"ctest-gpu.log": ctest, "cudnn-oracle.log": oracle,
-             "bench_cuda_conv.log": bench if bench is not None else bench_log(), "compare-cuda.log": compare,
+             "bench_cuda_conv.log": bench if bench is not None else bench_log(),
+             "bench_cuda_conv_bf16.log": bench_bf16 if bench_bf16 is not None else bf16_log(),
+             "bench_cuda_conv_tf32.log": bench_tf32, "compare-cuda.log": compare,
              "steps.txt": steps}
     for name, text in files.items():
         if text is not None:
@@ -105,6 +124,61 @@ class SummaryTest(unittest.TestCase):
         self.assertIn("ours 120.00 ms, cuDNN 60.00 ms, ours/cuDNN 0.50", text)
         self.assertIn("aesthete 800.0, PyTorch 1000.0, aesthete/PyTorch 0.80", text)
         self.assertIn("aesthete 3000.0, PyTorch 4000.0, aesthete/PyTorch 0.75", text)
+        self.assertIn("conv vs cuDNN in bf16", text)
+        for layer in LAYERS:
+            self.assertRegex(text, rf"(?m)^{layer.replace('.', '[.]')}\s+\|\s+0\.80\s+0\.80\s+0\.80$")
+        self.assertIn("all convolutions of one training step (bf16): ours 75.00 ms, cuDNN 60.00 ms, ours/cuDNN 0.80",
+                      text)
+        self.assertIn("33 of 33 entries meet it; worst 0.80", text)
+        self.assertIn("conv vs cuDNN in tf32: not run (no bench_cuda_conv_tf32.log)", text)
+
+    def test_lines_without_math_field_are_f32(self):
+        text, ok = self.run_summary(bench=bench_log(legacy=True))
+        self.assertTrue(ok, text)
+        for layer in LAYERS:
+            self.assertRegex(text, rf"(?m)^{layer.replace('.', '[.]')}\s+\|\s+7\.40\s+14\.80\s+0\.50 ")
+
+    def test_f32_table_ignores_other_precisions(self):
+        text, ok = self.run_summary(bench=bench_log() + bf16_log(ratio_of=lambda layer, p: 3.0))
+        self.assertTrue(ok, text)
+        self.assertNotIn("3.00", text)
+        self.assertIn("ours 120.00 ms, cuDNN 60.00 ms, ours/cuDNN 0.50", text)
+
+    def test_bf16_below_target_is_marked_not_failed(self):
+        slow = lambda layer, p: 0.5 if (layer, p) == ("layer4.3x3", "dgrad") else 0.9  # noqa: E731
+        text, ok = self.run_summary(bench_bf16=bf16_log(ratio_of=slow))
+        self.assertTrue(ok, text)
+        self.assertRegex(text, r"(?m)^layer4\.3x3\s+\|\s+0\.90\s+0\.50<\s+0\.90$")
+        self.assertIn("32 of 33 entries meet it; worst 0.50 (layer4.3x3 dgrad)", text)
+
+    def test_bf16_tolerance_comes_from_the_line(self):
+        # 5e-6 is rounding at bf16 (tolerance 1e-4) but a wrong result at f32 (1e-6).
+        text, ok = self.run_summary(bench_bf16=bf16_log(nmse_of=lambda layer, p: 5e-6))
+        self.assertTrue(ok, text)
+        text, ok = self.run_summary(bench_bf16=bf16_log(nmse_of=lambda layer, p: 1e-2 if p == "wgrad" else 5e-6))
+        self.assertFalse(ok)
+        self.assertRegex(text, r"(?m)^conv1\s+\|\s+0\.80\s+0\.80\s+0\.80!$")
+        self.assertIn("beyond the bf16 tolerance", text)
+
+    def test_missing_bf16_log_fails(self):
+        with tempfile.TemporaryDirectory() as d:
+            write_fixtures(d, steps=STEPS_OK)
+            os.remove(os.path.join(d, "bench_cuda_conv_bf16.log"))
+            text, ok = summary.summarise(d)
+        self.assertFalse(ok)
+        self.assertIn("conv vs cuDNN in bf16: no RESULT lines (no bench_cuda_conv_bf16.log)", text)
+
+    def test_empty_bf16_log_fails(self):
+        text, ok = self.run_summary(bench_bf16="bench_cuda_conv: error: cuDNN call failed\n")
+        self.assertFalse(ok)
+        self.assertIn("conv vs cuDNN in bf16: no RESULT lines in bench_cuda_conv_bf16.log", text)
+
+    def test_tf32_shown_when_present(self):
+        text, ok = self.run_summary(bench_tf32=bench_log(math="tf32", ratio_of=lambda layer, p: 0.6))
+        self.assertTrue(ok, text)
+        self.assertIn("conv vs cuDNN in tf32", text)
+        self.assertRegex(text, r"(?m)^layer2\.3x3\s+\|\s+0\.60<\s+0\.60<\s+0\.60<$")
+        self.assertIn("all convolutions of one training step (tf32): ours 75.00 ms", text)
 
     def test_ratio_column_is_per_pass(self):
         text, ok = self.run_summary(bench=bench_log(ratio_of=lambda layer, p: {"fwd": 0.25, "dgrad": 0.5, "wgrad": 2.0}[p]))
@@ -149,6 +223,8 @@ class SummaryTest(unittest.TestCase):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--write-fixtures":
         os.makedirs(sys.argv[2], exist_ok=True)
-        write_fixtures(sys.argv[2])  # not steps.txt: gpu-check.sh --dry-run writes its own
+        # Not steps.txt: gpu-check.sh --dry-run writes its own. The optional tf32 log too, so that
+        # the dry run shows every table.
+        write_fixtures(sys.argv[2], bench_tf32=bench_log(math="tf32", ratio_of=lambda layer, p: 0.9))
         sys.exit(0)
     unittest.main()

@@ -34,18 +34,35 @@ std::string cuda_unusable_reason() {
 #endif
 }
 
+namespace {
+// The process's CUDA device (one per process, chosen by the CUDA runtime: --device cuda:N, else
+// the node-local rank under mpirun/srun, else 0; kernels/cuda/runtime.h).
+Device process_cuda_device() {
+#ifdef AE_WITH_CUDA
+  return Device::cuda(cuda::initialize().index);
+#else
+  return Device::cuda(0);
+#endif
+}
+}  // namespace
+
 Device resolve_device(const std::string& text, const std::string& flag) {
   if (text == "auto") {
     const std::string why = cuda_unusable_reason();
-    if (why.empty() && ops::cuda_backend() != nullptr) return Device::cuda(0);
+    if (why.empty() && ops::cuda_backend() != nullptr) return process_cuda_device();
     AE_INFO("no usable CUDA device (" << why << "): running on the CPU");
     return Device::cpu();
   }
   const Device d = parse_device(text);
   if (d.is_cuda()) {
+#ifdef AE_WITH_CUDA
+    // An explicit index is a request the CUDA runtime takes before it starts (or must agree with).
+    if (text.rfind("cuda:", 0) == 0) cuda::request_device(d.index);
+#endif
     const std::string why = cuda_unusable_reason();
     AE_CHECK(why.empty() && ops::cuda_backend() != nullptr,
              flag << " " << text << ": no usable CUDA device: " << why << " (use " << flag << " cpu or auto)");
+    return process_cuda_device();
   }
   return d;
 }

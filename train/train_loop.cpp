@@ -14,6 +14,7 @@
 #include "model/safetensors.h"
 #include "runtime/dist.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace ae::train {
 
@@ -106,11 +107,30 @@ bool TrainStep::any_rank(bool mine) const {
   return flag > 0;
 }
 
-// Every trainable parameter's gradient packed into one flat host buffer, summed over the ranks in
-// one all-reduce, and unpacked. (An undefined gradient counts as zeros and stays undefined: the
-// ranks run the same model, so they agree on which are defined.)
+// Every trainable parameter's gradient summed over the ranks in one collective on one flat buffer.
+// On a device with a registered device all-reduce (NCCL on CUDA GPUs, runtime/dist.h) the buffer
+// lives on the device and the sum runs there, on its own stream, and the defined gradients are
+// overwritten in place. Elsewhere (the CPU; the emulated device or a CUDA build without NCCL) the
+// buffer is host memory and the sum is MPI's. An undefined gradient stays undefined (the host path
+// counts it as zeros): the ranks run the same model, so they agree on which are defined.
 void TrainStep::allreduce_gradients() {
   const std::vector<model::ParamRef> params = net_.trainable_parameters();
+  const std::string what = "gradient all-reduce (step " + std::to_string(steps_ + 1) + ")";
+  if (!device_.is_cpu()) {
+    if (const dist::DeviceAllReduce* reducer = dist::device_allreduce(device_.kind)) {
+      std::vector<Tensor*> grads;
+      for (const model::ParamRef& p : params)
+        if (p.param->grad.defined()) grads.push_back(&p.param->grad);
+      reducer->sum(grads, what);
+      return;
+    }
+    if (!said_host_fallback_) {  // once per TrainStep: the reader should know the gradients' path
+      said_host_fallback_ = true;
+      AE_INFO("gradients on " << device_.str() << " are summed over " << dist::size()
+                              << " ranks through host memory with MPI: no NCCL for this device (the emulated "
+                                 "device, a CUDA build without nccl.h, or AE_NCCL=off)");
+    }
+  }
   int64_t total = 0;
   for (const model::ParamRef& p : params) total += p.param->value.numel();
   std::vector<float> flat(static_cast<std::size_t>(total), 0.0f);
@@ -123,7 +143,7 @@ void TrainStep::allreduce_gradients() {
     }
     at += p.param->value.numel();
   }
-  dist::allreduce_sum(flat.data(), total, "gradient all-reduce (step " + std::to_string(steps_ + 1) + ")");
+  dist::allreduce_sum(flat.data(), total, what);
   at = 0;
   for (const model::ParamRef& p : params) {
     Tensor& g = p.param->grad;

@@ -54,6 +54,7 @@ class TrainStep {
   std::vector<Optimizer*> optimizers_;
   Device device_;
   bool parallel_ = false, sync_bn_ = false;
+  bool said_host_fallback_ = false;  // the device-gradients-through-the-host message was logged
   int64_t local_rows_ = 0, global_rows_ = 0;
   int64_t steps_ = 0;  // steps run by this object, for messages
 };

@@ -5,10 +5,15 @@
 // padding), and W is the OHWI weight read as an [O, K] matrix. The tiling (64x64 output tiles, 256
 // threads with 4x4 sub-tiles, K slices staged in shared memory) is the shared GEMM of tiled_gemm.h,
 // which the backward passes (conv_backward.cu) and the linear layer use too. With conv_math() tf32
-// or bf16 the same loaders feed the tensor-core GEMM of tiled_gemm_tc.h instead.
+// or bf16 the pipelined implicit-GEMM kernel of conv_implicit_gemm.cu runs instead (16-byte cp.async
+// when C % 4 == 0, 4-byte otherwise), which gives the same bits as the tensor-core GEMM of
+// tiled_gemm_tc.h fed by the loaders below; that one remains the fallback (huge grids) and can be
+// forced with set_conv_forward_kernel for tests.
 #include "kernels/conv_geometry.h"
+#include "kernels/cuda/conv_implicit_gemm.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
+#include "kernels/emu/profile.h"
 
 namespace ae::cuda {
 namespace {
@@ -51,12 +56,23 @@ struct StoreOutput {
 Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w) {
   const ConvGeometry g(p, x.shape(), w.dim(0));
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
+  const ConvMath math = conv_math();
+  ae::emu::profile_next_launch_flops(2.0 * g.m() * g.o * g.k(), conv_math_name(math));  // emulated-device profile
+  if (conv_forward_pipelined(LaunchSite{"conv2d_forward (pipelined implicit GEMM)", __FILE__, __LINE__}, math, g,
+                             x.f32(), w.f32(), y.f32())) {
+    return y;
+  }
+  if (math == ConvMath::f32) {
+    note_conv_forward_f32_tiled();
+  } else {
+    note_conv_forward_tc_tiled();
+  }
   gemm::GemmShape s;
   s.m = g.m();
   s.n = g.o;
   s.k = g.k();
   s.k_per_split = (s.k + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;  // one slice
-  gemm::run_gemm(LaunchSite{"conv2d_forward (implicit GEMM)", __FILE__, __LINE__}, conv_math(), s,
+  gemm::run_gemm(LaunchSite{"conv2d_forward (implicit GEMM)", __FILE__, __LINE__}, math, s,
                  InputPatch{g, x.f32()}, WeightRow{w.f32(), g.k()}, StoreOutput{y.f32(), g.o});
   return y;
 }

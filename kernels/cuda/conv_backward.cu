@@ -20,6 +20,7 @@
 #include "kernels/cuda/conv_backward.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
+#include "kernels/emu/profile.h"
 
 namespace ae::cuda {
 namespace {
@@ -174,6 +175,7 @@ Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const 
       s.n = g.c;
       s.k = phase.taps_h * phase.taps_w * g.o;
       s.k_per_split = std::max<int64_t>((s.k + gemm::kTileK - 1) / gemm::kTileK, 1) * gemm::kTileK;  // one slice
+      ae::emu::profile_next_launch_flops(2.0 * s.m * s.n * s.k, conv_math_name(math));  // emulated-device profile
       gemm::run_gemm(LaunchSite{"conv2d_backward_data (implicit GEMM)", __FILE__, __LINE__}, math, s,
                      DyThroughTap{phase, dy.f32()}, WeightByTapThenOut{phase, w.f32()}, StoreDx{phase, dx.f32()});
     }
@@ -196,6 +198,7 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
   const LaunchSite site{"conv2d_backward_weight (implicit GEMM)", __FILE__, __LINE__};
   const int64_t elements = dw.numel();
   const ConvMath math = conv_math();
+  ae::emu::profile_next_launch_flops(2.0 * s.m * s.n * s.k, conv_math_name(math));  // emulated-device profile
   if (slices == 1) {
     gemm::run_gemm(site, math, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
                    StoreWeightSlice{dw.f32(), s.n, elements});

@@ -26,9 +26,38 @@
 // In the word geometry a kernel stages operands in (one .b32 per tf32 element, one per k-adjacent
 // bf16 pair), both instructions read the same words: A register r at (row g + 8*(r & 1), word
 // tig + 4*(r >> 1)) and B register r at (word tig + 4*r, col g), so one tiled kernel serves both.
+//
+// cp.async (PTX ISA, "Data Movement and Conversion Instructions: cp.async", sm_80+):
+//   cp.async.cg.shared.global [dst], [src], 16, src-size;   (.cg: cached in L2 only; 16 bytes only)
+//   cp.async.ca.shared.global [dst], [src], 4|8, src-size;  (.ca: cached in L1 too)
+// copies cp-size bytes from global to shared memory without going through registers, of which the
+// first src-size come from src and the rest are written as zeros ("zero-fill": how a kernel loads
+// the padding of a convolution or the ragged edge of a tile without a branch around the copy).
+// Both addresses must be aligned to cp-size. The copy is asynchronous: it completes, in the issuing
+// thread's view, only at a cp.async.wait_group / wait_all covering it; other threads see it after a
+// barrier that follows that wait. cp.async.commit_group closes the thread's copies issued since the
+// last commit into one group (possibly empty); cp.async.wait_group N waits until at most the N most
+// recent groups are outstanding (groups complete in commit order); cp.async.wait_all = commit_group
+// + wait_group 0. The emulation (kernels/emu/async_copy.h) writes the data only at the covering
+// wait and fills the destination with 0xFF (NaN) bytes from issue until then.
+//
+// ldmatrix.sync.aligned.m8n8.x{1,2,4}.shared.b16 (PTX ISA, "Warp-level matrix load instruction:
+// ldmatrix", sm_75+): loads 1, 2 or 4 matrices of 8 rows x 8 b16 elements (16 contiguous bytes a
+// row) from shared memory, warp-wide. Lanes 8j..8j+7 give the row addresses of matrix j (rows 0..7;
+// for .x1 / .x2 only lanes 0..7 / 0..15 are used), each 16-byte aligned. Lane l receives, in
+// destination register j, the .b32 holding elements 2(l%4), 2(l%4)+1 of row l/4 of matrix j, i.e.
+// bytes 4(l%4)..+3 of that row. In the word geometry above that is (row g, word tig) of an
+// 8-row x 4-word block: exactly one mma A or B register, for both tf32 (one element per word) and
+// bf16 (one k-pair per word). ldmatrix moves bits, so it serves 32-bit data as well.
 #include <cstdint>
 
 #include "kernels/cuda/device.h"
+#if defined(AE_EMULATED_DEVICE)
+#include <cstring>
+
+#include "kernels/emu/async_copy.h"
+#include "runtime/error.h"
+#endif
 
 namespace ae::cuda {
 
@@ -165,6 +194,109 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
         "f"(c[3]));
+#endif
+}
+
+// ---- cp.async -------------------------------------------------------------------------------
+
+#if !defined(AE_EMULATED_DEVICE)
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+#endif
+
+// cp.async.cg.shared.global, 16 bytes: dst (shared) <- src (global), of which the first `src_bytes`
+// (0..16) are read and the rest are zeros. With src_bytes == 0 nothing is read, but src must still
+// be a valid global address (pass the tensor's base).
+__device__ __forceinline__ void cp_async_cg_16(void* dst, const void* src, int src_bytes) {
+#if defined(AE_EMULATED_DEVICE)
+  ::ae::emu::async_copy_issue(dst, src, 16, src_bytes);
+#else
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+#endif
+}
+
+// cp.async.ca.shared.global, 4 or 8 bytes (kBytes), with zero-fill as above.
+template <int kBytes>
+__device__ __forceinline__ void cp_async_ca(void* dst, const void* src, int src_bytes) {
+  static_assert(kBytes == 4 || kBytes == 8, "cp.async.ca copies 4, 8 or 16 bytes (use cp_async_cg_16 for 16)");
+#if defined(AE_EMULATED_DEVICE)
+  ::ae::emu::async_copy_issue(dst, src, kBytes, src_bytes);
+#else
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(shared_address(dst)), "l"(src), "n"(kBytes),
+               "r"(src_bytes)
+               : "memory");
+#endif
+}
+
+// cp.async.commit_group
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(AE_EMULATED_DEVICE)
+  ::ae::emu::async_copy_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// cp.async.wait_group kPending: this thread's groups except the kPending most recent are complete.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait_group() {
+  static_assert(kPending >= 0 && kPending <= 7, "cp.async.wait_group: 0..7 pending groups");
+#if defined(AE_EMULATED_DEVICE)
+  ::ae::emu::async_copy_wait_group(kPending);
+#else
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+
+// cp.async.wait_all: commit_group, then wait for every group.
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(AE_EMULATED_DEVICE)
+  ::ae::emu::async_copy_wait_all();
+#else
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+// ---- ldmatrix -------------------------------------------------------------------------------
+
+// ldmatrix.sync.aligned.m8n8.x{kMatrices}.shared.b16: r[j] = this lane's .b32 of matrix j. `row`
+// is the shared address of row (lane % 8) of matrix (lane / 8) (lanes past 8 * kMatrices: ignored,
+// but pass a valid address). All 32 lanes must call it together.
+template <int kMatrices>
+__device__ __forceinline__ void ldmatrix_m8n8_b16(uint32_t (&r)[kMatrices], const void* row) {
+  static_assert(kMatrices == 1 || kMatrices == 2 || kMatrices == 4, "ldmatrix loads 1, 2 or 4 matrices");
+#if defined(AE_EMULATED_DEVICE)
+  const int lane = ::ae::emu::this_thread().lane;
+  struct Rows {
+    uint32_t v[kMatrices];
+  };
+  const Rows got = ::ae::emu::warp_exchange(kFullMask, row, [&](auto slot) {
+    Rows out{};
+    for (int j = 0; j < kMatrices; ++j) {
+      const auto* p = static_cast<const unsigned char*>(slot(8 * j + lane / 4));
+      AE_CHECK(reinterpret_cast<std::uintptr_t>(p) % 16 == 0,
+               "ldmatrix: row address " << static_cast<const void*>(p) << " of matrix " << j << " (lane "
+                                        << 8 * j + lane / 4 << ") is not 16-byte aligned");
+      std::memcpy(&out.v[j], p + 4 * (lane % 4), 4);
+    }
+    return out;
+  });
+  for (int j = 0; j < kMatrices; ++j) r[j] = got.v[j];
+#else
+  if constexpr (kMatrices == 1) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(shared_address(row)));
+  } else if constexpr (kMatrices == 2) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(shared_address(row)));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+  }
 #endif
 }
 

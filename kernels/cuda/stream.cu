@@ -1,6 +1,8 @@
 #include "kernels/cuda/stream.h"
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/runtime.h"
+#include "runtime/error.h"
 
 namespace ae::cuda {
 
@@ -11,6 +13,11 @@ StreamEvent::StreamEvent() = default;
 StreamEvent::~StreamEvent() = default;
 void StreamEvent::record(Stream) { recorded_ = true; }
 void StreamEvent::wait() { recorded_ = false; }
+void StreamEvent::order_before(Stream) {
+  AE_CHECK(recorded_, "StreamEvent::order_before: the event was never recorded");
+}
+OwnedStream::OwnedStream() = default;  // the emulated device runs everything in issue order
+OwnedStream::~OwnedStream() = default;
 #else
 Stream backend_stream() { return nullptr; }  // the legacy default stream (see stream.h)
 void synchronize_stream(Stream stream) { AE_CUDA_CHECK(cudaStreamSynchronize(stream)); }
@@ -24,6 +31,16 @@ void StreamEvent::wait() {
   if (recorded_) AE_CUDA_CHECK(cudaEventSynchronize(event_));
   recorded_ = false;
 }
+void StreamEvent::order_before(Stream stream) {
+  // An event never recorded would make cudaStreamWaitEvent a no-op: that is a missing record().
+  AE_CHECK(recorded_, "StreamEvent::order_before: the event was never recorded");
+  AE_CUDA_CHECK(cudaStreamWaitEvent(stream, event_, 0));
+}
+OwnedStream::OwnedStream() {
+  bind_thread_to_device();  // a stream belongs to the device current when it is created
+  AE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+OwnedStream::~OwnedStream() { (void)cudaStreamDestroy(stream_); }
 #endif
 
 }  // namespace ae::cuda

@@ -5,7 +5,23 @@
 // after an asynchronous upload sees the uploaded bytes. It is CUDA's legacy default stream, which
 // also orders the synchronous cudaMemcpy of downloads after all queued work. The emulated device
 // runs every launch and copy synchronously, so there every stream operation is complete at once.
-#include "kernels/cuda/device.h"
+// The one other stream is the collectives' (OwnedStream below, kernels/cuda/nccl_grads.h): the
+// gradient all-reduce runs there, ordered against the backend's stream by events only.
+//
+// No kernels/cuda/device.h here: this header is also included by host-compiled code (the real-GPU
+// tests, built by g++ against ae_cuda), which cannot see device.h's __device__ functions. The
+// handles are CUDA's own opaque types, declared here; device.h names the same types.
+#if defined(AE_EMULATED_DEVICE)
+namespace ae::cuda {
+using Stream = void*;
+}  // namespace ae::cuda
+#else
+struct CUstream_st;
+struct CUevent_st;
+namespace ae::cuda {
+using Stream = CUstream_st*;  // cudaStream_t
+}  // namespace ae::cuda
+#endif
 
 namespace ae::cuda {
 
@@ -25,12 +41,32 @@ class StreamEvent {
   void record(Stream stream);
   // Returns once the work queued before the last record() has finished (at once if never recorded).
   void wait();
+  // Makes the work queued on `stream` after this call wait for the work queued before the last
+  // record(), without blocking the host (cudaStreamWaitEvent): how two streams are ordered.
+  void order_before(Stream stream);
 
  private:
 #if !defined(AE_EMULATED_DEVICE)
-  cudaEvent_t event_ = nullptr;
+  CUevent_st* event_ = nullptr;  // cudaEvent_t
 #endif
   bool recorded_ = false;
+};
+
+// A stream of its own beside the backend's, for work that must not queue behind (or in front of)
+// the compute kernels in program order: the gradient all-reduce runs on one. It is created
+// non-blocking, so it is NOT implicitly ordered against the legacy default stream: every
+// dependency between it and the backend's stream is an explicit StreamEvent::order_before.
+// Created on the process's device (kernels/cuda/runtime.h) at construction. Not copyable.
+class OwnedStream {
+ public:
+  OwnedStream();
+  ~OwnedStream();
+  OwnedStream(const OwnedStream&) = delete;
+  OwnedStream& operator=(const OwnedStream&) = delete;
+  Stream get() const { return stream_; }
+
+ private:
+  Stream stream_ = nullptr;
 };
 
 }  // namespace ae::cuda

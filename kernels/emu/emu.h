@@ -105,9 +105,18 @@ inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask,
 inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
 
 // Atomics: fibers of the emulated device never switch inside a device function, so a plain
-// read-modify-write is atomic here.
+// read-modify-write is atomic here. The profile mode (kernels/emu/profile.h) may switch a thread
+// out at an instrumented load, so the atomics are kept out of its instrumentation: they are never
+// split, and are not counted in the profile.
+// (AE_EMU_PROFILE_INSTRUMENTED is defined exactly for the sources compiled with that
+// instrumentation; a real AddressSanitizer build keeps checking the atomics.)
+#if defined(AE_EMU_PROFILE_INSTRUMENTED)
+#define AE_EMU_NOT_PROFILED __attribute__((no_sanitize_address))
+#else
+#define AE_EMU_NOT_PROFILED
+#endif
 template <typename T>
-inline T ae_emu_atomic_rmw(T* address, T value, T (*op)(T, T)) {
+AE_EMU_NOT_PROFILED inline T ae_emu_atomic_rmw(T* address, T value, T (*op)(T, T)) {
   const T old = *address;
   *address = op(old, value);
   return old;
@@ -123,7 +132,7 @@ inline float atomicAdd(float* a, float v) { return ae_emu_atomic_rmw<float>(a, v
 inline int atomicMax(int* a, int v) { return ae_emu_atomic_rmw<int>(a, v, [](int x, int y) { return x > y ? x : y; }); }
 inline int atomicMin(int* a, int v) { return ae_emu_atomic_rmw<int>(a, v, [](int x, int y) { return x < y ? x : y; }); }
 inline int atomicExch(int* a, int v) { return ae_emu_atomic_rmw<int>(a, v, [](int, int y) { return y; }); }
-inline int atomicCAS(int* a, int compare, int v) {
+AE_EMU_NOT_PROFILED inline int atomicCAS(int* a, int compare, int v) {
   const int old = *a;
   if (old == compare) *a = v;
   return old;

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/emu/profile_hooks.h"
 #include "runtime/error.h"
 
 // AddressSanitizer must be told about every stack switch, or it reports the fibers' frames as
@@ -73,6 +74,8 @@ class StackPool {
     if (base_) munmap(base_, total_);
   }
   char* stack(int i) const { return base_ + static_cast<std::size_t>(i) * stride_ + page_; }
+  const char* base() const { return base_; }
+  std::size_t total() const { return total_; }
   std::size_t stack_bytes() const { return stride_ - page_; }
   void reserve(int count) {
     if (count <= capacity_) return;
@@ -115,6 +118,8 @@ struct Block {
   const void* scheduler_stack = nullptr;
   std::size_t scheduler_stack_bytes = 0;
   void* scheduler_fake_stack = nullptr;
+  // This launch is profiled (profile.h): tell the profiler about switches, barriers and exits.
+  bool profile = false;
 };
 
 thread_local Block* t_block = nullptr;
@@ -198,6 +203,7 @@ bool release_warp_barriers(Block& b, std::mt19937_64& rng) {
   if (complete_barriers.empty()) return false;
   std::uniform_int_distribution<std::size_t> pick(0, complete_barriers.size() - 1);
   const auto [w, mask] = complete_barriers[pick(rng)];
+  if (b.profile) profile_detail::warp_synced(w, mask);
   const int first = w * kWarpSize;
   const int last = std::min(first + kWarpSize, static_cast<int>(b.fibers.size()));
   for (int j = first; j < last; ++j) {
@@ -213,6 +219,7 @@ bool release_block_barrier(Block& b) {
     else if (f.state != FiberState::done) return false;
   }
   if (!any_waiting) return false;
+  if (b.profile) profile_detail::block_synced();
   for (Fiber& f : b.fibers) {
     if (f.state == FiberState::at_block_barrier) f.state = FiberState::ready;
   }
@@ -254,6 +261,10 @@ void run_block(Block& b, StackPool& stacks, const ucontext_t& prototype, std::mt
     asan_unpoison(f.context.uc_stack.ss_sp, stacks.stack_bytes());
     makecontext(&f.context, fiber_main, 0);
   }
+  if (b.profile) {
+    profile_detail::block_begin({b.shared, kMaxSharedPerBlock, b.fibers.data(), n * sizeof(Fiber), b.warps.data(),
+                                 b.warps.size() * sizeof(WarpSlots), stacks.base(), stacks.total()});
+  }
   std::vector<std::size_t> order;
   order.reserve(n);
   for (;;) {
@@ -266,14 +277,17 @@ void run_block(Block& b, StackPool& stacks, const ucontext_t& prototype, std::mt
       for (const Fiber& f : b.fibers) {
         if (f.state != FiberState::done) report_deadlock(b);
       }
+      if (b.profile) profile_detail::block_end();
       return;
     }
     std::shuffle(order.begin(), order.end(), rng);
     for (std::size_t i : order) {
       t_fiber = &b.fibers[i];
+      if (b.profile) profile_detail::switch_to(static_cast<int>(i));
       asan_start_switch(&b.scheduler_fake_stack, stacks.stack(static_cast<int>(i)), stacks.stack_bytes());
       swapcontext(&b.scheduler, &t_fiber->context);
       asan_finish_switch(b.scheduler_fake_stack, nullptr, nullptr);
+      if (b.profile && t_fiber->state == FiberState::done) profile_detail::thread_exited(static_cast<int>(i));
       if (b.error) {
         const std::exception_ptr e = std::exchange(b.error, nullptr);
         try {
@@ -312,6 +326,11 @@ void sync_block() {
   current_block();
   t_fiber->state = FiberState::at_block_barrier;
   yield_to_scheduler();
+}
+
+void preempt_current_thread() {
+  current_block();
+  yield_to_scheduler();  // the state stays ready: the scheduler resumes this thread in a later round
 }
 
 void sync_warp(unsigned mask) {
@@ -401,17 +420,21 @@ void run_kernel(const char* name, dim3 grid, dim3 block, std::size_t dynamic_byt
   std::shuffle(block_order.begin(), block_order.end(), rng);
 
   struct Reset {
+    bool profile = false, completed = false;
     ~Reset() {
       t_block = nullptr;
       t_fiber = nullptr;
+      if (profile) profile_detail::launch_end(completed);
     }
   } reset;
   t_block = &b;
+  b.profile = reset.profile = profile_detail::launch_begin(name, static_cast<unsigned>(threads));
   for (uint64_t linear : block_order) {
     b.pub.block_idx = {static_cast<unsigned>(linear % grid.x), static_cast<unsigned>(linear / grid.x % grid.y),
                        static_cast<unsigned>(linear / (uint64_t{grid.x} * grid.y))};
     run_block(b, stacks, prototype, rng);
   }
+  reset.completed = true;
 }
 
 }  // namespace ae::emu

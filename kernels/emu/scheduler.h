@@ -8,6 +8,8 @@
 // seeded RNG (AE_EMU_SEED, or set_seed()), so a kernel that forgets a barrier reads poisoned or
 // stale shared memory in some order and fails its test instead of passing by luck.
 // Shared memory is poisoned with 0xFF bytes (a NaN pattern for floats) at the start of every block.
+// When profiling (kernels/emu/profile.h) the scheduler also reports fiber switches, barriers and
+// thread exits to the profiler (profile_hooks.h), which groups the lanes' accesses into warp-level ones.
 #include <cstddef>
 #include <cstdint>
 #include <functional>

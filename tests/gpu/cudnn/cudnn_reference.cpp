@@ -3,6 +3,8 @@
 #include "tests/gpu/cudnn/cudnn_reference.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <limits>
 #include <sstream>
@@ -65,21 +67,67 @@ Algo first_that_runs(const Algo (&candidates)[N], const char* const (&names)[M],
     }
     refused << "\n  " << name << ": " << cudnnGetErrorString(st) << " (" << static_cast<int>(st) << ")";
   }
-  AE_FAIL("cuDNN reference conv " << what << ": no direct-summation algorithm runs (NHWC f32, FMA math):"
-                                  << refused.str());
+  AE_FAIL("cuDNN reference conv " << what << ": no direct-summation algorithm runs (NHWC, at the Conv's "
+                                  << "precision):" << refused.str());
 }
 
 bool uses_tensor_cores(cudnnMathType_t m) {
   return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
-// The fastest result cuDNN's search measured that ran, at FMA math, within the workspace.
+const char* math_type_str(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_DEFAULT_MATH: return "default";
+    case CUDNN_TENSOR_OP_MATH: return "tensor_op";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return "tensor_op_allow_conversion";
+    case CUDNN_FMA_MATH: return "fma";
+  }
+  return "unknown";
+}
+
+// Whether a search result's math type keeps the Conv's precision: f32 never uses tensor cores
+// (so no TF32); tf32 and bf16 may, but never with ALLOW_CONVERSION (a down-conversion to FP16 that
+// neither our kernels nor the precision's name promise).
+bool math_allowed(Precision precision, cudnnMathType_t m) {
+  switch (precision) {
+    case Precision::f32: return !uses_tensor_cores(m);
+    case Precision::tf32:
+    case Precision::bf16: return m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+  }
+  return false;
+}
+
+// The fastest result cuDNN's search measured that ran, at an allowed math type, within the workspace.
 template <typename Perf>
-const Perf* fastest_fma(const Perf* results, int count) {
+const Perf* fastest_allowed(Precision precision, const Perf* results, int count) {
   for (int i = 0; i < count; ++i) {  // cuDNN returns them sorted by time
-    if (results[i].status == CUDNN_STATUS_SUCCESS && !uses_tensor_cores(results[i].mathType)) return &results[i];
+    if (results[i].status == CUDNN_STATUS_SUCCESS && math_allowed(precision, results[i].mathType)) return &results[i];
   }
   return nullptr;
+}
+
+cudnnDataType_t tensor_data_type(Precision precision) {
+  return precision == Precision::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
+
+// The math type set on the descriptor for the search (and for every pass of AlgoPolicy::precise):
+// PyTorch's choice for the same precision (aten/src/ATen/cudnn/Descriptors.h).
+cudnnMathType_t search_math_type(Precision precision) {
+  switch (precision) {
+    case Precision::f32: return CUDNN_FMA_MATH;
+    case Precision::tf32: return CUDNN_DEFAULT_MATH;
+    case Precision::bf16: return CUDNN_TENSOR_OP_MATH;
+  }
+  return CUDNN_FMA_MATH;
+}
+
+// Round to the nearest bfloat16, ties to even; NaN stays a (quiet) NaN.
+uint16_t bf16_bits(float f) {
+  uint32_t u = 0;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
 }
 
 template <typename Perf>
@@ -101,14 +149,29 @@ void check_device_f32(const char* op, const char* arg, const Tensor& t, const Sh
   AE_CHECK(t.shape() == shape, op << ": " << arg << " is " << t.desc() << ", expected " << shape_str(shape));
 }
 
+Shape bf16_storage_shape(const Shape& shape) {
+  Shape s = shape;
+  s.push_back(2);
+  return s;
+}
+
+// A BF16 tensor of logical shape `shape` (see to_bf16): u8 [shape..., 2] on the device.
+void check_device_bf16(const char* op, const char* arg, const Tensor& t, const Shape& shape) {
+  AE_CHECK(t.defined(), op << ": " << arg << " is undefined");
+  AE_CHECK(t.device().is_cuda(), op << ": " << arg << " " << t.desc() << " must be on the CUDA device");
+  AE_CHECK(t.dtype() == DType::u8 && t.shape() == bf16_storage_shape(shape),
+           op << ": " << arg << " is " << t.desc() << ", expected a BF16 tensor of shape " << shape_str(shape)
+              << " (u8 " << shape_str(bf16_storage_shape(shape)) << ", made by cudnn_ref::to_bf16 / bf16_empty)");
+}
+
 // NHWC activation descriptor for [N,H,W,C] (or [M,C], seen as [M,1,1,C]).
-cudnnTensorDescriptor_t nhwc_descriptor(const Shape& s) {
+cudnnTensorDescriptor_t nhwc_descriptor(const Shape& s, cudnnDataType_t type = CUDNN_DATA_FLOAT) {
   AE_CHECK(s.size() == 4 || s.size() == 2, "cuDNN reference: activations must be [N,H,W,C] or [N,C], got "
                                                << shape_str(s));
   const int64_t h = s.size() == 4 ? s[1] : 1, w = s.size() == 4 ? s[2] : 1;
   cudnnTensorDescriptor_t d = nullptr;
   AE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
-  const cudnnStatus_t st = cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, to_int(s[0], "N"),
+  const cudnnStatus_t st = cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, type, to_int(s[0], "N"),
                                                       to_int(s.back(), "C"), to_int(h, "H"), to_int(w, "W"));
   if (st != CUDNN_STATUS_SUCCESS) cudnnDestroyTensorDescriptor(d);
   AE_CUDNN_CHECK(st);
@@ -169,8 +232,50 @@ const char* pass_name(ConvPass pass) {
   return "?";
 }
 
-Conv::Conv(Handle& handle, const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels)
-    : handle_(handle), x_shape_(x_shape) {
+const char* precision_name(Precision precision) {
+  switch (precision) {
+    case Precision::f32: return "f32";
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+Tensor to_bf16(const Tensor& f32) {
+  AE_CHECK(f32.defined() && f32.dtype() == DType::f32, "cudnn_ref::to_bf16: needs an f32 tensor, got "
+                                                           << (f32.defined() ? f32.desc() : std::string("undefined")));
+  const std::vector<float> values = f32.to_vector();
+  Tensor host = Tensor::empty(bf16_storage_shape(f32.shape()), DType::u8);
+  auto* bytes = static_cast<unsigned char*>(host.raw());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const uint16_t b = bf16_bits(values[i]);
+    bytes[2 * i] = static_cast<unsigned char>(b & 0xff);
+    bytes[2 * i + 1] = static_cast<unsigned char>(b >> 8);
+  }
+  return host.to(Device::cuda(0));
+}
+
+Tensor bf16_empty(const Shape& shape) { return Tensor::empty(bf16_storage_shape(shape), DType::u8, Device::cuda(0)); }
+
+Tensor from_bf16(const Tensor& bf16) {
+  AE_CHECK(bf16.defined() && bf16.dtype() == DType::u8 && bf16.ndim() >= 1 && bf16.dim(-1) == 2,
+           "cudnn_ref::from_bf16: needs a BF16 tensor (u8 [..., 2]), got "
+               << (bf16.defined() ? bf16.desc() : std::string("undefined")));
+  const Tensor host = bf16.to(Device::cpu());
+  const auto* bytes = static_cast<const unsigned char*>(host.raw());
+  Shape shape = bf16.shape();
+  shape.pop_back();
+  std::vector<float> values(static_cast<std::size_t>(bf16.numel() / 2));
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const uint32_t u = (static_cast<uint32_t>(bytes[2 * i + 1]) << 24) | (static_cast<uint32_t>(bytes[2 * i]) << 16);
+    std::memcpy(&values[i], &u, sizeof u);
+  }
+  return Tensor::from_vector(shape, values);
+}
+
+Conv::Conv(Handle& handle, const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels,
+           Precision precision)
+    : handle_(handle), precision_(precision), x_shape_(x_shape) {
   AE_CHECK(x_shape.size() == 4, "cuDNN reference conv: x must be [N,H,W,C], got " << shape_str(x_shape));
   AE_CHECK(out_channels > 0, "cuDNN reference conv: out_channels must be positive, got " << out_channels);
   const int64_t oh = p.out_h(x_shape[1]), ow = p.out_w(x_shape[2]);
@@ -179,18 +284,23 @@ Conv::Conv(Handle& handle, const ops::Conv2dParams& p, const Shape& x_shape, int
   w_shape_ = {out_channels, p.kernel_h, p.kernel_w, x_shape[3]};
   y_shape_ = {x_shape[0], oh, ow, out_channels};
   try {
-    x_desc_ = nhwc_descriptor(x_shape_);
-    y_desc_ = nhwc_descriptor(y_shape_);
+    const cudnnDataType_t type = tensor_data_type(precision_);
+    x_desc_ = nhwc_descriptor(x_shape_, type);
+    y_desc_ = nhwc_descriptor(y_shape_, type);
     AE_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w_desc_));
     // A CUDNN_TENSOR_NHWC filter of dims (K, C, H, W) is laid out K, H, W, C: our OHWI.
-    AE_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w_desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC,
+    AE_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w_desc_, type, CUDNN_TENSOR_NHWC,
                                               to_int(out_channels, "O"), to_int(x_shape[3], "C"),
                                               p.kernel_h, p.kernel_w));
     AE_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv_desc_));
+    // Compute type float32 in every precision (BF16 tensors accumulate in float32 too).
     AE_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv_desc_, p.pad_h, p.pad_w, p.stride_h, p.stride_w, 1, 1,
                                                    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    // FMA math: plain float32 on CUDA cores, never TF32 tensor cores (the precision of our f32 kernels).
-    AE_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc_, CUDNN_FMA_MATH));
+    // f32: FMA math, plain float32 on CUDA cores, never TF32 tensor cores (the precision of our f32
+    // kernels). tf32 / bf16: see search_math_type.
+    search_math_ = search_math_type(precision_);
+    fwd_math_ = dgrad_math_ = wgrad_math_ = search_math_;
+    AE_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc_, search_math_));
     int n = 0, c = 0, h = 0, w = 0;
     AE_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(conv_desc_, x_desc_, w_desc_, &n, &c, &h, &w));
     AE_CHECK(n == y_shape_[0] && c == y_shape_[3] && h == oh && w == ow,
@@ -221,9 +331,17 @@ double Conv::flops() const {
 
 void Conv::check_operands(const char* pass, const Tensor& a, const Shape& a_shape, const Tensor& b,
                           const Shape& b_shape, const Tensor& out, const Shape& out_shape) const {
-  check_device_f32(pass, "first input", a, a_shape);
-  check_device_f32(pass, "second input", b, b_shape);
-  check_device_f32(pass, "output", out, out_shape);
+  const auto check = precision_ == Precision::bf16 ? check_device_bf16 : check_device_f32;
+  check(pass, "first input", a, a_shape);
+  check(pass, "second input", b, b_shape);
+  check(pass, "output", out, out_shape);
+}
+
+void Conv::use_math_of(ConvPass pass) {
+  const cudnnMathType_t m = pass == ConvPass::forward         ? fwd_math_
+                            : pass == ConvPass::backward_data ? dgrad_math_
+                                                              : wgrad_math_;
+  AE_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc_, m));
 }
 
 void Conv::reserve_workspace(std::size_t bytes) {
@@ -238,6 +356,8 @@ void Conv::choose_algorithms(AlgoPolicy policy, const Tensor& x, const Tensor& w
   check_operands("cuDNN conv choose_algorithms", dy, y_shape_, dx, x_shape_, dw, w_shape_);
   cudnnHandle_t h = handle_.get();
   const float one = 1.0f, zero = 0.0f;
+  AE_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc_, search_math_));
+  fwd_math_ = dgrad_math_ = wgrad_math_ = search_math_;
 
   if (policy == AlgoPolicy::precise) {
     const std::string shape = "x " + shape_str(x_shape_) + " w " + shape_str(w_shape_);
@@ -280,39 +400,49 @@ void Conv::choose_algorithms(AlgoPolicy policy, const Tensor& x, const Tensor& w
     AE_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, x_desc_, x.raw(), w_desc_, w.raw(), conv_desc_,
                                                           y_desc_, y.raw(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                           &returned, fwd, workspace_.raw(), ws));
-    const auto* best_fwd = fastest_fma(fwd, returned);
-    AE_CHECK(best_fwd, "cuDNN reference conv: cuDNN's forward search found no FMA-math algorithm for x "
+    const auto* best_fwd = fastest_allowed(precision_, fwd, returned);
+    AE_CHECK(best_fwd, "cuDNN reference conv: cuDNN's forward search found no " << precision_name(precision_)
+                             << " algorithm for x "
                            << shape_str(x_shape_) << " w " << shape_str(w_shape_) << ":"
                            << describe_search(fwd, returned, kFwdNames, std::size(kFwdNames)));
     fwd_algo_ = best_fwd->algo;
+    fwd_math_ = best_fwd->mathType;
 
     cudnnConvolutionBwdDataAlgoPerf_t dgrad[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     AE_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, w_desc_, w.raw(), y_desc_, dy.raw(), conv_desc_,
                                                                x_desc_, dx.raw(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
                                                                &returned, dgrad, workspace_.raw(), ws));
-    const auto* best_dgrad = fastest_fma(dgrad, returned);
-    AE_CHECK(best_dgrad, "cuDNN reference conv: cuDNN's backward-data search found no FMA-math algorithm for x "
+    const auto* best_dgrad = fastest_allowed(precision_, dgrad, returned);
+    AE_CHECK(best_dgrad, "cuDNN reference conv: cuDNN's backward-data search found no " << precision_name(precision_)
+                             << " algorithm for x "
                              << shape_str(x_shape_) << " w " << shape_str(w_shape_) << ":"
                              << describe_search(dgrad, returned, kDgradNames, std::size(kDgradNames)));
     dgrad_algo_ = best_dgrad->algo;
+    dgrad_math_ = best_dgrad->mathType;
 
     cudnnConvolutionBwdFilterAlgoPerf_t wgrad[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     AE_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
         h, x_desc_, x.raw(), y_desc_, dy.raw(), conv_desc_, w_desc_, dw.raw(),
         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, wgrad, workspace_.raw(), ws));
-    const auto* best_wgrad = fastest_fma(wgrad, returned);
-    AE_CHECK(best_wgrad, "cuDNN reference conv: cuDNN's backward-weight search found no FMA-math algorithm for x "
+    const auto* best_wgrad = fastest_allowed(precision_, wgrad, returned);
+    AE_CHECK(best_wgrad, "cuDNN reference conv: cuDNN's backward-weight search found no " << precision_name(precision_)
+                             << " algorithm for x "
                              << shape_str(x_shape_) << " w " << shape_str(w_shape_) << ":"
                              << describe_search(wgrad, returned, kWgradNames, std::size(kWgradNames)));
     wgrad_algo_ = best_wgrad->algo;
+    wgrad_math_ = best_wgrad->mathType;
   }
 
   // One workspace for all three chosen algorithms, sized by cuDNN's own query.
+  // (at each pass's chosen math type, which the workspace may depend on).
   std::size_t fwd_bytes = 0, dgrad_bytes = 0, wgrad_bytes = 0;
+  use_math_of(ConvPass::forward);
   AE_CUDNN_CHECK(
       cudnnGetConvolutionForwardWorkspaceSize(h, x_desc_, w_desc_, conv_desc_, y_desc_, fwd_algo_, &fwd_bytes));
+  use_math_of(ConvPass::backward_data);
   AE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, w_desc_, y_desc_, conv_desc_, x_desc_, dgrad_algo_,
                                                               &dgrad_bytes));
+  use_math_of(ConvPass::backward_weight);
   AE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x_desc_, y_desc_, conv_desc_, w_desc_,
                                                                 wgrad_algo_, &wgrad_bytes));
   const std::size_t need = std::max({fwd_bytes, dgrad_bytes, wgrad_bytes});
@@ -333,10 +463,21 @@ std::string Conv::algo_name(ConvPass pass) const {
   return "";
 }
 
+std::string Conv::math_type_name(ConvPass pass) const {
+  if (!chosen_) return "";
+  switch (pass) {
+    case ConvPass::forward: return math_type_str(fwd_math_);
+    case ConvPass::backward_data: return math_type_str(dgrad_math_);
+    case ConvPass::backward_weight: return math_type_str(wgrad_math_);
+  }
+  return "";
+}
+
 void Conv::forward(const Tensor& x, const Tensor& w, Tensor& y) {
   AE_CHECK(chosen_, "cuDNN reference conv: call choose_algorithms before forward");
   check_operands("cuDNN conv forward", x, x_shape_, w, w_shape_, y, y_shape_);
   const float one = 1.0f, zero = 0.0f;
+  use_math_of(ConvPass::forward);
   AE_CUDNN_CHECK(cudnnConvolutionForward(handle_.get(), &one, x_desc_, x.raw(), w_desc_, w.raw(), conv_desc_,
                                          fwd_algo_, workspace_.raw(), workspace_.nbytes(), &zero, y_desc_, y.raw()));
 }
@@ -345,6 +486,7 @@ void Conv::backward_data(const Tensor& dy, const Tensor& w, Tensor& dx) {
   AE_CHECK(chosen_, "cuDNN reference conv: call choose_algorithms before backward_data");
   check_operands("cuDNN conv backward_data", dy, y_shape_, w, w_shape_, dx, x_shape_);
   const float one = 1.0f, zero = 0.0f;
+  use_math_of(ConvPass::backward_data);
   AE_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_.get(), &one, w_desc_, w.raw(), y_desc_, dy.raw(), conv_desc_,
                                               dgrad_algo_, workspace_.raw(), workspace_.nbytes(), &zero, x_desc_,
                                               dx.raw()));
@@ -354,6 +496,7 @@ void Conv::backward_weight(const Tensor& x, const Tensor& dy, Tensor& dw) {
   AE_CHECK(chosen_, "cuDNN reference conv: call choose_algorithms before backward_weight");
   check_operands("cuDNN conv backward_weight", x, x_shape_, dy, y_shape_, dw, w_shape_);
   const float one = 1.0f, zero = 0.0f;
+  use_math_of(ConvPass::backward_weight);
   AE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_.get(), &one, x_desc_, x.raw(), y_desc_, dy.raw(), conv_desc_,
                                                 wgrad_algo_, workspace_.raw(), workspace_.nbytes(), &zero, w_desc_,
                                                 dw.raw()));

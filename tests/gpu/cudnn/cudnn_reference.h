@@ -3,7 +3,9 @@
 // is never on the default path). Runs cuDNN's convolution and batch norm on aesthete's own device
 // tensors, in aesthete's layouts: activations NHWC (CUDNN_TENSOR_NHWC), conv weights OHWI (a
 // CUDNN_TENSOR_NHWC filter), float32, and FMA math only (CUDNN_FMA_MATH: no TF32 tensor cores), so
-// both sides compute the same thing at the same precision.
+// both sides compute the same thing at the same precision. bench_cuda_conv's TF32 and BF16 rows
+// construct a Conv with Precision::tf32 / Precision::bf16 instead (see Precision below); the
+// oracle and batch norm stay float32 with FMA math.
 //
 // Built only into test and bench targets of a CUDA build that found cuDNN (target
 // ae_cudnn_reference, which defines AE_HAVE_CUDNN); ae_cuda and the aesthete binary never link it.
@@ -49,13 +51,41 @@ class Handle {
 enum class ConvPass { forward, backward_data, backward_weight };
 const char* pass_name(ConvPass pass);  // "fwd", "dgrad", "wgrad"
 
+// What a Conv's tensors hold and which math cuDNN may use (the compute type, i.e. accumulation, is
+// float32 in every case: cudnnSetConvolution2dDescriptor(..., CUDNN_DATA_FLOAT)).
+enum class Precision {
+  // float32 tensors, CUDNN_FMA_MATH: CUDA-core FMAs only, never tensor cores (the default; the
+  // oracle and the f32 rows of bench_cuda_conv).
+  f32,
+  // float32 tensors, CUDNN_DEFAULT_MATH (what PyTorch sets with cudnn.allow_tf32 = True): cuDNN may
+  // read the operands as TF32 on tensor cores (Ampere and later; NVIDIA_TF32_OVERRIDE=0 in the
+  // environment forbids it). No down-conversion to FP16: results whose math type is
+  // CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION are never chosen.
+  tf32,
+  // bfloat16 tensors: x, w, y, dy, dx and dw are all CUDNN_DATA_BFLOAT16 (cuDNN's "pseudo-BF16"
+  // configuration: BF16 in and out, float32 accumulation), CUDNN_TENSOR_OP_MATH (what PyTorch
+  // sets for BF16). The tensors are made with to_bf16 / bf16_empty below.
+  bf16,
+};
+const char* precision_name(Precision precision);  // "f32", "tf32", "bf16"
+
+// aesthete has no bfloat16 dtype, so a BF16 tensor of logical shape S is a u8 tensor of shape S + [2]:
+// each element's two bytes (the upper half of its float32 bits after rounding, little-endian).
+// to_bf16: a float32 tensor (any device) rounded to bfloat16, nearest-even (as our bf16 conv
+// kernels round their operands), on the CUDA device. bf16_empty: an uninitialised one on the
+// device. from_bf16: back to a float32 host tensor of shape S (exact: every bfloat16 is a float32).
+Tensor to_bf16(const Tensor& f32);
+Tensor bf16_empty(const Shape& shape);
+Tensor from_bf16(const Tensor& bf16);
+
 // How a Conv chooses cuDNN's algorithm for each pass.
 enum class AlgoPolicy {
   // The oracle: the first algorithm cuDNN runs for this shape from a fixed list of direct
   // summations (implicit GEMM, GEMM, direct; never FFT or Winograd, whose rounding differs in kind).
   precise,
-  // The yardstick: cudnnFind*AlgorithmEx measures every algorithm cuDNN offers at FMA math on the
-  // real buffers and the fastest one wins (what PyTorch does with cudnn.benchmark = True).
+  // The yardstick: cudnnFind*AlgorithmEx measures every algorithm cuDNN offers at the Conv's
+  // precision on the real buffers and the fastest one wins (what PyTorch does with
+  // cudnn.benchmark = True), run with the math type cuDNN measured it with.
   fastest,
 };
 
@@ -63,7 +93,10 @@ enum class AlgoPolicy {
 // descriptors, chosen algorithms and a workspace large enough for all three passes.
 class Conv {
  public:
-  Conv(Handle& handle, const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels);
+  // With Precision::bf16 every tensor argument below is a BF16 tensor (to_bf16 / bf16_empty) of the
+  // shape named; otherwise float32 on the device.
+  Conv(Handle& handle, const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels,
+       Precision precision = Precision::f32);
   ~Conv();
   Conv(const Conv&) = delete;
   Conv& operator=(const Conv&) = delete;
@@ -71,6 +104,7 @@ class Conv {
   const Shape& x_shape() const { return x_shape_; }
   const Shape& w_shape() const { return w_shape_; }
   const Shape& y_shape() const { return y_shape_; }
+  Precision precision() const { return precision_; }
   // 2 * N*OH*OW * O * KH*KW*C: the multiply-adds of each of the three passes, counted as 2 FLOP.
   double flops() const;
 
@@ -80,6 +114,9 @@ class Conv {
                          Tensor& dx, Tensor& dw, std::size_t workspace_limit = std::size_t{1} << 30);
   // The chosen algorithm's cuDNN name, e.g. "IMPLICIT_PRECOMP_GEMM"; "" before choose_algorithms.
   std::string algo_name(ConvPass pass) const;
+  // The math type the chosen algorithm runs with: "fma", "default", "tensor_op" (or
+  // "tensor_op_allow_conversion"); "" before choose_algorithms.
+  std::string math_type_name(ConvPass pass) const;
 
   // y = conv(x, w); dx = conv_transpose(dy, w); dw = corr(x, dy). Outputs are preallocated device
   // tensors of y_shape / x_shape / w_shape and are overwritten (never read: beta = 0).
@@ -92,8 +129,12 @@ class Conv {
                       const Shape& b_shape, const Tensor& out, const Shape& out_shape) const;
   void reserve_workspace(std::size_t bytes);
   void release_descriptors() noexcept;
+  // Sets the convolution descriptor's math type to the one chosen for `pass` (one descriptor
+  // serves all three passes, whose chosen math types may differ).
+  void use_math_of(ConvPass pass);
 
   Handle& handle_;
+  Precision precision_;
   Shape x_shape_, w_shape_, y_shape_;
   cudnnTensorDescriptor_t x_desc_ = nullptr, y_desc_ = nullptr;
   cudnnFilterDescriptor_t w_desc_ = nullptr;
@@ -101,6 +142,8 @@ class Conv {
   cudnnConvolutionFwdAlgo_t fwd_algo_{};
   cudnnConvolutionBwdDataAlgo_t dgrad_algo_{};
   cudnnConvolutionBwdFilterAlgo_t wgrad_algo_{};
+  cudnnMathType_t search_math_ = CUDNN_FMA_MATH;  // set on the descriptor for the search
+  cudnnMathType_t fwd_math_ = CUDNN_FMA_MATH, dgrad_math_ = CUDNN_FMA_MATH, wgrad_math_ = CUDNN_FMA_MATH;
   bool chosen_ = false;
   Tensor workspace_;  // u8 on the device
 };

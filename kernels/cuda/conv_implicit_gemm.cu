@@ -1,0 +1,411 @@
+// Convolution forward as a pipelined implicit GEMM on tensor cores (tf32 / bf16 mma.sync), NHWC:
+//   y[m, o] = sum_k A[m, k] * W[o, k],  m = (n, oh, ow), k = (kh, kw, c)
+// the same GEMM as conv.cu's generic path (tiled_gemm_tc.h + InputPatch), made faster (conditions in
+// conv_implicit_gemm.h: 16-byte copies when C % 4 == 0 and x, w are 16-byte aligned, 4-byte copies
+// of single elements otherwise, e.g. the C = 3 stem).
+// Nothing here has been timed on a GPU. Note that bench_cuda_conv (scripts/gpu-check.sh) calls
+// conv2d_forward but sets conv math f32 (to match cuDNN's FMA math), so it does not time this
+// kernel yet: a tf32 / bf16 row there (set_conv_math, and cuDNN tensor-op math) is what will.
+//
+// What changes against the generic kernel:
+//  1. No per-element division. Each thread loads the same 4 rows of A (and of W) in every K tile,
+//     so it computes each row's image base offset and (ih0, iw0) = (oh*sh - ph, ow*sw - pw) once,
+//     in registers, at kernel start; and each thread always loads the same 16-byte column chunk of
+//     a K tile, so its (kh, kw, c) is decomposed once and then advanced by 32 per tile with
+//     additions (c += 32; carry into kw, then kh).
+//  2. 16-byte cp.async copies (4 channels of one pixel; 4 k of one weight row) straight from
+//     global to shared memory, the padding and the ragged edges of the tile zero-filled by the
+//     copy itself (src-size 0), into a 3-stage ring of shared tiles. When C % 4 != 0 (or a tensor
+//     is not 16-byte aligned) the "4-byte" variant issues four 4-byte cp.async per 16-byte chunk,
+//     element k+e with its own (kh, kw, c) advanced the same way; everything else is shared.
+//  3. Raw float32 words in shared memory: rounding to tf32 / bf16 happens when fragments are read.
+//  4. XOR-swizzled tiles and ldmatrix for the tf32 fragments (see "Swizzle").
+//  5. Larger block tiles: 128x128 (8 warps of 64x32) when the grid is large, 64x64 (4 warps of
+//     32x32) otherwise.
+//
+// Pipeline (kStages = 3, K tiles of kTileK = 32 floats):
+//   prologue: issue tiles 0 and 1, each followed by commit_group (always commit, even an empty
+//             group when there are fewer tiles, so that group counting is the same in every case).
+//   iteration kt:
+//     wait_group<kStages - 2 = 1>: of this thread's groups only the newest (tile kt+1) may still be
+//             pending, so its copies of tile kt have landed;
+//     __syncthreads(): (a) every thread's copies of tile kt are visible to every warp, and (b) every
+//             warp has finished the mma of iteration kt-1, which read stage (kt-1) % 3 — the stage
+//             the next line overwrites. One barrier serves both, which is why it sits between the
+//             wait and the next issue and not at the end of the iteration;
+//     issue tile kt+2 into stage (kt+2) % 3 == (kt-1) % 3, commit (empty when kt+2 is past the end);
+//     mma over stage kt % 3 while tiles kt+1 and kt+2 are in flight.
+//   The groups still pending at exit are the empty ones of the last iterations (nothing to drain).
+//
+// Swizzle. A stage holds rows of 32 floats = 128 bytes = one pass over the 32 banks, as 8 chunks
+// of 16 bytes; logical chunk j of row r is stored at physical chunk j ^ (r % 8). Then
+//   - the 8 threads that copy one row's 8 chunks write 8 different chunks: conflict-free;
+//   - an ldmatrix matrix is 8 consecutive rows (a multiple of 8 first) at one logical chunk: the
+//     XOR spreads them over the 8 physical chunks, i.e. all 32 banks: conflict-free;
+//   - bf16 fragments are read as 8-byte pairs: rows g = 0..3 of a half-warp, chunk pairs {0,1} or
+//     {2,3} XOR (g % 8): two rows share each chunk pair, a 2-way conflict (not measured).
+//
+// tf32 fragments via ldmatrix: an ldmatrix matrix row is 16 bytes = 4 f32 words, and lane l gets
+// word l % 4 of row l / 4, i.e. (row g, word tig): exactly the m16n8k8 tf32 A register a0 for the
+// matrix at (rows 0..7, words 0..3), a1 for rows 8..15, a2 / a3 for words 4..7; and B registers b0 /
+// b1 for a tile stored [n][k] at words 0..3 / 4..7. So ldmatrix.x4 gives a whole A fragment, or
+// the B fragments of two n8 tiles; each word is then rounded with cvt.rna.tf32. bf16 cannot use it
+// on raw f32 staging: a bf16 register packs the k-pair (2 tig, 2 tig + 1), two f32 words 8 bytes
+// apart from lane to lane, while ldmatrix hands lane tig one 4-byte word at stride 4 bytes; it is
+// read as one 8-byte shared load and packed with cvt.rn.bf16x2 instead.
+//
+// Bit-exactness with the generic tensor-core kernel. Both compute each output as
+//   acc = 0; for each mma k-step s = 0, 1, ... over [0, round_up(K, 64)): acc = mma(A_s, B_s, acc)
+// with the same instruction (mma_m16n8k8_tf32 / mma_m16n8k16_bf16) on the same operand registers:
+//   - the generic kernel stages to_tf32(v) / pack_bf16x2(v0, v1) of v = A or W or 0 (padding, rows
+//     past M or O, k past K); this one stages v or 0 raw (the zero-fill) and applies the same
+//     to_tf32 / pack_bf16x2 at fragment read, and rounding 0 gives 0: the registers are equal;
+//   - the k-steps: the generic kernel covers [0, round_up(K, 64)) in 64-wide slices of 8 (tf32) or
+//     16 (bf16) k per mma; this one covers the same range (its tile count is rounded up to an even
+//     number of 32-wide tiles) with the same 8 / 16 k per mma, in increasing order. The all-zero
+//     steps past K are kept, not skipped: acc + 0 is acc except that it turns a -0 into +0, so
+//     skipping them could change the sign of an exactly-zero output.
+// mma results depend only on the operands (and on the emulated device the mma sums in double and
+// rounds once), so equal registers in equal order give equal bits: tests/gpu/test_cuda_conv_pipelined
+// asserts bitwise equality with the generic kernel on the emulated device.
+#include "kernels/cuda/conv_implicit_gemm.h"
+
+#include <atomic>
+
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/tiled_gemm_tc.h"
+
+// Loops with constant trip counts must be unrolled for the accumulators and fragments to live in
+// registers (nvcc otherwise puts acc[][][] in local memory); g++ would warn on the nvcc pragma.
+#if defined(AE_EMULATED_DEVICE)
+#define AE_IGEMM_UNROLL
+#else
+#define AE_IGEMM_UNROLL _Pragma("unroll")
+#endif
+
+namespace ae::cuda {
+namespace igemm {
+
+constexpr int kStages = 3;
+constexpr int kTileK = 32;        // floats of k per stage row
+constexpr int kChunksPerRow = 8;  // 16-byte chunks per stage row
+static_assert(kTileK * 4 == kChunksPerRow * 16, "a stage row is 8 chunks of 16 bytes");
+static_assert(gemm::kTileK % kTileK == 0, "the generic kernel's K slices are whole numbers of our tiles");
+
+template <int kBM, int kBN, int kWarpsM, int kWarpsN>
+struct Tiles {
+  static constexpr int kBlockM = kBM, kBlockN = kBN;
+  static constexpr int kThreads = kWarp * kWarpsM * kWarpsN;
+  static constexpr int kWarpTileM = kBM / kWarpsM, kWarpTileN = kBN / kWarpsN;
+  static constexpr int kMmaTilesM = kWarpTileM / 16, kMmaTilesN = kWarpTileN / 8;
+  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // rows one pass of the block copies
+  static constexpr int kLoadsA = kBM / kRowsPerPass, kLoadsB = kBN / kRowsPerPass;
+  static constexpr int kStageFloats = (kBM + kBN) * kTileK;
+  static constexpr std::size_t kSharedBytes = sizeof(float) * kStages * kStageFloats;
+  static_assert(kBM % kRowsPerPass == 0 && kBN % kRowsPerPass == 0, "whole copy passes");
+  static_assert(kRowsPerPass % 8 == 0, "a copy pass covers whole swizzle periods");
+  static_assert(kWarpTileM % 16 == 0 && kWarpTileN % 16 == 0, "warp tiles of m16 tiles and pairs of n8 tiles");
+};
+using Tiles64 = Tiles<64, 64, 2, 2>;      // 4 warps of 32x32
+using Tiles128 = Tiles<128, 128, 2, 4>;   // 8 warps of 64x32
+
+struct Args {
+  const float* __restrict__ x;
+  const float* __restrict__ w;
+  float* __restrict__ y;
+  int64_t m, k;     // GEMM rows (output pixels) and reduction length
+  int64_t hwc;      // H * W * C: one image of x
+  int h, wd, c, kw, kh, sh, sw, ph, pw, oh, ow, o;
+  int k_tiles;      // 32-wide K tiles: 2 * ceil(K / 64), as the generic kernel's steps (see top)
+};
+
+// Float index of logical 16-byte chunk `chunk` of row `row` in a stage (see "Swizzle").
+__device__ __forceinline__ int swizzle(int row, int chunk) { return row * kTileK + ((chunk ^ (row & 7)) << 2); }
+
+__device__ __forceinline__ void load_pair(const float* p, float& lo, float& hi) {
+#if defined(AE_EMULATED_DEVICE)
+  lo = p[0];
+  hi = p[1];
+#else
+  const float2 v = *reinterpret_cast<const float2*>(p);
+  lo = v.x;
+  hi = v.y;
+#endif
+}
+
+__device__ __forceinline__ void store_pair(float* p, float lo, float hi) {
+#if defined(AE_EMULATED_DEVICE)
+  p[0] = lo;
+  p[1] = hi;
+#else
+  *reinterpret_cast<float2*>(p) = make_float2(lo, hi);
+#endif
+}
+
+// The A and B fragments of one mma k-step (k floats [k0, k0 + Math::kStepK) of the stage) for a
+// warp tile at rows warp_m of A and warp_n of B.
+template <class Math, class T>
+__device__ __forceinline__ void load_fragments(const float* as, const float* bs, int warp_m, int warp_n, int k0,
+                                               uint32_t (&a)[T::kMmaTilesM][4], uint32_t (&b)[T::kMmaTilesN][2]) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarp;
+  if constexpr (Math::kElemsPerWord == 1) {
+    // tf32: ldmatrix.x4, lane l addressing row l % 8 of matrix l / 8 (see the top of the file).
+    const int j = lane >> 3, i = lane & 7, chunk0 = k0 / 4;
+    AE_IGEMM_UNROLL
+    for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
+      uint32_t r[4];
+      ldmatrix_m8n8_b16<4>(r, as + swizzle(warp_m + 16 * mi + i + 8 * (j & 1), chunk0 + (j >> 1)));
+      AE_IGEMM_UNROLL
+      for (int q = 0; q < 4; ++q) a[mi][q] = to_tf32(__uint_as_float(r[q]));
+    }
+    AE_IGEMM_UNROLL
+    for (int ni = 0; ni < T::kMmaTilesN; ni += 2) {
+      uint32_t r[4];
+      ldmatrix_m8n8_b16<4>(r, bs + swizzle(warp_n + 8 * ni + i + 8 * (j >> 1), chunk0 + (j & 1)));
+      b[ni][0] = to_tf32(__uint_as_float(r[0]));
+      b[ni][1] = to_tf32(__uint_as_float(r[1]));
+      b[ni + 1][0] = to_tf32(__uint_as_float(r[2]));
+      b[ni + 1][1] = to_tf32(__uint_as_float(r[3]));
+    }
+  } else {
+    // bf16: register q of A holds k (2 tig, 2 tig + 1) + 8 (q >> 1) of row g + 8 (q & 1); register
+    // q of B holds k (2 tig, 2 tig + 1) + 8 q of column g (mma.h).
+    const int g = lane >> 2, tig = lane & 3;
+    AE_IGEMM_UNROLL
+    for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
+      AE_IGEMM_UNROLL
+      for (int q = 0; q < 4; ++q) {
+        const int row = warp_m + 16 * mi + g + 8 * (q & 1), f = k0 + 2 * tig + 8 * (q >> 1);
+        float lo, hi;
+        load_pair(as + swizzle(row, f >> 2) + (f & 3), lo, hi);
+        a[mi][q] = pack_bf16x2(lo, hi);
+      }
+    }
+    AE_IGEMM_UNROLL
+    for (int ni = 0; ni < T::kMmaTilesN; ++ni) {
+      AE_IGEMM_UNROLL
+      for (int q = 0; q < 2; ++q) {
+        const int row = warp_n + 8 * ni + g, f = k0 + 2 * tig + 8 * q;
+        float lo, hi;
+        load_pair(bs + swizzle(row, f >> 2) + (f & 3), lo, hi);
+        b[ni][q] = pack_bf16x2(lo, hi);
+      }
+    }
+  }
+}
+
+template <class Math, class T, bool kWide>
+__global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
+  float* const smem = dynamic_shared<float>();  // [kStages][A: kBlockM rows | B: kBlockN rows][kTileK]
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarp;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * T::kBlockM;
+  const int n0 = static_cast<int>(blockIdx.y) * T::kBlockN;
+
+  // ---- per-thread tables: the rows this thread copies, and its k position ------------------
+  const int chunk = tid % kChunksPerRow, row_first = tid / kChunksPerRow;
+  int64_t a_base[T::kLoadsA];  // offset of the row's image in x
+  int a_ih0[T::kLoadsA], a_iw0[T::kLoadsA];
+  AE_IGEMM_UNROLL
+  for (int i = 0; i < T::kLoadsA; ++i) {
+    const int64_t m = m0 + row_first + i * T::kRowsPerPass;
+    if (m < p.m) {
+      const int64_t ow = m % p.ow, t = m / p.ow;
+      const int64_t oh = t % p.oh, img = t / p.oh;
+      a_base[i] = img * p.hwc;
+      a_ih0[i] = static_cast<int>(oh) * p.sh - p.ph;
+      a_iw0[i] = static_cast<int>(ow) * p.sw - p.pw;
+    } else {
+      a_base[i] = 0;
+      a_ih0[i] = -(1 << 30);  // every ih < 0: the row is zero-filled
+      a_iw0[i] = 0;
+    }
+  }
+  // The k of this thread's copies in the next tile to issue, k = (kh * KW + kw) * C + c: one 16-byte
+  // copy of k..k+3 per row (kWide), or four 4-byte copies of k, k+1, k+2, k+3 per row, each element
+  // with its own (kh, kw, c) (any C: the four may straddle kernel taps).
+  constexpr int kParts = kWide ? 1 : 4;
+  int64_t k[kParts];
+  int kc[kParts], kw_[kParts], kh_[kParts];
+  AE_IGEMM_UNROLL
+  for (int e = 0; e < kParts; ++e) {
+    k[e] = 4 * chunk + e;
+    kc[e] = static_cast<int>(k[e] % p.c);
+    kw_[e] = static_cast<int>(k[e] / p.c % p.kw);
+    kh_[e] = static_cast<int>(k[e] / p.c / p.kw);
+  }
+
+  // Issues this thread's copies of the next K tile into `stage`, then advances k by one tile.
+  const auto issue_tile = [&](int stage) {
+    float* as = smem + stage * T::kStageFloats;
+    float* bs = as + T::kBlockM * kTileK;
+    AE_IGEMM_UNROLL
+    for (int e = 0; e < kParts; ++e) {
+      const bool k_ok = k[e] < p.k;
+      AE_IGEMM_UNROLL
+      for (int i = 0; i < T::kLoadsA; ++i) {
+        const int row = row_first + i * T::kRowsPerPass;
+        const int ih = a_ih0[i] + kh_[e], iw = a_iw0[i] + kw_[e];
+        const bool ok = k_ok && ih >= 0 && ih < p.h && iw >= 0 && iw < p.wd;
+        const float* src = ok ? p.x + a_base[i] + (static_cast<int64_t>(ih) * p.wd + iw) * p.c + kc[e] : p.x;
+        if constexpr (kWide) {
+          cp_async_cg_16(as + swizzle(row, chunk), src, ok ? 16 : 0);
+        } else {
+          cp_async_ca<4>(as + swizzle(row, chunk) + e, src, ok ? 4 : 0);
+        }
+      }
+      AE_IGEMM_UNROLL
+      for (int i = 0; i < T::kLoadsB; ++i) {
+        const int row = row_first + i * T::kRowsPerPass;
+        const bool ok = k_ok && n0 + row < p.o;
+        const float* src = ok ? p.w + static_cast<int64_t>(n0 + row) * p.k + k[e] : p.w;
+        if constexpr (kWide) {
+          cp_async_cg_16(bs + swizzle(row, chunk), src, ok ? 16 : 0);
+        } else {
+          cp_async_ca<4>(bs + swizzle(row, chunk) + e, src, ok ? 4 : 0);
+        }
+      }
+      k[e] += kTileK;
+      kc[e] += kTileK;
+      while (kc[e] >= p.c) {
+        kc[e] -= p.c;
+        if (++kw_[e] == p.kw) {
+          kw_[e] = 0;
+          ++kh_[e];
+        }
+      }
+    }
+  };
+
+  // ---- the pipeline (see the top of the file) ------------------------------------------------
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < p.k_tiles) issue_tile(s);
+    cp_async_commit();
+  }
+  const int warp_m = (warp % (T::kBlockM / T::kWarpTileM)) * T::kWarpTileM;
+  const int warp_n = (warp / (T::kBlockM / T::kWarpTileM)) * T::kWarpTileN;
+  float acc[T::kMmaTilesM][T::kMmaTilesN][4] = {};
+  for (int kt = 0; kt < p.k_tiles; ++kt) {
+    cp_async_wait_group<kStages - 2>();  // this thread's copies of tile kt have landed
+    __syncthreads();                     // everyone's have; and stage (kt-1) % 3 is no longer read
+    if (kt + kStages - 1 < p.k_tiles) issue_tile((kt + kStages - 1) % kStages);
+    cp_async_commit();
+    const float* as = smem + (kt % kStages) * T::kStageFloats;
+    const float* bs = as + T::kBlockM * kTileK;
+    AE_IGEMM_UNROLL
+    for (int k0 = 0; k0 < kTileK; k0 += Math::kStepK) {
+      uint32_t a[T::kMmaTilesM][4], b[T::kMmaTilesN][2];
+      load_fragments<Math, T>(as, bs, warp_m, warp_n, k0, a, b);
+      AE_IGEMM_UNROLL
+      for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
+        AE_IGEMM_UNROLL
+        for (int ni = 0; ni < T::kMmaTilesN; ++ni) Math::mma(acc[mi][ni], a[mi], b[ni]);
+      }
+    }
+  }
+
+  // ---- epilogue: C fragment (g, 2 tig + {0, 1}) and (g + 8, ...) of each mma tile ------------
+  const int lane = tid % kWarp, g = lane >> 2, tig = lane & 3;
+  const bool pairs = (p.o & 1) == 0;  // even O: (m, n), (m, n + 1) form an aligned float2
+  AE_IGEMM_UNROLL
+  for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
+    AE_IGEMM_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t m = m0 + warp_m + 16 * mi + g + 8 * half;
+      if (m >= p.m) continue;
+      float* yrow = p.y + m * p.o;
+      AE_IGEMM_UNROLL
+      for (int ni = 0; ni < T::kMmaTilesN; ++ni) {
+        const int n = n0 + warp_n + 8 * ni + 2 * tig;
+        const float v0 = acc[mi][ni][2 * half], v1 = acc[mi][ni][2 * half + 1];
+        if (pairs && n + 1 < p.o) {
+          store_pair(yrow + n, v0, v1);
+        } else {
+          if (n < p.o) yrow[n] = v0;
+          if (n + 1 < p.o) yrow[n + 1] = v1;
+        }
+      }
+    }
+  }
+}
+
+// Blocks of 128x128 only when they make at least about one wave on a large GPU (H200: 132 SMs);
+// below that the 64x64 tiles give 4x the blocks. A guess to be replaced by measurements.
+constexpr int64_t kLargeTileMinBlocks = 132;
+
+std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
+std::atomic<int> g_kernel{static_cast<int>(ConvForwardKernel::automatic)};
+
+template <class Math, class T>
+void launch_igemm(const LaunchSite& site, const Args& args, bool wide) {
+  const dim3 grid(static_cast<unsigned>((args.m + T::kBlockM - 1) / T::kBlockM),
+                  static_cast<unsigned>((args.o + T::kBlockN - 1) / T::kBlockN));
+  if (wide) {
+    launch(site, &conv_igemm_kernel<Math, T, true>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
+  } else {
+    launch(site, &conv_igemm_kernel<Math, T, false>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
+  }
+}
+
+}  // namespace igemm
+
+ConvForwardKernel conv_forward_kernel() { return static_cast<ConvForwardKernel>(igemm::g_kernel.load()); }
+void set_conv_forward_kernel(ConvForwardKernel kernel) { igemm::g_kernel.store(static_cast<int>(kernel)); }
+
+ConvForwardLaunches conv_forward_launches() {
+  ConvForwardLaunches l;
+  l.f32_tiled = igemm::g_f32_tiled.load();
+  l.tc_tiled = igemm::g_tc_tiled.load();
+  l.pipelined_64x64 = igemm::g_pipelined64.load();
+  l.pipelined_128x128 = igemm::g_pipelined128.load();
+  l.pipelined_4byte = igemm::g_pipelined_narrow.load();
+  return l;
+}
+void note_conv_forward_f32_tiled() { ++igemm::g_f32_tiled; }
+void note_conv_forward_tc_tiled() { ++igemm::g_tc_tiled; }
+
+bool conv_forward_pipelined_supported(const ConvGeometry& g, const float* x, const float* w) {
+  const auto aligned4 = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 4 == 0; };
+  return aligned4(x) && aligned4(w) && (g.o + 63) / 64 <= 65535 && g.m() > 0 && g.o > 0 && g.h < (1 << 30) &&
+         g.w < (1 << 30) && g.c < (1 << 30) && g.o < (1 << 30) && g.kh * g.kw < (1 << 30);
+}
+
+bool conv_forward_pipelined_wide(const ConvGeometry& g, const float* x, const float* w) {
+  const auto aligned16 = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  return g.c % 4 == 0 && aligned16(x) && aligned16(w);
+}
+
+bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
+                            const float* w, float* y) {
+  const ConvForwardKernel choice = conv_forward_kernel();
+  if (math == ConvMath::f32 || choice == ConvForwardKernel::tiled || !conv_forward_pipelined_supported(g, x, w)) {
+    return false;
+  }
+  igemm::Args a{x, w, y, g.m(), g.k(), g.h * g.w * g.c, static_cast<int>(g.h), static_cast<int>(g.w),
+                static_cast<int>(g.c), static_cast<int>(g.kw), static_cast<int>(g.kh), static_cast<int>(g.sh),
+                static_cast<int>(g.sw), static_cast<int>(g.ph), static_cast<int>(g.pw), static_cast<int>(g.oh),
+                static_cast<int>(g.ow), static_cast<int>(g.o),
+                static_cast<int>(2 * ((g.k() + gemm::kTileK - 1) / gemm::kTileK))};
+  static_assert(gemm::kTileK == 2 * igemm::kTileK, "k_tiles above: two of our tiles per generic K slice");
+  const bool wide = conv_forward_pipelined_wide(g, x, w);
+  if (!wide) ++igemm::g_pipelined_narrow;
+  bool large = choice == ConvForwardKernel::pipelined_128x128;
+  if (choice == ConvForwardKernel::automatic) large = ((a.m + 127) / 128) * ((a.o + 127) / 128) >= igemm::kLargeTileMinBlocks;
+  if (large) {
+    ++igemm::g_pipelined128;
+    if (math == ConvMath::tf32) {
+      igemm::launch_igemm<gemm::Tf32Math, igemm::Tiles128>(site, a, wide);
+    } else {
+      igemm::launch_igemm<gemm::Bf16Math, igemm::Tiles128>(site, a, wide);
+    }
+  } else {
+    ++igemm::g_pipelined64;
+    if (math == ConvMath::tf32) {
+      igemm::launch_igemm<gemm::Tf32Math, igemm::Tiles64>(site, a, wide);
+    } else {
+      igemm::launch_igemm<gemm::Bf16Math, igemm::Tiles64>(site, a, wide);
+    }
+  }
+  return true;
+}
+
+}  // namespace ae::cuda

@@ -1,0 +1,484 @@
+// Profile mode of the emulated device (kernels/emu/profile.h): small kernels whose global-memory
+// sectors, coalescing efficiency and shared-memory bank conflicts are known by hand, counted
+// exactly; the FLOP annotation and the H200 roofline estimate; nothing recorded when off.
+//
+// This file is compiled with the profile instrumentation in every emulated build that can
+// (tests/CMakeLists.txt), so it runs in the normal CI build. On a real GPU there is nothing to
+// profile and the gpu-real/ variant reports Skipped.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/gpu/gpu_harness.h"
+#include "tests/support/check.h"
+
+#if defined(AE_EMULATED_DEVICE)
+#include "kernels/cuda/conv_math.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/emu/profile.h"
+#include "kernels/ops.h"
+#include "runtime/tensor.h"
+
+using namespace ae::gputest;
+using ae::emu::KernelProfile;
+
+namespace {
+
+struct alignas(16) Vec4 {
+  float x, y, z, w;
+};
+
+// One float per thread, consecutive: every warp reads and writes 128 contiguous bytes.
+__global__ void coalesced_copy_kernel(const float* in, float* out, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = in[i];
+}
+
+// Lane i reads in[i * kStride]: a warp's 128 requested bytes spread over 32 * 4 * kStride bytes.
+template <int kStride>
+__global__ void strided_copy_kernel(const float* in, float* out, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = in[static_cast<int64_t>(i) * kStride];
+}
+
+// 32x32 transpose through shared memory, block (32, 32): rows are written, columns read. With a
+// row pitch of 32 floats a column lies in one bank (32-way conflict); a pitch of 33 spreads it.
+template <int kPitch>
+__global__ void transpose_kernel(const float* in, float* out) {
+  AE_SHARED(float, tile, 32 * kPitch);
+  const int tx = static_cast<int>(threadIdx.x), ty = static_cast<int>(threadIdx.y);
+  tile[ty * kPitch + tx] = in[ty * 32 + tx];
+  __syncthreads();
+  out[ty * 32 + tx] = tile[tx * kPitch + ty];
+}
+
+// Lane 0 stages one value; then every lane reads the same shared word and the same global word.
+__global__ void broadcast_kernel(const float* in, float* out) {
+  AE_SHARED(float, cell, 1);
+  if (threadIdx.x == 0) cell[0] = in[0];
+  __syncthreads();
+  out[threadIdx.x] = cell[0] + in[0];
+}
+
+// 16-byte accesses by one warp: global and shared, contiguous (quarter-warp phases without
+// conflicts) and with a stride of two vectors (two words per bank in each quarter-warp).
+template <int kStride>
+__global__ void vec4_kernel(const Vec4* in, Vec4* out) {
+  AE_SHARED(Vec4, tile, 32 * kStride);
+  const int lane = static_cast<int>(threadIdx.x);
+  tile[lane * kStride] = in[lane];
+  __syncthreads();
+  out[lane] = tile[lane * kStride];
+}
+
+// Stands for emulation code compiled without the instrumentation (and never inlined into code with it).
+__attribute__((no_sanitize_address)) void copy_uninstrumented(void* dst, const void* src) { std::memcpy(dst, src, 16); }
+
+// An emulation routine that copies on the kernel's behalf (as cp.async does) reports its accesses
+// with profile_access: lane i copies 16 bytes at in + 16 * i * kStride into shared memory.
+template <int kStride>
+__global__ void reported_copy_kernel(const Vec4* in, Vec4* out) {
+  AE_SHARED(Vec4, tile, 32);
+  const int lane = static_cast<int>(threadIdx.x);
+  static const char site = 0;  // one instruction address for every lane
+  ae::emu::profile_access(&in[lane * kStride], 16, false, &site);
+  ae::emu::profile_access(&tile[lane], 16, true, &site + 1);
+  copy_uninstrumented(&tile[lane], &in[lane * kStride]);
+  __syncthreads();
+  out[lane] = tile[lane];
+}
+
+// A long barrier-free loop: lanes of a warp run one after another between barriers, so without a
+// bound the profiler would hold every lane's records of the whole loop.
+__global__ void long_loop_kernel(const float* in, float* out, int iterations) {
+  float sum = 0.0f;
+  for (int it = 0; it < iterations; ++it) sum += in[it * 32 + static_cast<int>(threadIdx.x % 32)];
+  out[blockIdx.x * blockDim.x + threadIdx.x] = sum;
+}
+
+// Profiling on for the scope, with empty totals before and after.
+struct Profiling {
+  Profiling() {
+    ae::emu::profile_reset();
+    ae::emu::set_profiling(true);
+  }
+  ~Profiling() {
+    ae::emu::set_profiling(false);
+    ae::emu::profile_reset();
+  }
+};
+
+KernelProfile profile_of(const std::string& kernel) {
+  for (const KernelProfile& k : ae::emu::profile_results()) {
+    if (k.kernel == kernel) return k;
+  }
+  FAIL("no profile for kernel " << kernel);
+  return {};
+}
+
+ae::Tensor device_iota(int64_t n) {
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i);
+  return to_device(ae::Tensor::from_vector({n}, v));
+}
+
+bool instrumented() {
+#if defined(AE_EMU_PROFILE_INSTRUMENTED)
+  return true;
+#else
+  MESSAGE("this build cannot instrument the profile test's kernels (clang or a sanitizer build): counts not checked");
+  return false;
+#endif
+}
+
+}  // namespace
+
+TEST_CASE("a coalesced float copy needs n*4/32 sectors each way: efficiency 100%") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  const int n = 1024;
+  ae::Tensor in = device_iota(n), out = ae::Tensor::empty({n}, ae::DType::f32, device());
+  REQUIRE(reinterpret_cast<uintptr_t>(in.f32()) % 128 == 0);
+  REQUIRE(reinterpret_cast<uintptr_t>(out.f32()) % 128 == 0);
+  {
+    Profiling on;
+    AE_LAUNCH(coalesced_copy_kernel, dim3(4), dim3(256), 0, nullptr, static_cast<const float*>(in.f32()), out.f32(), n);
+    const KernelProfile k = profile_of("coalesced_copy_kernel");
+    CHECK(k.launches == 1);
+    CHECK(k.blocks == 4);
+    CHECK(k.threads == 1024);
+    CHECK(k.global_load.accesses == 32);  // 1024 threads = 32 warps, one load each
+    CHECK(k.global_load.requested_bytes == 4096);
+    CHECK(k.global_load.sectors == 128);  // n * 4 / 32
+    CHECK(k.global_load.ideal_sectors == 128);
+    CHECK(k.global_load.efficiency() == 1.0);
+    CHECK(k.global_store.accesses == 32);
+    CHECK(k.global_store.sectors == 128);
+    CHECK(k.global_store.ideal_sectors == 128);
+    CHECK(k.global_sector_bytes() == 8192);
+    CHECK(k.shared_load.accesses == 0);
+    CHECK(k.shared_store.accesses == 0);
+  }
+  const std::vector<float> got = out.to_vector();
+  for (int i = 0; i < n; ++i) REQUIRE(got[static_cast<std::size_t>(i)] == static_cast<float>(i));
+  require_guards_intact();
+}
+
+TEST_CASE("strided loads waste sectors: stride 2 is 50% efficient, stride 32 is 12.5%") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  const int n = 1024;
+  ae::Tensor in = device_iota(n * 32), out = ae::Tensor::empty({n}, ae::DType::f32, device());
+  REQUIRE(reinterpret_cast<uintptr_t>(in.f32()) % 128 == 0);
+  Profiling on;
+  AE_LAUNCH(strided_copy_kernel<2>, dim3(4), dim3(256), 0, nullptr, static_cast<const float*>(in.f32()), out.f32(), n);
+  AE_LAUNCH(strided_copy_kernel<32>, dim3(4), dim3(256), 0, nullptr, static_cast<const float*>(in.f32()), out.f32(),
+            n);
+  const KernelProfile s2 = profile_of("strided_copy_kernel<2>");
+  CHECK(s2.global_load.accesses == 32);
+  CHECK(s2.global_load.requested_bytes == 4096);
+  CHECK(s2.global_load.sectors == 256);  // 256 bytes spanned per warp = 8 sectors
+  CHECK(s2.global_load.ideal_sectors == 128);
+  CHECK(s2.global_load.efficiency() == 0.5);
+  CHECK(s2.global_store.sectors == 128);
+  CHECK(s2.global_store.efficiency() == 1.0);
+  const KernelProfile s32 = profile_of("strided_copy_kernel<32>");
+  CHECK(s32.global_load.accesses == 32);
+  CHECK(s32.global_load.sectors == 1024);  // one sector per lane
+  CHECK(s32.global_load.ideal_sectors == 128);
+  CHECK(s32.global_load.efficiency() == 0.125);
+  const std::vector<float> got = out.to_vector();
+  for (int i = 0; i < n; ++i) REQUIRE(got[static_cast<std::size_t>(i)] == static_cast<float>(i * 32));
+}
+
+TEST_CASE("a 32x32 shared transpose: 31 conflicts per column access without padding, none with 33 columns") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  ae::Tensor in = device_iota(32 * 32), out = ae::Tensor::empty({32 * 32}, ae::DType::f32, device());
+  Profiling on;
+  AE_LAUNCH(transpose_kernel<32>, dim3(1), dim3(32, 32), 0, nullptr, static_cast<const float*>(in.f32()), out.f32());
+  const std::vector<float> got = out.to_vector();
+  for (int r = 0; r < 32; ++r) {
+    for (int c = 0; c < 32; ++c) REQUIRE(got[static_cast<std::size_t>(r * 32 + c)] == static_cast<float>(c * 32 + r));
+  }
+  AE_LAUNCH(transpose_kernel<33>, dim3(1), dim3(32, 32), 0, nullptr, static_cast<const float*>(in.f32()), out.f32());
+
+  const KernelProfile plain = profile_of("transpose_kernel<32>");
+  CHECK(plain.shared_store.accesses == 32);  // the row writes: one wavefront each
+  CHECK(plain.shared_store.wavefronts == 32);
+  CHECK(plain.shared_store.conflicts() == 0);
+  CHECK(plain.shared_load.accesses == 32);  // the column reads: 32 words in one bank
+  CHECK(plain.shared_load.wavefronts == 32 * 32);
+  CHECK(plain.shared_load.conflicts() == 32 * 31);
+  CHECK(plain.shared_load.requested_bytes == 4096);
+  CHECK(plain.global_load.sectors == 128);
+  CHECK(plain.global_store.sectors == 128);
+  CHECK(plain.global_load.efficiency() == 1.0);
+
+  const KernelProfile padded = profile_of("transpose_kernel<33>");
+  CHECK(padded.shared_store.accesses == 32);
+  CHECK(padded.shared_store.conflicts() == 0);
+  CHECK(padded.shared_load.accesses == 32);
+  CHECK(padded.shared_load.wavefronts == 32);
+  CHECK(padded.shared_load.conflicts() == 0);
+}
+
+TEST_CASE("a broadcast (all lanes on one word) has no conflict and needs one sector") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  ae::Tensor in = device_iota(32), out = ae::Tensor::empty({32}, ae::DType::f32, device());
+  Profiling on;
+  AE_LAUNCH(broadcast_kernel, dim3(1), dim3(32), 0, nullptr, static_cast<const float*>(in.f32()), out.f32());
+  const KernelProfile k = profile_of("broadcast_kernel");
+  CHECK(k.shared_store.accesses == 1);  // lane 0 alone
+  CHECK(k.shared_store.wavefronts == 1);
+  CHECK(k.shared_load.accesses == 1);
+  CHECK(k.shared_load.wavefronts == 1);
+  CHECK(k.shared_load.conflicts() == 0);
+  CHECK(k.shared_load.requested_bytes == 128);
+  // Two global loads of in[0]: lane 0's alone, then all 32 lanes' (128 bytes asked, 4 distinct).
+  CHECK(k.global_load.accesses == 2);
+  CHECK(k.global_load.requested_bytes == 4 + 128);
+  CHECK(k.global_load.sectors == 2);
+  CHECK(k.global_load.ideal_sectors == 2);
+  CHECK(k.global_store.sectors == 4);
+  for (float v : out.to_vector()) CHECK(v == 0.0f);
+}
+
+TEST_CASE("16-byte accesses: 16 sectors per warp, quarter-warp phases in shared memory") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  ae::Tensor in = device_iota(32 * 4), out = ae::Tensor::empty({32 * 4}, ae::DType::f32, device());
+  const Vec4* in4 = reinterpret_cast<const Vec4*>(in.f32());
+  Vec4* out4 = reinterpret_cast<Vec4*>(out.f32());
+  Profiling on;
+  AE_LAUNCH(vec4_kernel<1>, dim3(1), dim3(32), 0, nullptr, in4, out4);
+  AE_LAUNCH(vec4_kernel<2>, dim3(1), dim3(32), 0, nullptr, in4, out4);
+  const KernelProfile dense = profile_of("vec4_kernel<1>");
+  CHECK(dense.global_load.accesses == 1);
+  CHECK(dense.global_load.requested_bytes == 512);
+  CHECK(dense.global_load.sectors == 16);
+  CHECK(dense.global_load.efficiency() == 1.0);
+  CHECK(dense.global_store.sectors == 16);
+  CHECK(dense.shared_store.accesses == 1);
+  CHECK(dense.shared_store.wavefronts == 4);  // one per quarter-warp
+  CHECK(dense.shared_store.conflicts() == 0);
+  CHECK(dense.shared_load.wavefronts == 4);
+  CHECK(dense.shared_load.conflicts() == 0);
+  // Stride of two vectors (32 bytes): a quarter-warp covers words 0-3, 8-11, ..., 56-59, two per bank.
+  const KernelProfile strided = profile_of("vec4_kernel<2>");
+  CHECK(strided.shared_store.wavefronts == 8);
+  CHECK(strided.shared_store.conflicts() == 4);
+  CHECK(strided.shared_load.wavefronts == 8);
+  CHECK(strided.shared_load.conflicts() == 4);
+  CHECK(strided.global_load.sectors == 16);
+  const std::vector<float> got = out.to_vector();
+  for (int i = 0; i < 32 * 4; ++i) REQUIRE(got[static_cast<std::size_t>(i)] == static_cast<float>(i));
+}
+
+TEST_CASE("accesses reported by uninstrumented emulation code (cp.async) are counted like the kernel's") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  ae::Tensor in = device_iota(32 * 4 * 2), out = ae::Tensor::empty({32 * 4}, ae::DType::f32, device());
+  const Vec4* in4 = reinterpret_cast<const Vec4*>(in.f32());
+  Profiling on;
+  AE_LAUNCH(reported_copy_kernel<2>, dim3(1), dim3(32), 0, nullptr, in4, reinterpret_cast<Vec4*>(out.f32()));
+  const KernelProfile k = profile_of("reported_copy_kernel<2>");
+  CHECK(k.global_load.accesses == 1);
+  CHECK(k.global_load.requested_bytes == 512);
+  CHECK(k.global_load.sectors == 32);  // 16 bytes used of every 32
+  CHECK(k.global_load.ideal_sectors == 16);
+  CHECK(k.shared_store.accesses == 1);
+  CHECK(k.shared_store.wavefronts == 4);
+  CHECK(k.shared_load.wavefronts == 4);
+  CHECK(k.global_store.sectors == 16);
+  const std::vector<float> got = out.to_vector();
+  for (int i = 0; i < 32 * 4; ++i) REQUIRE(got[static_cast<std::size_t>(i)] == static_cast<float>(i / 4 * 8 + i % 4));
+}
+
+TEST_CASE("a long barrier-free loop stays exact while the pending records stay bounded") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  const int iterations = 256, threads = 256;
+  ae::Tensor in = device_iota(int64_t{iterations} * 32), out = ae::Tensor::empty({threads}, ae::DType::f32, device());
+  const std::size_t saved_limit = ae::emu::profile_max_pending();
+  ae::emu::set_profile_max_pending(512);  // two lanes' worth of the loop: the rest must be switched out
+  Profiling on;
+  AE_LAUNCH(long_loop_kernel, dim3(1), dim3(threads), 0, nullptr, static_cast<const float*>(in.f32()), out.f32(),
+            iterations);
+  ae::emu::set_profile_max_pending(saved_limit);
+  const KernelProfile k = profile_of("long_loop_kernel");
+  CHECK(k.preemptions > 0);
+  // 8 warps x 256 coalesced loads, every one matched across its 32 lanes despite the switches.
+  CHECK(k.global_load.accesses == 8 * 256);
+  CHECK(k.global_load.sectors == 8 * 256 * 4);
+  CHECK(k.global_load.efficiency() == 1.0);
+  CHECK(k.global_store.sectors == 32);
+  const std::vector<float> got = out.to_vector();
+  for (int t = 0; t < threads; ++t) {
+    // sum over it of (it * 32 + lane): integers below 2^24, so exact in float
+    const int lane = t % 32;
+    const float want = static_cast<float>(32 * iterations * (iterations - 1) / 2 + lane * iterations);
+    REQUIRE(got[static_cast<std::size_t>(t)] == want);
+  }
+}
+
+TEST_CASE("declared FLOPs and the H200 roofline estimate") {
+  AE_GPU_TEST_PRELUDE();
+  {
+    Profiling on;
+    ae::emu::profile_note_flops("gemm_like", 67e9, "f32");   // 1 ms at 67 TFLOP/s
+    ae::emu::profile_note_flops("gemm_like", 495e9, "tf32");  // + 1 ms at 495 TFLOP/s
+    ae::emu::profile_note_flops("gemm_like", 989e9, "bf16");  // + 1 ms at 989 TFLOP/s
+    CHECK_THROWS_WITH_AS(ae::emu::profile_note_flops("gemm_like", 1.0, "fp64"), doctest::Contains("fp64"), ae::Error);
+    const KernelProfile k = profile_of("gemm_like");
+    CHECK(k.flops_f32 == 67e9);
+    CHECK(k.flops_tf32 == 495e9);
+    CHECK(k.flops_bf16 == 989e9);
+    CHECK(k.launches == 0);
+    const ae::emu::RooflineEstimate r = ae::emu::roofline_h200(k);
+    CHECK(r.compute_s == doctest::Approx(3e-3));
+    CHECK(r.bytes == 0.0);
+    CHECK(r.estimate_s == doctest::Approx(3e-3));
+    CHECK_FALSE(r.memory_bound);
+  }
+  // Hand-made totals: 4.8e9 sector bytes take 1 ms at 4.8 TB/s; 6.7e9 f32 FLOPs take 0.1 ms.
+  KernelProfile k;
+  k.global_load.sectors = 100'000'000;
+  k.global_store.sectors = 50'000'000;
+  k.flops_f32 = 6.7e9;
+  const ae::emu::RooflineEstimate r = ae::emu::roofline_h200(k);
+  CHECK(r.bytes == 4.8e9);
+  CHECK(r.memory_s == doctest::Approx(1e-3));
+  CHECK(r.compute_s == doctest::Approx(1e-4));
+  CHECK(r.estimate_s == doctest::Approx(1e-3));
+  CHECK(r.intensity == doctest::Approx(6.7e9 / 4.8e9));
+  CHECK(r.memory_bound);
+}
+
+TEST_CASE("FLOPs declared for launched kernels reach their rows, the table and the CSV") {
+  AE_GPU_TEST_PRELUDE();
+  if (!instrumented()) return;
+  const int n = 1024;
+  ae::Tensor in = device_iota(n), out = ae::Tensor::empty({n}, ae::DType::f32, device());
+  Profiling on;
+  for (int launch = 0; launch < 2; ++launch) {
+    ae::emu::profile_note_flops("coalesced_copy_kernel", 1024.0, "f32");
+    AE_LAUNCH(coalesced_copy_kernel, dim3(4), dim3(256), 0, nullptr, static_cast<const float*>(in.f32()), out.f32(),
+              n);
+  }
+  const KernelProfile k = profile_of("coalesced_copy_kernel");
+  CHECK(k.launches == 2);
+  CHECK(k.flops_f32 == 2048.0);
+  CHECK(k.global_sector_bytes() == 2 * 8192);
+  const ae::emu::RooflineEstimate r = ae::emu::roofline_h200(k);
+  CHECK(r.intensity == doctest::Approx(2048.0 / 16384.0));
+  CHECK(r.memory_s == doctest::Approx(16384.0 / 4.8e12));
+  CHECK(r.estimate_s == r.memory_s);
+  CHECK(r.memory_bound);
+
+
+  // FLOPs for whatever kernel launches next (a launch site that dispatches among kernels).
+  ae::emu::profile_next_launch_flops(3000.0, "f32");
+  ae::emu::profile_next_launch_flops(1000.0, "tf32");
+  AE_LAUNCH(transpose_kernel<33>, dim3(1), dim3(32, 32), 0, nullptr, static_cast<const float*>(in.f32()), out.f32());
+  AE_LAUNCH(transpose_kernel<33>, dim3(1), dim3(32, 32), 0, nullptr, static_cast<const float*>(in.f32()), out.f32());
+  const KernelProfile t = profile_of("transpose_kernel<33>");
+  CHECK(t.launches == 2);
+  CHECK(t.flops_f32 == 3000.0);  // taken by the first launch only
+  CHECK(t.flops_tf32 == 1000.0);
+  CHECK(ae::emu::roofline_h200(t).compute_s == doctest::Approx(3000.0 / 67e12 + 1000.0 / 495e12));
+  CHECK(profile_of("coalesced_copy_kernel").flops_f32 == 2048.0);
+
+  const std::string table = ae::emu::profile_table();
+  CHECK(table.find("ESTIMATE") != std::string::npos);
+  CHECK(table.find("| coalesced_copy_kernel | 2 | 64 / 256 / 100.0% | 64 / 256 / 100.0% |") != std::string::npos);
+  const std::string csv_path = ae::test::build_dir() + "/test_emu_profile.csv";
+  ae::emu::write_profile_csv(csv_path);
+  std::ifstream f(csv_path);
+  std::stringstream text;
+  text << f.rdbuf();
+  CHECK(text.str().find("\"coalesced_copy_kernel\",2,8,2048,64,8192,256,256,64,8192,256,256,") != std::string::npos);
+  std::remove(csv_path.c_str());
+}
+
+TEST_CASE("with profiling off nothing is recorded") {
+  AE_GPU_TEST_PRELUDE();
+  const int n = 1024;
+  ae::Tensor in = device_iota(n), out = ae::Tensor::empty({n}, ae::DType::f32, device());
+  ae::emu::profile_reset();
+  ae::emu::set_profiling(false);
+  REQUIRE_FALSE(ae::emu::profiling());
+  AE_LAUNCH(coalesced_copy_kernel, dim3(4), dim3(256), 0, nullptr, static_cast<const float*>(in.f32()), out.f32(), n);
+  AE_LAUNCH(transpose_kernel<32>, dim3(1), dim3(32, 32), 0, nullptr, static_cast<const float*>(in.f32()), out.f32());
+  ae::emu::profile_note_flops("coalesced_copy_kernel", 1e9, "f32");
+  ae::emu::profile_next_launch_flops(1e9, "f32");
+  CHECK(ae::emu::profile_results().empty());
+  // The kernels still ran.
+  const std::vector<float> got = out.to_vector();
+  CHECK(got[1] == 32.0f);
+  // A declaration made while off is not kept for the next profiled launch.
+  ae::emu::set_profiling(true);
+  AE_LAUNCH(coalesced_copy_kernel, dim3(4), dim3(256), 0, nullptr, static_cast<const float*>(in.f32()), out.f32(), n);
+  ae::emu::set_profiling(false);
+  CHECK(profile_of("coalesced_copy_kernel").flops() == 0.0);
+  ae::emu::profile_reset();
+  require_guards_intact();
+}
+
+// Not run by ctest (doctest skip): the profile of the real convolution kernels on ResNet-18 layer
+// shapes at batch 1 and a 112x112 input, for bench/RESULTS.md. Needs a -DAE_EMU_PROFILE=ON build:
+//   tests/gpu_test_emu_profile --no-skip -tc='*ResNet-18*'
+TEST_CASE("profile of the convolution kernels on ResNet-18 layers (manual: --no-skip)" * doctest::skip()) {
+  AE_GPU_TEST_PRELUDE();
+  struct Layer {
+    const char* name;
+    int64_t h, c, o;
+    int k, stride, pad;
+  };
+  const Layer layers[] = {{"stem 7x7/2 3->64 @112", 112, 3, 64, 7, 2, 3},
+                          {"layer1 3x3 64->64 @28", 28, 64, 64, 3, 1, 1},
+                          {"layer2 3x3/2 64->128 @28", 28, 64, 128, 3, 2, 1},
+                          {"layer3 3x3 256->256 @7", 7, 256, 256, 3, 1, 1}};
+  const ae::cuda::ConvMath saved = ae::cuda::conv_math();
+  for (const char* math : {"f32", "tf32"}) {
+    ae::cuda::set_conv_math(ae::cuda::parse_conv_math(math, "profile"));
+    for (const Layer& l : layers) {
+      ae::ops::Conv2dParams p;
+      p.kernel_h = p.kernel_w = l.k;
+      p.stride_h = p.stride_w = l.stride;
+      p.pad_h = p.pad_w = l.pad;
+      const ae::Shape x_shape{1, l.h, l.h, l.c}, w_shape{l.o, l.k, l.k, l.c};
+      const int64_t oh = p.out_h(l.h);
+      std::vector<float> xv(static_cast<std::size_t>(l.h * l.h * l.c)), wv(static_cast<std::size_t>(l.o * l.k * l.k * l.c)),
+          dyv(static_cast<std::size_t>(oh * oh * l.o));
+      for (std::size_t i = 0; i < xv.size(); ++i) xv[i] = static_cast<float>(i % 7) * 0.25f;
+      for (std::size_t i = 0; i < wv.size(); ++i) wv[i] = static_cast<float>(i % 5) * 0.125f;
+      for (std::size_t i = 0; i < dyv.size(); ++i) dyv[i] = static_cast<float>(i % 3) * 0.5f;
+      const ae::Tensor x = to_device(ae::Tensor::from_vector(x_shape, xv));
+      const ae::Tensor w = to_device(ae::Tensor::from_vector(w_shape, wv));
+      const ae::Tensor dy = to_device(ae::Tensor::from_vector({1, oh, oh, l.o}, dyv));
+      Profiling on;
+      (void)ae::ops::conv2d_forward(p, x, w);
+      if (std::string(math) == "f32") {
+        (void)ae::ops::conv2d_backward_data(p, dy, w, x_shape);
+        (void)ae::ops::conv2d_backward_weight(p, x, dy, w_shape);
+      }
+      std::printf("\n### %s, %s\n\n%s", l.name, math, ae::emu::profile_table().c_str());
+    }
+  }
+  ae::cuda::set_conv_math(saved);
+}
+
+#else
+
+TEST_CASE("emulated-device profile (emulated device only)") {
+  ae::test::skip_binary("the profile counts the emulated device's accesses; this binary runs on a real GPU");
+}
+
+#endif
