@@ -9,9 +9,11 @@
 #include <thread>
 
 #include "apps/commands.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
 #include "model/resnet18.h"
 #include "runtime/philox.h"
+#include "runtime/thread_pool.h"
 #include "train/image.h"
 #include "train/loader.h"
 #include "train/optimizer.h"
@@ -182,6 +184,8 @@ void run_bench(const BenchArgs& a) {
     const Device device = resolve_device(a.device);
     AE_CHECK(device.is_cuda() || a.precision == "f32",
              "--precision " << a.precision << ": the CPU backend computes in f32 only");
+    if (device.is_cpu())  // which GEMM kernels and threads the numbers below come from
+      std::printf("cpu         threads=%d  GEMM: %s\n", thread_count(), cpu::blas_info().c_str());
     if (a.what == "personalise")
       bench_personalise(a, device);
     else if (a.what == "enhance")

@@ -8,8 +8,6 @@
 // The --chunk-* flags override the column-buffer chunking policy (kernels/cpu/im2col.h) for tuning.
 // The im2col path is measured throughout (3x3 stride-1 layers would otherwise take Winograd, whose
 // cost against im2col bench_winograd measures).
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,11 +17,13 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/winograd.h"
 #include "kernels/ops.h"
 #include "model/resnet18_shapes.h"
 #include "runtime/philox.h"
+#include "runtime/thread_pool.h"
 
 namespace {
 
@@ -137,10 +137,9 @@ struct Row {
 Row measure(const std::function<void()>& conv, const Gemm& g, double flops, double min_seconds) {
   const Tensor a = random({g.m * g.k}, 11), b = random({g.k * g.n}, 12);
   Tensor c = Tensor::empty({g.m * g.n});
-  const int m = static_cast<int>(g.m), n = static_cast<int>(g.n), k = static_cast<int>(g.k);
-  const auto sgemm = [&] {
-    cblas_sgemm(CblasRowMajor, g.a_trans ? CblasTrans : CblasNoTrans, g.b_trans ? CblasTrans : CblasNoTrans, m, n, k,
-                1.0f, a.f32(), g.a_trans ? m : k, b.f32(), g.b_trans ? k : n, 0.0f, c.f32(), n);
+  const auto sgemm = [&] {  // the convolutions' own GEMM entry point (kernels/cpu/gemm.h), same threads
+    ae::cpu::sgemm("bench", g.a_trans, g.b_trans, g.m, g.n, g.k, a.f32(), g.a_trans ? g.m : g.k, b.f32(),
+                   g.b_trans ? g.k : g.n, 0.0f, c.f32(), g.n);
   };
   const auto [conv_s, sgemm_s] = time_alternating(conv, sgemm, min_seconds);
   return {flops / conv_s * 1e-9, flops / sgemm_s * 1e-9};
@@ -152,9 +151,8 @@ int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
   ae::cpu::set_conv_algo(ae::cpu::ConvAlgo::im2col);
   std::printf(
-      "CPU conv vs OpenBLAS sgemm of the same M,N,K, batch %lld, %d OpenBLAS threads, median of alternating calls, >= "
-      "%.2f s each\n",
-      static_cast<long long>(opt.batch), openblas_get_num_threads(), opt.min_seconds);
+      "CPU conv vs sgemm of the same M,N,K, batch %lld, %d threads (%s), median of alternating calls, >= %.2f s each\n",
+      static_cast<long long>(opt.batch), ae::thread_count(), ae::cpu::blas_info().c_str(), opt.min_seconds);
   const ae::cpu::ConvChunking chunking = ae::cpu::conv_chunking();
   std::printf("column chunks: target %zu bytes, at least %lld rows, at most %zu bytes\n", chunking.target_bytes,
               static_cast<long long>(chunking.min_rows), chunking.max_bytes);

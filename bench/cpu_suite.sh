@@ -111,6 +111,8 @@ rows+=("score-folder-per-photo $(per_photo ae) $(per_photo pt) $(cat "$work/scor
 
 echo "# $(date -u +%F) $(uname -m), $(nproc) threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# aesthete $(cd "$here/.." && git rev-parse --short HEAD 2>/dev/null || echo '?'), $("$python" -c 'import torch; print("pytorch", torch.__version__)'), steps $steps"
+# OpenBLAS runs aesthete's GEMMs: its kernel set (OPENBLAS_CORETYPE forces one) and aesthete's GEMM threading.
+echo "# OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, AE_CPU_GEMM=${AE_CPU_GEMM:-unset}; $(grep -m1 -o 'GEMM: .*' "$work/forward-b1.ae.out" || echo 'GEMM: ?')"
 printf "%-30s %12s %12s %8s %12s %12s %8s\n" workload "aesthete ms" "pytorch ms" "time x" "aesthete MB" "pytorch MB" "peak x"
 for r in "${rows[@]}"; do
   # shellcheck disable=SC2086

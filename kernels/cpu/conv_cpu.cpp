@@ -9,41 +9,32 @@
 // The batch is processed in chunks of output lines (kernels/cpu/im2col.h: ConvChunking) so the
 // column buffer stays bounded and cache-sized whatever the batch size.
 //
-// Threads: OpenBLAS threads each GEMM; im2col and col2im split their rows over sleeping worker
-// threads (kernels/cpu/parallel_rows.h explains why not OpenMP).
+// Threads: each GEMM is split into bands over the sleeping worker threads (kernels/cpu/gemm.h), and
+// im2col and col2im split their rows over the same threads (runtime/thread_pool.h explains why not
+// OpenMP).
 //
 // 3x3 stride-1 convolutions (most of ResNet-18's multiplications) take Winograd F(m x m, 3x3) for
 // the forward and backward-data instead where kernels/cpu/winograd.h says it pays
 // (AE_CPU_CONV=im2col forces the column path, for comparison); backward-weight is always im2col.
-#include <cblas.h>
-
 #include <algorithm>
-#include <climits>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/winograd.h"
 
 namespace ae::cpu {
 namespace {
 
-int blas_dim(const char* op, int64_t v) {
-  AE_CHECK(v <= INT_MAX, op << ": GEMM dimension " << v << " exceeds OpenBLAS's 32-bit index range");
-  return static_cast<int>(v);
-}
-
 // Row-major C[m,n] = A[m,k] * op(B) + beta*C, op(B) = B^T when b_transposed (B stored [n,k]).
 void gemm_a_b(const char* op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, bool b_transposed,
               float beta, float* c) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, blas_dim(op, m), blas_dim(op, n),
-              blas_dim(op, k), 1.0f, a, blas_dim(op, k), b, blas_dim(op, b_transposed ? k : n), beta, c,
-              blas_dim(op, n));
+  sgemm(op, false, b_transposed, m, n, k, a, k, b, b_transposed ? k : n, beta, c, n);
 }
 
 // Row-major C[m,n] = A^T * B + beta*C with A stored [k,m] and B stored [k,n].
 void gemm_at_b(const char* op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas_dim(op, m), blas_dim(op, n), blas_dim(op, k), 1.0f, a,
-              blas_dim(op, m), b, blas_dim(op, n), beta, c, blas_dim(op, n));
+  sgemm(op, true, false, m, n, k, a, m, b, n, beta, c, n);
 }
 
 // Calls body(l0, l1, col) for consecutive chunks of output lines covering the batch, col being a

@@ -1,10 +1,9 @@
-// CPU fully connected layer on OpenBLAS sgemm. Row-major throughout: x [N,in], w [out,in]
+// CPU fully connected layer on OpenBLAS sgemm (kernels/cpu/gemm.h). Row-major throughout: x [N,in], w [out,in]
 // (PyTorch's layout), y [N,out]. Arguments arrive validated by kernels/linear.cpp.
-#include <cblas.h>
-
 #include <algorithm>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel_loop.h"
 
 namespace ae::cpu {
@@ -21,9 +20,7 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
     for (int64_t r = 0; r < n; ++r) std::copy(bp, bp + out, yp + r * out);
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(n), static_cast<blasint>(out),
-              static_cast<blasint>(in), 1.0f, x.f32(), static_cast<blasint>(in), w.f32(), static_cast<blasint>(in),
-              beta, yp, static_cast<blasint>(out));
+  sgemm("linear_forward", false, true, n, out, in, x.f32(), in, w.f32(), in, beta, yp, out);
   return y;
 }
 
@@ -38,14 +35,10 @@ LinearGrads linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, 
 
   const float* dyp = dy.f32();
   // dW [out,in] = dy^T [out,N] x [N,in]
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(out), static_cast<blasint>(in),
-              static_cast<blasint>(n), 1.0f, dyp, static_cast<blasint>(out), x.f32(), static_cast<blasint>(in), 0.0f,
-              g.dw.f32(), static_cast<blasint>(in));
+  sgemm("linear_backward", true, false, out, in, n, dyp, out, x.f32(), in, 0.0f, g.dw.f32(), in);
   if (need_dx) {
     // dx [N,in] = dy [N,out] W [out,in]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(n), static_cast<blasint>(in),
-                static_cast<blasint>(out), 1.0f, dyp, static_cast<blasint>(out), w.f32(), static_cast<blasint>(in),
-                0.0f, g.dx.f32(), static_cast<blasint>(in));
+    sgemm("linear_backward", false, false, n, in, out, dyp, out, w.f32(), in, 0.0f, g.dx.f32(), in);
   }
   if (has_bias) {
     // db = column sums of dy, accumulated in double so a large batch loses nothing.

@@ -1,8 +1,6 @@
 // Winograd F(m x m, 3x3) on the CPU: see kernels/cpu/winograd.h.
 #include "kernels/cpu/winograd.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -11,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel_rows.h"
 #include "runtime/alloc.h"
 #include "runtime/error.h"
@@ -204,11 +203,20 @@ void run(Plan p, const float* w, int64_t o_w, int64_t c_w, bool flip) {
     const int64_t rows = std::min(tc, tiles - p.t0);
     p.tc = tc;
     parallel_rows(rows, min_tiles_per_thread, [&](int64_t b, int64_t e) { k.input(p, b, e); });
-    for (int64_t xi = 0; xi < aa; ++xi) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, u_transposed ? CblasTrans : CblasNoTrans, blas_dim(rows),
-                  blas_dim(p.cout), blas_dim(p.cin), 1.0f, p.v + xi * tc * p.cin, blas_dim(p.cin),
-                  u + xi * o_w * c_w, blas_dim(u_transposed ? p.cin : p.cout), 0.0f, p.mm + xi * tc * p.cout,
-                  blas_dim(p.cout));
+    // The a*a products are independent: with band threading (kernels/cpu/gemm.h) the threads take
+    // whole products, each single-threaded, rather than splitting every small one.
+    const auto product = [&](int64_t xi, bool serial) {
+      (serial ? sgemm_serial : sgemm)("winograd conv", false, u_transposed, rows, p.cout, p.cin,
+                                      p.v + xi * tc * p.cin, p.cin, u + xi * o_w * c_w, u_transposed ? p.cin : p.cout,
+                                      0.0f, p.mm + xi * tc * p.cout, p.cout);
+    };
+    for (const int64_t v : {rows, p.cout, p.cin}) (void)blas_dim(v);  // the threads below must not throw
+    if (gemm_threads() == GemmThreads::bands) {
+      parallel_rows(aa, 1, [&](int64_t b, int64_t e) {
+        for (int64_t xi = b; xi < e; ++xi) product(xi, true);
+      });
+    } else {
+      for (int64_t xi = 0; xi < aa; ++xi) product(xi, false);
     }
     parallel_rows(rows, min_tiles_per_thread, [&](int64_t b, int64_t e) { k.output(p, b, e); });
   }

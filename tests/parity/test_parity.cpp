@@ -124,7 +124,18 @@ double limit_for(const std::map<std::string, Tensor>& ref, const std::string& wh
   return std::min(5e-2, std::max(1e-4, 10 * spread));
 }
 
-void check_close(const std::string& what, const Tensor& got, const Tensor& ref, Worst& worst, double limit = 1e-4) {
+// Train mode at batch 4 has one more source of difference: a ReLU whose input lies within rounding
+// of zero goes the other way under another summation order, and the gradient of its channel's
+// weights jumps by that unit's contribution. Such flips are allowed there for at most 1 in 10^4
+// elements of a tensor, each within a quarter of the tensor's largest magnitude, while the tensor as
+// a whole still meets its limit; a real bug moves far more elements, or the whole tensor.
+struct Flips {
+  bool allowed = false;
+  static constexpr double kFraction = 1e-4, kCap = 0.25;
+};
+
+void check_close(const std::string& what, const Tensor& got, const Tensor& ref, Worst& worst, double limit = 1e-4,
+                 Flips flips = {}) {
   REQUIRE_MESSAGE(got.shape() == ref.shape(), what << ": shape " << shape_str(got.shape()) << " vs reference "
                                                    << shape_str(ref.shape()));
   const std::vector<double> r = test::to_double(ref);
@@ -137,7 +148,12 @@ void check_close(const std::string& what, const Tensor& got, const Tensor& ref, 
   const test::CompareResult c = test::compare(got, r, tol, what);
   worst.note(what, std::sqrt(c.nmse), limit);
   INFO(c.report);
-  CHECK_MESSAGE(c.ok, what << " relative error " << std::sqrt(c.nmse) << " (limit " << limit << ")");
+  const bool only_flips = flips.allowed && c.nmse <= tol.max_nmse &&
+                          static_cast<double>(c.mismatches) <= Flips::kFraction * static_cast<double>(got.numel()) &&
+                          c.max_abs_err <= Flips::kCap * ref_max;
+  if (!c.ok && only_flips)
+    MESSAGE(what << ": " << c.mismatches << " elements outside the per-element bound, as ReLU flips allow");
+  CHECK_MESSAGE((c.ok || only_flips), what << " relative error " << std::sqrt(c.nmse) << " (limit " << limit << ")");
 }
 
 // Running statistics and counters after the first train-mode forward, against PyTorch's.
@@ -205,7 +221,7 @@ void run_case(const std::string& name) {
 
   int compared = 0;
   for (const auto& [pname, g] : model->grads_pytorch_layout()) {
-    check_close("grad." + pname, g, ref.at("grad." + pname), worst, limit_for(ref, "grad." + pname));
+    check_close("grad." + pname, g, ref.at("grad." + pname), worst, limit_for(ref, "grad." + pname), Flips{train});
     ++compared;
   }
   CHECK(compared == static_cast<int>(model->parameters().size()));
