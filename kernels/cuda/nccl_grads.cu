@@ -3,6 +3,7 @@
 
 
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/multi_tensor.h"
 #include "kernels/cuda/nccl_comm.h"
 #include "kernels/cuda/runtime.h"
 #include "runtime/dist.h"
@@ -20,7 +21,6 @@ constexpr int kMaxParts = 48;
 // launch are spread over the tensors in proportion to their sizes (a 2.4 M-element conv weight
 // and a 64-element BatchNorm bias share one launch without idle blocks).
 constexpr int64_t kElementsPerBlock = 4 * kThreads;
-constexpr int64_t kMaxBlocksPerLaunch = int64_t{1} << 30;  // far below gridDim.x's 2^31 - 1
 
 struct PartTable {
   float* tensor[kMaxParts];
@@ -32,23 +32,9 @@ struct PartTable {
 };
 static_assert(sizeof(PartTable) < 2048, "the part table must stay well inside the kernel parameter limit");
 
-// This block's part: the last k with first_block[k] <= block (binary search).
-__device__ __forceinline__ int part_of_block(const PartTable& t, int64_t block) {
-  int lo = 0, hi = t.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (t.first_block[mid] <= block) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
-}
-
 __global__ void flat_copy_kernel(PartTable t, float* flat, bool to_flat) {
   const int64_t block = blockIdx.x;
-  const int k = part_of_block(t, block);
+  const int k = owner_of_block(t.first_block, t.count, block);
   float* part = t.tensor[k];
   float* window = flat + t.offset[k];
   const int64_t begin = (block - t.first_block[k]) * kElementsPerBlock;

@@ -10,6 +10,7 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/multi_tensor.h"
 
 namespace ae::cuda {
 namespace {
@@ -102,8 +103,6 @@ __global__ void adam_kernel(float* __restrict__ w, const float* __restrict__ g, 
 constexpr int kMaxTensorsPerLaunch = 40;
 // Every block updates one contiguous range of this many elements of one tensor.
 constexpr int64_t kElementsPerBlock = 4 * kThreads;
-// Far below gridDim.x's 2^31 - 1; a chunk is cut before it would need more blocks.
-constexpr int64_t kMaxBlocksPerLaunch = int64_t{1} << 30;
 
 struct TensorTable {
   float* param[kMaxTensorsPerLaunch];
@@ -117,23 +116,9 @@ struct TensorTable {
 };
 static_assert(sizeof(TensorTable) < 2048, "the tensor table must stay well inside the kernel parameter limit");
 
-// This block's tensor: the last k with first_block[k] <= blockIdx.x (binary search).
-__device__ __forceinline__ int tensor_of_block(const TensorTable& t, int64_t block) {
-  int lo = 0, hi = t.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (t.first_block[mid] <= block) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
-}
-
 __global__ void sgd_multi_kernel(TensorTable t, SgdCoefficients c) {
   const int64_t block = blockIdx.x;
-  const int k = tensor_of_block(t, block);
+  const int k = owner_of_block(t.first_block, t.count, block);
   const int64_t begin = (block - t.first_block[k]) * kElementsPerBlock;
   const int64_t end = begin + kElementsPerBlock < t.numel[k] ? begin + kElementsPerBlock : t.numel[k];
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) sgd_element(t.param[k], t.grad[k], t.state1[k], i, c);
@@ -141,7 +126,7 @@ __global__ void sgd_multi_kernel(TensorTable t, SgdCoefficients c) {
 
 __global__ void adam_multi_kernel(TensorTable t, AdamCoefficients c) {
   const int64_t block = blockIdx.x;
-  const int k = tensor_of_block(t, block);
+  const int k = owner_of_block(t.first_block, t.count, block);
   const int64_t begin = (block - t.first_block[k]) * kElementsPerBlock;
   const int64_t end = begin + kElementsPerBlock < t.numel[k] ? begin + kElementsPerBlock : t.numel[k];
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
