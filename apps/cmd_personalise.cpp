@@ -8,6 +8,7 @@
 #include "runtime/dist.h"
 #include "runtime/log.h"
 #include "session/session.h"
+#include "train/labels.h"
 #include "train/personalise.h"
 #include "train/report_html.h"
 #include "train/trainer.h"
@@ -39,6 +40,9 @@ void run_personalise(PersonaliseArgs& a) {
   o.select = train::parse_select(a.select);
   o.users = split_list(a.users);
   AE_CHECK(o.k >= 1, "--k is required: the number of each user's ratings to train on (e.g. 10 or 100)");
+  // A bad ratings file is refused before the model is read and moved to the device (seconds); the
+  // protocol parses it again, which takes milliseconds.
+  (void)data::read_labels(o.ratings_csv);
   o.device = resolve_device(a.device);
   dist::announce(o.device.str());  // under mpirun: users are dealt to ranks, rank 0 writes the files
   const model::Checkpoint ck = weights::load_model_file(o.model_path);

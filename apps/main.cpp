@@ -99,6 +99,18 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     ae::dist::finalize();  // every rank parses the same command line, so every rank gets here
+    // A word that is no command (`aesthete frobnicate`): CLI11 says only that a subcommand is
+    // required; name the word and the commands instead, with the same exit status.
+    const std::vector<std::string> rest = app.remaining();
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::RequiredError) && !rest.empty() &&
+        app.get_subcommands().empty()) {
+      std::string names;
+      for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "error: unknown command '%s'; the commands are %s (aesthete --help)\n", rest.front().c_str(),
+                   names.c_str());
+      return e.get_exit_code();
+    }
     return app.exit(e);
   } catch (const std::exception& e) {
     // One rank failing alone would leave the others waiting in a collective: end them all.

@@ -122,7 +122,8 @@ std::vector<Row> table() {
                                                 "--device", "cpu", "--size", "32"};
   return {
       // ---- the command line itself (CLI11)
-      {"an unknown subcommand", {"frobnicate"}, kRequiredError, {"A subcommand is required"}},
+      {"an unknown subcommand", {"frobnicate"}, kRequiredError, {"unknown command 'frobnicate'", "personalise"}},
+      {"no subcommand at all", {"--quiet"}, kRequiredError, {"A subcommand is required"}},
       {"an unknown option", {"score", "--model", m, "--frobnicate", f.photo}, kExtrasError, {"--frobnicate"}},
       {"score without --model", {"score", f.photo}, kRequiredError, {"--model is required"}},
       {"train without --train-csv", {"train", "--images", f.photos_dir, "--out", out}, kRequiredError,
@@ -239,6 +240,11 @@ std::vector<Row> table() {
       {"personalise on FLICKR workers with NaN and short rows",
        with(personalise, {"--k", "4", "--ratings", reg("labels/flickr_workers_nan_and_short.csv")}), 1,
        {"flickr_workers_nan_and_short.csv"}},
+      {"personalise: the ratings are refused before the model is read",
+       {"personalise", "--model", d + "/truncated.safetensors", "--ratings",
+        reg("labels/flickr_workers_nan_and_short.csv"), "--images", f.people_images, "--out", d + "/pers_out2", "--k",
+        "4", "--device", "cpu"},
+       1, {"flickr_workers_nan_and_short.csv"}},
       {"train on a label file of NUL and CR", with(train, {"--train-csv", reg("labels/nul_and_cr_only.csv")}), 1,
        {"nul_and_cr_only.csv:1: unknown CSV header"}},
       // ---- edit recipes
