@@ -1,13 +1,16 @@
 #pragma once
 // The project's CPU thread pool: split a loop over independent rows across a few threads that
-// SLEEP between calls. Every parallel loop of the CPU backend and of image preprocessing uses it.
+// sleep between bursts of calls. Every parallel loop of the CPU backend (GEMM bands included,
+// kernels/cpu/gemm.h) and of image preprocessing uses it.
 //
 // Why not OpenMP: a training step alternates memory-bound passes (im2col, BN, ReLU, pooling...)
-// with OpenBLAS GEMMs, hundreds of times per step. libgomp's workers spin for a while after each
-// parallel region and OpenBLAS's pthread workers spin (sched_yield) after each GEMM, so on a
-// machine with few cores the two pools steal each other's cores: measured 3-20x slower
-// convolutions and ~30% of a training step's cycles in spin loops. These workers block on a
-// condition variable instead, costing a wake-up (microseconds) per call and nothing afterwards.
+// with GEMMs, hundreds of times per step. With libgomp for the passes and OpenBLAS's own threads
+// for the GEMMs, each pool's workers spun (libgomp) or sched_yield-ed (OpenBLAS) while the other
+// pool needed the cores: measured 3-20x slower convolutions and ~30% of a training step's cycles
+// in spin loops. One pool runs everything instead. Its workers poll for the next job for a short,
+// bounded time (thread_pool.cpp: spin_budget; nothing else of ours wants the core meanwhile), then
+// block on a condition variable, so an idle process costs nothing. OMP_WAIT_POLICY=passive skips
+// the polling (more threads than cores, e.g. several ranks on one small machine).
 //
 // Partitions never decide results: callers either write disjoint outputs per row or reduce
 // over fixed blocks (kernels/cpu/channel_reduce.h), so any thread count gives the same bits.

@@ -16,8 +16,11 @@
 // 3x3 stride-1 convolutions (most of ResNet-18's multiplications) take Winograd F(m x m, 3x3) for
 // the forward and backward-data instead where kernels/cpu/winograd.h says it pays
 // (AE_CPU_CONV=im2col forces the column path, for comparison); backward-weight is always im2col.
+// Forwards with few output pixels (batch 1 from layer3 on) take the direct dot-product form of
+// kernels/cpu/conv_direct.h instead, which writes no column matrix and packs no weights.
 #include <algorithm>
 
+#include "kernels/cpu/conv_direct.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
@@ -51,8 +54,15 @@ void for_each_chunk(const ConvGeometry& g, Body&& body) {
 // Winograd for this geometry (the forward's; backward-data is the same convolution transposed)?
 bool use_winograd(const ConvGeometry& g, bool backward_data) {
   const ConvAlgo algo = conv_algo();
-  if (algo == ConvAlgo::im2col || !winograd_applicable(g)) return false;
+  if (algo == ConvAlgo::im2col || algo == ConvAlgo::direct || !winograd_applicable(g)) return false;
   return algo == ConvAlgo::winograd || winograd_profitable(g, backward_data);
+}
+
+// The direct forward for this geometry on this machine?
+bool use_direct(const ConvGeometry& g) {
+  const ConvAlgo algo = conv_algo();
+  if (algo == ConvAlgo::im2col || algo == ConvAlgo::winograd || !conv_direct_applicable(g, cpu_isa())) return false;
+  return algo == ConvAlgo::direct || conv_direct_profitable(g, cpu_isa());
 }
 
 }  // namespace
@@ -64,6 +74,11 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
   const float* xp = x.f32();
   const float* wp = w.f32();
   float* yp = y.f32();
+  if (use_direct(g)) {
+    conv_direct_forward(g, xp, wp, yp, cpu_isa());
+    ++conv_path_counts().direct;
+    return y;
+  }
   if (g.is_pointwise_identity()) {
     gemm_a_b(op, g.n * g.h * g.w, g.o, g.c, xp, wp, /*b_transposed=*/true, 0.0f, yp);
     ++conv_path_counts().pointwise;

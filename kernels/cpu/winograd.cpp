@@ -246,8 +246,11 @@ ConvAlgo conv_algo() {
       chosen = ConvAlgo::im2col;
     else if (s == "winograd")
       chosen = ConvAlgo::winograd;
+    else if (s == "direct")
+      chosen = ConvAlgo::direct;
     else
-      AE_CHECK(s == "auto", "AE_CPU_CONV: unknown algorithm '" << s << "' (expected auto, im2col or winograd)");
+      AE_CHECK(s == "auto",
+               "AE_CPU_CONV: unknown algorithm '" << s << "' (expected auto, im2col, winograd or direct)");
   }
   int expected = -1;
   if (!g_algo.compare_exchange_strong(expected, static_cast<int>(chosen), std::memory_order_acq_rel))

@@ -26,11 +26,14 @@
 
 namespace ae::cpu {
 
-// Which algorithm 3x3 stride-1 convolutions use. automatic: Winograd where it is applicable and
-// expected to be faster (winograd_profitable), im2col elsewhere; im2col: never Winograd; winograd:
-// Winograd wherever applicable (tests and benchmarks). Read from AE_CPU_CONV=auto|im2col|winograd on
-// first use unless set_conv_algo() was called. The tile sizes likewise: AE_WINOGRAD_TILE=2|4 sets both.
-enum class ConvAlgo { automatic, im2col, winograd };
+// Which algorithm CPU convolutions use. automatic: the direct forward (kernels/cpu/conv_direct.h)
+// where it is applicable and expected to be faster, else Winograd for 3x3 stride-1 ones where it is
+// applicable and expected to be faster (winograd_profitable), else im2col; im2col: always im2col;
+// winograd: Winograd wherever applicable, im2col elsewhere; direct: the direct forward wherever
+// applicable, im2col elsewhere (tests and benchmarks). Read from AE_CPU_CONV=auto|im2col|winograd|
+// direct on first use unless set_conv_algo() was called. The Winograd tile sizes likewise:
+// AE_WINOGRAD_TILE=2|4 sets both.
+enum class ConvAlgo { automatic, im2col, winograd, direct };
 ConvAlgo conv_algo();
 void set_conv_algo(ConvAlgo algo);
 struct WinogradTiles {
@@ -57,6 +60,7 @@ void winograd_backward_data(const ConvGeometry& g, const float* dy, const float*
 struct ConvPathCounts {
   int64_t im2col = 0;            // im2col/col2im + GEMM (forward, backward-data or backward-weight)
   int64_t pointwise = 0;         // 1x1 stride-1 unpadded: one GEMM on x itself
+  int64_t direct = 0;            // the direct forward (kernels/cpu/conv_direct.h)
   int64_t winograd[3] = {0, 0, 0};  // by CpuIsa
   int64_t winograd_m[5] = {0, 0, 0, 0, 0};  // by tile size m (2 or 4)
 };

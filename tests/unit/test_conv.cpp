@@ -1,10 +1,13 @@
 // Convolution on the CPU: forward, backward-data and backward-weight against naive double-precision
 // loops over an awkward sweep of shapes, with the column buffer forced into many small chunks,
-// backward against central finite differences, and the argument checks of kernels/conv.cpp.
+// backward against central finite differences, and the argument checks of kernels/conv.cpp; the
+// direct forward (kernels/cpu/conv_direct.h) over the same sweep for each vector ISA, its thread-
+// count invariance, red zones and dispatch.
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <sstream>
@@ -12,8 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/conv_direct.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/parallel_rows.h"
+#include "kernels/cpu/winograd.h"
+#include "runtime/thread_pool.h"
 #include "kernels/ops.h"
 #include "tests/support/check.h"
 #include "tests/support/expect.h"
@@ -397,5 +403,164 @@ TEST_CASE("conv2d: bad arguments are ae::Errors naming the op, the argument and 
     const Conv2dParams pneg{3, 3, 1, 1, -1, 1};
     require_error([&] { ae::ops::conv2d_backward_weight(pneg, x, dy, {4, 3, 3, 3}); },
                   {"conv2d_backward_weight", "pad -1x1"});
+  }
+}
+
+namespace {
+
+// The direct forward (kernels/cpu/conv_direct.h) with one vector ISA for one scope; the algorithm
+// and the ISA are restored even when a check throws.
+class DirectScope {
+ public:
+  explicit DirectScope(ae::cpu::CpuIsa isa, ae::cpu::ConvAlgo algo = ae::cpu::ConvAlgo::direct)
+      : algo_(ae::cpu::conv_algo()), isa_(ae::cpu::cpu_isa()) {
+    ae::cpu::set_conv_algo(algo);
+    ae::cpu::set_cpu_isa(isa);
+  }
+  ~DirectScope() {
+    ae::cpu::set_conv_algo(algo_);
+    ae::cpu::set_cpu_isa(isa_);
+  }
+  DirectScope(const DirectScope&) = delete;
+  DirectScope& operator=(const DirectScope&) = delete;
+
+ private:
+  ae::cpu::ConvAlgo algo_;
+  ae::cpu::CpuIsa isa_;
+};
+
+std::vector<ae::cpu::CpuIsa> direct_isas() {
+  std::vector<ae::cpu::CpuIsa> out;
+  for (ae::cpu::CpuIsa isa : {ae::cpu::CpuIsa::avx2, ae::cpu::CpuIsa::avx512})
+    if (ae::cpu::cpu_isa_available(isa)) out.push_back(isa);
+  return out;
+}
+
+// The sweep's geometries with channel counts the direct kernel takes (multiples of 16, so of both
+// vector widths) and output channel counts that leave partial register tiles (tiles are 3 x 3 and
+// 5 x 4): pixel counts and channel counts that are not multiples of the tile, 1x1 to 7x7 kernels,
+// strides 1 to 2 (unequal too), paddings 0 to 3.
+std::vector<ConvCase> direct_sweep() {
+  std::vector<ConvCase> cases = sweep();
+  const int64_t c_in[] = {16, 32, 48, 64}, c_out[] = {1, 3, 5, 7, 17};
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    cases[i].c = c_in[i % 4];
+    cases[i].o = c_out[(i / 4 + i) % 5];
+  }
+  return cases;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: the direct forward matches double loops for every vector ISA, and took that path") {
+  const std::vector<ae::cpu::CpuIsa> isas = direct_isas();
+  if (isas.empty()) {
+    MESSAGE("no AVX2 on this machine: the direct forward is never chosen, nothing to check");
+    return;
+  }
+  const std::vector<ConvCase> cases = direct_sweep();
+  for (ae::cpu::CpuIsa isa : isas) {
+    CAPTURE(ae::cpu::cpu_isa_name(isa));
+    DirectScope scope(isa);
+    ae::cpu::reset_conv_path_counts();
+    uint64_t seed = 2000;
+    for (const ConvCase& k : cases) {
+      CAPTURE(k.str());
+      const Tensor x = test::random_tensor(k.x_shape(), seed++), w = test::random_tensor(k.w_shape(), seed++);
+      AE_REQUIRE_OK(test::compare(ae::ops::conv2d_forward(k.p, x, w),
+                                  ref_forward(k, test::to_double(x), test::to_double(w)), kConvTol, "direct forward"));
+    }
+    CHECK(ae::cpu::conv_path_counts().direct == static_cast<int64_t>(cases.size()));
+    CHECK(ae::cpu::conv_path_counts().im2col == 0);
+    CHECK(ae::cpu::conv_path_counts().pointwise == 0);
+  }
+}
+
+TEST_CASE("conv2d: the direct forward's bits do not depend on the thread count; it writes y and nothing else") {
+  const ConvCase k{2, 9, 7, 48, 21, Conv2dParams{3, 3, 2, 1, 1, 1}};  // 70 pixels, 21 channels: partial tiles
+  const Tensor x = test::random_tensor(k.x_shape(), 71), w = test::random_tensor(k.w_shape(), 72);
+  const ae::cpu::ConvGeometry g(k.p, k.x_shape(), k.o);
+  for (ae::cpu::CpuIsa isa : direct_isas()) {
+    CAPTURE(ae::cpu::cpu_isa_name(isa));
+    DirectScope scope(isa);
+    const int saved_threads = ae::thread_count();
+    std::vector<Tensor> runs;
+    for (int threads : {1, 2, 3, 5}) {
+      ae::set_thread_count(threads);
+      runs.push_back(ae::ops::conv2d_forward(k.p, x, w));
+    }
+    ae::set_thread_count(saved_threads);
+    for (std::size_t i = 1; i < runs.size(); ++i) CHECK(test::bitwise_equal(runs[i], runs[0]));
+    // Red zones around y, and y itself pre-filled with NaN: every element written, no neighbour.
+    const int64_t guard = 64, n = ae::shape_numel(k.y_shape());
+    std::vector<float> buf(static_cast<std::size_t>(n + 2 * guard), std::nanf(""));
+    for (int64_t i = 0; i < guard; ++i) buf[i] = buf[n + guard + i] = 12345.0f;
+    ae::cpu::conv_direct_forward(g, x.f32(), w.f32(), buf.data() + guard, isa);
+    int64_t bad_guard = 0, nan_out = 0;
+    for (int64_t i = 0; i < guard; ++i) bad_guard += (buf[i] != 12345.0f) + (buf[n + guard + i] != 12345.0f);
+    for (int64_t i = 0; i < n; ++i) nan_out += std::isnan(buf[guard + i]);
+    CHECK(bad_guard == 0);
+    CHECK(nan_out == 0);
+    CHECK(std::memcmp(buf.data() + guard, runs[0].f32(), sizeof(float) * static_cast<std::size_t>(n)) == 0);
+  }
+}
+
+TEST_CASE("conv2d: backward ops match central finite differences of the direct forward") {
+  const ConvCase k{1, 5, 4, 16, 3, Conv2dParams{3, 3, 1, 2, 1, 1}};
+  const test::Tolerance fd_tol{/*atol=*/2e-3, /*rtol=*/1e-3, /*max_nmse=*/1e-6};
+  for (ae::cpu::CpuIsa isa : direct_isas()) {
+    CAPTURE(ae::cpu::cpu_isa_name(isa));
+    DirectScope scope(isa);
+    Tensor x = test::random_tensor(k.x_shape(), 81), w = test::random_tensor(k.w_shape(), 82);
+    const Tensor r = test::random_tensor(k.y_shape(), 83);
+    const auto loss = [&] { return test::weighted_sum(ae::ops::conv2d_forward(k.p, x, w), r); };
+    ae::cpu::reset_conv_path_counts();
+    AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_data(k.p, r, w, k.x_shape()), test::numeric_gradient(x, loss),
+                                fd_tol, "dx vs finite differences of the direct forward"));
+    AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_weight(k.p, x, r, k.w_shape()),
+                                test::numeric_gradient(w, loss), fd_tol, "dw vs finite differences"));
+    CHECK(ae::cpu::conv_path_counts().direct > 0);
+  }
+}
+
+TEST_CASE("conv2d: dispatch of the direct forward: forced, automatic, and never where it cannot run") {
+  const Conv2dParams p3{3, 3, 1, 1, 1, 1};
+  const Tensor x_small = test::random_tensor({1, 7, 7, 64}, 91), w_small = test::random_tensor({32, 3, 3, 64}, 92);
+  const Tensor x_odd = test::random_tensor({1, 7, 7, 12}, 93), w_odd = test::random_tensor({8, 3, 3, 12}, 94);
+  const Tensor x_big = test::random_tensor({1, 20, 20, 64}, 95);  // 400 output pixels
+  const auto direct_calls = [] { return ae::cpu::conv_path_counts().direct; };
+  for (ae::cpu::CpuIsa isa : direct_isas()) {
+    CAPTURE(ae::cpu::cpu_isa_name(isa));
+    {
+      DirectScope scope(isa);  // forced: 12 channels are not a multiple of any vector width
+      ae::cpu::reset_conv_path_counts();
+      ae::ops::conv2d_forward(p3, x_odd, w_odd);
+      CHECK(direct_calls() == 0);
+      CHECK(ae::cpu::conv_path_counts().im2col == 1);
+      ae::ops::conv2d_backward_data(p3, ae::ops::conv2d_forward(p3, x_small, w_small), w_small, x_small.shape());
+      CHECK(direct_calls() == 1);  // the forward only
+    }
+    {
+      DirectScope scope(isa, ae::cpu::ConvAlgo::automatic);
+      ae::cpu::reset_conv_path_counts();
+      ae::ops::conv2d_forward(p3, x_small, w_small);  // 49 pixels, K 576: chosen with AVX-512
+      ae::ops::conv2d_forward(p3, x_big, w_small);    // 400 pixels: above the limit
+      CHECK(direct_calls() == (isa == ae::cpu::CpuIsa::avx512 ? 1 : 0));
+      CHECK(ae::cpu::conv_direct_profitable(ae::cpu::ConvGeometry(p3, x_small.shape(), 32), isa) ==
+            (isa == ae::cpu::CpuIsa::avx512));
+    }
+    {
+      DirectScope scope(isa, ae::cpu::ConvAlgo::im2col);
+      ae::cpu::reset_conv_path_counts();
+      ae::ops::conv2d_forward(p3, x_small, w_small);
+      CHECK(direct_calls() == 0);
+    }
+  }
+  // A geometry the ISA cannot take is refused by name, not computed wrongly.
+  if (ae::cpu::cpu_isa_available(ae::cpu::CpuIsa::avx2)) {
+    const ae::cpu::ConvGeometry g(p3, x_odd.shape(), 8);
+    std::vector<float> y(static_cast<std::size_t>(ae::shape_numel(g.y_shape())));
+    require_error([&] { ae::cpu::conv_direct_forward(g, x_odd.f32(), w_odd.f32(), y.data(), ae::cpu::CpuIsa::avx2); },
+                  {"conv_direct_forward", "C = 12", "avx2"});
   }
 }
