@@ -37,13 +37,6 @@ void check_params(const char* op, const BatchNormParams& p) {
   AE_CHECK(std::isfinite(p.momentum), op << ": momentum = " << p.momentum << " must be finite");
 }
 
-// Synchronised BatchNorm (kernels/batchnorm_sync.h) is implemented by the CPU backend only.
-void check_sync(const char* op, const Tensor& x) {
-  AE_CHECK(batchnorm_sync_reducer() == nullptr || x.device().is_cpu(),
-           op << ": synchronised BatchNorm across processes (--sync-bn) is not implemented on " << x.device().str()
-              << " yet; train with --no-sync-bn (each rank normalises with its own shard's statistics)");
-}
-
 }  // namespace
 
 BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var) {
@@ -55,9 +48,9 @@ BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor
   check_channel_vector(op, "running_mean", running_mean, x);
   check_channel_vector(op, "running_var", running_var, x);
   const int64_t m = c > 0 ? x.numel() / c : 0;
-  check_sync(op, x);
   // PyTorch refuses this too: the unbiased running variance divides by M-1. With a reducer
-  // installed M is the whole batch's, checked once the ranks' counts are summed.
+  // installed (synchronised BatchNorm, kernels/batchnorm_sync.h: honoured by the CPU and CUDA
+  // backends) M is the whole batch's, checked by the backend once the ranks' counts are summed.
   AE_CHECK(m >= 2 || (batchnorm_sync_reducer() != nullptr && m >= 1),
            op << ": x " << x.desc() << " has " << m << " value(s) per channel; training-mode batch norm needs"
               << " at least 2 (the unbiased running variance divides by M-1, M = numel/C)");
@@ -84,7 +77,6 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   check_channel_vector(op, "gamma", gamma, x);
   check_channel_vector(op, "save_mean", save_mean, x);
   check_channel_vector(op, "save_invstd", save_invstd, x);
-  check_sync(op, x);
   const Backend& be = backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd});
   return be.batchnorm_backward_train(x, dy, gamma, save_mean, save_invstd);
 }

@@ -8,9 +8,13 @@
 //
 // Library state with an explicit scope, like the conv-math choice: the training step installs it
 // around its forward and backward when several ranks train one model with --sync-bn. Evaluation-
-// mode BatchNorm uses running statistics and never calls it. CPU backend only so far: a CUDA
-// BatchNorm in training mode refuses to run while a reducer is installed (it would silently use
-// the local statistics).
+// mode BatchNorm uses running statistics and never calls it. Both backends honour it: the CPU
+// backend (kernels/cpu/batchnorm_cpu.cpp) and the CUDA backend (kernels/cuda/batchnorm.cu, which
+// downloads the few per-channel sums, calls the reducer on the host and uploads the totals). The
+// fused epilogue (batchnorm_apply) takes statistics already computed and never calls it.
+// Every backend makes the same calls with the same n (forward: C+1 twice, the sums of x and
+// then the squared deviations from the global mean; backward: 2C+1 once, sum(dy*xhat) then
+// sum(dy)), so ranks on different backends would still pair their collectives.
 #include <cstdint>
 #include <functional>
 

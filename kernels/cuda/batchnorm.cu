@@ -4,12 +4,20 @@
 //   - statistics in double through the deterministic two-stage reduction of channel_reduce.h,
 //     two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2;
 //   - the saved mean/invstd are rounded to float once and the normalisation uses exactly those;
-//   - the backward's three nearly cancelling terms are combined per element in double.
+//   - the backward's three nearly cancelling terms are combined per element in double;
+//   - synchronised BatchNorm (kernels/batchnorm_sync.h): while a reducer is installed, the
+//     training forward and backward hand the same per-channel double sums, with the row count
+//     appended, to it as the CPU backend does (the sum of x; the squared deviations from the
+//     global mean; sum(dy*xhat) and sum(dy)), and finish with the whole batch's sums and count.
+//     dgamma and dbeta stay this process's own sums.
 // Arguments arrive validated by kernels/batchnorm.cpp (shapes, dtypes, M >= 2 in training).
 #include <cmath>
+#include <vector>
 
+#include "kernels/batchnorm_sync.h"
 #include "kernels/cuda/channel_reduce.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/device_memory.h"
 
 namespace ae::cuda {
 namespace {
@@ -94,18 +102,14 @@ struct FinishTrainStatistics {
   }
 };
 
-// dgamma, dbeta, and the coefficients of dx = k * (dy - mean_dy - xhat * mean_dy_xhat).
-struct FinishTrainGrads {
+// The coefficients of dx = k * (dy - mean_dy - xhat * mean_dy_xhat) from sum(dy*xhat), sum(dy).
+struct FinishDxCoefficients {
   const float* __restrict__ gamma;
   const float* __restrict__ invstd;
-  float* __restrict__ dgamma;
-  float* __restrict__ dbeta;
   double* __restrict__ coef;  // [3][C]: k, mean_dy, mean_dy_xhat
   int64_t c;
   double rows;
   __device__ __forceinline__ void operator()(int64_t j, const double* sums) const {
-    dgamma[j] = static_cast<float>(sums[0]);
-    dbeta[j] = static_cast<float>(sums[1]);
     coef[j] = static_cast<double>(gamma[j]) * invstd[j];
     coef[c + j] = sums[1] / rows;
     coef[2 * c + j] = sums[0] / rows;
@@ -120,6 +124,74 @@ struct FinishAffineGrads {
     dbeta[j] = static_cast<float>(sums[1]);
   }
 };
+
+// dgamma, dbeta, and the coefficients of dx, all from this process's sums.
+struct FinishTrainGrads {
+  FinishAffineGrads affine;
+  FinishDxCoefficients dx;
+  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const {
+    affine(j, sums);
+    dx(j, sums);
+  }
+};
+
+// ------------------------------------------------------------------ synchronised BatchNorm
+
+// Keeps the K per-channel totals, as sums[k * C + j] (the layout the CPU backend hands to the
+// reducer), for the host to reduce over the processes.
+template <int K>
+struct StoreSums {
+  double* __restrict__ sums;
+  int64_t c;
+  __device__ __forceinline__ void operator()(int64_t j, const double* totals) const {
+    for (int k = 0; k < K; ++k) sums[k * c + j] = totals[k];
+  }
+};
+
+// This process's dgamma and dbeta, and its sums kept for the reducer.
+struct FinishAffineGradsAndStore {
+  FinishAffineGrads affine;
+  StoreSums<2> store;
+  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const {
+    affine(j, sums);
+    store(j, sums);
+  }
+};
+
+// Runs a Finish functor on per-channel sums already totalled (sums[k * C + j], after the reducer),
+// as channel_totals_kernel runs it on the totals it adds up itself.
+template <int K, class Finish>
+__global__ void finish_channels_kernel(const double* __restrict__ sums, int64_t c, Finish finish) {
+  for (int64_t j = first_index(); j < c; j += index_stride()) {
+    double s[K];
+    for (int k = 0; k < K; ++k) s[k] = sums[k * c + j];
+    finish(j, s);
+  }
+}
+
+template <int K, class Finish>
+void finish_channels(const char* op, const double* sums, int64_t c, const Finish& finish) {
+  launch(LaunchSite{op, __FILE__, __LINE__}, &finish_channels_kernel<K, Finish>,
+         dim3(blocks_for(c, kChannelReduceThreads)), dim3(kChannelReduceThreads), 0, Stream{}, sums, c, finish);
+}
+
+// The `n` device sums, with this process's row count appended, through the installed reducer
+// (kernels/cpu/batchnorm_cpu.cpp's sync_sums, on device memory): in place, the whole batch's sums
+// on return; returns the whole batch's row count. The round trip is a synchronising download and
+// upload of n+1 doubles (n = C or 2C, a few KiB for C <= 512 channels) per reduction: the reducer
+// is a host collective (MPI) and needs the values before the next kernel may use them.
+int64_t sync_sums(const ops::ChannelSumReducer& reduce, double* sums, int64_t n, int64_t rows, const char* what) {
+  std::vector<double> host(static_cast<std::size_t>(n + 1));
+  const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(double);
+  device_copy(host.data(), sums, bytes);  // after the reduction kernels: same stream, synchronous copy
+  host.back() = static_cast<double>(rows);
+  reduce(host.data(), n + 1);
+  const auto total = static_cast<int64_t>(host.back());
+  AE_CHECK(total >= 2, what << ": the batch has " << total << " value(s) per channel over all processes; "
+                            << "training-mode batch norm needs at least 2");
+  device_copy(sums, host.data(), bytes);
+  return total;
+}
 
 // ------------------------------------------------------------------ elementwise kernels
 
@@ -169,14 +241,32 @@ BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor
   BatchNormTrainOut out{Tensor::empty(x.shape(), DType::f32, dev), channel_vector(c, dev), channel_vector(c, dev)};
   if (c == 0) return out;
   DoubleBuffer mean(c, dev);
-  reduce_channels<1>("batchnorm_forward_train (mean)", m, c, dev, SumX{x.f32(), c},
-                     FinishMean{mean.ptr, static_cast<double>(m)});
   Tensor scale = channel_vector(c, dev);
-  reduce_channels<1>("batchnorm_forward_train (variance)", m, c, dev, SumSquaredDeviation{x.f32(), mean.ptr, c},
-                     FinishTrainStatistics{mean.ptr, gamma.f32(), out.save_mean.f32(), out.save_invstd.f32(),
-                                           scale.f32(), running_mean.f32(), running_var.f32(),
-                                           static_cast<double>(m), static_cast<double>(p.eps),
-                                           static_cast<double>(p.momentum)});
+  const ops::ChannelSumReducer* reduce = ops::batchnorm_sync_reducer();
+  if (reduce == nullptr) {
+    reduce_channels<1>("batchnorm_forward_train (mean)", m, c, dev, SumX{x.f32(), c},
+                       FinishMean{mean.ptr, static_cast<double>(m)});
+    reduce_channels<1>("batchnorm_forward_train (variance)", m, c, dev, SumSquaredDeviation{x.f32(), mean.ptr, c},
+                       FinishTrainStatistics{mean.ptr, gamma.f32(), out.save_mean.f32(), out.save_invstd.f32(),
+                                             scale.f32(), running_mean.f32(), running_var.f32(),
+                                             static_cast<double>(m), static_cast<double>(p.eps),
+                                             static_cast<double>(p.momentum)});
+  } else {
+    // Synchronised: the same two passes, each pass's sums reduced over the processes before
+    // they are used, so the mean, the variance and the unbiasing M are the whole batch's.
+    DoubleBuffer sums(c, dev);
+    reduce_channels<1>("batchnorm_forward_train (mean)", m, c, dev, SumX{x.f32(), c}, StoreSums<1>{sums.ptr, c});
+    const int64_t total = sync_sums(*reduce, sums.ptr, c, m, "batchnorm_forward_train");
+    finish_channels<1>("batchnorm_forward_train (mean)", sums.ptr, c, FinishMean{mean.ptr, static_cast<double>(total)});
+    reduce_channels<1>("batchnorm_forward_train (variance)", m, c, dev, SumSquaredDeviation{x.f32(), mean.ptr, c},
+                       StoreSums<1>{sums.ptr, c});
+    sync_sums(*reduce, sums.ptr, c, m, "batchnorm_forward_train");
+    finish_channels<1>("batchnorm_forward_train (variance)", sums.ptr, c,
+                       FinishTrainStatistics{mean.ptr, gamma.f32(), out.save_mean.f32(), out.save_invstd.f32(),
+                                             scale.f32(), running_mean.f32(), running_var.f32(),
+                                             static_cast<double>(total), static_cast<double>(p.eps),
+                                             static_cast<double>(p.momentum)});
+  }
   AE_LAUNCH(normalise_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(),
             static_cast<const float*>(out.save_mean.f32()), static_cast<const float*>(scale.f32()), beta.f32(),
             out.y.f32(), n, c);
@@ -204,10 +294,22 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   BatchNormGrads g{Tensor::empty(x.shape(), DType::f32, dev), channel_vector(c, dev), channel_vector(c, dev)};
   if (c == 0) return g;
   DoubleBuffer coef(3 * c, dev);
-  reduce_channels<2>("batchnorm_backward_train", m, c, dev,
-                     SumDyXhatAndDy{x.f32(), dy.f32(), save_mean.f32(), save_invstd.f32(), c},
-                     FinishTrainGrads{gamma.f32(), save_invstd.f32(), g.dgamma.f32(), g.dbeta.f32(), coef.ptr, c,
-                                      static_cast<double>(m)});
+  const SumDyXhatAndDy value{x.f32(), dy.f32(), save_mean.f32(), save_invstd.f32(), c};
+  const FinishAffineGrads affine{g.dgamma.f32(), g.dbeta.f32()};
+  const ops::ChannelSumReducer* reduce = ops::batchnorm_sync_reducer();
+  if (reduce == nullptr) {
+    reduce_channels<2>("batchnorm_backward_train", m, c, dev, value,
+                       FinishTrainGrads{affine, FinishDxCoefficients{gamma.f32(), save_invstd.f32(), coef.ptr, c,
+                                                                     static_cast<double>(m)}});
+  } else {
+    // Synchronised: dx uses the whole batch's sum(dy*xhat) and sum(dy); dgamma and dbeta stay
+    // this process's (they are summed over the processes with the other gradients).
+    DoubleBuffer sums(2 * c, dev);
+    reduce_channels<2>("batchnorm_backward_train", m, c, dev, value, FinishAffineGradsAndStore{affine, {sums.ptr, c}});
+    const int64_t total = sync_sums(*reduce, sums.ptr, 2 * c, m, "batchnorm_backward_train");
+    finish_channels<2>("batchnorm_backward_train", sums.ptr, c,
+                       FinishDxCoefficients{gamma.f32(), save_invstd.f32(), coef.ptr, c, static_cast<double>(total)});
+  }
   AE_LAUNCH(train_dx_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(), dy.f32(),
             save_mean.f32(), save_invstd.f32(), static_cast<const double*>(coef.ptr), g.dx.f32(), n, c);
   return g;
