@@ -1,5 +1,6 @@
 #include "runtime/dist.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -70,8 +71,7 @@ class Watchdog {
       std::lock_guard<std::mutex> lock(mutex_);
       what_ = what;
       seconds_ = seconds;
-      deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                          std::chrono::duration<double>(seconds));
+      deadline_ = deadline_after(seconds);
       armed_ = true;
     }
     cv_.notify_all();
@@ -80,23 +80,67 @@ class Watchdog {
     std::lock_guard<std::mutex> lock(mutex_);
     armed_ = false;
   }
+  void watch(const std::string& key, const std::string& what, double seconds, std::function<bool()> finished) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      async_[key] = Async{what, seconds, deadline_after(seconds), std::move(finished)};
+    }
+    cv_.notify_all();
+  }
+  void unwatch(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex_);  // not while the loop is polling this one
+    async_.erase(key);
+  }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  // Device work queued asynchronously, polled until finished (watch_async in dist.h).
+  struct Async {
+    std::string what;
+    double seconds = 0;
+    Clock::time_point deadline;
+    std::function<bool()> finished;
+  };
+  static constexpr std::chrono::milliseconds kPoll{100};
+
+  static Clock::time_point deadline_after(double seconds) {
+    return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  }
+
+  [[noreturn]] static void stalled(const std::string& what, double seconds) {
+    std::fprintf(stderr,
+                 "error (rank %d of %d): %s did not complete within %g s (AE_COLLECTIVE_TIMEOUT): another rank is "
+                 "stuck or far behind; ending the job\n",
+                 g.rank, g.size, what.c_str(), seconds);
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+
   void loop() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!quit_) {
-      if (!armed_) {
+      if (!armed_ && async_.empty()) {
         cv_.wait(lock);
         continue;
       }
-      if (cv_.wait_until(lock, deadline_) == std::cv_status::timeout && armed_ && !quit_ &&
-          std::chrono::steady_clock::now() >= deadline_) {
-        std::fprintf(stderr,
-                     "error (rank %d of %d): %s did not complete within %g s (AE_COLLECTIVE_TIMEOUT): another rank is "
-                     "stuck or far behind; ending the job\n",
-                     g.rank, g.size, what_.c_str(), seconds_);
-        std::fflush(stderr);
-        std::_Exit(1);
+      Clock::time_point wake = armed_ ? deadline_ : Clock::time_point::max();
+      if (!async_.empty()) wake = std::min(wake, Clock::now() + kPoll);
+      cv_.wait_until(lock, wake);
+      if (quit_) break;
+      const Clock::time_point now = Clock::now();
+      if (armed_ && now >= deadline_) stalled(what_, seconds_);
+      for (auto it = async_.begin(); it != async_.end();) {
+        bool done = true;
+        try {
+          done = it->second.finished();
+        } catch (...) {  // e.g. a CUDA error: the main thread meets it at its next call
+        }
+        if (done) {
+          it = async_.erase(it);
+        } else {
+          if (now >= it->second.deadline) stalled(it->second.what, it->second.seconds);
+          ++it;
+        }
       }
     }
   }
@@ -105,8 +149,9 @@ class Watchdog {
   std::condition_variable cv_;
   std::string what_;
   double seconds_ = 0;
-  std::chrono::steady_clock::time_point deadline_;
+  Clock::time_point deadline_;
   bool armed_ = false, quit_ = false;
+  std::map<std::string, Async> async_;
   std::thread thread_;
 };
 std::unique_ptr<Watchdog> g_watchdog;
@@ -210,6 +255,22 @@ double collective_timeout_seconds() {
   const double s = std::strtod(v, &end);
   AE_CHECK(end != v && *end == '\0' && s > 0, "AE_COLLECTIVE_TIMEOUT must be a number of seconds above 0, got '" << v << "'");
   return s;
+}
+
+void watch_async(const std::string& key, const std::string& what, std::function<bool()> finished) {
+#ifdef AE_WITH_MPI
+  if (g_watchdog) g_watchdog->watch(key, what, collective_timeout_seconds(), std::move(finished));
+#else
+  (void)key, (void)what, (void)finished;
+#endif
+}
+
+void unwatch_async(const std::string& key) {
+#ifdef AE_WITH_MPI
+  if (g_watchdog) g_watchdog->unwatch(key);
+#else
+  (void)key;
+#endif
 }
 
 void barrier(const std::string& what, Wait wait) {

@@ -44,6 +44,19 @@ bool is_root();   // rank() == 0: the one process that writes shared files
 double collective_timeout_seconds();
 enum class Wait { bounded, unbounded };
 
+// Device work that the host queues without waiting for it (the NCCL gradient all-reduce runs on a
+// stream of its own, kernels/cuda/nccl_grads.h) is watched too: watch_async(key, what, finished)
+// starts the clock for `what`, and the watchdog thread polls finished() about every 100 ms until it
+// returns true. Past AE_COLLECTIVE_TIMEOUT the process ends with the stalled-collective message, so a
+// rank whose GPU collective never completes (another rank died inside NCCL, or never reached it)
+// does not hang in its next wait for the GPU. A watch with the same key replaces the earlier one
+// (one pending collective per stream); unwatch_async(key) drops it, and must run before what
+// finished() reads is destroyed. finished() runs on the watchdog's thread: it must be thread-safe,
+// must not call MPI, and an exception from it counts as finished (the main thread meets the error
+// itself at its next call). Both do nothing unless MPI is running.
+void watch_async(const std::string& key, const std::string& what, std::function<bool()> finished);
+void unwatch_async(const std::string& key);
+
 // `what` names the collective in timeout and error messages ("gradient all-reduce, step 12").
 void barrier(const std::string& what, Wait wait = Wait::bounded);
 void allreduce_sum(float* data, int64_t n, const std::string& what);

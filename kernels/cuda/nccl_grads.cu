@@ -1,6 +1,7 @@
 // The flat-buffer gradient all-reduce (see nccl_grads.h).
 #include "kernels/cuda/nccl_grads.h"
 
+#include <cstdint>
 
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/multi_tensor.h"
@@ -91,7 +92,11 @@ void unpack_flat(const float* flat, const std::vector<Tensor*>& parts, Stream st
   flat_copy(parts, const_cast<float*>(flat), false, stream);
 }
 
-FlatAllReduce::FlatAllReduce(Collective collective) : collective_(std::move(collective)) {}
+FlatAllReduce::FlatAllReduce(Collective collective) : collective_(std::move(collective)) {
+  watch_key_ = "flat all-reduce " + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+}
+
+FlatAllReduce::~FlatAllReduce() { dist::unwatch_async(watch_key_); }
 
 void FlatAllReduce::sum(const std::vector<Tensor*>& tensors, const std::string& what) {
   int64_t total = 0;
@@ -104,6 +109,7 @@ void FlatAllReduce::sum(const std::vector<Tensor*>& tensors, const std::string& 
   packed_.order_before(comm);
   collective_(flat_.f32(), total, comm, what);
   reduced_.record(comm);
+  dist::watch_async(watch_key_, what + " (queued on the GPU)", [this] { return reduced_.finished(); });
   reduced_.order_before(compute);  // the unpack and the optimiser step wait for the sums
   unpack_flat(flat_.f32(), tensors, compute);
   // The flat buffer is reused by the next sum, whose pack is queued on the compute stream after

@@ -33,8 +33,14 @@ class FlatAllReduce {
   // collective(flat, n, stream): queues the in-place sum over the ranks of n floats on `stream`.
   using Collective = std::function<void(float* flat, int64_t n, Stream stream, const std::string& what)>;
   explicit FlatAllReduce(Collective collective);
+  ~FlatAllReduce();  // stops the watchdog polling its event (see sum)
+  FlatAllReduce(const FlatAllReduce&) = delete;
+  FlatAllReduce& operator=(const FlatAllReduce&) = delete;
 
-  // Steps 1-5 above. Every tensor must be float32 on the process's device.
+  // Steps 1-5 above. Every tensor must be float32 on the process's device. The collective's
+  // completion is handed to the collective watchdog (runtime/dist.h watch_async): under MPI, a sum
+  // that has not finished on the GPU after AE_COLLECTIVE_TIMEOUT ends the process with a message
+  // naming `what`, instead of the host hanging at its next wait for the GPU.
   void sum(const std::vector<Tensor*>& tensors, const std::string& what);
   // Elements of the flat buffer now held (it grows to the largest list summed, then is reused).
   int64_t flat_capacity() const { return flat_.defined() ? flat_.numel() : 0; }
@@ -45,6 +51,7 @@ class FlatAllReduce {
   Tensor flat_;
   OwnedStream comm_;
   StreamEvent packed_, reduced_;
+  std::string watch_key_;  // this reducer's entry in the watchdog
 };
 
 // True when gradients can be summed with NCCL here: a real-GPU build with NCCL (whether the

@@ -16,6 +16,7 @@ void StreamEvent::wait() { recorded_ = false; }
 void StreamEvent::order_before(Stream) {
   AE_CHECK(recorded_, "StreamEvent::order_before: the event was never recorded");
 }
+bool StreamEvent::finished() const { return true; }
 OwnedStream::OwnedStream() = default;  // the emulated device runs everything in issue order
 OwnedStream::~OwnedStream() = default;
 #else
@@ -35,6 +36,13 @@ void StreamEvent::order_before(Stream stream) {
   // An event never recorded would make cudaStreamWaitEvent a no-op: that is a missing record().
   AE_CHECK(recorded_, "StreamEvent::order_before: the event was never recorded");
   AE_CUDA_CHECK(cudaStreamWaitEvent(stream, event_, 0));
+}
+bool StreamEvent::finished() const {
+  bind_thread_to_device();  // the watchdog's thread may not have touched the device yet
+  const cudaError_t status = cudaEventQuery(event_);
+  if (status == cudaErrorNotReady) return false;
+  AE_CUDA_CHECK(status);
+  return true;
 }
 OwnedStream::OwnedStream() {
   bind_thread_to_device();  // a stream belongs to the device current when it is created

@@ -44,6 +44,10 @@ class StreamEvent {
   // Makes the work queued on `stream` after this call wait for the work queued before the last
   // record(), without blocking the host (cudaStreamWaitEvent): how two streams are ordered.
   void order_before(Stream stream);
+  // Whether the work queued before the last record() has finished, without waiting
+  // (cudaEventQuery; true if never recorded). Callable from any host thread, concurrently with
+  // record() on another (the collective watchdog polls it, runtime/dist.h watch_async).
+  bool finished() const;
 
  private:
 #if !defined(AE_EMULATED_DEVICE)

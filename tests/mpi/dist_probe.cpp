@@ -4,6 +4,10 @@
 //   dist_probe collectives   all-reduce (float, double), broadcast, gather, barrier
 //   dist_probe die           rank 1 exits at once (no MPI_Finalize); the others wait in a barrier
 //   dist_probe stall         rank 1 sleeps 60 s; the others wait in a barrier (AE_COLLECTIVE_TIMEOUT)
+//   dist_probe async-stall   rank 1 watches device work that never finishes (watch_async) and
+//                            sleeps 60 s without calling MPI: its watchdog must end the job
+//   dist_probe async-done    watches that finish, are replaced or are dropped never end the job
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -47,6 +51,25 @@ void collectives() {
     std::printf("probe ok: %d ranks, local rank %d, mpi %d\n", n, local_rank(), active() ? 1 : 0);
 }
 
+// Watches of asynchronous work (runtime/dist.h watch_async) that must not end the job: one that
+// finishes after a while, one replaced by a finished one under the same key, one dropped; the
+// timeout (AE_COLLECTIVE_TIMEOUT, 1 s in the test) passes meanwhile.
+void async_done() {
+  using namespace ae::dist;
+  std::atomic<bool> later{false};
+  watch_async("a", "probe: work that finishes after 0.3 s", [&] { return later.load(); });
+  watch_async("b", "probe: work that never finishes, replaced", [] { return false; });
+  watch_async("b", "probe: work already finished", [] { return true; });
+  watch_async("c", "probe: work that never finishes, dropped", [] { return false; });
+  unwatch_async("c");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  later = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  unwatch_async("a");  // `later` goes out of scope
+  barrier("probe: barrier after the watches");
+  if (rank() == 0) std::printf("probe: async ok\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,8 +84,18 @@ int main(int argc, char** argv) {
     }
     ae::dist::barrier("probe: barrier after rank 1 " + mode + "s");
     std::printf("probe: rank %d passed the barrier\n", ae::dist::rank());
+  } else if (mode == "async-stall") {
+    if (ae::dist::rank() == 1) {
+      ae::dist::watch_async("gpu", "probe: gradient all-reduce, step 3 (queued on the GPU)", [] { return false; });
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+    }
+    ae::dist::barrier("probe: barrier after rank 1's stuck device work", ae::dist::Wait::unbounded);
+    std::printf("probe: rank %d passed the barrier\n", ae::dist::rank());
+  } else if (mode == "async-done") {
+    async_done();
   } else {
-    std::fprintf(stderr, "dist_probe: unknown mode '%s' (collectives, die, stall)\n", mode.c_str());
+    std::fprintf(stderr, "dist_probe: unknown mode '%s' (collectives, die, stall, async-stall, async-done)\n",
+                 mode.c_str());
     return 2;
   }
   ae::dist::finalize();

@@ -61,3 +61,28 @@ TEST_CASE("a rank that stalls: the others' collective times out naming itself an
   CHECK(r.out.find("passed the barrier") == std::string::npos);
   CHECK(seconds_since(t0) < 30);  // rank 1 would sleep 60 s: MPI_Abort ended it too
 }
+
+TEST_CASE("device work that never finishes: the watchdog ends the job naming it (the NCCL stall)") {
+  if (skipped()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  // Rank 0 waits without a bound; rank 1 sleeps 60 s and never calls MPI: only rank 1's watchdog,
+  // polling the stuck work, can end the job.
+  const auto r =
+      test::run_command("AE_COLLECTIVE_TIMEOUT=2 " + test::mpirun(2, std::string(AE_DIST_PROBE) + " async-stall"));
+  INFO(r.out << r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("error (rank 1 of 2): probe: gradient all-reduce, step 3 (queued on the GPU) did not complete "
+                   "within 2 s (AE_COLLECTIVE_TIMEOUT)") != std::string::npos);
+  CHECK(r.out.find("passed the barrier") == std::string::npos);
+  CHECK(seconds_since(t0) < 30);
+}
+
+TEST_CASE("watched device work that finishes, is replaced or is dropped does not end the job") {
+  if (skipped()) return;
+  const auto r =
+      test::run_command("AE_COLLECTIVE_TIMEOUT=1 " + test::mpirun(2, std::string(AE_DIST_PROBE) + " async-done"));
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("probe: async ok") != std::string::npos);
+  CHECK(r.err.find("did not complete") == std::string::npos);
+}
