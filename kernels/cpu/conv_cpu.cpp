@@ -19,6 +19,7 @@
 // Forwards with few output pixels (batch 1 from layer3 on) take the direct dot-product form of
 // kernels/cpu/conv_direct.h instead, which writes no column matrix and packs no weights.
 #include <algorithm>
+#include <optional>
 
 #include "kernels/cpu/conv_direct.h"
 #include "kernels/cpu/cpu_ops.h"
@@ -58,11 +59,17 @@ bool use_winograd(const ConvGeometry& g, bool backward_data) {
   return algo == ConvAlgo::winograd || winograd_profitable(g, backward_data);
 }
 
-// The direct forward for this geometry on this machine?
-bool use_direct(const ConvGeometry& g) {
+// The direct forward's form for this geometry on this machine, if it takes one: forced
+// (ConvAlgo::direct), the dot form where it applies, else the broadcast form; automatic, the
+// form that applies and pays.
+std::optional<DirectForm> direct_form(const ConvGeometry& g) {
   const ConvAlgo algo = conv_algo();
-  if (algo == ConvAlgo::im2col || algo == ConvAlgo::winograd || !conv_direct_applicable(g, cpu_isa())) return false;
-  return algo == ConvAlgo::direct || conv_direct_profitable(g, cpu_isa());
+  if (algo == ConvAlgo::im2col || algo == ConvAlgo::winograd) return std::nullopt;
+  const CpuIsa isa = cpu_isa();
+  for (DirectForm form : {DirectForm::dot, DirectForm::broadcast})
+    if (conv_direct_applicable(g, isa, form) && (algo == ConvAlgo::direct || conv_direct_profitable(g, isa, form)))
+      return form;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -74,9 +81,9 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
   const float* xp = x.f32();
   const float* wp = w.f32();
   float* yp = y.f32();
-  if (use_direct(g)) {
-    conv_direct_forward(g, xp, wp, yp, cpu_isa());
-    ++conv_path_counts().direct;
+  if (const std::optional<DirectForm> form = direct_form(g)) {
+    conv_direct_forward(g, xp, wp, yp, cpu_isa(), *form);
+    ++(*form == DirectForm::dot ? conv_path_counts().direct_dot : conv_path_counts().direct_broadcast);
     return y;
   }
   if (g.is_pointwise_identity()) {

@@ -11,14 +11,43 @@
 namespace ae::cpu {
 namespace {
 
-// What every tile reads: tap[p * taps + t] is the input run (c floats) under tap t of output pixel
-// p's window, or a run of zeros where the window leaves the image.
+// What both forms read. Windows are resolved a tile at a time (window_taps), never for the whole
+// batch: a stem at batch 32 has 20 million taps.
 struct DirectPlan {
+  const ConvGeometry* g = nullptr;
   int64_t m = 0, o = 0, c = 0, k = 0, taps = 0;
-  const float* const* tap = nullptr;
-  const float* w = nullptr;  // [o][k], k = taps * c
-  float* y = nullptr;        // [m][o]
+  const float* x = nullptr;
+  const float* zeros = nullptr;  // c zeros: the input run under a tap outside the image
+  const float* w = nullptr;      // dot form: [o][k], k = taps * c
+  const float* wt = nullptr;     // broadcast form: the same transposed, [k][o]
+  float* y = nullptr;            // [m][o]
 };
+
+// tap[r * taps + t] = the input run (c floats) under tap t of output pixel p0 + r's window (pixels
+// past m: the last one again), or the zero run where the window leaves the image.
+void window_taps(const DirectPlan& d, int64_t p0, int rows, const float** tap) {
+  const ConvGeometry& g = *d.g;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t p = std::min(p0 + r, d.m - 1);
+    const int64_t img = p / (g.oh * g.ow), oy = p / g.ow % g.oh, ox = p % g.ow;
+    const float** out = tap + r * d.taps;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const int64_t iy = oy * g.sh - g.ph + i;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t ix = ox * g.sw - g.pw + j;
+        const bool inside = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
+        out[i * g.kw + j] = inside ? d.x + ((img * g.h + iy) * g.w + ix) * g.c : d.zeros;
+      }
+    }
+  }
+}
+
+// Per-thread room for one tile's taps (grow only).
+const float** tap_scratch(int64_t n) {
+  thread_local std::vector<const float*> s;
+  if (static_cast<int64_t>(s.size()) < n) s.resize(static_cast<std::size_t>(n));
+  return s.data();
+}
 
 }  // namespace
 
@@ -38,14 +67,18 @@ struct Vec {
   static type zero() { return _mm256_setzero_ps(); }
   static type load(const float* p) { return _mm256_loadu_ps(p); }
   static type fma(type a, type b, type acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static type broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static void store(float* p, type v) { _mm256_storeu_ps(p, v); }
   static float sum(type v) {  // ((0+4)+(2+6)) + ((1+5)+(3+7))
     const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
     return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
   }
 };
-// 16 ymm registers: 3 x 3 accumulators, 3 weight vectors, 1 input vector.
+// 16 ymm registers: 3 x 3 accumulators, 3 weight vectors, 1 input vector; the broadcast form's
+// 6 x 2 accumulators, 2 weight vectors and 1 broadcast input.
 constexpr int kRows = 3, kCols = 3;
+constexpr int kBRows = 6, kBVecs = 2;
 #include "kernels/cpu/conv_direct_kernels.inc"
 }  // namespace
 }  // namespace isa_avx2
@@ -70,6 +103,8 @@ struct Vec {
   static type zero() { return _mm512_setzero_ps(); }
   static type load(const float* p) { return _mm512_loadu_ps(p); }
   static type fma(type a, type b, type acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static type broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static void store(float* p, type v) { _mm512_storeu_ps(p, v); }
   static float sum(type v) {  // halves added pairwise down to one lane
     const __m256 h = _mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1));
     const __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
@@ -79,7 +114,9 @@ struct Vec {
 };
 // 32 zmm registers: 5 x 4 accumulators, 4 weight vectors, 1 input vector (6 x 4 would fit on paper,
 // but GCC 12 then spills a weight vector to the stack in the inner loop).
-constexpr int kRows = 8, kCols = 3;
+constexpr int kRows = 5, kCols = 4;
+// The broadcast form: 6 x 4 accumulators (6 pixels by 64 channels), 4 weight vectors, 1 broadcast.
+constexpr int kBRows = 6, kBVecs = 4;
 #include "kernels/cpu/conv_direct_kernels.inc"
 }  // namespace
 }  // namespace isa_avx512
@@ -93,45 +130,23 @@ namespace {
 
 int64_t lanes(CpuIsa isa) { return isa == CpuIsa::avx512 ? 16 : isa == CpuIsa::avx2 ? 8 : 0; }
 
-}  // namespace
-
-bool conv_direct_applicable(const ConvGeometry& g, CpuIsa isa) {
-  const int64_t l = lanes(isa);
-  return l > 0 && cpu_isa_available(isa) && g.c % l == 0 && g.c > 0 && g.o > 0;
+// Output channels per broadcast tile.
+int64_t broadcast_block(CpuIsa isa) {
+  return isa == CpuIsa::avx512 ? isa_avx512::kBVecs * 16 : isa_avx2::kBVecs * 8;
 }
 
-bool conv_direct_profitable(const ConvGeometry& g, CpuIsa isa) {
-  // Measured with bench/bench_conv_direct (A/B in one process, 2-core AMD EPYC with AVX-512, against
-  // OpenBLAS's own AVX-512 kernels; bench/RESULTS.md "Direct convolution"): at batch 1 layer3 and
-  // layer4 (196 and 49 pixels) took 0.7-0.85x the time of im2col or Winograd; at 392 pixels it was
-  // even, at 784 (layer2) Winograd F(2x2) was faster. Short K (the 1x1 downsamples with 64 or 128
-  // channels) loses to the GEMM: the lane sums then cost as much as the products. With AVX2 the
-  // 3 x 3 tile only drew even with OpenBLAS's Haswell kernels at batch 1 (0.8-1.1x), so it is not
-  // chosen automatically there.
-  return isa == CpuIsa::avx512 && g.m() <= kConvDirectMaxPixels && g.k() >= 256;
-}
-
-void conv_direct_forward(const ConvGeometry& g, const float* x, const float* w, float* y, CpuIsa isa) {
-  AE_CHECK(conv_direct_applicable(g, isa), "conv_direct_forward: geometry with C = " << g.c << " on "
-                                               << cpu_isa_name(isa) << " is not supported");
+DirectPlan plan(const ConvGeometry& g, const float* x, const float* zeros, float* y) {
   DirectPlan d;
+  d.g = &g;
   d.m = g.m(), d.o = g.o, d.c = g.c, d.taps = g.kh * g.kw, d.k = g.k();
-  d.w = w, d.y = y;
-  if (d.m == 0) return;
-  // The window of every output pixel, tap by tap; 8 bytes per tap, against the column matrix's
-  // 4 * C bytes (im2col).
+  d.x = x, d.zeros = zeros, d.y = y;
+  return d;
+}
+
+void dot_forward(const ConvGeometry& g, const float* x, const float* w, float* y, CpuIsa isa) {
   const std::vector<float> zeros(static_cast<std::size_t>(g.c), 0.0f);
-  std::vector<const float*> tap(static_cast<std::size_t>(d.m * d.taps));
-  for (int64_t p = 0; p < d.m; ++p) {
-    const int64_t img = p / (g.oh * g.ow), oy = p / g.ow % g.oh, ox = p % g.ow;
-    for (int64_t i = 0; i < g.kh; ++i)
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const int64_t iy = oy * g.sh - g.ph + i, ix = ox * g.sw - g.pw + j;
-        const bool inside = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
-        tap[p * d.taps + i * g.kw + j] = inside ? x + ((img * g.h + iy) * g.w + ix) * g.c : zeros.data();
-      }
-  }
-  d.tap = tap.data();
+  DirectPlan d = plan(g, x, zeros.data(), y);
+  d.w = w;
   const int64_t cols = isa == CpuIsa::avx512 ? isa_avx512::kCols : isa_avx2::kCols;
   const int64_t groups = (g.o + cols - 1) / cols;
   // Each output is computed the same way whichever band holds it, so any split gives the same bits.
@@ -142,6 +157,69 @@ void conv_direct_forward(const ConvGeometry& g, const float* x, const float* w, 
     else
       isa_avx2::channel_groups(d, g0, g1);
   });
+}
+
+void broadcast_forward(const ConvGeometry& g, const float* x, const float* w, float* y, CpuIsa isa) {
+  const std::vector<float> zeros(static_cast<std::size_t>(g.c), 0.0f);
+  DirectPlan d = plan(g, x, zeros.data(), y);
+  // wt [k][o] = w [o][k]: the weights of the layers this form is chosen for are small (at most
+  // 384 KB), so transposing them each call costs little.
+  std::vector<float> wt(static_cast<std::size_t>(d.k * d.o));
+  for (int64_t o = 0; o < d.o; ++o)
+    for (int64_t k = 0; k < d.k; ++k) wt[static_cast<std::size_t>(k * d.o + o)] = w[o * d.k + k];
+  d.wt = wt.data();
+  const int64_t rows = isa == CpuIsa::avx512 ? isa_avx512::kBRows : isa_avx2::kBRows;
+  const int64_t tiles = (d.m + rows - 1) / rows;
+  // Each output is one sum in k order whatever tile or thread holds it.
+  const int64_t min_tiles = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, rows * d.k * d.o));
+  parallel_rows(tiles, min_tiles, [&](int64_t t0, int64_t t1) {
+    if (isa == CpuIsa::avx512)
+      isa_avx512::broadcast_tiles(d, t0, t1);
+    else
+      isa_avx2::broadcast_tiles(d, t0, t1);
+  });
+}
+
+}  // namespace
+
+const char* direct_form_name(DirectForm form) { return form == DirectForm::dot ? "dot" : "broadcast"; }
+
+bool conv_direct_applicable(const ConvGeometry& g, CpuIsa isa, DirectForm form) {
+  const int64_t l = lanes(isa);
+  if (l == 0 || !cpu_isa_available(isa) || g.c <= 0 || g.o <= 0) return false;
+  return form == DirectForm::dot ? g.c % l == 0 : g.o % broadcast_block(isa) == 0;
+}
+
+bool conv_direct_profitable(const ConvGeometry& g, CpuIsa isa, DirectForm form) {
+  if (isa != CpuIsa::avx512) return false;
+  if (form == DirectForm::dot) {
+    // Measured with bench/bench_conv_direct (A/B in one process, 2-core AMD EPYC with AVX-512,
+    // against OpenBLAS's own AVX-512 kernels; bench/RESULTS.md "Direct convolution"): at batch 1
+    // layer3 and layer4 (196 and 49 pixels) took 0.7-0.85x the time of im2col or Winograd; at 392
+    // pixels it was even, at 784 (layer2) Winograd F(2x2) was faster. Short K (the 1x1 downsamples
+    // with 64 or 128 channels) loses to the GEMM: the lane sums then cost as much as the products.
+    // With AVX2 the 3 x 3 tile only drew even with OpenBLAS's Haswell kernels at batch 1
+    // (0.8-1.1x), so neither form is chosen automatically there.
+    return g.m() <= kConvDirectMaxPixels && g.k() >= 256;
+  }
+  // The broadcast form, measured the same way: ahead of Winograd F(2x2) and im2col at batch 1, 4
+  // and 32 on layer1 (64 -> 64), layer2's first 3x3 and its 1x1 downsample (64 -> 128); even on
+  // the stem, where it also saves the 7 MB column matrix; behind on layer2's other 3x3 convolutions
+  // (590 KB of weights) and from layer3 on, where the transposed weights no longer stay in L2 and
+  // each input value is broadcast against more channel blocks.
+  return g.o <= kConvBroadcastMaxChannels && g.k() * g.o <= kConvBroadcastMaxWeights;
+}
+
+void conv_direct_forward(const ConvGeometry& g, const float* x, const float* w, float* y, CpuIsa isa,
+                         DirectForm form) {
+  AE_CHECK(conv_direct_applicable(g, isa, form),
+           "conv_direct_forward: the " << direct_form_name(form) << " form on " << cpu_isa_name(isa)
+                                       << " does not take C = " << g.c << ", O = " << g.o);
+  if (g.m() == 0) return;
+  if (form == DirectForm::dot)
+    dot_forward(g, x, w, y, isa);
+  else
+    broadcast_forward(g, x, w, y, isa);
 }
 
 }  // namespace ae::cpu

@@ -60,7 +60,8 @@ void winograd_backward_data(const ConvGeometry& g, const float* dy, const float*
 struct ConvPathCounts {
   int64_t im2col = 0;            // im2col/col2im + GEMM (forward, backward-data or backward-weight)
   int64_t pointwise = 0;         // 1x1 stride-1 unpadded: one GEMM on x itself
-  int64_t direct = 0;            // the direct forward (kernels/cpu/conv_direct.h)
+  int64_t direct_dot = 0;        // the direct forward (kernels/cpu/conv_direct.h), dot form
+  int64_t direct_broadcast = 0;  // and broadcast form
   int64_t winograd[3] = {0, 0, 0};  // by CpuIsa
   int64_t winograd_m[5] = {0, 0, 0, 0, 0};  // by tile size m (2 or 4)
 };

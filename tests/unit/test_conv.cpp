@@ -408,6 +408,8 @@ TEST_CASE("conv2d: bad arguments are ae::Errors naming the op, the argument and 
 
 namespace {
 
+using ae::cpu::DirectForm;
+
 // The direct forward (kernels/cpu/conv_direct.h) with one vector ISA for one scope; the algorithm
 // and the ISA are restored even when a check throws.
 class DirectScope {
@@ -436,131 +438,169 @@ std::vector<ae::cpu::CpuIsa> direct_isas() {
   return out;
 }
 
-// The sweep's geometries with channel counts the direct kernel takes (multiples of 16, so of both
-// vector widths) and output channel counts that leave partial register tiles (tiles are 3 x 3 and
-// 5 x 4): pixel counts and channel counts that are not multiples of the tile, 1x1 to 7x7 kernels,
-// strides 1 to 2 (unequal too), paddings 0 to 3.
-std::vector<ConvCase> direct_sweep() {
+int64_t path_count(DirectForm form) {
+  return form == DirectForm::dot ? ae::cpu::conv_path_counts().direct_dot
+                                 : ae::cpu::conv_path_counts().direct_broadcast;
+}
+
+// The sweep's geometries (1x1 to 7x7 kernels, strides 1 and 2, unequal too, paddings 0 to 3) with
+// channel counts that only one form takes, so the forced direct path must take that one:
+//   dot: C a multiple of 16 (of both vector widths), O leaving partial register tiles (5 x 4 and
+//        3 x 3);
+//   broadcast: C of 1 to 7 (no vector multiple), O 64 or 128 (whole channel blocks of 64 and 16);
+// pixel counts that are not multiples of any tile's rows in both.
+std::vector<ConvCase> direct_sweep(DirectForm form) {
   std::vector<ConvCase> cases = sweep();
-  const int64_t c_in[] = {16, 32, 48, 64}, c_out[] = {1, 3, 5, 7, 17};
+  const int64_t dot_c[] = {16, 32, 48, 64}, dot_o[] = {1, 3, 5, 7, 17};
+  const int64_t bcast_c[] = {1, 3, 5, 7}, bcast_o[] = {64, 128};
   for (std::size_t i = 0; i < cases.size(); ++i) {
-    cases[i].c = c_in[i % 4];
-    cases[i].o = c_out[(i / 4 + i) % 5];
+    cases[i].c = form == DirectForm::dot ? dot_c[i % 4] : bcast_c[i % 4];
+    cases[i].o = form == DirectForm::dot ? dot_o[(i / 4 + i) % 5] : bcast_o[(i / 4 + i) % 2];
   }
   return cases;
 }
 
+// One case per form for the checks that need only one: partial tiles of pixels, a stride.
+ConvCase direct_case(DirectForm form) {
+  return form == DirectForm::dot ? ConvCase{2, 9, 7, 48, 21, Conv2dParams{3, 3, 2, 1, 1, 1}}
+                                 : ConvCase{2, 9, 7, 5, 64, Conv2dParams{3, 3, 2, 1, 1, 1}};
+}
+
 }  // namespace
 
-TEST_CASE("conv2d: the direct forward matches double loops for every vector ISA, and took that path") {
+TEST_CASE("conv2d: both direct forms match double loops for every vector ISA, and took that path") {
   const std::vector<ae::cpu::CpuIsa> isas = direct_isas();
   if (isas.empty()) {
     MESSAGE("no AVX2 on this machine: the direct forward is never chosen, nothing to check");
     return;
   }
-  const std::vector<ConvCase> cases = direct_sweep();
-  for (ae::cpu::CpuIsa isa : isas) {
-    CAPTURE(ae::cpu::cpu_isa_name(isa));
-    DirectScope scope(isa);
-    ae::cpu::reset_conv_path_counts();
-    uint64_t seed = 2000;
-    for (const ConvCase& k : cases) {
-      CAPTURE(k.str());
-      const Tensor x = test::random_tensor(k.x_shape(), seed++), w = test::random_tensor(k.w_shape(), seed++);
-      AE_REQUIRE_OK(test::compare(ae::ops::conv2d_forward(k.p, x, w),
-                                  ref_forward(k, test::to_double(x), test::to_double(w)), kConvTol, "direct forward"));
+  for (DirectForm form : {DirectForm::dot, DirectForm::broadcast}) {
+    const std::vector<ConvCase> cases = direct_sweep(form);
+    for (ae::cpu::CpuIsa isa : isas) {
+      CAPTURE(ae::cpu::direct_form_name(form));
+      CAPTURE(ae::cpu::cpu_isa_name(isa));
+      DirectScope scope(isa);
+      ae::cpu::reset_conv_path_counts();
+      uint64_t seed = 2000;
+      for (const ConvCase& k : cases) {
+        CAPTURE(k.str());
+        const Tensor x = test::random_tensor(k.x_shape(), seed++), w = test::random_tensor(k.w_shape(), seed++);
+        AE_REQUIRE_OK(test::compare(ae::ops::conv2d_forward(k.p, x, w),
+                                    ref_forward(k, test::to_double(x), test::to_double(w)), kConvTol,
+                                    "direct forward"));
+      }
+      CHECK(path_count(form) == static_cast<int64_t>(cases.size()));
+      CHECK(ae::cpu::conv_path_counts().im2col == 0);
+      CHECK(ae::cpu::conv_path_counts().pointwise == 0);
     }
-    CHECK(ae::cpu::conv_path_counts().direct == static_cast<int64_t>(cases.size()));
-    CHECK(ae::cpu::conv_path_counts().im2col == 0);
-    CHECK(ae::cpu::conv_path_counts().pointwise == 0);
   }
 }
 
-TEST_CASE("conv2d: the direct forward's bits do not depend on the thread count; it writes y and nothing else") {
-  const ConvCase k{2, 9, 7, 48, 21, Conv2dParams{3, 3, 2, 1, 1, 1}};  // 70 pixels, 21 channels: partial tiles
-  const Tensor x = test::random_tensor(k.x_shape(), 71), w = test::random_tensor(k.w_shape(), 72);
-  const ae::cpu::ConvGeometry g(k.p, k.x_shape(), k.o);
-  for (ae::cpu::CpuIsa isa : direct_isas()) {
-    CAPTURE(ae::cpu::cpu_isa_name(isa));
-    DirectScope scope(isa);
-    const int saved_threads = ae::thread_count();
-    std::vector<Tensor> runs;
-    for (int threads : {1, 2, 3, 5}) {
-      ae::set_thread_count(threads);
-      runs.push_back(ae::ops::conv2d_forward(k.p, x, w));
+TEST_CASE("conv2d: the direct forms' bits do not depend on the thread count; they write y and nothing else") {
+  for (DirectForm form : {DirectForm::dot, DirectForm::broadcast}) {
+    const ConvCase k = direct_case(form);
+    const Tensor x = test::random_tensor(k.x_shape(), 71), w = test::random_tensor(k.w_shape(), 72);
+    const ae::cpu::ConvGeometry g(k.p, k.x_shape(), k.o);
+    for (ae::cpu::CpuIsa isa : direct_isas()) {
+      CAPTURE(ae::cpu::direct_form_name(form));
+      CAPTURE(ae::cpu::cpu_isa_name(isa));
+      DirectScope scope(isa);
+      const int saved_threads = ae::thread_count();
+      std::vector<Tensor> runs;
+      ae::cpu::reset_conv_path_counts();
+      for (int threads : {1, 2, 3, 5}) {
+        ae::set_thread_count(threads);
+        runs.push_back(ae::ops::conv2d_forward(k.p, x, w));
+      }
+      ae::set_thread_count(saved_threads);
+      CHECK(path_count(form) == 4);
+      for (std::size_t i = 1; i < runs.size(); ++i) CHECK(test::bitwise_equal(runs[i], runs[0]));
+      // Red zones around y, and y itself pre-filled with NaN: every element written, no neighbour.
+      const int64_t guard = 64, n = ae::shape_numel(k.y_shape());
+      std::vector<float> buf(static_cast<std::size_t>(n + 2 * guard), std::nanf(""));
+      for (int64_t i = 0; i < guard; ++i) buf[i] = buf[n + guard + i] = 12345.0f;
+      ae::cpu::conv_direct_forward(g, x.f32(), w.f32(), buf.data() + guard, isa, form);
+      int64_t bad_guard = 0, nan_out = 0;
+      for (int64_t i = 0; i < guard; ++i) bad_guard += (buf[i] != 12345.0f) + (buf[n + guard + i] != 12345.0f);
+      for (int64_t i = 0; i < n; ++i) nan_out += std::isnan(buf[guard + i]);
+      CHECK(bad_guard == 0);
+      CHECK(nan_out == 0);
+      CHECK(std::memcmp(buf.data() + guard, runs[0].f32(), sizeof(float) * static_cast<std::size_t>(n)) == 0);
     }
-    ae::set_thread_count(saved_threads);
-    for (std::size_t i = 1; i < runs.size(); ++i) CHECK(test::bitwise_equal(runs[i], runs[0]));
-    // Red zones around y, and y itself pre-filled with NaN: every element written, no neighbour.
-    const int64_t guard = 64, n = ae::shape_numel(k.y_shape());
-    std::vector<float> buf(static_cast<std::size_t>(n + 2 * guard), std::nanf(""));
-    for (int64_t i = 0; i < guard; ++i) buf[i] = buf[n + guard + i] = 12345.0f;
-    ae::cpu::conv_direct_forward(g, x.f32(), w.f32(), buf.data() + guard, isa);
-    int64_t bad_guard = 0, nan_out = 0;
-    for (int64_t i = 0; i < guard; ++i) bad_guard += (buf[i] != 12345.0f) + (buf[n + guard + i] != 12345.0f);
-    for (int64_t i = 0; i < n; ++i) nan_out += std::isnan(buf[guard + i]);
-    CHECK(bad_guard == 0);
-    CHECK(nan_out == 0);
-    CHECK(std::memcmp(buf.data() + guard, runs[0].f32(), sizeof(float) * static_cast<std::size_t>(n)) == 0);
   }
 }
 
-TEST_CASE("conv2d: backward ops match central finite differences of the direct forward") {
-  const ConvCase k{1, 5, 4, 16, 3, Conv2dParams{3, 3, 1, 2, 1, 1}};
+TEST_CASE("conv2d: backward ops match central finite differences of the direct forms") {
   const test::Tolerance fd_tol{/*atol=*/2e-3, /*rtol=*/1e-3, /*max_nmse=*/1e-6};
-  for (ae::cpu::CpuIsa isa : direct_isas()) {
-    CAPTURE(ae::cpu::cpu_isa_name(isa));
-    DirectScope scope(isa);
-    Tensor x = test::random_tensor(k.x_shape(), 81), w = test::random_tensor(k.w_shape(), 82);
-    const Tensor r = test::random_tensor(k.y_shape(), 83);
-    const auto loss = [&] { return test::weighted_sum(ae::ops::conv2d_forward(k.p, x, w), r); };
-    ae::cpu::reset_conv_path_counts();
-    AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_data(k.p, r, w, k.x_shape()), test::numeric_gradient(x, loss),
-                                fd_tol, "dx vs finite differences of the direct forward"));
-    AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_weight(k.p, x, r, k.w_shape()),
-                                test::numeric_gradient(w, loss), fd_tol, "dw vs finite differences"));
-    CHECK(ae::cpu::conv_path_counts().direct > 0);
+  for (DirectForm form : {DirectForm::dot, DirectForm::broadcast}) {
+    const ConvCase k = form == DirectForm::dot ? ConvCase{1, 5, 4, 16, 3, Conv2dParams{3, 3, 1, 2, 1, 1}}
+                                               : ConvCase{1, 5, 4, 2, 64, Conv2dParams{3, 3, 1, 2, 1, 1}};
+    for (ae::cpu::CpuIsa isa : direct_isas()) {
+      CAPTURE(ae::cpu::direct_form_name(form));
+      CAPTURE(ae::cpu::cpu_isa_name(isa));
+      DirectScope scope(isa);
+      Tensor x = test::random_tensor(k.x_shape(), 81), w = test::random_tensor(k.w_shape(), 82);
+      const Tensor r = test::random_tensor(k.y_shape(), 83);
+      const auto loss = [&] { return test::weighted_sum(ae::ops::conv2d_forward(k.p, x, w), r); };
+      ae::cpu::reset_conv_path_counts();
+      AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_data(k.p, r, w, k.x_shape()),
+                                  test::numeric_gradient(x, loss), fd_tol, "dx vs finite differences"));
+      AE_REQUIRE_OK(test::compare(ae::ops::conv2d_backward_weight(k.p, x, r, k.w_shape()),
+                                  test::numeric_gradient(w, loss), fd_tol, "dw vs finite differences"));
+      CHECK(path_count(form) > 0);
+    }
   }
 }
 
-TEST_CASE("conv2d: dispatch of the direct forward: forced, automatic, and never where it cannot run") {
-  const Conv2dParams p3{3, 3, 1, 1, 1, 1};
+TEST_CASE("conv2d: dispatch of the direct forms: forced, automatic, and never where they cannot run") {
+  const Conv2dParams p3{3, 3, 1, 1, 1, 1}, stem{7, 7, 2, 2, 3, 3};
   const Tensor x_small = test::random_tensor({1, 7, 7, 64}, 91), w_small = test::random_tensor({32, 3, 3, 64}, 92);
   const Tensor x_odd = test::random_tensor({1, 7, 7, 12}, 93), w_odd = test::random_tensor({8, 3, 3, 12}, 94);
   const Tensor x_big = test::random_tensor({1, 20, 20, 64}, 95);  // 400 output pixels
-  const auto direct_calls = [] { return ae::cpu::conv_path_counts().direct; };
+  const Tensor x_rgb = test::random_tensor({1, 32, 32, 3}, 96), w_stem = test::random_tensor({64, 7, 7, 3}, 97);
+  const Tensor w_wide = test::random_tensor({256, 3, 3, 64}, 98);  // 147 K weights, 256 channels out
+  const auto& counts = ae::cpu::conv_path_counts;
   for (ae::cpu::CpuIsa isa : direct_isas()) {
     CAPTURE(ae::cpu::cpu_isa_name(isa));
+    const bool avx512 = isa == ae::cpu::CpuIsa::avx512;
     {
-      DirectScope scope(isa);  // forced: 12 channels are not a multiple of any vector width
+      DirectScope scope(isa);  // forced: C = 12 and O = 8 suit neither form
       ae::cpu::reset_conv_path_counts();
       ae::ops::conv2d_forward(p3, x_odd, w_odd);
-      CHECK(direct_calls() == 0);
-      CHECK(ae::cpu::conv_path_counts().im2col == 1);
+      CHECK(counts().direct_dot + counts().direct_broadcast == 0);
+      CHECK(counts().im2col == 1);
       ae::ops::conv2d_backward_data(p3, ae::ops::conv2d_forward(p3, x_small, w_small), w_small, x_small.shape());
-      CHECK(direct_calls() == 1);  // the forward only
+      CHECK(counts().direct_dot == 1);  // the forward only
+      ae::ops::conv2d_forward(stem, x_rgb, w_stem);
+      CHECK(counts().direct_broadcast == 1);
     }
     {
-      DirectScope scope(isa, ae::cpu::ConvAlgo::automatic);
+      DirectScope scope(isa, ae::cpu::ConvAlgo::automatic);  // with AVX-512 only
       ae::cpu::reset_conv_path_counts();
-      ae::ops::conv2d_forward(p3, x_small, w_small);  // 49 pixels, K 576: chosen with AVX-512
-      ae::ops::conv2d_forward(p3, x_big, w_small);    // 400 pixels: above the limit
-      CHECK(direct_calls() == (isa == ae::cpu::CpuIsa::avx512 ? 1 : 0));
-      CHECK(ae::cpu::conv_direct_profitable(ae::cpu::ConvGeometry(p3, x_small.shape(), 32), isa) ==
-            (isa == ae::cpu::CpuIsa::avx512));
+      ae::ops::conv2d_forward(p3, x_small, w_small);  // 49 pixels, K 576: the dot form
+      CHECK(counts().direct_dot == (avx512 ? 1 : 0));
+      ae::ops::conv2d_forward(p3, x_big, w_small);  // 400 pixels, 32 channels out: neither
+      ae::ops::conv2d_forward(p3, x_big, w_wide);   // 256 channels out: neither
+      CHECK(counts().direct_dot == (avx512 ? 1 : 0));
+      CHECK(counts().direct_broadcast == 0);
+      ae::ops::conv2d_forward(stem, x_rgb, w_stem);  // the stem: the broadcast form
+      CHECK(counts().direct_broadcast == (avx512 ? 1 : 0));
     }
     {
       DirectScope scope(isa, ae::cpu::ConvAlgo::im2col);
       ae::cpu::reset_conv_path_counts();
       ae::ops::conv2d_forward(p3, x_small, w_small);
-      CHECK(direct_calls() == 0);
+      ae::ops::conv2d_forward(stem, x_rgb, w_stem);
+      CHECK(counts().direct_dot + counts().direct_broadcast == 0);
     }
   }
-  // A geometry the ISA cannot take is refused by name, not computed wrongly.
+  // A geometry a form cannot take is refused by name, not computed wrongly.
   if (ae::cpu::cpu_isa_available(ae::cpu::CpuIsa::avx2)) {
     const ae::cpu::ConvGeometry g(p3, x_odd.shape(), 8);
     std::vector<float> y(static_cast<std::size_t>(ae::shape_numel(g.y_shape())));
-    require_error([&] { ae::cpu::conv_direct_forward(g, x_odd.f32(), w_odd.f32(), y.data(), ae::cpu::CpuIsa::avx2); },
-                  {"conv_direct_forward", "C = 12", "avx2"});
+    for (DirectForm form : {DirectForm::dot, DirectForm::broadcast})
+      require_error(
+          [&] { ae::cpu::conv_direct_forward(g, x_odd.f32(), w_odd.f32(), y.data(), ae::cpu::CpuIsa::avx2, form); },
+          {"conv_direct_forward", ae::cpu::direct_form_name(form), "C = 12", "O = 8", "avx2"});
   }
 }
