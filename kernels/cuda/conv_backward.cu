@@ -9,7 +9,11 @@
 //                    r = (n, oh, ow), j = (kh, kw, c), X = the forward's im2col matrix, gathered
 //
 // Both run on CUDA cores (tiled_gemm.h) or, with conv_math() tf32 / bf16, on tensor cores
-// (tiled_gemm_tc.h), through the same loaders.
+// (tiled_gemm_tc.h), through the same loaders. In tf32 / bf16, backward-data runs each stride phase
+// on the pipelined implicit-GEMM kernel of the forward instead (conv_implicit_gemm.cu: cp.async
+// into a 3-stage ring, swizzled tiles, ldmatrix), with the same k order and the same bits, after
+// transposing w to w_t [KH, KW, C, O]; the loaders below remain its fallback and the reference its
+// test compares against (set_conv_backward_data_kernel forces either).
 //
 // Backward-weight reduces over N*OH*OW, which is large for early layers and small for late ones;
 // it splits that reduction into a shape-determined number of fixed slices, writes one partial dw per
@@ -18,6 +22,7 @@
 
 #include "kernels/conv_geometry.h"
 #include "kernels/cuda/conv_backward.h"
+#include "kernels/cuda/conv_implicit_gemm.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
 #include "kernels/emu/profile.h"
@@ -147,6 +152,24 @@ __global__ void sum_slices_kernel(const float* __restrict__ partials, int64_t sl
   }
 }
 
+// w_t[j, o] = w[o, j]: the [O, J] weight matrix (J = KH*KW*C) transposed to [KH, KW, C, O] for the
+// pipelined backward-data kernel, through a padded 32x32 shared tile so that the reads and the
+// writes are both coalesced (blocks of 32x8 threads).
+constexpr int kTransposeTile = 32, kTransposeRows = 8;
+__global__ void transpose_weight_kernel(const float* __restrict__ w, int64_t o, int64_t j, float* __restrict__ w_t) {
+  AE_SHARED(float, tile, kTransposeTile * (kTransposeTile + 1));
+  const int tx = static_cast<int>(threadIdx.x) % kTransposeTile, ty = static_cast<int>(threadIdx.x) / kTransposeTile;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTransposeTile;
+  const int64_t o0 = static_cast<int64_t>(blockIdx.y) * kTransposeTile;
+  for (int r = ty; r < kTransposeTile; r += kTransposeRows) {
+    if (o0 + r < o && j0 + tx < j) tile[r * (kTransposeTile + 1) + tx] = w[(o0 + r) * j + j0 + tx];
+  }
+  __syncthreads();
+  for (int r = ty; r < kTransposeTile; r += kTransposeRows) {
+    if (j0 + r < j && o0 + tx < o) w_t[(j0 + r) * o + o0 + tx] = tile[tx * (kTransposeTile + 1) + r];
+  }
+}
+
 }  // namespace
 
 int64_t conv_wgrad_split_count(int64_t reduction_rows, int64_t output_tiles) {
@@ -165,6 +188,18 @@ Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const 
   const ConvShape g(p, x_shape, w.dim(0));
   Tensor dx = Tensor::empty(x_shape, DType::f32, dy.device());
   const ConvMath math = conv_math();
+  // (and the transpose's grid fits: ceil(O / 32) blocks in y)
+  const bool pipelined = conv_backward_data_pipelined_enabled(math, g, dy.f32(), dx.f32()) &&
+                         (g.o + kTransposeTile - 1) / kTransposeTile <= 65535;
+  Tensor w_t;
+  if (pipelined) {
+    const int64_t taps_c = g.kh * g.kw * g.c;
+    w_t = Tensor::empty({taps_c * g.o}, DType::f32, dy.device());
+    AE_LAUNCH(transpose_weight_kernel,
+              dim3(static_cast<unsigned>((taps_c + kTransposeTile - 1) / kTransposeTile),
+                   static_cast<unsigned>((g.o + kTransposeTile - 1) / kTransposeTile)),
+              dim3(kTransposeTile * kTransposeRows), 0, nullptr, w.f32(), g.o, taps_c, w_t.f32());
+  }
   // One GEMM per stride phase; together the phases cover every input pixel exactly once, and a
   // phase without taps (e.g. odd pixels of a 1x1 stride-2 conv) stores zeros.
   for (int64_t rh = 0; rh < g.sh; ++rh) {
@@ -174,8 +209,22 @@ Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const 
       s.m = g.n * phase.rows * phase.cols;
       s.n = g.c;
       s.k = phase.taps_h * phase.taps_w * g.o;
-      s.k_per_split = std::max<int64_t>((s.k + gemm::kTileK - 1) / gemm::kTileK, 1) * gemm::kTileK;  // one slice
+      if (s.m == 0) continue;  // no input pixel in this phase (H < sh or W < sw)
       ae::emu::profile_next_launch_flops(2.0 * s.m * s.n * s.k, conv_math_name(math));  // emulated-device profile
+      if (pipelined) {
+        const ConvDgradPhase desc{phase.rh,  phase.rw,  phase.rows,   phase.cols,
+                                  phase.kh0, phase.kw0, phase.taps_h, phase.taps_w};
+        conv_backward_data_pipelined_phase(
+            LaunchSite{"conv2d_backward_data (pipelined implicit GEMM)", __FILE__, __LINE__}, math, g, desc,
+            dy.f32(), w_t.f32(), dx.f32());
+        continue;
+      }
+      if (math == ConvMath::f32) {
+        note_conv_backward_data_f32_tiled();
+      } else {
+        note_conv_backward_data_tc_tiled();
+      }
+      s.k_per_split = std::max<int64_t>((s.k + gemm::kTileK - 1) / gemm::kTileK, 1) * gemm::kTileK;  // one slice
       gemm::run_gemm(LaunchSite{"conv2d_backward_data (implicit GEMM)", __FILE__, __LINE__}, math, s,
                      DyThroughTap{phase, dy.f32()}, WeightByTapThenOut{phase, w.f32()}, StoreDx{phase, dx.f32()});
     }

@@ -1,23 +1,49 @@
-// Convolution forward as a pipelined implicit GEMM on tensor cores (tf32 / bf16 mma.sync), NHWC:
-//   y[m, o] = sum_k A[m, k] * W[o, k],  m = (n, oh, ow), k = (kh, kw, c)
-// the same GEMM as conv.cu's generic path (tiled_gemm_tc.h + InputPatch), made faster (conditions in
-// conv_implicit_gemm.h: 16-byte copies when C % 4 == 0 and x, w are 16-byte aligned, 4-byte copies
-// of single elements otherwise, e.g. the C = 3 stem).
+// Convolution as a pipelined implicit GEMM on tensor cores (tf32 / bf16 mma.sync), NHWC. One kernel
+// (conv_igemm_kernel) serves two problems, which differ only in the gather description (Args):
+//
+//   forward          y[m, o] = sum_k A[m, k] * W[o, k],  m = (n, oh, ow), k = (kh, kw, c)
+//                    A = x under tap (kh, kw) of output pixel (oh, ow); W = w as an [O, K] matrix.
+//   backward-data    dx[m, c] = sum_k A[m, k] * B[c, k]  per stride phase (rh, rw) (conv_backward.cu),
+//                    m = (n, i, j) = input pixel (rh + sh*i, rw + sw*j), k = (th, tw, o) over the
+//                    phase's taps kh = kh0 + sh*th, kw = kw0 + sw*tw; A = dy[n, qh + i - th,
+//                    qw + j - tw, o] (qh = (rh + ph - kh0) / sh), i.e. a stride-1 forward on dy whose
+//                    taps walk backwards; B[c, k] = w_t[kh, kw, c, o], the weight transposed to
+//                    [KH, KW, C, O] once per call so that k (o) is contiguous, as 16-byte copies need.
+//
+// Backward-weight (dw[o, j] = sum_r dy[r, o] * X[r, j], r = (n, oh, ow)) still runs the tiled kernels
+// of conv_backward.cu: both its operands are contiguous along the GEMM rows (o in dy, c in x), not
+// along k = r, so it needs a second stage layout of this pipeline ([k][row] tiles filled by 16-byte
+// chunks of 4 rows, fragments read without ldmatrix, split-K over grid.z); not written yet.
+//
+// Both are the same GEMM as the generic tensor-core path (tiled_gemm_tc.h with conv.cu's InputPatch,
+// or conv_backward.cu's DyThroughTap / WeightByTapThenOut loaders), with the same k order, made
+// faster (conditions in conv_implicit_gemm.h: 16-byte copies when the gathered channel count (C
+// forward, O backward-data) is % 4 and the operands are 16-byte aligned, 4-byte copies of single
+// elements otherwise, e.g. the C = 3 stem).
 // Nothing here has been timed on a GPU. Note that bench_cuda_conv (scripts/gpu-check.sh) calls
 // conv2d_forward but sets conv math f32 (to match cuDNN's FMA math), so it does not time this
 // kernel yet: a tf32 / bf16 row there (set_conv_math, and cuDNN tensor-op math) is what will.
 //
+// The gather, in general form (Args): GEMM row m = (img, i, j) over rows_h x rows_w; its pixel under
+// tap (th, tw) of the source [*, h, wd, c] (x forward, dy backward-data) is
+//   (i * step_h + off_h + tap_dir * th, j * step_w + off_w + tap_dir * tw)
+// (forward: step = stride, off = -pad, tap_dir = +1; backward-data: step 1, off = q, tap_dir = -1),
+// zero outside the source; k = (th, tw, cc) with cc the source channel. B[n, k] sits at
+//   b_row * n + b_off + th * b_tap_h + tw * b_tap_w + cc
+// (forward: b_row = K, b_off = 0, b_tap_h = KW*C, b_tap_w = C, i.e. n*K + k), and out[m, n] at
+//   out_off + img * out_img + i * out_row + j * out_col + n.
+//
 // What changes against the generic kernel:
-//  1. No per-element division. Each thread loads the same 4 rows of A (and of W) in every K tile,
-//     so it computes each row's image base offset and (ih0, iw0) = (oh*sh - ph, ow*sw - pw) once,
+//  1. No per-element division. Each thread loads the same 4 rows of A (and of B) in every K tile,
+//     so it computes each row's image base offset and (ih0, iw0) = (i*step_h + off_h, ...) once,
 //     in registers, at kernel start; and each thread always loads the same 16-byte column chunk of
-//     a K tile, so its (kh, kw, c) is decomposed once and then advanced by 32 per tile with
-//     additions (c += 32; carry into kw, then kh).
+//     a K tile, so its (th, tw, c) is decomposed once and then advanced by 32 per tile with
+//     additions (c += 32; carry into tw, then th), B's offset of k along with it.
 //  2. 16-byte cp.async copies (4 channels of one pixel; 4 k of one weight row) straight from
 //     global to shared memory, the padding and the ragged edges of the tile zero-filled by the
-//     copy itself (src-size 0), into a 3-stage ring of shared tiles. When C % 4 != 0 (or a tensor
+//     copy itself (src-size 0), into a 3-stage ring of shared tiles. When c % 4 != 0 (or a tensor
 //     is not 16-byte aligned) the "4-byte" variant issues four 4-byte cp.async per 16-byte chunk,
-//     element k+e with its own (kh, kw, c) advanced the same way; everything else is shared.
+//     element k+e with its own (th, tw, c) advanced the same way; everything else is shared.
 //  3. Raw float32 words in shared memory: rounding to tf32 / bf16 happens when fragments are read.
 //  4. XOR-swizzled tiles and ldmatrix for the tf32 fragments (see "Swizzle").
 //  5. Larger block tiles: 128x128 (8 warps of 64x32) when the grid is large, 64x64 (4 warps of
@@ -57,8 +83,8 @@
 // Bit-exactness with the generic tensor-core kernel. Both compute each output as
 //   acc = 0; for each mma k-step s = 0, 1, ... over [0, round_up(K, 64)): acc = mma(A_s, B_s, acc)
 // with the same instruction (mma_m16n8k8_tf32 / mma_m16n8k16_bf16) on the same operand registers:
-//   - the generic kernel stages to_tf32(v) / pack_bf16x2(v0, v1) of v = A or W or 0 (padding, rows
-//     past M or O, k past K); this one stages v or 0 raw (the zero-fill) and applies the same
+//   - the generic kernel stages to_tf32(v) / pack_bf16x2(v0, v1) of v = A or B or 0 (padding, rows
+//     past M or N, k past K); this one stages v or 0 raw (the zero-fill) and applies the same
 //     to_tf32 / pack_bf16x2 at fragment read, and rounding 0 gives 0: the registers are equal;
 //   - the k-steps: the generic kernel covers [0, round_up(K, 64)) in 64-wide slices of 8 (tf32) or
 //     16 (bf16) k per mma; this one covers the same range (its tile count is rounded up to an even
@@ -67,10 +93,14 @@
 //     skipping them could change the sign of an exactly-zero output.
 // mma results depend only on the operands (and on the emulated device the mma sums in double and
 // rounds once), so equal registers in equal order give equal bits: tests/gpu/test_cuda_conv_pipelined
-// asserts bitwise equality with the generic kernel on the emulated device.
+// (forward) and test_cuda_conv_backward_pipelined (backward-data, every stride phase) assert bitwise
+// equality with the generic kernel on the emulated device. Backward-data's k order (th, tw, o),
+// o fastest, and its single K slice are those of conv_backward.cu's generic launch, and its B values
+// are w's own (the transpose moves them, it does not round them).
 #include "kernels/cuda/conv_implicit_gemm.h"
 
 #include <atomic>
+#include <cstdint>
 
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
@@ -109,14 +139,21 @@ struct Tiles {
 using Tiles64 = Tiles<64, 64, 2, 2>;      // 4 warps of 32x32
 using Tiles128 = Tiles<128, 128, 2, 4>;   // 8 warps of 64x32
 
+// One implicit GEMM out[m, n] = sum_k A[m, k] * B[n, k] (the general form at the top of the file).
 struct Args {
-  const float* __restrict__ x;
-  const float* __restrict__ w;
-  float* __restrict__ y;
-  int64_t m, k;     // GEMM rows (output pixels) and reduction length
-  int64_t hwc;      // H * W * C: one image of x
-  int h, wd, c, kw, kh, sh, sw, ph, pw, oh, ow, o;
-  int k_tiles;      // 32-wide K tiles: 2 * ceil(K / 64), as the generic kernel's steps (see top)
+  const float* __restrict__ a;  // gathered source [*, h, wd, c] (x forward, dy backward-data)
+  const float* __restrict__ b;  // B rows (w forward, w_t backward-data)
+  float* __restrict__ out;      // y forward, dx backward-data
+  int64_t m, k;                 // GEMM rows and reduction length, k = (th, tw, cc)
+  int n;                        // GEMM columns (O forward, C backward-data)
+  int64_t a_img;                // h * wd * c: one image of the source
+  int h, wd, c;                 // source extents; c is also the innermost part of k
+  int taps_h, taps_w, tap_dir;  // k = (th, tw, cc), th < taps_h, tw < taps_w; tap_dir = +1 or -1
+  int rows_h, rows_w;           // GEMM row m = (img, i, j), i < rows_h, j < rows_w
+  int step_h, step_w, off_h, off_w;       // source pixel of tap (0, 0) of row (i, j)
+  int64_t b_row, b_off, b_tap_h, b_tap_w;  // B[n, k] at b_row*n + b_off + th*b_tap_h + tw*b_tap_w + cc
+  int64_t out_off, out_img, out_row, out_col;  // out[m, n] at out_off + img*out_img + i*out_row + j*out_col + n
+  int k_tiles;  // 32-wide K tiles: 2 * ceil(K / 64), as the generic kernel's steps (see top)
 };
 
 // Float index of logical 16-byte chunk `chunk` of row `row` in a stage (see "Swizzle").
@@ -203,35 +240,38 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
 
   // ---- per-thread tables: the rows this thread copies, and its k position ------------------
   const int chunk = tid % kChunksPerRow, row_first = tid / kChunksPerRow;
-  int64_t a_base[T::kLoadsA];  // offset of the row's image in x
+  int64_t a_base[T::kLoadsA];  // offset of the row's image in the source
   int a_ih0[T::kLoadsA], a_iw0[T::kLoadsA];
   AE_IGEMM_UNROLL
   for (int i = 0; i < T::kLoadsA; ++i) {
     const int64_t m = m0 + row_first + i * T::kRowsPerPass;
     if (m < p.m) {
-      const int64_t ow = m % p.ow, t = m / p.ow;
-      const int64_t oh = t % p.oh, img = t / p.oh;
-      a_base[i] = img * p.hwc;
-      a_ih0[i] = static_cast<int>(oh) * p.sh - p.ph;
-      a_iw0[i] = static_cast<int>(ow) * p.sw - p.pw;
+      const int64_t col = m % p.rows_w, t = m / p.rows_w;
+      const int64_t row = t % p.rows_h, img = t / p.rows_h;
+      a_base[i] = img * p.a_img;
+      a_ih0[i] = static_cast<int>(row) * p.step_h + p.off_h;
+      a_iw0[i] = static_cast<int>(col) * p.step_w + p.off_w;
     } else {
       a_base[i] = 0;
-      a_ih0[i] = -(1 << 30);  // every ih < 0: the row is zero-filled
+      a_ih0[i] = -(1 << 30);  // every ih < 0 (either tap direction): the row is zero-filled
       a_iw0[i] = 0;
     }
   }
-  // The k of this thread's copies in the next tile to issue, k = (kh * KW + kw) * C + c: one 16-byte
-  // copy of k..k+3 per row (kWide), or four 4-byte copies of k, k+1, k+2, k+3 per row, each element
-  // with its own (kh, kw, c) (any C: the four may straddle kernel taps).
+  // The k of this thread's copies in the next tile to issue, k = (th * taps_w + tw) * c + cc: one
+  // 16-byte copy of k..k+3 per row (kWide), or four 4-byte copies of k, k+1, k+2, k+3 per row, each
+  // element with its own (th, tw, cc) (any c: the four may straddle taps). bk is B's offset of k
+  // (b_off + th*b_tap_h + tw*b_tap_w + cc; the row's n*b_row is added at the copy); k < K exactly
+  // when th < taps_h.
   constexpr int kParts = kWide ? 1 : 4;
-  int64_t k[kParts];
+  int64_t bk[kParts];
   int kc[kParts], kw_[kParts], kh_[kParts];
   AE_IGEMM_UNROLL
   for (int e = 0; e < kParts; ++e) {
-    k[e] = 4 * chunk + e;
-    kc[e] = static_cast<int>(k[e] % p.c);
-    kw_[e] = static_cast<int>(k[e] / p.c % p.kw);
-    kh_[e] = static_cast<int>(k[e] / p.c / p.kw);
+    const int k = 4 * chunk + e;
+    kc[e] = k % p.c;
+    kw_[e] = k / p.c % p.taps_w;
+    kh_[e] = k / p.c / p.taps_w;
+    bk[e] = p.b_off + kh_[e] * p.b_tap_h + kw_[e] * p.b_tap_w + kc[e];
   }
 
   // Issues this thread's copies of the next K tile into `stage`, then advances k by one tile.
@@ -240,13 +280,14 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
     float* bs = as + T::kBlockM * kTileK;
     AE_IGEMM_UNROLL
     for (int e = 0; e < kParts; ++e) {
-      const bool k_ok = k[e] < p.k;
+      const bool k_ok = kh_[e] < p.taps_h;
+      const int dh = p.tap_dir * kh_[e], dw = p.tap_dir * kw_[e];
       AE_IGEMM_UNROLL
       for (int i = 0; i < T::kLoadsA; ++i) {
         const int row = row_first + i * T::kRowsPerPass;
-        const int ih = a_ih0[i] + kh_[e], iw = a_iw0[i] + kw_[e];
+        const int ih = a_ih0[i] + dh, iw = a_iw0[i] + dw;
         const bool ok = k_ok && ih >= 0 && ih < p.h && iw >= 0 && iw < p.wd;
-        const float* src = ok ? p.x + a_base[i] + (static_cast<int64_t>(ih) * p.wd + iw) * p.c + kc[e] : p.x;
+        const float* src = ok ? p.a + a_base[i] + (static_cast<int64_t>(ih) * p.wd + iw) * p.c + kc[e] : p.a;
         if constexpr (kWide) {
           cp_async_cg_16(as + swizzle(row, chunk), src, ok ? 16 : 0);
         } else {
@@ -256,21 +297,23 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
       AE_IGEMM_UNROLL
       for (int i = 0; i < T::kLoadsB; ++i) {
         const int row = row_first + i * T::kRowsPerPass;
-        const bool ok = k_ok && n0 + row < p.o;
-        const float* src = ok ? p.w + static_cast<int64_t>(n0 + row) * p.k + k[e] : p.w;
+        const bool ok = k_ok && n0 + row < p.n;
+        const float* src = ok ? p.b + static_cast<int64_t>(n0 + row) * p.b_row + bk[e] : p.b;
         if constexpr (kWide) {
           cp_async_cg_16(bs + swizzle(row, chunk), src, ok ? 16 : 0);
         } else {
           cp_async_ca<4>(bs + swizzle(row, chunk) + e, src, ok ? 4 : 0);
         }
       }
-      k[e] += kTileK;
       kc[e] += kTileK;
+      bk[e] += kTileK;
       while (kc[e] >= p.c) {
         kc[e] -= p.c;
-        if (++kw_[e] == p.kw) {
+        bk[e] += p.b_tap_w - p.c;  // cc wraps into tw
+        if (++kw_[e] == p.taps_w) {
           kw_[e] = 0;
           ++kh_[e];
+          bk[e] += p.b_tap_h - p.taps_w * p.b_tap_w;  // tw wraps into th
         }
       }
     }
@@ -305,23 +348,26 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
 
   // ---- epilogue: C fragment (g, 2 tig + {0, 1}) and (g + 8, ...) of each mma tile ------------
   const int lane = tid % kWarp, g = lane >> 2, tig = lane & 3;
-  const bool pairs = (p.o & 1) == 0;  // even O: (m, n), (m, n + 1) form an aligned float2
+  // even N: (m, n), (m, n + 1) form an aligned float2 (every out offset is a multiple of N, and out
+  // is 8-byte aligned: conv_igemm_supported)
+  const bool pairs = (p.n & 1) == 0;
   AE_IGEMM_UNROLL
   for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
     AE_IGEMM_UNROLL
     for (int half = 0; half < 2; ++half) {
       const int64_t m = m0 + warp_m + 16 * mi + g + 8 * half;
       if (m >= p.m) continue;
-      float* yrow = p.y + m * p.o;
+      const int64_t col = m % p.rows_w, t = m / p.rows_w;
+      float* orow = p.out + p.out_off + t / p.rows_h * p.out_img + t % p.rows_h * p.out_row + col * p.out_col;
       AE_IGEMM_UNROLL
       for (int ni = 0; ni < T::kMmaTilesN; ++ni) {
         const int n = n0 + warp_n + 8 * ni + 2 * tig;
         const float v0 = acc[mi][ni][2 * half], v1 = acc[mi][ni][2 * half + 1];
-        if (pairs && n + 1 < p.o) {
-          store_pair(yrow + n, v0, v1);
+        if (pairs && n + 1 < p.n) {
+          store_pair(orow + n, v0, v1);
         } else {
-          if (n < p.o) yrow[n] = v0;
-          if (n + 1 < p.o) yrow[n + 1] = v1;
+          if (n < p.n) orow[n] = v0;
+          if (n + 1 < p.n) orow[n + 1] = v1;
         }
       }
     }
@@ -334,17 +380,47 @@ constexpr int64_t kLargeTileMinBlocks = 132;
 
 std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
 std::atomic<int> g_kernel{static_cast<int>(ConvForwardKernel::automatic)};
+std::atomic<int64_t> g_dgrad_f32_tiled{0}, g_dgrad_tc_tiled{0}, g_dgrad64{0}, g_dgrad128{0}, g_dgrad_narrow{0};
+std::atomic<int> g_dgrad_kernel{static_cast<int>(ConvBackwardDataKernel::automatic)};
 
 template <class Math, class T>
 void launch_igemm(const LaunchSite& site, const Args& args, bool wide) {
   const dim3 grid(static_cast<unsigned>((args.m + T::kBlockM - 1) / T::kBlockM),
-                  static_cast<unsigned>((args.o + T::kBlockN - 1) / T::kBlockN));
+                  static_cast<unsigned>((args.n + T::kBlockN - 1) / T::kBlockN));
   if (wide) {
     launch(site, &conv_igemm_kernel<Math, T, true>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
   } else {
     launch(site, &conv_igemm_kernel<Math, T, false>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
   }
 }
+
+// Launches `args` in `math` with 128x128 tiles when `large` (64x64 otherwise) and 16-byte copies
+// when `wide`. The one launch path of both problems.
+void run(const LaunchSite& site, ConvMath math, bool large, bool wide, const Args& args) {
+  if (large) {
+    if (math == ConvMath::tf32) {
+      launch_igemm<gemm::Tf32Math, Tiles128>(site, args, wide);
+    } else {
+      launch_igemm<gemm::Bf16Math, Tiles128>(site, args, wide);
+    }
+  } else {
+    if (math == ConvMath::tf32) {
+      launch_igemm<gemm::Tf32Math, Tiles64>(site, args, wide);
+    } else {
+      launch_igemm<gemm::Bf16Math, Tiles64>(site, args, wide);
+    }
+  }
+}
+
+// The automatic tile choice (see kLargeTileMinBlocks).
+bool large_tiles_pay(int64_t m, int64_t n) { return ((m + 127) / 128) * ((n + 127) / 128) >= kLargeTileMinBlocks; }
+
+int k_tiles_of(int64_t k) {
+  static_assert(gemm::kTileK == 2 * kTileK, "two of our tiles per generic K slice");
+  return static_cast<int>(2 * ((k + gemm::kTileK - 1) / gemm::kTileK));
+}
+
+bool aligned(const void* p, std::uintptr_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
 
 }  // namespace igemm
 
@@ -364,48 +440,109 @@ void note_conv_forward_f32_tiled() { ++igemm::g_f32_tiled; }
 void note_conv_forward_tc_tiled() { ++igemm::g_tc_tiled; }
 
 bool conv_forward_pipelined_supported(const ConvGeometry& g, const float* x, const float* w) {
-  const auto aligned4 = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 4 == 0; };
-  return aligned4(x) && aligned4(w) && (g.o + 63) / 64 <= 65535 && g.m() > 0 && g.o > 0 && g.h < (1 << 30) &&
-         g.w < (1 << 30) && g.c < (1 << 30) && g.o < (1 << 30) && g.kh * g.kw < (1 << 30);
+  return igemm::aligned(x, 4) && igemm::aligned(w, 4) && (g.o + 63) / 64 <= 65535 && g.m() > 0 && g.o > 0 &&
+         g.h < (1 << 30) && g.w < (1 << 30) && g.c < (1 << 30) && g.o < (1 << 30) && g.kh * g.kw < (1 << 30);
 }
 
 bool conv_forward_pipelined_wide(const ConvGeometry& g, const float* x, const float* w) {
-  const auto aligned16 = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-  return g.c % 4 == 0 && aligned16(x) && aligned16(w);
+  return g.c % 4 == 0 && igemm::aligned(x, 16) && igemm::aligned(w, 16);
 }
 
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
                             const float* w, float* y) {
   const ConvForwardKernel choice = conv_forward_kernel();
-  if (math == ConvMath::f32 || choice == ConvForwardKernel::tiled || !conv_forward_pipelined_supported(g, x, w)) {
+  if (math == ConvMath::f32 || choice == ConvForwardKernel::tiled || !conv_forward_pipelined_supported(g, x, w) ||
+      !igemm::aligned(y, 8)) {
     return false;
   }
-  igemm::Args a{x, w, y, g.m(), g.k(), g.h * g.w * g.c, static_cast<int>(g.h), static_cast<int>(g.w),
-                static_cast<int>(g.c), static_cast<int>(g.kw), static_cast<int>(g.kh), static_cast<int>(g.sh),
-                static_cast<int>(g.sw), static_cast<int>(g.ph), static_cast<int>(g.pw), static_cast<int>(g.oh),
-                static_cast<int>(g.ow), static_cast<int>(g.o),
-                static_cast<int>(2 * ((g.k() + gemm::kTileK - 1) / gemm::kTileK))};
-  static_assert(gemm::kTileK == 2 * igemm::kTileK, "k_tiles above: two of our tiles per generic K slice");
+  igemm::Args a{};
+  a.a = x, a.b = w, a.out = y;
+  a.m = g.m(), a.k = g.k(), a.n = static_cast<int>(g.o);
+  a.a_img = g.h * g.w * g.c;
+  a.h = static_cast<int>(g.h), a.wd = static_cast<int>(g.w), a.c = static_cast<int>(g.c);
+  a.taps_h = static_cast<int>(g.kh), a.taps_w = static_cast<int>(g.kw), a.tap_dir = 1;
+  a.rows_h = static_cast<int>(g.oh), a.rows_w = static_cast<int>(g.ow);
+  a.step_h = static_cast<int>(g.sh), a.step_w = static_cast<int>(g.sw);
+  a.off_h = static_cast<int>(-g.ph), a.off_w = static_cast<int>(-g.pw);
+  a.b_row = g.k(), a.b_off = 0, a.b_tap_h = g.kw * g.c, a.b_tap_w = g.c;  // B[o, k] = w[o * K + k]
+  a.out_off = 0, a.out_img = g.oh * g.ow * g.o, a.out_row = g.ow * g.o, a.out_col = g.o;  // y[m * O + o]
+  a.k_tiles = igemm::k_tiles_of(a.k);
   const bool wide = conv_forward_pipelined_wide(g, x, w);
   if (!wide) ++igemm::g_pipelined_narrow;
   bool large = choice == ConvForwardKernel::pipelined_128x128;
-  if (choice == ConvForwardKernel::automatic) large = ((a.m + 127) / 128) * ((a.o + 127) / 128) >= igemm::kLargeTileMinBlocks;
-  if (large) {
-    ++igemm::g_pipelined128;
-    if (math == ConvMath::tf32) {
-      igemm::launch_igemm<gemm::Tf32Math, igemm::Tiles128>(site, a, wide);
-    } else {
-      igemm::launch_igemm<gemm::Bf16Math, igemm::Tiles128>(site, a, wide);
-    }
-  } else {
-    ++igemm::g_pipelined64;
-    if (math == ConvMath::tf32) {
-      igemm::launch_igemm<gemm::Tf32Math, igemm::Tiles64>(site, a, wide);
-    } else {
-      igemm::launch_igemm<gemm::Bf16Math, igemm::Tiles64>(site, a, wide);
-    }
-  }
+  if (choice == ConvForwardKernel::automatic) large = igemm::large_tiles_pay(a.m, a.n);
+  ++(large ? igemm::g_pipelined128 : igemm::g_pipelined64);
+  igemm::run(site, math, large, wide, a);
   return true;
+}
+
+// ---- backward-data --------------------------------------------------------------------------
+
+ConvBackwardDataKernel conv_backward_data_kernel() {
+  return static_cast<ConvBackwardDataKernel>(igemm::g_dgrad_kernel.load());
+}
+void set_conv_backward_data_kernel(ConvBackwardDataKernel kernel) {
+  igemm::g_dgrad_kernel.store(static_cast<int>(kernel));
+}
+
+ConvBackwardDataLaunches conv_backward_data_launches() {
+  ConvBackwardDataLaunches l;
+  l.f32_tiled = igemm::g_dgrad_f32_tiled.load();
+  l.tc_tiled = igemm::g_dgrad_tc_tiled.load();
+  l.pipelined_64x64 = igemm::g_dgrad64.load();
+  l.pipelined_128x128 = igemm::g_dgrad128.load();
+  l.pipelined_4byte = igemm::g_dgrad_narrow.load();
+  return l;
+}
+void note_conv_backward_data_f32_tiled() { ++igemm::g_dgrad_f32_tiled; }
+void note_conv_backward_data_tc_tiled() { ++igemm::g_dgrad_tc_tiled; }
+
+bool conv_backward_data_pipelined_supported(const ConvGeometry& g, const float* dy, const float* dx) {
+  return igemm::aligned(dy, 4) && igemm::aligned(dx, 8) && (g.c + 63) / 64 <= 65535 && g.n > 0 && g.c > 0 &&
+         g.o > 0 && g.h < (1 << 30) && g.w < (1 << 30) && g.c < (1 << 30) && g.o < (1 << 30) &&
+         g.oh < (1 << 30) && g.ow < (1 << 30) && g.kh * g.kw < (1 << 30) && g.sh < (1 << 30) && g.sw < (1 << 30);
+}
+
+bool conv_backward_data_pipelined_wide(const ConvGeometry& g, const float* dy, const float* w_t) {
+  return g.o % 4 == 0 && igemm::aligned(dy, 16) && igemm::aligned(w_t, 16);
+}
+
+bool conv_backward_data_pipelined_enabled(ConvMath math, const ConvGeometry& g, const float* dy, const float* dx) {
+  return math != ConvMath::f32 && conv_backward_data_kernel() != ConvBackwardDataKernel::tiled &&
+         conv_backward_data_pipelined_supported(g, dy, dx);
+}
+
+void conv_backward_data_pipelined_phase(const LaunchSite& site, ConvMath math, const ConvGeometry& g,
+                                        const ConvDgradPhase& ph, const float* dy, const float* w_t, float* dx) {
+  igemm::Args a{};
+  a.a = dy, a.b = w_t, a.out = dx;
+  a.m = g.n * ph.rows * ph.cols;
+  if (a.m == 0) return;  // no input pixel in this phase
+  const bool taps = ph.taps_h > 0 && ph.taps_w > 0;  // none: dx is zero here (k_tiles 0, zeros stored)
+  a.k = taps ? ph.taps_h * ph.taps_w * g.o : 0;
+  a.n = static_cast<int>(g.c);
+  a.a_img = g.oh * g.ow * g.o;
+  a.h = static_cast<int>(g.oh), a.wd = static_cast<int>(g.ow), a.c = static_cast<int>(g.o);
+  a.taps_h = taps ? static_cast<int>(ph.taps_h) : 0, a.taps_w = taps ? static_cast<int>(ph.taps_w) : 1;
+  a.tap_dir = -1;
+  a.rows_h = static_cast<int>(ph.rows), a.rows_w = static_cast<int>(ph.cols);
+  a.step_h = 1, a.step_w = 1;
+  a.off_h = static_cast<int>((ph.rh + g.ph - ph.kh0) / g.sh);  // q: exact, kh0 = (rh + ph) mod sh
+  a.off_w = static_cast<int>((ph.rw + g.pw - ph.kw0) / g.sw);
+  // B[c, (th, tw, o)] = w_t[kh0 + sh*th, kw0 + sw*tw, c, o]
+  a.b_row = g.o, a.b_off = (ph.kh0 * g.kw + ph.kw0) * g.c * g.o;
+  a.b_tap_h = g.sh * g.kw * g.c * g.o, a.b_tap_w = g.sw * g.c * g.o;
+  // dx[img, rh + sh*i, rw + sw*j, c]
+  a.out_off = (ph.rh * g.w + ph.rw) * g.c, a.out_img = g.h * g.w * g.c;
+  a.out_row = g.sh * g.w * g.c, a.out_col = g.sw * g.c;
+  a.k_tiles = igemm::k_tiles_of(a.k);
+  const bool wide = conv_backward_data_pipelined_wide(g, dy, w_t);
+  if (!wide) ++igemm::g_dgrad_narrow;
+  const ConvBackwardDataKernel choice = conv_backward_data_kernel();
+  bool large = choice == ConvBackwardDataKernel::pipelined_128x128;
+  if (choice == ConvBackwardDataKernel::automatic) large = igemm::large_tiles_pay(a.m, a.n);
+  ++(large ? igemm::g_dgrad128 : igemm::g_dgrad64);
+  igemm::run(site, math, large, wide, a);
 }
 
 }  // namespace ae::cuda

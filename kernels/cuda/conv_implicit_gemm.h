@@ -1,6 +1,7 @@
 #pragma once
-// The pipelined implicit-GEMM tensor-core convolution forward (conv_implicit_gemm.cu), and the
-// switches and counters that let tests pin which forward kernel ran.
+// The pipelined implicit-GEMM tensor-core convolution (conv_implicit_gemm.cu), forward and
+// backward-data (one kernel, two gather descriptions), and the switches and counters that let
+// tests pin which kernel ran.
 //
 // conv2d_forward (conv.cu) in conv_math() tf32 or bf16 runs the pipelined kernel when
 // conv_forward_pipelined_supported() holds, and the generic tensor-core tiled GEMM
@@ -18,6 +19,14 @@
 //           (kh, kw, c). Slower copies, same pipeline, same bits.
 // Both need the grid to fit (ceil(O / 64) <= 65535 blocks in y) and sizes below 2^30; otherwise,
 // and when conv_forward_kernel() is `tiled`, conv2d_forward runs the tiled kernel.
+//
+// conv2d_backward_data (conv_backward.cu) in tf32 or bf16 runs the same kernel, once per stride phase,
+// when conv_backward_data_pipelined_enabled() holds (the generic tensor-core GEMM with the
+// DyThroughTap / WeightByTapThenOut loaders otherwise); again bitwise-identical. It first transposes
+// w to w_t [KH, KW, C, O] (a workspace of the weight's size) so that B's k (o) is contiguous.
+// Conditions: wide when O % 4 == 0 and dy, w_t 16-byte aligned, 4-byte copies otherwise; always
+// dx 8-byte aligned, ceil(C / 64) <= 65535 and sizes below 2^30. Every stride is covered: a phase
+// is a stride-1 problem (conv_backward.cu).
 // Host code only (no kernel dialect), so tests can include it.
 #include "kernels/conv_geometry.h"
 #include "kernels/cuda/conv_math.h"
@@ -70,5 +79,57 @@ bool conv_forward_pipelined_wide(const ConvGeometry& g, const float* x, const fl
 // `tiled`.
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
                             const float* w, float* y);
+
+// ---- backward-data --------------------------------------------------------------------------
+
+// Which backward-data kernel the tensor-core modes use (as ConvForwardKernel; a forced pipelined
+// kernel on an unsupported shape still falls back to `tiled`).
+enum class ConvBackwardDataKernel { automatic, tiled, pipelined_64x64, pipelined_128x128 };
+
+ConvBackwardDataKernel conv_backward_data_kernel();
+void set_conv_backward_data_kernel(ConvBackwardDataKernel kernel);
+
+class ScopedConvBackwardDataKernel {
+ public:
+  explicit ScopedConvBackwardDataKernel(ConvBackwardDataKernel k) : previous_(conv_backward_data_kernel()) {
+    set_conv_backward_data_kernel(k);
+  }
+  ~ScopedConvBackwardDataKernel() { set_conv_backward_data_kernel(previous_); }
+  ScopedConvBackwardDataKernel(const ScopedConvBackwardDataKernel&) = delete;
+  ScopedConvBackwardDataKernel& operator=(const ScopedConvBackwardDataKernel&) = delete;
+
+ private:
+  ConvBackwardDataKernel previous_;
+};
+
+// Kernel launches of conv2d_backward_data since the process started, one per stride phase that
+// has input pixels (monotonic; tests take differences around a call).
+struct ConvBackwardDataLaunches {
+  int64_t f32_tiled = 0;          // CUDA-core tiled GEMM (conv_math f32)
+  int64_t tc_tiled = 0;           // tensor-core tiled GEMM (tiled_gemm_tc.h)
+  int64_t pipelined_64x64 = 0;    // the pipelined kernel, 64x64 block tiles
+  int64_t pipelined_128x128 = 0;  // the pipelined kernel, 128x128 block tiles
+  int64_t pipelined_4byte = 0;    // of the two above, launches with 4-byte copies (O % 4 != 0, unaligned dy)
+};
+ConvBackwardDataLaunches conv_backward_data_launches();
+void note_conv_backward_data_f32_tiled();
+void note_conv_backward_data_tc_tiled();
+
+bool conv_backward_data_pipelined_supported(const ConvGeometry& g, const float* dy, const float* dx);
+bool conv_backward_data_pipelined_wide(const ConvGeometry& g, const float* dy, const float* w_t);
+// math is tf32 / bf16, conv_backward_data_kernel() is not `tiled`, and the shape is supported.
+bool conv_backward_data_pipelined_enabled(ConvMath math, const ConvGeometry& g, const float* dy, const float* dx);
+
+// One stride phase of backward-data (conv_backward.cu's DgradPhase): input pixels
+// (rh + sh*i, rw + sw*j), i < rows, j < cols, reached by taps kh = kh0 + sh*th (th < taps_h), and
+// likewise in w.
+struct ConvDgradPhase {
+  int64_t rh = 0, rw = 0, rows = 0, cols = 0, kh0 = 0, kw0 = 0, taps_h = 0, taps_w = 0;
+};
+
+// dx over the phase's pixels with the pipelined kernel (nothing when the phase has no pixel; zeros
+// when it has no tap). w_t = w transposed to [KH, KW, C, O]. Call only when _enabled() holds.
+void conv_backward_data_pipelined_phase(const LaunchSite& site, ConvMath math, const ConvGeometry& g,
+                                        const ConvDgradPhase& phase, const float* dy, const float* w_t, float* dx);
 
 }  // namespace ae::cuda
