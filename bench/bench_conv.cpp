@@ -17,12 +17,12 @@
 #include <utility>
 #include <vector>
 
+#include "bench/bench_common.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/winograd.h"
 #include "kernels/ops.h"
 #include "model/resnet18_shapes.h"
-#include "runtime/philox.h"
 #include "runtime/thread_pool.h"
 
 namespace {
@@ -30,6 +30,9 @@ namespace {
 using ae::Shape;
 using ae::Tensor;
 using ae::ops::Conv2dParams;
+
+// bench_conv's inputs were uniform in [-1, 1).
+Tensor random(const Shape& shape, uint64_t seed) { return ae::bench::random_tensor(shape, seed, -1.0f, 1.0f); }
 
 using Layer = ae::model::ConvShape;
 constexpr const auto& kLayers = ae::model::kResNet18ConvShapes;
@@ -87,29 +90,13 @@ Options parse(int argc, char** argv) {
   return opt;
 }
 
-Tensor random(const Shape& shape, uint64_t seed) {
-  Tensor t = Tensor::empty(shape);
-  float* p = t.f32();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = 2.0f * ae::philox::uniform(seed, static_cast<uint64_t>(i)) - 1.0f;
-  return t;
-}
-
-double median(std::vector<double> v) {
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
-  return v[v.size() / 2];
-}
-
 // Median seconds per call of a and of b. The calls alternate (a, b, a, b, ...) after one
 // warm-up each, until both have run for min_seconds and at least 3 times, so that load from
 // other processes, which comes and goes, hits both sides of the ratio alike.
 std::pair<double, double> time_alternating(const std::function<void()>& a, const std::function<void()>& b,
                                            double min_seconds) {
-  using clock = std::chrono::steady_clock;
-  const auto seconds = [](const std::function<void()>& f) {
-    const auto t0 = clock::now();
-    f();
-    return std::chrono::duration<double>(clock::now() - t0).count();
-  };
+  using ae::bench::median;
+  using ae::bench::seconds;
   a();
   b();
   std::vector<double> ta, tb;

@@ -13,32 +13,18 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.h"
 #include "kernels/cpu/winograd.h"
 #include "kernels/ops.h"
 #include "model/resnet18_shapes.h"
-#include "runtime/philox.h"
 
 namespace {
 
 using ae::Tensor;
+using ae::bench::median;
+using ae::bench::seconds;
 
-Tensor random(const ae::Shape& s, uint64_t seed) {
-  Tensor t = Tensor::empty(s);
-  float* p = t.f32();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = ae::philox::uniform(seed, static_cast<uint64_t>(i)) - 0.5f;
-  return t;
-}
-
-double seconds(const std::function<void()>& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+Tensor random(const ae::Shape& s, uint64_t seed) { return ae::bench::random_tensor(s, seed); }
 
 }  // namespace
 

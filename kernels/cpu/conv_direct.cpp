@@ -58,14 +58,8 @@ const float** tap_scratch(int64_t n) {
 
 }  // namespace
 
-// GCC: a target region; clang (the sanitizer and fuzzer builds): the same as an attribute pushed
-// onto every function of the region (as in kernels/cpu/winograd.cpp).
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+// The ISA variants (kernels/cpu/cpu_isa.h: AE_ISA_*_BEGIN).
+AE_ISA_AVX2_BEGIN
 namespace isa_avx2 {
 namespace {
 struct Vec {
@@ -89,19 +83,9 @@ constexpr int kBRows = 6, kBVecs = 2;
 #include "kernels/cpu/conv_direct_kernels.inc"
 }  // namespace
 }  // namespace isa_avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+AE_ISA_END
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
-#endif
+AE_ISA_AVX512_BEGIN
 namespace isa_avx512 {
 namespace {
 struct Vec {
@@ -127,11 +111,7 @@ constexpr int kBRows = 6, kBVecs = 4;
 #include "kernels/cpu/conv_direct_kernels.inc"
 }  // namespace
 }  // namespace isa_avx512
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+AE_ISA_END
 
 namespace {
 

@@ -108,38 +108,18 @@ namespace isa_plain {
 #include "kernels/cpu/winograd_kernels.inc"
 }  // namespace isa_plain
 
-// GCC: a target region; clang (the sanitizer and fuzzer builds): the same as an attribute pushed
-// onto every function of the region.
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+// The ISA variants (kernels/cpu/cpu_isa.h: AE_ISA_*_BEGIN).
+AE_ISA_AVX2_BEGIN
 namespace isa_avx2 {
 #include "kernels/cpu/winograd_kernels.inc"
 }  // namespace isa_avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+AE_ISA_END
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
-#endif
+AE_ISA_AVX512_BEGIN
 namespace isa_avx512 {
 #include "kernels/cpu/winograd_kernels.inc"
 }  // namespace isa_avx512
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+AE_ISA_END
 
 struct Kernels {
   void (*input)(const Plan&, int64_t, int64_t);

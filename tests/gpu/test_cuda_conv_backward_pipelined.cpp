@@ -18,7 +18,6 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <cstring>
 #include <sstream>
 #include <vector>
 
@@ -115,18 +114,6 @@ Tensor dgrad_with(ConvBackwardDataKernel k, const DgradCase& c, const Tensor& dy
   return dx;
 }
 
-int64_t count_differences(const Tensor& a_device, const Tensor& b_device) {
-  const Tensor a = a_device.to(Device::cpu()), b = b_device.to(Device::cpu());
-  REQUIRE(a.numel() == b.numel());
-  int64_t n = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    uint32_t ua, ub;
-    std::memcpy(&ua, a.f32() + i, 4);
-    std::memcpy(&ub, b.f32() + i, 4);
-    n += ua != ub;
-  }
-  return n;
-}
 
 }  // namespace
 
@@ -157,8 +144,8 @@ TEST_CASE("pipelined tensor-core conv backward-data is bitwise equal to the tile
       CHECK(cuda::conv_backward_data_launches().pipelined_4byte - narrow_before ==
             (wide ? 0 : 2 * phases_with_pixels(c)));
       REQUIRE(small.shape() == ref.shape());
-      CHECK(count_differences(small, tiled) == 0);
-      CHECK(count_differences(large, tiled) == 0);
+      CHECK(test::bitwise_equal(small, tiled));
+      CHECK(test::bitwise_equal(large, tiled));
       test::require_cuda_close(tiled, ref, {0.25, 0.05, 1e-3}, what);
       test::require_cuda_close(small, ref, {0.25, 0.05, 1e-3}, what);
       require_guards_intact();
@@ -195,7 +182,7 @@ TEST_CASE("conv backward-data kernel choice: automatic takes the pipelined kerne
 #if defined(AE_EMULATED_DEVICE)
   CHECK(emu::async_copy_stats().issued > issued);
 #endif
-  CHECK(count_differences(dx_auto, dgrad_with(ConvBackwardDataKernel::tiled, c, dy, w)) == 0);
+  CHECK(test::bitwise_equal(dx_auto, dgrad_with(ConvBackwardDataKernel::tiled, c, dy, w)));
 
   // dy as a view one float into its storage: not 16-byte aligned, so 4-byte copies even with O % 4 == 0.
   const Tensor storage = to_device(test::random_tensor({1 + shape_numel(dy_shape)}, 93));
@@ -205,7 +192,7 @@ TEST_CASE("conv backward-data kernel choice: automatic takes the pipelined kerne
   after = cuda::conv_backward_data_launches();
   CHECK(after.pipelined_64x64 - before.pipelined_64x64 == 4);
   CHECK(after.pipelined_4byte - before.pipelined_4byte == 4);
-  CHECK(count_differences(dx_odd, dgrad_with(ConvBackwardDataKernel::tiled, c, dy_odd, w)) == 0);
+  CHECK(test::bitwise_equal(dx_odd, dgrad_with(ConvBackwardDataKernel::tiled, c, dy_odd, w)));
 
   // f32 math never takes a tensor-core kernel, whatever is forced.
   {

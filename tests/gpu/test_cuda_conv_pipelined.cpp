@@ -13,7 +13,6 @@
 // read before its wait, a wrong (kh, kw, c) step, a missing zero-fill.
 #include <doctest/doctest.h>
 
-#include <cstring>
 #include <sstream>
 
 #include "kernels/cuda/conv_implicit_gemm.h"
@@ -86,18 +85,6 @@ Tensor forward_with(ConvForwardKernel k, const ops::Conv2dParams& p, const Tenso
   return y;
 }
 
-int64_t count_differences(const Tensor& a_device, const Tensor& b_device) {
-  const Tensor a = a_device.to(Device::cpu()), b = b_device.to(Device::cpu());
-  REQUIRE(a.numel() == b.numel());
-  int64_t n = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    uint32_t ua, ub;
-    std::memcpy(&ua, a.f32() + i, 4);
-    std::memcpy(&ub, b.f32() + i, 4);
-    n += ua != ub;
-  }
-  return n;
-}
 
 }  // namespace
 
@@ -121,8 +108,8 @@ TEST_CASE("pipelined tensor-core conv forward is bitwise equal to the tiled tens
       const Tensor large = forward_with(ConvForwardKernel::pipelined_128x128, p, xd, wd);
       CHECK(cuda::conv_forward_launches().pipelined_4byte - narrow_before == (c.c % 4 == 0 ? 0 : 2));
       REQUIRE(small.shape() == ref.shape());
-      CHECK(count_differences(small, tiled) == 0);
-      CHECK(count_differences(large, tiled) == 0);
+      CHECK(test::bitwise_equal(small, tiled));
+      CHECK(test::bitwise_equal(large, tiled));
       // Not a vacuous equality (both NaN, both zero): the result is a convolution. Loose: the
       // precision itself is test_cuda_conv_tc's business.
       test::require_cuda_close(tiled, ref, {0.25, 0.05, 1e-3}, what);
@@ -155,7 +142,7 @@ TEST_CASE("conv forward kernel choice: automatic takes the pipelined kernel, 4-b
 #if defined(AE_EMULATED_DEVICE)
   CHECK(emu::async_copy_stats().issued > issued);
 #endif
-  CHECK(count_differences(y_auto, forward_with(ConvForwardKernel::tiled, p, x, w)) == 0);
+  CHECK(test::bitwise_equal(y_auto, forward_with(ConvForwardKernel::tiled, p, x, w)));
 
   // C = 3 (not a multiple of 4): the 4-byte variant, same bits as the tiled kernel.
   const ConvCase c3{1, 6, 5, 3, 5, 3, 1, 1};
@@ -168,7 +155,7 @@ TEST_CASE("conv forward kernel choice: automatic takes the pipelined kernel, 4-b
   after = cuda::conv_forward_launches();
   CHECK(after.pipelined_64x64 - before.pipelined_64x64 == 1);
   CHECK(after.pipelined_4byte - before.pipelined_4byte == 1);
-  CHECK(count_differences(y3, forward_with(ConvForwardKernel::tiled, p, x3, w3)) == 0);
+  CHECK(test::bitwise_equal(y3, forward_with(ConvForwardKernel::tiled, p, x3, w3)));
 
   // x as a view one float into its storage: not 16-byte aligned, so 4-byte copies even with C = 8.
   const Tensor storage = to_device(test::random_tensor({1 + c.n * c.h * c.w * c.c}, 75));
@@ -178,7 +165,7 @@ TEST_CASE("conv forward kernel choice: automatic takes the pipelined kernel, 4-b
   const Tensor y_odd = ops::conv2d_forward(p, x_odd, w);
   after = cuda::conv_forward_launches();
   CHECK(after.pipelined_4byte - before.pipelined_4byte == 1);
-  CHECK(count_differences(y_odd, forward_with(ConvForwardKernel::tiled, p, x_odd, w)) == 0);
+  CHECK(test::bitwise_equal(y_odd, forward_with(ConvForwardKernel::tiled, p, x_odd, w)));
 
   // f32 math never takes a tensor-core kernel.
   {
