@@ -85,6 +85,14 @@ std::vector<Result> read_results(const std::string& out) {
 
 const std::string kUsers = "--users bright,dark";
 
+// rho_personal - rho_generic of the person the generic model serves worst.
+double gain_of_worst_served(const std::vector<Result>& rows) {
+  const auto worst = std::min_element(rows.begin(), rows.end(), [](const Result& a, const Result& b) {
+    return a.num("rho_generic") < b.num("rho_generic");
+  });
+  return worst == rows.end() ? 0.0 : worst->num("rho_personal") - worst->num("rho_generic");
+}
+
 // Adapters at k=100, one repeat per person, a short schedule (32 px, 12 epochs).
 const std::string& adapters_run() {
   static const std::string out = [] {
@@ -109,24 +117,31 @@ TEST_CASE("adapters and full personalisation beat the generic model for people o
     CHECK(r.num("n_train") == 100);
     CHECK(r.num("n_test") == 50);
     CHECK(r.num("epochs") == 12);
-    CHECK(r.num("rho_personal") > r.num("rho_generic") + 0.2);
+    // Nobody is served worse than by the generic model, and everybody well.
+    CHECK(r.num("rho_personal") > r.num("rho_generic"));
     CHECK(r.num("rho_personal") > 0.4);
     CHECK(r.num("delta_rho") == doctest::Approx(r.num("rho_personal") - r.num("rho_generic")).epsilon(1e-6));
     // The optimistic oracle can only be at least as good as the honest number.
     CHECK(r.num("oracle_rho") >= r.num("rho_personal"));
     generic[r.user] = r.num("rho_generic");
   }
-  // Opposite tastes: what the generic model gets right for one it gets wrong for the other.
+  // Opposite tastes: what the generic model gets right for one it gets wrong for the other. Which
+  // one it leans to (or neither) depends on the rounding of its short training: 0.19 / 0.09 with
+  // one kernel set, 0.59 / -0.61 with another. So the large gain is asked of the person it serves
+  // worse; the other may already be served fairly well (above: no worse than that).
   CHECK(generic["bright"] * generic["dark"] < 0.25);
+  CHECK(gain_of_worst_served(adapters) > 0.2);
 
   const std::string full_out = root() + "/full";
   auto r = test::run_command(personalise_cmd(full_out, kUsers + " --mode full --repeats 1 --epochs 8 --lr 3e-4"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  for (const auto& row : read_results(full_out)) {
+  const auto full = read_results(full_out);
+  for (const auto& row : full) {
     INFO(row.user << ": generic " << row.num("rho_generic") << ", full " << row.num("rho_personal"));
-    CHECK(row.num("rho_personal") > row.num("rho_generic") + 0.2);
+    CHECK(row.num("rho_personal") > row.num("rho_generic"));
   }
+  CHECK(gain_of_worst_served(full) > 0.2);
   // head: measured and reported, whatever it gives (the frozen backbone's features may not carry
   // brightness well enough); the run must complete with sane numbers.
   const std::string head_out = root() + "/head";
