@@ -5,10 +5,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include <strings.h>  // strcasecmp (POSIX)
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
