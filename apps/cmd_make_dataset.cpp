@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "apps/commands.h"
+#include "runtime/atomic_file.h"
 #include "runtime/log.h"
 #include "train/photo_people.h"
 #include "train/synthetic.h"
@@ -98,9 +99,11 @@ void add_make_dataset_command(CLI::App& app) {
     if (!photos)
       for (const char* flag : {"--photos", "--held-out", "--variants", "--people-variants", "--side"})
         if (cmd->count(flag) > 0) throw CLI::ValidationError(flag, "only applies with --from-photos");
-    if (photos) {
+    if (photos)
       for (const char* flag : {"--count", "--width", "--height", "--people-images"})
         if (cmd->count(flag) > 0) throw CLI::ValidationError(flag, "does not apply with --from-photos");
+    prepare_output_dir(a->dir, "--out");  // a clear refusal before anything is generated
+    if (photos) {
       if (cmd->count("--train-raters") > 0) a->photos.train_raters = a->people.train_raters;
       if (cmd->count("--ratings-per-person") > 0) a->photos.ratings_per_person = a->people.ratings_per_person;
       if (cmd->count("--noise") > 0) a->photos.noise = a->people.noise;

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <sys/stat.h>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -124,6 +126,66 @@ void atomic_write(const std::string& path, const std::function<void(std::FILE*)>
                              << "' over it failed: " << errno_text(rename_err) << unchanged);
   }
   sync_directory(path);
+}
+
+void prepare_output_dir(const std::string& dir, const std::string& what) {
+  namespace fs = std::filesystem;
+  AE_CHECK(!dir.empty(), what << ": empty path");
+  const std::string head = what + " '" + dir + "': ";
+  fs::path target = fs::path(dir).lexically_normal();
+  if (!target.has_filename() && target.has_relative_path()) target = target.parent_path();  // "a/b/" -> "a/b"
+
+  // The folders to create (innermost first) up to the nearest path that exists.
+  std::vector<fs::path> missing;
+  fs::path at = target;
+  fs::file_status st;
+  for (;;) {
+    std::error_code ec;
+    st = fs::status(at, ec);  // ENOENT and ENOTDIR: not_found
+    if (st.type() != fs::file_type::not_found) {
+      AE_CHECK(!ec, head << "cannot look at '" << at.string() << "': " << ec.message());
+      break;
+    }
+    missing.push_back(at);
+    const fs::path up = at.parent_path();
+    at = up.empty() ? fs::path(".") : up;
+  }
+  if (!fs::is_directory(st)) {
+    const char* what_it_is = fs::is_regular_file(st) ? "a file, not a folder" : "not a folder";
+    AE_CHECK(!missing.empty(), head << "it exists and is " << what_it_is);
+    AE_FAIL(head << "'" << at.string() << "' is " << what_it_is);
+  }
+
+  // Undoes what this call created when a later step fails.
+  std::vector<fs::path> created;
+  const auto remove_created = [&] {
+    for (auto it = created.rbegin(); it != created.rend(); ++it) ::rmdir(it->c_str());
+  };
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (::mkdir(it->c_str(), 0777) == 0) {
+      created.push_back(*it);
+      continue;
+    }
+    const int err = errno;
+    if (err == EEXIST && fs::is_directory(*it)) continue;  // made meanwhile by another process
+    remove_created();
+    const fs::path parent = it->parent_path().empty() ? fs::path(".") : it->parent_path();
+    if (*it == target) AE_FAIL(head << "cannot create it in '" << parent.string() << "': " << errno_text(err));
+    AE_FAIL(head << "cannot create its parent folder '" << it->string() << "': " << errno_text(err));
+  }
+
+  // A folder can exist and still refuse files (permissions, a read-only filesystem): try one.
+  const std::string probe = (target / (".aesthete-write-test-" + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0 && errno != EEXIST) {
+    const int err = errno;
+    remove_created();
+    AE_FAIL(head << "cannot create files in it: " << errno_text(err));
+  }
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
 }
 
 void atomic_write(const std::string& path, const void* data, std::size_t bytes) {

@@ -19,6 +19,15 @@ void atomic_write(const std::string& path, const std::function<void(std::FILE*)>
 // Convenience: atomically writes `bytes` bytes from `data` to `path`.
 void atomic_write(const std::string& path, const void* data, std::size_t bytes);
 
+// Makes `dir` ready to receive output files: creates it and any missing parent folders, and checks
+// that it is a folder a file can be created in (a probe file, removed at once). Otherwise throws an
+// ae::Error on one line naming `what` (the setting, e.g. "--out"), the path and the reason, e.g.
+//   --out '/proc/x': cannot create it in '/proc': No such file or directory
+//   --out '/tmp/f': it exists and is a file, not a folder
+// and removes again the folders this call created, so a refused path leaves nothing behind.
+// (As root, permission bits do not refuse anything; a read-only filesystem still does.)
+void prepare_output_dir(const std::string& dir, const std::string& what);
+
 // fwrite that throws ae::Error (naming `what`, e.g. the destination path) on a short write.
 // For use inside write_body callbacks.
 void write_all(std::FILE* file, const void* data, std::size_t bytes, const std::string& what);

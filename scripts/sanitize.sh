@@ -7,12 +7,17 @@
 # What runs (CI's 30-minute budget on 2 cores allows about 9 minutes for all of this; README "Bad input"):
 #   unit  UNIT_INCLUDED: the tests of what reads files or other untrusted input (.pth, safetensors,
 #         photos, labels, atomic writes, the fuzz regressions) and the runtime; user files are
-#         covered by fuzz/user_file and the regressions (unit/test_user_file takes 82 s under ASan)
+#         covered by fuzz/user_file and the regressions (unit/test_user_file takes 82 s under ASan);
+#         the hand-vectorised CPU convolutions (kernels/cpu/conv_direct*, winograd*): unit/test_conv
+#         and unit/test_winograd force each direct form and each Winograd tile for every vector ISA
+#         the machine runs (AVX2 and AVX-512, Winograd also plain), check via the path counters that
+#         it ran, and also call the kernels on exact-size inputs with outputs between red zones
+#         (3 s and 1 s under ASan on 2 idle cores, 7 s and 3 s on busy ones, 2026-11-30)
 #   gpu   GPU_INCLUDED: the fiber scheduler of the emulated device (kernels/emu/scheduler.cpp, with
 #         ASan's fiber-switch annotations) and three small kernel families on it
 #   fuzz  every target of tests/fuzz/targets.h for AE_FUZZ_SECONDS each, two at a time
-# Not run under the sanitizers (make test runs them unsanitized): the other unit tests (op
-# numerics, the model, the CLI, which would need the binary built again with ASan), the other
+# Not run under the sanitizers (make test runs them unsanitized): the other unit tests (the other
+# op numerics, the model, the CLI, which would need the binary built again with ASan), the other
 # gpu tests (kernel sweeps of minutes under ASan), parity and slow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +27,7 @@ fuzz_seconds=${AE_FUZZ_SECONDS:-20}
 
 UNIT_INCLUDED=(test_runtime test_thread_pool test_atomic_file test_write_failures test_safetensors test_pth_reader
                test_pth_torch_fixtures test_image_io test_image_photos test_labels test_flickr_labels
-               test_loader test_fuzz_regressions)
+               test_loader test_fuzz_regressions test_conv test_winograd)
 GPU_INCLUDED=(test_emulator test_cuda_pool test_cuda_image test_cuda_staging)
 
 cxx=$(command -v clang++-14 || command -v clang++ || true)

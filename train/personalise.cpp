@@ -424,7 +424,7 @@ class Protocol {
 
   PersonaliseResult run() {
     check_options();
-    fs::create_directories(o_.out_dir);
+    prepare_output_dir(o_.out_dir, "--out");
     AE_CHECK(o_.resume || !fs::exists(state_path_),
              "'" << o_.out_dir << "' already holds a personalisation run; add --resume to continue it or choose "
                                   "another --out");

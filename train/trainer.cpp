@@ -342,7 +342,7 @@ TrainResult run_training(const TrainOptions& o, const std::optional<model::Check
   AE_CHECK(o.epochs >= 1, "--epochs must be at least 1, got " << o.epochs);
   AE_CHECK(o.batch >= 2, "--batch must be at least 2 (BatchNorm needs two samples), got " << o.batch);
   AE_CHECK(!o.out_dir.empty(), "--out is required");
-  fs::create_directories(o.out_dir);
+  prepare_output_dir(o.out_dir, "--out");
   AE_CHECK(o.resume || !fs::exists(fs::path(o.out_dir) / "last.safetensors"),
            "'" << o.out_dir << "' already holds a training run; add --resume to continue it or choose another --out");
   if (dist::size() > 1)

@@ -3,6 +3,7 @@
 // ae::Error a call throws, "it throws and the message names these things", bit-for-bit tensors.
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -25,6 +26,30 @@ void require_error(const std::function<void()>& f, const std::vector<std::string
 // tensors may live on any device (device tensors are copied to the host to compare). The one
 // bitwise comparison of the test files; tolerance comparisons: test::require_close (check.h).
 bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+// For calling a CPU kernel on raw pointers (tests/unit/test_conv, test_winograd): host_alloc rounds
+// a tensor's block up to 64 bytes (or 1/8 of its size), so AddressSanitizer does not see a read a
+// few floats past a tensor's end. exact_copy gives the elements in a heap block of exactly their
+// size, whose end is AddressSanitizer's red zone.
+std::vector<float> exact_copy(const Tensor& t);
+
+// A kernel's output of n floats, pre-filled with NaN, between red zones of kGuard floats of a
+// sentinel on each side (also in a build without AddressSanitizer: a write past either end, or an
+// element never written, shows).
+class RedZoned {
+ public:
+  static constexpr int64_t kGuard = 64;
+  explicit RedZoned(int64_t n);
+  float* data() { return buf_.data() + kGuard; }
+  const float* data() const { return buf_.data() + kGuard; }
+  int64_t guard_damage() const;  // sentinels overwritten, both sides
+  int64_t unwritten() const;     // NaNs left in the n floats
+  bool same_bits(const Tensor& t) const;  // the n floats equal t's bytes (t f32 with n elements)
+
+ private:
+  int64_t n_;
+  std::vector<float> buf_;
+};
 
 }  // namespace ae::test
 

@@ -7,6 +7,9 @@
 #include <fstream>
 #include <sstream>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "model/checkpoint.h"
 #include "model/user_file.h"
 #include "tests/support/check.h"
@@ -198,6 +201,74 @@ TEST_CASE("train refuses unusable settings before doing any work") {
                         " --batch 1 --device cpu");
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("--batch must be at least 2") != std::string::npos);
+}
+
+TEST_CASE("train and make-dataset: an --out that cannot be a folder is one line naming --out, the path and why") {
+  const std::string dir = photos(3);
+  const std::string root = work_dir() + "/bad_out";
+  fs::remove_all(root);
+  fs::create_directories(root);
+  const std::string file = root + "/a_file";
+  test::write_file(file, "keep me\n");
+  const std::string train =
+      bin() + " train --device cpu --train-csv " + dir + "/labels.csv --images " + dir + " --out ";
+  const std::string make = bin() + " make-dataset --count 2 --width 8 --height 8 --out ";
+  // One error line with the flag, the path and the reason: not a bare errno text, no crash.
+  const auto refused = [](const test::CommandResult& r, const std::string& path, const std::string& reason) {
+    INFO("stderr: " << r.err);
+    CHECK(r.exit_code == 1);
+    AE_CHECK_CONTAINS(r.err, "error: --out '" + path + "': " + reason);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find("filesystem error") == std::string::npos);
+  };
+  // Root writes into a read-only folder anyway: that case runs as nobody where setpriv can start the
+  // binary so (every folder above it open to others), and is left out otherwise.
+  std::string unprivileged;
+  if (::geteuid() == 0) {
+    const std::string setpriv = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+    if (test::run_command(setpriv + "sh -c '" + bin() + " --version && test -r " + file + "'").exit_code == 0)
+      unprivileged = setpriv;
+    else
+      MESSAGE("running as root without a way to run the binary as nobody: the read-only folder case is not checked");
+  }
+  const bool check_read_only = ::geteuid() != 0 || !unprivileged.empty();
+  for (const std::string& command : {train, make}) {
+    CAPTURE(command);
+    // A folder the kernel will not create (also as root): /proc takes no new entries.
+    refused(test::run_command(command + "/proc/aesthete-out"), "/proc/aesthete-out", "cannot create it in '/proc': ");
+    // A file where the folder should be, or on the way to it: refused, the file untouched.
+    refused(test::run_command(command + file), file, "it exists and is a file, not a folder");
+    refused(test::run_command(command + file + "/sub/dir"), file + "/sub/dir",
+            "'" + file + "' is a file, not a folder");
+    CHECK(test::read_file(file) == "keep me\n");
+    // A folder without write permission: refused, and nothing made inside it.
+    const std::string ro = root + "/read_only";
+    fs::create_directories(ro);
+    ::chmod(ro.c_str(), 0555);
+    if (check_read_only) {
+      refused(test::run_command(unprivileged + command + ro), ro, "cannot create files in it: Permission denied");
+      refused(test::run_command(unprivileged + command + ro + "/new"), ro + "/new",
+              "cannot create it in '" + ro + "': Permission denied");
+      refused(test::run_command(unprivileged + command + ro + "/new/sub"), ro + "/new/sub",
+              "cannot create its parent folder '" + ro + "/new': Permission denied");
+      CHECK(fs::is_empty(ro));
+    }
+    ::chmod(ro.c_str(), 0755);
+  }
+  // Missing parent folders are created (the data set is small enough to make here).
+  const auto made = test::run_command(make + root + "/new/parents/set");
+  CHECK(made.exit_code == 0);
+  CHECK(fs::exists(root + "/new/parents/set/labels.csv"));
+  // Nothing else was left behind: no probe files, no half-made folders.
+  std::vector<std::string> left;
+  for (const auto& e : fs::recursive_directory_iterator(root)) left.push_back(fs::relative(e.path(), root).string());
+  std::sort(left.begin(), left.end());
+  const std::vector<std::string> expected = {"a_file", "new", "new/parents", "new/parents/set",
+                                             "new/parents/set/labels.csv", "read_only"};
+  std::vector<std::string> dirs_and_csv;
+  for (const std::string& l : left)
+    if (l.find(".png") == std::string::npos) dirs_and_csv.push_back(l);
+  CHECK(dirs_and_csv == expected);
 }
 
 // ---------------------------------------------------------------- score --user (user files)

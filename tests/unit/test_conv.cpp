@@ -1,8 +1,10 @@
 // Convolution on the CPU: forward, backward-data and backward-weight against naive double-precision
 // loops over an awkward sweep of shapes, with the column buffer forced into many small chunks,
 // backward against central finite differences, and the argument checks of kernels/conv.cpp; the
-// direct forward (kernels/cpu/conv_direct.h) over the same sweep for each vector ISA, its thread-
-// count invariance, red zones and dispatch.
+// direct forward (kernels/cpu/conv_direct.h) over the same sweep (batch 1 and 3) for each vector ISA,
+// also called on its own with x and w in exact-size buffers (AddressSanitizer's red zone right after
+// the last element: scripts/sanitize.sh runs this file) and y between red zones; its thread-count
+// invariance and dispatch.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -448,12 +450,13 @@ int64_t path_count(DirectForm form) {
 //   dot: C a multiple of 16 (of both vector widths), O leaving partial register tiles (5 x 4 and
 //        3 x 3);
 //   broadcast: C of 1 to 7 (no vector multiple), O 64 or 128 (whole channel blocks of 64 and 16);
-// pixel counts that are not multiples of any tile's rows in both.
+// pixel counts that are not multiples of any tile's rows in both; batch 1 and 3.
 std::vector<ConvCase> direct_sweep(DirectForm form) {
   std::vector<ConvCase> cases = sweep();
   const int64_t dot_c[] = {16, 32, 48, 64}, dot_o[] = {1, 3, 5, 7, 17};
   const int64_t bcast_c[] = {1, 3, 5, 7}, bcast_o[] = {64, 128};
   for (std::size_t i = 0; i < cases.size(); ++i) {
+    cases[i].n = i % 2 == 0 ? 1 : 3;
     cases[i].c = form == DirectForm::dot ? dot_c[i % 4] : bcast_c[i % 4];
     cases[i].o = form == DirectForm::dot ? dot_o[(i / 4 + i) % 5] : bcast_o[(i / 4 + i) % 2];
   }
@@ -485,9 +488,18 @@ TEST_CASE("conv2d: both direct forms match double loops for every vector ISA, an
       for (const ConvCase& k : cases) {
         CAPTURE(k.str());
         const Tensor x = test::random_tensor(k.x_shape(), seed++), w = test::random_tensor(k.w_shape(), seed++);
-        AE_REQUIRE_OK(test::compare(ae::ops::conv2d_forward(k.p, x, w),
-                                    ref_forward(k, test::to_double(x), test::to_double(w)), kConvTol,
+        const Tensor y = ae::ops::conv2d_forward(k.p, x, w);
+        AE_REQUIRE_OK(test::compare(y, ref_forward(k, test::to_double(x), test::to_double(w)), kConvTol,
                                     "direct forward"));
+        // The kernel on its own: x and w in exact-size blocks, y between red zones, pre-filled with
+        // NaN: every element written, nothing around it, the same bits as through the dispatch.
+        const std::vector<float> xe = test::exact_copy(x), we = test::exact_copy(w);
+        test::RedZoned ye(ae::shape_numel(k.y_shape()));
+        ae::cpu::conv_direct_forward(ae::cpu::ConvGeometry(k.p, k.x_shape(), k.o), xe.data(), we.data(), ye.data(), isa,
+                                     form);
+        CHECK(ye.guard_damage() == 0);
+        CHECK(ye.unwritten() == 0);
+        CHECK(ye.same_bits(y));
       }
       CHECK(path_count(form) == static_cast<int64_t>(cases.size()));
       CHECK(ae::cpu::conv_path_counts().im2col == 0);
@@ -516,16 +528,12 @@ TEST_CASE("conv2d: the direct forms' bits do not depend on the thread count; the
       CHECK(path_count(form) == 4);
       for (std::size_t i = 1; i < runs.size(); ++i) CHECK(test::bitwise_equal(runs[i], runs[0]));
       // Red zones around y, and y itself pre-filled with NaN: every element written, no neighbour.
-      const int64_t guard = 64, n = ae::shape_numel(k.y_shape());
-      std::vector<float> buf(static_cast<std::size_t>(n + 2 * guard), std::nanf(""));
-      for (int64_t i = 0; i < guard; ++i) buf[i] = buf[n + guard + i] = 12345.0f;
-      ae::cpu::conv_direct_forward(g, x.f32(), w.f32(), buf.data() + guard, isa, form);
-      int64_t bad_guard = 0, nan_out = 0;
-      for (int64_t i = 0; i < guard; ++i) bad_guard += (buf[i] != 12345.0f) + (buf[n + guard + i] != 12345.0f);
-      for (int64_t i = 0; i < n; ++i) nan_out += std::isnan(buf[guard + i]);
-      CHECK(bad_guard == 0);
-      CHECK(nan_out == 0);
-      CHECK(std::memcmp(buf.data() + guard, runs[0].f32(), sizeof(float) * static_cast<std::size_t>(n)) == 0);
+      const std::vector<float> xe = test::exact_copy(x), we = test::exact_copy(w);
+      test::RedZoned ye(ae::shape_numel(k.y_shape()));
+      ae::cpu::conv_direct_forward(g, xe.data(), we.data(), ye.data(), isa, form);
+      CHECK(ye.guard_damage() == 0);
+      CHECK(ye.unwritten() == 0);
+      CHECK(ye.same_bits(runs[0]));
     }
   }
 }

@@ -1,6 +1,8 @@
 // Winograd F(2x2,3x3) and F(4x4,3x3) on the CPU (kernels/cpu/winograd.h): forward and backward-data
 // against double-precision loops over awkward shapes, for every tile size and every instruction set
-// this machine runs (each path checked to have run), with chunks straddling images; the error on
+// this machine runs (each path checked to have run), with chunks straddling images, the kernels also
+// called on their own with inputs in exact-size buffers (AddressSanitizer's red zone right after the
+// last element: scripts/sanitize.sh runs this file) and outputs between red zones; the error on
 // ResNet-18-like layers measured against the double reference and bounded; backward-data against
 // finite differences; the dispatch (automatic, forced im2col, forced Winograd) and its settings.
 #include <doctest/doctest.h>
@@ -139,6 +141,20 @@ void check_case(const Case& k, uint64_t seed) {
   AE_REQUIRE_OK(test::compare(y, ref_forward(k, xd, wd), kSweepTol, "forward " + k.str()));
   const Tensor dx = ae::ops::conv2d_backward_data(k.p(), dy, w, k.x_shape());
   AE_REQUIRE_OK(test::compare(dx, ref_backward_data(k, dyd, wd), kSweepTol, "backward_data " + k.str()));
+  // The kernels on their own: inputs in exact-size blocks, outputs between red zones, pre-filled
+  // with NaN: every element written, nothing around it, the same bits as through conv2d_*.
+  const ae::ConvGeometry g(k.p(), k.x_shape(), k.o);
+  const std::vector<float> xe = test::exact_copy(x), we = test::exact_copy(w), dye = test::exact_copy(dy);
+  test::RedZoned ye(ae::shape_numel(k.y_shape())), dxe(ae::shape_numel(k.x_shape()));
+  ae::cpu::winograd_forward(g, xe.data(), we.data(), ye.data());
+  ae::cpu::winograd_backward_data(g, dye.data(), we.data(), dxe.data());
+  for (const test::RedZoned* out : {&ye, &dxe}) {
+    CAPTURE(out == &ye ? "forward" : "backward_data");
+    CHECK(out->guard_damage() == 0);
+    CHECK(out->unwritten() == 0);
+  }
+  CHECK(ye.same_bits(y));
+  CHECK(dxe.same_bits(dx));
 }
 
 // max |got - ref| / max |ref| and sum (got-ref)^2 / sum ref^2.
@@ -180,9 +196,10 @@ TEST_CASE("winograd: forward and backward-data match double loops for every tile
           check_case(k, seed);
           seed += 3;
         }
-        // Every case took the Winograd path, forward and backward, with this ISA and tile size.
+        // Every case took the Winograd path, forward and backward, with this ISA and tile size
+        // (twice: through conv2d_* and on its own).
         const ae::cpu::ConvPathCounts& counts = ae::cpu::conv_path_counts();
-        const int64_t calls = 2 * static_cast<int64_t>(sweep().size());
+        const int64_t calls = 4 * static_cast<int64_t>(sweep().size());
         CHECK(counts.winograd[static_cast<int>(isa)] == calls);
         CHECK(counts.winograd_m[tile] == calls);
         CHECK(counts.im2col == 0);
