@@ -48,6 +48,12 @@ class Backend {
   virtual Tensor photo_edit_backward_theta(const PhotoEditParams& p, const Tensor& x, const Tensor& theta, const Tensor& dy) const = 0;
   // Fused epilogue; residual may be undefined.
   virtual Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const = 0;
+  // Fused ops a backend may speed up; by default the composition they are defined as.
+  virtual Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn, const Tensor& x, const Tensor& w, const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const {
+    BatchNormApplyParams in_place = bn;
+    in_place.in_place = true;  // the convolution's own output, read by nothing else
+    return batchnorm_apply(in_place, conv2d_forward(conv, x, w), gamma, beta, mean, var_or_invstd, residual);
+  }
 };
 
 // The backend for a device; throws ae::Error naming the op when that device has none.

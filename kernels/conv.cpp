@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/backend.h"
+#include "kernels/op_checks.h"
 
 namespace ae::ops {
 namespace {
@@ -63,6 +64,19 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
   const Backend& be = backend_for(op, {&x, &w});
   check_x_w(op, p, "x", x.shape(), "w", w.shape(), x.device().str());
   return be.conv2d_forward(p, x, w);
+}
+
+Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn, const Tensor& x, const Tensor& w,
+                        const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
+                        const Tensor& residual) {
+  constexpr const char* op = "conv2d_batchnorm";
+  check_params(op, conv);
+  check_tensor_arg(op, "x", x);
+  check_tensor_arg(op, "w", w);
+  const Backend& be = backend_for(op, {&x, &w, &gamma, &beta, &mean, &var_or_invstd, &residual});
+  const Shape y_shape = check_x_w(op, conv, "x", x.shape(), "w", w.shape(), x.device().str());
+  check_batchnorm_apply_args(op, bn, y_shape, gamma, beta, mean, var_or_invstd, residual);
+  return be.conv2d_batchnorm(conv, bn, x, w, gamma, beta, mean, var_or_invstd, residual);
 }
 
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {

@@ -233,6 +233,17 @@ struct BatchNormApplyParams {
 Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                        const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
 
+// A convolution and its batchnorm_apply in one op, for inference (forward only):
+//   y = batchnorm_apply(bn, conv2d_forward(conv, x, w), gamma, beta, mean, var_or_invstd, residual)
+// with the same bits as those two ops in sequence (bn.in_place is ignored: the convolution's output
+// is never returned raw). The CPU applies the BatchNorm, residual and ReLU as each output leaves the
+// convolution's registers on the direct paths (kernels/cpu/conv_direct.h), saving a read and a
+// write of y, and runs batchnorm_apply over y in place after the other paths; other backends compose
+// the two ops. residual: the output's shape [N,OH,OW,O], or undefined for none.
+Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn, const Tensor& x, const Tensor& w,
+                        const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
+                        const Tensor& residual);
+
 }  // namespace ae::ops
 
 // ---------------------------------------------------------------- photo edits (kernels/photo_edit.cpp)

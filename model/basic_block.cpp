@@ -117,12 +117,9 @@ bool BasicBlock::backward_fold_valid() {
 
 Tensor BasicBlock::forward_for_input_grad(const Tensor& x, InputGradTape& tape) {
   tape.x_shape = x.shape();
-  const Tensor a = has_adapters_ ? conv_with_adapter(conv1, adapter1, folded1_, x) : conv1.forward(x, /*keep=*/false);
-  tape.out = bn_epilogue(bn1, a, Tensor(), /*relu=*/true);
-  const Tensor c = has_adapters_ ? conv_with_adapter(conv2, adapter2, folded2_, tape.out) : conv2.forward(tape.out, false);
-  const Tensor identity =
-      has_downsample_ ? bn_epilogue(down_bn, down_conv.forward(x, false), Tensor(), /*relu=*/false) : x;
-  tape.y = bn_epilogue(bn2, c, identity, /*relu=*/true);
+  tape.out = conv_bn(conv1, adapter1, folded1_, bn1, x, Tensor(), /*relu=*/true);
+  const Tensor identity = has_downsample_ ? down_conv.forward_batchnorm(x, down_bn, Tensor(), /*relu=*/false) : x;
+  tape.y = conv_bn(conv2, adapter2, folded2_, bn2, tape.out, identity, /*relu=*/true);
   return tape.y;
 }
 
@@ -150,14 +147,11 @@ Tensor BasicBlock::backward_input_grad(const Tensor& dy, const InputGradTape& ta
   return dx;
 }
 
-Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const Tensor& x) {
-  const bool may_be_stepped = conv.weight.grad.defined() || adapter.weight.grad.defined();
-  if (!fold_adapters || may_be_stepped) {
-    folded.clear();
-    Tensor y = conv.forward(x, /*keep=*/false);
-    ops::add_inplace(y, adapter.forward(x, false));
-    return y;
-  }
+bool BasicBlock::fold_usable(const Conv2d& conv, const Conv2d& adapter) const {
+  return fold_adapters && !conv.weight.grad.defined() && !adapter.weight.grad.defined();
+}
+
+const Tensor& BasicBlock::folded_weight(const Conv2d& conv, const Conv2d& adapter, FoldedWeight& folded) {
   const Tensor& w = conv.weight.value;
   const Tensor& a = adapter.weight.value;
   if (!folded.built_from(w, a)) {
@@ -167,22 +161,31 @@ Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight
     folded.adapter_storage = a.storage();
     folded.adapter_offset = a.offset();
   }
-  return ops::conv2d_forward(conv.params, x, folded.value);
+  return folded.value;
 }
 
-// At most three activations of the block's output size are alive at once (x or the identity, out,
-// c): each epilogue overwrites the convolution output it normalises, and out is released as soon as
-// conv2 has read it.
+Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const Tensor& x) {
+  if (!fold_usable(conv, adapter)) {  // the weights may be stepped: no cache
+    folded.clear();
+    Tensor y = conv.forward(x, /*keep=*/false);
+    ops::add_inplace(y, adapter.forward(x, false));
+    return y;
+  }
+  return ops::conv2d_forward(conv.params, x, folded_weight(conv, adapter, folded));
+}
+
+Tensor BasicBlock::conv_bn(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const BatchNorm& bn, const Tensor& x,
+                           const Tensor& residual, bool relu) {
+  if (!has_adapters_) return conv.forward_batchnorm(x, bn, residual, relu);
+  if (!fold_usable(conv, adapter)) return bn_epilogue(bn, conv_with_adapter(conv, adapter, folded, x), residual, relu);
+  return conv.forward_batchnorm(x, bn, residual, relu, &folded_weight(conv, adapter, folded));
+}
+
 Tensor BasicBlock::forward_inference_fused(const Tensor& x) {
-  Tensor out = bn_epilogue(
-      bn1, has_adapters_ ? conv_with_adapter(conv1, adapter1, folded1_, x) : conv1.forward(x, /*keep=*/false), Tensor(),
-      /*relu=*/true);
-  const Tensor c = has_adapters_ ? conv_with_adapter(conv2, adapter2, folded2_, out) : conv2.forward(out, false);
-  out = Tensor();
-  const Tensor identity =
-      has_downsample_ ? bn_epilogue(down_bn, down_conv.forward(x, false), Tensor(), /*relu=*/false) : x;
+  Tensor out = conv_bn(conv1, adapter1, folded1_, bn1, x, Tensor(), /*relu=*/true);
+  const Tensor identity = has_downsample_ ? down_conv.forward_batchnorm(x, down_bn, Tensor(), /*relu=*/false) : x;
   y_ = Tensor();  // nothing kept: a backward after an inference forward is an error
-  return bn_epilogue(bn2, c, identity, /*relu=*/true);
+  return conv_bn(conv2, adapter2, folded2_, bn2, out, identity, /*relu=*/true);
 }
 
 Tensor BasicBlock::conv_folded_for_training(Conv2d& conv, Conv2d& adapter, const Tensor& x, Tensor& w_out,

@@ -97,6 +97,13 @@ class BasicBlock {
     void clear() { *this = FoldedWeight(); }
   };
   Tensor conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const Tensor& x);
+  // Whether inference may use the cached fold now (see FoldedWeight), and the fold, rebuilt when stale.
+  bool fold_usable(const Conv2d& conv, const Conv2d& adapter) const;
+  const Tensor& folded_weight(const Conv2d& conv, const Conv2d& adapter, FoldedWeight& folded);
+  // conv(x) [+ adapter(x)], then bn, + residual, ReLU: one ops::conv2d_batchnorm where the adapter
+  // folds (or there is none), the separate layers and the fused BatchNorm otherwise.
+  Tensor conv_bn(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const BatchNorm& bn, const Tensor& x,
+                 const Tensor& residual, bool relu);
 
   Tensor forward_inference_fused(const Tensor& x);
 

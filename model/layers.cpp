@@ -96,6 +96,19 @@ Tensor Conv2d::forward(const Tensor& x, bool keep) {
   return ops::conv2d_forward(params, x, weight.value);
 }
 
+Tensor Conv2d::forward_batchnorm(const Tensor& x, const BatchNorm& bn, const Tensor& residual, bool relu,
+                                 const Tensor* w) {
+  x_ = Tensor();
+  x_shape_ = x.shape();
+  kept_ = false;
+  ops::BatchNormApplyParams p;
+  p.eps = bn.params.eps;
+  p.stats = ops::BatchNormStats::running;
+  p.relu = relu;
+  return ops::conv2d_batchnorm(params, p, x, w ? *w : weight.value, bn.weight.value, bn.bias.value, bn.running_mean,
+                               bn.running_var, residual);
+}
+
 Tensor Conv2d::backward(const Tensor& dy, bool need_dx) {
   require_kept(kept_, "Conv2d");
   kept_ = false;

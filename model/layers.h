@@ -56,6 +56,12 @@ class Conv2d {
   Conv2d() = default;
   Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int pad, ParamGroup group);
   Tensor forward(const Tensor& x, bool keep);
+  // Inference: this convolution (with `w` in place of the weight when given: an adapter folded into
+  // it) followed by bn's eval BatchNorm, + residual when defined, then ReLU when relu, in one op
+  // (ops::conv2d_batchnorm: the bits of forward + the BatchNorm layer's eval output). Keeps
+  // nothing, like forward(x, false).
+  Tensor forward_batchnorm(const Tensor& x, const class BatchNorm& bn, const Tensor& residual, bool relu,
+                           const Tensor* w = nullptr);
   Tensor backward(const Tensor& dy, bool need_dx);
   void list_state(const std::string& prefix, std::vector<StateEntry>& out);
 

@@ -125,14 +125,12 @@ std::vector<StateEntry> ResNet18::state_entries() {
 
 namespace {
 
-// Eval BatchNorm as the fused inference op (the same float operations as the layer's eval forward);
-// in_place writes over x (a convolution output nothing reads again).
-Tensor eval_bn(const BatchNorm& bn, const Tensor& x, bool relu, bool in_place = false) {
+// Eval BatchNorm as the fused inference op (the same float operations as the layer's eval forward).
+Tensor eval_bn(const BatchNorm& bn, const Tensor& x, bool relu) {
   ops::BatchNormApplyParams p;
   p.eps = bn.params.eps;
   p.stats = ops::BatchNormStats::running;
   p.relu = relu;
-  p.in_place = in_place;
   return ops::batchnorm_apply(p, x, bn.weight.value, bn.bias.value, bn.running_mean, bn.running_var, Tensor());
 }
 
@@ -143,10 +141,10 @@ Tensor ResNet18::forward(const Tensor& x) {
            "ResNet18.forward: input " << x.desc() << " must be NHWC [N,H,W,3] f32");
   const bool keep = grad_enabled_;
   const bool backbone_training = training_ && !backbone_bn_eval_;
-  // Inference: BatchNorm and ReLU written over the stem convolution's output, so the stem holds one
-  // buffer of its output size rather than three (the largest activation of the network).
+  // Inference: the stem convolution, BatchNorm and ReLU as one op (ops::conv2d_batchnorm), so the
+  // stem holds one buffer of its output size rather than three (the largest activation of the network).
   Tensor h = !keep && !backbone_training
-                 ? maxpool_.forward(eval_bn(bn1_, conv1_.forward(x, false), /*relu=*/true, /*in_place=*/true), false)
+                 ? maxpool_.forward(conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true), false)
                  : maxpool_.forward(
                        relu_.forward(bn1_.forward(conv1_.forward(x, keep), backbone_training, keep), keep), keep);
   for (auto& block : blocks_) h = block->forward(h, backbone_training, keep);
@@ -245,7 +243,7 @@ ResNet18::InputGradient ResNet18::input_gradient(const Tensor& x, const Tensor& 
   AE_CHECK(x.defined() && x.ndim() == 4 && x.dim(3) == 3 && x.dtype() == DType::f32,
            "ResNet18.input_gradient: input " << x.desc() << " must be NHWC [N,H,W,3] f32");
   // ---- forward (eval), keeping what dx needs
-  const Tensor stem_relu = eval_bn(bn1_, conv1_.forward(x, /*keep=*/false), /*relu=*/true, /*in_place=*/true);
+  const Tensor stem_relu = conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true);
   const ops::MaxPoolOut pooled = ops::maxpool2d_forward(maxpool_.params, stem_relu);
   std::vector<BasicBlock::InputGradTape> tapes(blocks_.size());
   Tensor h = pooled.y;

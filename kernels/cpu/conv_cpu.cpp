@@ -17,10 +17,14 @@
 // the forward and backward-data instead where kernels/cpu/winograd.h says it pays
 // (AE_CPU_CONV=im2col forces the column path, for comparison); backward-weight is always im2col.
 // Forwards with few output pixels (batch 1 from layer3 on) take the direct dot-product form of
-// kernels/cpu/conv_direct.h instead, which writes no column matrix and packs no weights.
+// kernels/cpu/conv_direct.h instead, which writes no column matrix and packs no weights, and the
+// stem, layer1 and small layer2 convolutions its broadcast form. conv2d_batchnorm (inference) hands
+// the BatchNorm, residual and ReLU to the direct forms' store; after the other paths it runs
+// batchnorm_apply over y in place.
 #include <algorithm>
 #include <optional>
 
+#include "kernels/cpu/batchnorm_apply.h"
 #include "kernels/cpu/conv_direct.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/gemm.h"
@@ -101,6 +105,29 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
     gemm_a_b(op, (l1 - l0) * g.ow, g.o, g.k(), col, wp, /*b_transposed=*/true, 0.0f, yp + l0 * g.ow * g.o);
   });
   return y;
+}
+
+Tensor conv2d_batchnorm(const Conv2dParams& conv, const ops::BatchNormApplyParams& bn, const Tensor& x, const Tensor& w,
+                        const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
+                        const Tensor& residual) {
+  const ConvGeometry g(conv, x.shape(), w.dim(0));
+  if (const std::optional<DirectForm> form = direct_form(g)) {
+    const std::vector<float> scale = batchnorm_scale(bn, gamma.f32(), var_or_invstd.f32(), g.o);
+    ConvEpilogue ep;
+    ep.mean = mean.f32();
+    ep.scale = scale.data();
+    ep.beta = beta.f32();
+    ep.residual = residual.defined() ? residual.f32() : nullptr;
+    ep.relu = bn.relu;
+    Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o});
+    conv_direct_forward(g, x.f32(), w.f32(), y.f32(), cpu_isa(), *form, ep);
+    ++(*form == DirectForm::dot ? conv_path_counts().direct_dot : conv_path_counts().direct_broadcast);
+    ++conv_path_counts().fused_epilogue;
+    return y;
+  }
+  ops::BatchNormApplyParams in_place = bn;
+  in_place.in_place = true;  // y is this op's own buffer
+  return cpu::batchnorm_apply(in_place, cpu::conv2d_forward(conv, x, w), gamma, beta, mean, var_or_invstd, residual);
 }
 
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {

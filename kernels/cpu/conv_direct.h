@@ -12,9 +12,15 @@
 // vector accumulators, one lane per channel residue, reduced across lanes once at the end.
 //
 // broadcast form, vectors over output channels (O a multiple of the tile's channel block), any C:
-// for the stem (C = 3) and layer1-2's small weights, at any batch. The weights are transposed to
-// [K][O] each call (a few hundred KB at most where it is chosen); a register tile of R output pixels
-// by B channel vectors broadcasts each input value under each tap against B weight vectors.
+// for the stem (C = 3) and layer1-2's small weights, at any batch (layer2's 3x3 at few pixels). The
+// weights are transposed to [K][O] each call (a few hundred KB at most where it is chosen); a
+// register tile of R output pixels by B channel vectors broadcasts each input value under each tap
+// against B weight vectors. With few input channels (the stem) the input is first copied with its
+// padding made explicit, so that a window row is one contiguous run (KW * C floats) and a tap is a
+// whole kernel row.
+//
+// Both can apply eval BatchNorm, a residual and ReLU as they store (ConvEpilogue,
+// ops::conv2d_batchnorm), with the bits of the separate batchnorm_apply.
 //
 // Each output is one fixed sum (dot: lane order, tap by tap, then the lane tree; broadcast: k in
 // order), whatever tile or thread it lands in, so the bits depend on the ISA only. Vector code per
@@ -28,10 +34,12 @@
 namespace ae::cpu {
 
 // conv_direct_profitable's limits: output pixels (N * OH * OW) for the dot form; output channels
-// and weights (floats) for the broadcast form.
+// and weights (floats) for the broadcast form, with a larger weight limit for few pixels.
 inline constexpr int64_t kConvDirectMaxPixels = 256;
 inline constexpr int64_t kConvBroadcastMaxChannels = 128;
 inline constexpr int64_t kConvBroadcastMaxWeights = 96 * 1024;
+inline constexpr int64_t kConvBroadcastMaxWeightsFewPixels = 160 * 1024;  // when m <= the next
+inline constexpr int64_t kConvBroadcastFewPixels = 1024;
 
 // dot: vectors over input channels (C a multiple of the vector width), for few output pixels and
 // long rows. broadcast: vectors over output channels (O a multiple of the tile's channel block: 64
@@ -46,8 +54,22 @@ bool conv_direct_applicable(const ConvGeometry& g, CpuIsa isa, DirectForm form);
 // ...and it is expected to beat im2col + GEMM and Winograd there (measured, conv_direct.cpp).
 bool conv_direct_profitable(const ConvGeometry& g, CpuIsa isa, DirectForm form);
 
-// y [N,OH,OW,O] = conv(x, w), w OHWI; conv_direct_applicable(g, isa, form) must hold.
+// What the forward does to each output as it stores it (ops::conv2d_batchnorm): nothing, or eval
+// BatchNorm v = (acc - mean[o]) * scale[o] + beta[o] (scale = gamma * invstd,
+// kernels/cpu/batchnorm_apply.h), then v + residual[p, o] when residual is set, then ReLU. These are
+// batchnorm_apply's float operations in its order, and conv_direct.cpp is compiled without
+// floating-point contraction so that none of them fuses into an FMA: the stored outputs have the
+// bits of the convolution followed by cpu::batchnorm_apply, without the second pass over y.
+struct ConvEpilogue {
+  const float* mean = nullptr;  // null: no BatchNorm (and then no residual or ReLU either)
+  const float* scale = nullptr;
+  const float* beta = nullptr;
+  const float* residual = nullptr;  // [N,OH,OW,O] like y, or null
+  bool relu = false;
+};
+
+// y [N,OH,OW,O] = conv(x, w), w OHWI, then the epilogue; conv_direct_applicable(g, isa, form) must hold.
 void conv_direct_forward(const ConvGeometry& g, const float* x, const float* w, float* y, CpuIsa isa,
-                         DirectForm form);
+                         DirectForm form, const ConvEpilogue& epilogue = {});
 
 }  // namespace ae::cpu

@@ -11,6 +11,9 @@ class CpuBackend final : public Backend {
   Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) const override {
     return cpu::conv2d_forward(p, x, w);
   }
+  Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn, const Tensor& x, const Tensor& w, const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const override {
+    return cpu::conv2d_batchnorm(conv, bn, x, w, gamma, beta, mean, var_or_invstd, residual);
+  }
   Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) const override {
     return cpu::conv2d_backward_data(p, dy, w, x_shape);
   }

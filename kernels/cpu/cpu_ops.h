@@ -21,6 +21,11 @@ using ops::PReluGrads;
 using ops::SgdParams;
 
 Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w);
+// conv2d_forward then batchnorm_apply, the BatchNorm applied as outputs are stored where the path
+// allows (ops::conv2d_batchnorm).
+Tensor conv2d_batchnorm(const Conv2dParams& conv, const ops::BatchNormApplyParams& bn, const Tensor& x, const Tensor& w,
+                        const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
+                        const Tensor& residual);
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape);
 Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape);
 BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var);

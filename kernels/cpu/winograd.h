@@ -62,6 +62,7 @@ struct ConvPathCounts {
   int64_t pointwise = 0;         // 1x1 stride-1 unpadded: one GEMM on x itself
   int64_t direct_dot = 0;        // the direct forward (kernels/cpu/conv_direct.h), dot form
   int64_t direct_broadcast = 0;  // and broadcast form
+  int64_t fused_epilogue = 0;    // conv2d_batchnorm forwards whose BatchNorm ran in the store
   int64_t winograd[3] = {0, 0, 0};  // by CpuIsa
   int64_t winograd_m[5] = {0, 0, 0, 0, 0};  // by tile size m (2 or 4)
 };

@@ -1,7 +1,8 @@
 // The fused epilogue batchnorm_apply on the CUDA backend: against the CPU backend (running and
 // saved statistics, with and without residual and ReLU, awkward shapes), against the unfused
 // CUDA ops it replaces, and a BasicBlock's fused inference path against its unfused path on the
-// device. Buffers are guarded and outputs poisoned until written.
+// device; conv2d_batchnorm (the Backend's composition on this backend) against the two ops and
+// the CPU. Buffers are guarded and outputs poisoned until written.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -97,4 +98,39 @@ TEST_CASE("BasicBlock inference on the device: fused epilogues equal the unfused
   REQUIRE(fused.device().is_cuda());
   test::require_cuda_close(fused, unfused, kTight, "BasicBlock fused vs unfused inference");
   require_guards_intact();
+}
+
+TEST_CASE("conv2d_batchnorm on the device: the conv and batchnorm_apply it composes, bit for bit, and the CPU's") {
+  AE_GPU_TEST_PRELUDE();
+  // The CUDA backend runs the Backend's composition (kernels/backend.h); these pin that it is the
+  // device's own two ops, in place over the convolution's output, with the arguments in their order.
+  struct Case {
+    Shape x;
+    int64_t o;
+    ops::Conv2dParams p;
+  };
+  const Case cases[] = {{{1, 9, 9, 3}, 16, {7, 7, 2, 2, 3, 3}}, {{2, 6, 5, 8}, 12, {3, 3, 1, 1, 1, 1}},
+                        {{2, 6, 5, 8}, 5, {1, 1, 2, 2, 0, 0}}};
+  uint64_t seed = 300;
+  for (const Case& k : cases) {
+    const Shape y_shape{k.x[0], k.p.out_h(k.x[1]), k.p.out_w(k.x[2]), k.o};
+    const Tensor x = test::random_tensor(k.x, seed++), w = test::random_tensor({k.o, k.p.kernel_h, k.p.kernel_w, k.x[3]}, seed++);
+    const Tensor r = test::random_tensor(y_shape, seed++);
+    const Tensor gamma = test::random_tensor({k.o}, seed++, 0.5f, 1.5f), beta = test::random_tensor({k.o}, seed++);
+    const Tensor mean = test::random_tensor({k.o}, seed++), var = test::random_tensor({k.o}, seed++, 0.1f, 2.0f);
+    const Tensor dx = to_device(x), dw = to_device(w), dr = to_device(r), dg = to_device(gamma), db = to_device(beta),
+                 dm = to_device(mean), dv = to_device(var);
+    for (const bool residual : {false, true}) {
+      ops::BatchNormApplyParams p;
+      p.relu = true;
+      const std::string what = "conv2d_batchnorm x " + shape_str(k.x) + (residual ? " residual" : "");
+      const Tensor got = ops::conv2d_batchnorm(k.p, p, dx, dw, dg, db, dm, dv, residual ? dr : Tensor());
+      REQUIRE(got.device().is_cuda());
+      const Tensor composed = ops::batchnorm_apply(p, ops::conv2d_forward(k.p, dx, dw), dg, db, dm, dv, residual ? dr : Tensor());
+      CHECK_MESSAGE(test::bitwise_equal(got, composed), what);
+      const Tensor cpu = ops::conv2d_batchnorm(k.p, p, x, w, gamma, beta, mean, var, residual ? r : Tensor());
+      test::require_cuda_close(got, cpu, test::Tolerance{1e-5, 1e-4, 1e-10}, what + " vs CPU");
+      require_guards_intact();
+    }
+  }
 }

@@ -24,6 +24,7 @@
 #include "runtime/thread_pool.h"
 #include "kernels/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/conv_scope.h"
 #include "tests/support/expect.h"
 
 namespace {
@@ -412,33 +413,8 @@ namespace {
 
 using ae::cpu::DirectForm;
 
-// The direct forward (kernels/cpu/conv_direct.h) with one vector ISA for one scope; the algorithm
-// and the ISA are restored even when a check throws.
-class DirectScope {
- public:
-  explicit DirectScope(ae::cpu::CpuIsa isa, ae::cpu::ConvAlgo algo = ae::cpu::ConvAlgo::direct)
-      : algo_(ae::cpu::conv_algo()), isa_(ae::cpu::cpu_isa()) {
-    ae::cpu::set_conv_algo(algo);
-    ae::cpu::set_cpu_isa(isa);
-  }
-  ~DirectScope() {
-    ae::cpu::set_conv_algo(algo_);
-    ae::cpu::set_cpu_isa(isa_);
-  }
-  DirectScope(const DirectScope&) = delete;
-  DirectScope& operator=(const DirectScope&) = delete;
-
- private:
-  ae::cpu::ConvAlgo algo_;
-  ae::cpu::CpuIsa isa_;
-};
-
-std::vector<ae::cpu::CpuIsa> direct_isas() {
-  std::vector<ae::cpu::CpuIsa> out;
-  for (ae::cpu::CpuIsa isa : {ae::cpu::CpuIsa::avx2, ae::cpu::CpuIsa::avx512})
-    if (ae::cpu::cpu_isa_available(isa)) out.push_back(isa);
-  return out;
-}
+using DirectScope = ae::test::ScopedConvPath;
+using ae::test::direct_isas;
 
 int64_t path_count(DirectForm form) {
   return form == DirectForm::dot ? ae::cpu::conv_path_counts().direct_dot
@@ -567,6 +543,8 @@ TEST_CASE("conv2d: dispatch of the direct forms: forced, automatic, and never wh
   const Tensor x_big = test::random_tensor({1, 20, 20, 64}, 95);  // 400 output pixels
   const Tensor x_rgb = test::random_tensor({1, 32, 32, 3}, 96), w_stem = test::random_tensor({64, 7, 7, 3}, 97);
   const Tensor w_wide = test::random_tensor({256, 3, 3, 64}, 98);  // 147 K weights, 256 channels out
+  const Tensor x_layer2 = test::random_tensor({1, 28, 28, 128}, 99), w_layer2 = test::random_tensor({128, 3, 3, 128}, 100);
+  const Tensor x_layer2_b2 = test::random_tensor({2, 28, 28, 128}, 101);
   const auto& counts = ae::cpu::conv_path_counts;
   for (ae::cpu::CpuIsa isa : direct_isas()) {
     CAPTURE(ae::cpu::cpu_isa_name(isa));
@@ -593,6 +571,11 @@ TEST_CASE("conv2d: dispatch of the direct forms: forced, automatic, and never wh
       CHECK(counts().direct_broadcast == 0);
       ae::ops::conv2d_forward(stem, x_rgb, w_stem);  // the stem: the broadcast form
       CHECK(counts().direct_broadcast == (avx512 ? 1 : 0));
+      // Layer2's 3x3 (128 -> 128, 147 K weights): the broadcast form with few pixels only.
+      ae::ops::conv2d_forward(p3, x_layer2, w_layer2);  // 784 pixels
+      CHECK(counts().direct_broadcast == (avx512 ? 2 : 0));
+      ae::ops::conv2d_forward(p3, x_layer2_b2, w_layer2);  // 1568 pixels: Winograd
+      CHECK(counts().direct_broadcast == (avx512 ? 2 : 0));
     }
     {
       DirectScope scope(isa, ae::cpu::ConvAlgo::im2col);

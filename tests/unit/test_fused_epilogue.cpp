@@ -1,17 +1,22 @@
 // The fused epilogue batchnorm_apply (batch norm with known statistics + residual + ReLU in one
 // pass) on the CPU: equal bit for bit to the unfused ops it replaces (eval-mode and train-mode
 // statistics, with and without residual and ReLU), close to a double-precision loop, clear
-// errors; and a BasicBlock's fused inference path equal to its unfused path.
+// errors; and a BasicBlock's fused inference path equal to its unfused path. conv2d_batchnorm
+// (the convolution with that epilogue in its store) equal bit for bit to the two ops on every CPU
+// convolution path and ISA, red zones around the direct kernels' epilogue, and its errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <string>
 
+#include "kernels/cpu/batchnorm_apply.h"
+#include "kernels/cpu/conv_direct.h"
 #include "kernels/ops.h"
 #include "model/basic_block.h"
 #include "model/resnet18.h"
 #include "runtime/alloc.h"
 #include "tests/support/check.h"
+#include "tests/support/conv_scope.h"
 #include "tests/support/expect.h"
 #include "tests/support/random_block.h"
 
@@ -199,4 +204,132 @@ TEST_CASE("BasicBlock inference: the fused epilogue path equals the unfused laye
     (void)block.forward(x, false, false);
     CHECK_THROWS_AS(block.backward(test::random_tensor(kept.shape(), 62), true), Error);
   }
+}
+
+// ---------------------------------------------------------------- conv2d_batchnorm
+
+namespace {
+
+struct ConvBnCase {
+  Shape x;  // [N,H,W,C]
+  int64_t o;
+  ops::Conv2dParams p;
+};
+
+// Geometries that each CPU path takes when forced: the dot form (C a multiple of 16), the broadcast
+// form (O a multiple of 64), 3x3 stride 1 for Winograd, 1x1 for the pointwise GEMM; partial register
+// tiles of pixels and channels, strides and paddings.
+const ConvBnCase kConvBnCases[] = {
+    {{1, 7, 7, 32}, 21, {3, 3, 1, 1, 1, 1}},   // dot (5 x 4 tiles: partial in both)
+    {{2, 9, 6, 16}, 7, {3, 3, 2, 2, 1, 1}},    // dot, stride 2, batch 2
+    {{1, 11, 11, 3}, 64, {7, 7, 2, 2, 3, 3}},  // broadcast, a stem
+    {{3, 5, 7, 5}, 128, {3, 3, 1, 1, 1, 1}},   // broadcast, two channel blocks
+    {{2, 6, 5, 16}, 64, {1, 1, 2, 2, 0, 0}},   // a downsample: either form
+    {{1, 8, 8, 12}, 10, {3, 3, 1, 1, 1, 1}},   // neither form: Winograd or im2col
+    {{2, 4, 4, 8}, 6, {1, 1, 1, 1, 0, 0}},     // pointwise GEMM
+};
+
+}  // namespace
+
+TEST_CASE("conv2d_batchnorm equals conv2d_forward + batchnorm_apply bit for bit on every CPU path") {
+  using cpu::ConvAlgo;
+  std::vector<std::pair<cpu::CpuIsa, ConvAlgo>> paths;
+  for (ConvAlgo algo : {ConvAlgo::automatic, ConvAlgo::im2col, ConvAlgo::winograd})
+    paths.emplace_back(cpu::cpu_isa(), algo);
+  for (cpu::CpuIsa isa : test::direct_isas()) paths.emplace_back(isa, ConvAlgo::direct);
+  uint64_t seed = 100;
+  int64_t fused_direct = 0;
+  for (const auto& [isa, algo] : paths) {
+    const test::ScopedConvPath scope(isa, algo);
+    for (const ConvBnCase& k : kConvBnCases) {
+      const Shape y_shape{k.x[0], k.p.out_h(k.x[1]), k.p.out_w(k.x[2]), k.o};
+      const Tensor x = test::random_tensor(k.x, seed++);
+      const Tensor w = test::random_tensor({k.o, k.p.kernel_h, k.p.kernel_w, k.x[3]}, seed++);
+      const Tensor r = test::random_tensor(y_shape, seed++);
+      const Channels ch = random_channels(k.o, seed);
+      seed += 4;
+      for (ops::BatchNormStats stats : {ops::BatchNormStats::running, ops::BatchNormStats::saved})
+        for (bool relu : {false, true})
+          for (bool residual : {false, true}) {
+            INFO(cpu::cpu_isa_name(isa) << " algo " << static_cast<int>(algo) << " x " << shape_str(k.x) << " O "
+                                        << k.o << (relu ? " relu" : "") << (residual ? " residual" : "")
+                                        << (stats == ops::BatchNormStats::saved ? " saved" : " running"));
+            ops::BatchNormApplyParams bp = apply_params(stats, relu);
+            const Tensor res = residual ? r : Tensor();
+            const Tensor expected =
+                ops::batchnorm_apply(bp, ops::conv2d_forward(k.p, x, w), ch.gamma, ch.beta, ch.mean, ch.var, res);
+            cpu::reset_conv_path_counts();
+            bp.in_place = true;  // ignored: the op's input is x, which it never writes
+            const Tensor y = ops::conv2d_batchnorm(k.p, bp, x, w, ch.gamma, ch.beta, ch.mean, ch.var, res);
+            const cpu::ConvPathCounts counts = cpu::conv_path_counts();
+            CHECK(bitwise_equal(y, expected));
+            // The BatchNorm ran in the direct forward's store exactly when the direct forward ran.
+            CHECK(counts.fused_epilogue == counts.direct_dot + counts.direct_broadcast);
+            fused_direct += counts.fused_epilogue;
+            if (algo == ConvAlgo::im2col) CHECK(counts.fused_epilogue == 0);
+          }
+    }
+  }
+  // Forced direct on an AVX2/AVX-512 machine: the five cases a form takes, 8 variants each, per ISA.
+  CHECK(fused_direct >= static_cast<int64_t>(test::direct_isas().size()) * 5 * 8);
+}
+
+TEST_CASE("conv2d_batchnorm: the direct forms' epilogue writes every output once and nothing around it") {
+  const std::vector<cpu::CpuIsa> isas = test::direct_isas();
+  if (isas.empty()) {
+    MESSAGE("no AVX2 on this machine: the direct forward is never chosen, nothing to check");
+    return;
+  }
+  for (cpu::CpuIsa isa : isas) {
+    for (cpu::DirectForm form : {cpu::DirectForm::dot, cpu::DirectForm::broadcast}) {
+      const ConvBnCase& k = form == cpu::DirectForm::dot ? kConvBnCases[0] : kConvBnCases[3];
+      CAPTURE(cpu::cpu_isa_name(isa));
+      CAPTURE(cpu::direct_form_name(form));
+      const cpu::ConvGeometry g(k.p, k.x, k.o);
+      const Shape y_shape{g.n, g.oh, g.ow, g.o};
+      const Tensor x = test::random_tensor(k.x, 7), w = test::random_tensor({k.o, k.p.kernel_h, k.p.kernel_w, k.x[3]}, 8);
+      const Tensor r = test::random_tensor(y_shape, 9, -4.0f, 4.0f);
+      const Channels ch = random_channels(k.o, 10);
+      const ops::BatchNormApplyParams bp = apply_params(ops::BatchNormStats::running, true);
+      const std::vector<float> xe = test::exact_copy(x), we = test::exact_copy(w), re = test::exact_copy(r);
+      const std::vector<float> me = test::exact_copy(ch.mean), be = test::exact_copy(ch.beta);
+      std::vector<float> se = cpu::batchnorm_scale(bp, ch.gamma.f32(), ch.var.f32(), k.o);
+      se.shrink_to_fit();
+      cpu::ConvEpilogue ep;
+      ep.mean = me.data();
+      ep.scale = se.data();
+      ep.beta = be.data();
+      ep.residual = re.data();
+      ep.relu = true;
+      test::RedZoned ye(shape_numel(y_shape));
+      cpu::conv_direct_forward(g, xe.data(), we.data(), ye.data(), isa, form, ep);
+      CHECK(ye.guard_damage() == 0);
+      CHECK(ye.unwritten() == 0);
+      const test::ScopedConvPath scope(isa, cpu::ConvAlgo::direct);
+      CHECK(ye.same_bits(ops::conv2d_batchnorm(k.p, bp, x, w, ch.gamma, ch.beta, ch.mean, ch.var, r)));
+      CHECK(ye.same_bits(ops::batchnorm_apply(bp, ops::conv2d_forward(k.p, x, w), ch.gamma, ch.beta, ch.mean, ch.var, r)));
+    }
+  }
+}
+
+TEST_CASE("conv2d_batchnorm rejects bad arguments naming the op and the argument") {
+  const ops::Conv2dParams p{3, 3, 1, 1, 1, 1};
+  const Tensor x = test::random_tensor({1, 5, 5, 4}, 1), w = test::random_tensor({6, 3, 3, 4}, 2);
+  const Channels ch = random_channels(6, 3);
+  const ops::BatchNormApplyParams bp = apply_params(ops::BatchNormStats::running, true);
+  test::require_error([&] { ops::conv2d_batchnorm(p, bp, x, test::random_tensor({6, 3, 3, 5}, 4), ch.gamma, ch.beta,
+                                                  ch.mean, ch.var, Tensor()); },
+                      {"conv2d_batchnorm", "x", "4 channels", "w"});
+  const Channels wrong = random_channels(4, 5);
+  test::require_error([&] { ops::conv2d_batchnorm(p, bp, x, w, wrong.gamma, ch.beta, ch.mean, ch.var, Tensor()); },
+                      {"conv2d_batchnorm", "gamma", "expected [6]"});
+  test::require_error([&] { ops::conv2d_batchnorm(p, bp, x, w, ch.gamma, ch.beta, ch.mean, wrong.var, Tensor()); },
+                      {"conv2d_batchnorm", "running_var", "expected [6]"});
+  test::require_error([&] { ops::conv2d_batchnorm(p, bp, x, w, ch.gamma, ch.beta, ch.mean, ch.var,
+                                                  test::random_tensor({1, 5, 5, 4}, 6)); },
+                      {"conv2d_batchnorm", "residual", "[1,5,5,6]"});
+  ops::BatchNormApplyParams bad_eps = bp;
+  bad_eps.eps = -1.0f;
+  test::require_error([&] { ops::conv2d_batchnorm(p, bad_eps, x, w, ch.gamma, ch.beta, ch.mean, ch.var, Tensor()); },
+                      {"conv2d_batchnorm", "eps"});
 }
