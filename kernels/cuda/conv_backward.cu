@@ -17,7 +17,11 @@
 //
 // Backward-weight reduces over N*OH*OW, which is large for early layers and small for late ones;
 // it splits that reduction into a shape-determined number of fixed slices, writes one partial dw per
-// slice to a workspace and sums the partials in slice order: deterministic, no float atomics.
+// slice to a workspace and sums the partials in slice order: deterministic, no float atomics. In
+// tf32 / bf16 the GEMM over those slices runs on a second pipelined kernel (conv_wgrad_igemm.cu:
+// the same cp.async ring with [k][row] stages, split-K over grid.z), with the same slices, k order
+// and bits; DyTransposed / InputUnderTap remain its fallback and the reference its test compares
+// against (set_conv_backward_weight_kernel forces either).
 #include <algorithm>
 
 #include "kernels/conv_geometry.h"
@@ -244,20 +248,27 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
   const int64_t rows_per_slice = (s.k + wanted - 1) / wanted;
   s.k_per_split = (rows_per_slice + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;
   const int64_t slices = (s.k + s.k_per_split - 1) / s.k_per_split;  // rounding may drop one
-  const LaunchSite site{"conv2d_backward_weight (implicit GEMM)", __FILE__, __LINE__};
   const int64_t elements = dw.numel();
   const ConvMath math = conv_math();
   ae::emu::profile_next_launch_flops(2.0 * s.m * s.n * s.k, conv_math_name(math));  // emulated-device profile
-  if (slices == 1) {
-    gemm::run_gemm(site, math, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
-                   StoreWeightSlice{dw.f32(), s.n, elements});
-    return dw;
+  // One slice: straight into dw; several: one partial dw per slice, summed below in slice order.
+  Tensor partials;
+  if (slices > 1) partials = Tensor::empty({slices * elements}, DType::f32, x.device());
+  float* const out = slices > 1 ? partials.f32() : dw.f32();
+  if (!conv_backward_weight_pipelined(LaunchSite{"conv2d_backward_weight (pipelined implicit GEMM)", __FILE__, __LINE__},
+                                      math, g, x.f32(), dy.f32(), out, s.k_per_split, slices)) {
+    if (math == ConvMath::f32) {
+      note_conv_backward_weight_f32_tiled();
+    } else {
+      note_conv_backward_weight_tc_tiled();
+    }
+    gemm::run_gemm(LaunchSite{"conv2d_backward_weight (implicit GEMM)", __FILE__, __LINE__}, math, s,
+                   DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()}, StoreWeightSlice{out, s.n, elements});
   }
-  Tensor partials = Tensor::empty({slices * elements}, DType::f32, x.device());
-  gemm::run_gemm(site, math, s, DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()},
-                 StoreWeightSlice{partials.f32(), s.n, elements});
-  AE_LAUNCH(sum_slices_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr,
-            static_cast<const float*>(partials.f32()), slices, elements, dw.f32());
+  if (slices > 1) {
+    AE_LAUNCH(sum_slices_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr,
+              static_cast<const float*>(partials.f32()), slices, elements, dw.f32());
+  }
   return dw;
 }
 

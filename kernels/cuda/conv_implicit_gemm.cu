@@ -10,10 +10,11 @@
 //                    taps walk backwards; B[c, k] = w_t[kh, kw, c, o], the weight transposed to
 //                    [KH, KW, C, O] once per call so that k (o) is contiguous, as 16-byte copies need.
 //
-// Backward-weight (dw[o, j] = sum_r dy[r, o] * X[r, j], r = (n, oh, ow)) still runs the tiled kernels
-// of conv_backward.cu: both its operands are contiguous along the GEMM rows (o in dy, c in x), not
-// along k = r, so it needs a second stage layout of this pipeline ([k][row] tiles filled by 16-byte
-// chunks of 4 rows, fragments read without ldmatrix, split-K over grid.z); not written yet.
+// Backward-weight (dw[o, j] = sum_r dy[r, o] * X[r, j], r = (n, oh, ow)) runs a second kernel on this
+// pipeline, conv_wgrad_igemm.cu: both its operands are contiguous along the GEMM rows (o in dy, c in
+// x), not along k = r, so its stages are laid out [k][row] (16-byte chunks of 4 rows, another
+// swizzle, fragments read as words without ldmatrix) and it splits K over grid.z. The ring
+// (run_pipeline), the tilings and the mma sweep are shared through conv_igemm_pipeline.h.
 //
 // Both are the same GEMM as the generic tensor-core path (tiled_gemm_tc.h with conv.cu's InputPatch,
 // or conv_backward.cu's DyThroughTap / WeightByTapThenOut loaders), with the same k order, made
@@ -49,7 +50,8 @@
 //  5. Larger block tiles: 128x128 (8 warps of 64x32) when the grid is large, 64x64 (4 warps of
 //     32x32) otherwise.
 //
-// Pipeline (kStages = 3, K tiles of kTileK = 32 floats):
+// Pipeline (kStages = 3, K tiles of kTileK = 32 floats; run_pipeline in conv_igemm_pipeline.h, shared
+// with backward-weight):
 //   prologue: issue tiles 0 and 1, each followed by commit_group (always commit, even an empty
 //             group when there are fewer tiles, so that group counting is the same in every case).
 //   iteration kt:
@@ -102,42 +104,10 @@
 #include <atomic>
 #include <cstdint>
 
-#include "kernels/cuda/launch.h"
-#include "kernels/cuda/tiled_gemm_tc.h"
-
-// Loops with constant trip counts must be unrolled for the accumulators and fragments to live in
-// registers (nvcc otherwise puts acc[][][] in local memory); g++ would warn on the nvcc pragma.
-#if defined(AE_EMULATED_DEVICE)
-#define AE_IGEMM_UNROLL
-#else
-#define AE_IGEMM_UNROLL _Pragma("unroll")
-#endif
+#include "kernels/cuda/conv_igemm_pipeline.h"
 
 namespace ae::cuda {
 namespace igemm {
-
-constexpr int kStages = 3;
-constexpr int kTileK = 32;        // floats of k per stage row
-constexpr int kChunksPerRow = 8;  // 16-byte chunks per stage row
-static_assert(kTileK * 4 == kChunksPerRow * 16, "a stage row is 8 chunks of 16 bytes");
-static_assert(gemm::kTileK % kTileK == 0, "the generic kernel's K slices are whole numbers of our tiles");
-
-template <int kBM, int kBN, int kWarpsM, int kWarpsN>
-struct Tiles {
-  static constexpr int kBlockM = kBM, kBlockN = kBN;
-  static constexpr int kThreads = kWarp * kWarpsM * kWarpsN;
-  static constexpr int kWarpTileM = kBM / kWarpsM, kWarpTileN = kBN / kWarpsN;
-  static constexpr int kMmaTilesM = kWarpTileM / 16, kMmaTilesN = kWarpTileN / 8;
-  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // rows one pass of the block copies
-  static constexpr int kLoadsA = kBM / kRowsPerPass, kLoadsB = kBN / kRowsPerPass;
-  static constexpr int kStageFloats = (kBM + kBN) * kTileK;
-  static constexpr std::size_t kSharedBytes = sizeof(float) * kStages * kStageFloats;
-  static_assert(kBM % kRowsPerPass == 0 && kBN % kRowsPerPass == 0, "whole copy passes");
-  static_assert(kRowsPerPass % 8 == 0, "a copy pass covers whole swizzle periods");
-  static_assert(kWarpTileM % 16 == 0 && kWarpTileN % 16 == 0, "warp tiles of m16 tiles and pairs of n8 tiles");
-};
-using Tiles64 = Tiles<64, 64, 2, 2>;      // 4 warps of 32x32
-using Tiles128 = Tiles<128, 128, 2, 4>;   // 8 warps of 64x32
 
 // One implicit GEMM out[m, n] = sum_k A[m, k] * B[n, k] (the general form at the top of the file).
 struct Args {
@@ -158,26 +128,6 @@ struct Args {
 
 // Float index of logical 16-byte chunk `chunk` of row `row` in a stage (see "Swizzle").
 __device__ __forceinline__ int swizzle(int row, int chunk) { return row * kTileK + ((chunk ^ (row & 7)) << 2); }
-
-__device__ __forceinline__ void load_pair(const float* p, float& lo, float& hi) {
-#if defined(AE_EMULATED_DEVICE)
-  lo = p[0];
-  hi = p[1];
-#else
-  const float2 v = *reinterpret_cast<const float2*>(p);
-  lo = v.x;
-  hi = v.y;
-#endif
-}
-
-__device__ __forceinline__ void store_pair(float* p, float lo, float hi) {
-#if defined(AE_EMULATED_DEVICE)
-  p[0] = lo;
-  p[1] = hi;
-#else
-  *reinterpret_cast<float2*>(p) = make_float2(lo, hi);
-#endif
-}
 
 // The A and B fragments of one mma k-step (k floats [k0, k0 + Math::kStepK) of the stage) for a
 // warp tile at rows warp_m of A and warp_n of B.
@@ -320,31 +270,19 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
   };
 
   // ---- the pipeline (see the top of the file) ------------------------------------------------
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < p.k_tiles) issue_tile(s);
-    cp_async_commit();
-  }
   const int warp_m = (warp % (T::kBlockM / T::kWarpTileM)) * T::kWarpTileM;
   const int warp_n = (warp / (T::kBlockM / T::kWarpTileM)) * T::kWarpTileN;
   float acc[T::kMmaTilesM][T::kMmaTilesN][4] = {};
-  for (int kt = 0; kt < p.k_tiles; ++kt) {
-    cp_async_wait_group<kStages - 2>();  // this thread's copies of tile kt have landed
-    __syncthreads();                     // everyone's have; and stage (kt-1) % 3 is no longer read
-    if (kt + kStages - 1 < p.k_tiles) issue_tile((kt + kStages - 1) % kStages);
-    cp_async_commit();
-    const float* as = smem + (kt % kStages) * T::kStageFloats;
+  run_pipeline(p.k_tiles, issue_tile, [&](int stage) {
+    const float* as = smem + stage * T::kStageFloats;
     const float* bs = as + T::kBlockM * kTileK;
     AE_IGEMM_UNROLL
     for (int k0 = 0; k0 < kTileK; k0 += Math::kStepK) {
       uint32_t a[T::kMmaTilesM][4], b[T::kMmaTilesN][2];
       load_fragments<Math, T>(as, bs, warp_m, warp_n, k0, a, b);
-      AE_IGEMM_UNROLL
-      for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
-        AE_IGEMM_UNROLL
-        for (int ni = 0; ni < T::kMmaTilesN; ++ni) Math::mma(acc[mi][ni], a[mi], b[ni]);
-      }
+      mma_warp_tile<Math, T>(acc, a, b);
     }
-  }
+  });
 
   // ---- epilogue: C fragment (g, 2 tig + {0, 1}) and (g + 8, ...) of each mma tile ------------
   const int lane = tid % kWarp, g = lane >> 2, tig = lane & 3;
@@ -373,10 +311,6 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
     }
   }
 }
-
-// Blocks of 128x128 only when they make at least about one wave on a large GPU (H200: 132 SMs);
-// below that the 64x64 tiles give 4x the blocks. A guess to be replaced by measurements.
-constexpr int64_t kLargeTileMinBlocks = 132;
 
 std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
 std::atomic<int> g_kernel{static_cast<int>(ConvForwardKernel::automatic)};
@@ -411,16 +345,6 @@ void run(const LaunchSite& site, ConvMath math, bool large, bool wide, const Arg
     }
   }
 }
-
-// The automatic tile choice (see kLargeTileMinBlocks).
-bool large_tiles_pay(int64_t m, int64_t n) { return ((m + 127) / 128) * ((n + 127) / 128) >= kLargeTileMinBlocks; }
-
-int k_tiles_of(int64_t k) {
-  static_assert(gemm::kTileK == 2 * kTileK, "two of our tiles per generic K slice");
-  return static_cast<int>(2 * ((k + gemm::kTileK - 1) / gemm::kTileK));
-}
-
-bool aligned(const void* p, std::uintptr_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
 
 }  // namespace igemm
 

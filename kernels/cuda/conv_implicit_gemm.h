@@ -1,7 +1,7 @@
 #pragma once
-// The pipelined implicit-GEMM tensor-core convolution (conv_implicit_gemm.cu), forward and
-// backward-data (one kernel, two gather descriptions), and the switches and counters that let
-// tests pin which kernel ran.
+// The pipelined implicit-GEMM tensor-core convolutions: forward and backward-data (one kernel, two
+// gather descriptions, conv_implicit_gemm.cu) and backward-weight (conv_wgrad_igemm.cu), and the
+// switches and counters that let tests pin which kernel ran.
 //
 // conv2d_forward (conv.cu) in conv_math() tf32 or bf16 runs the pipelined kernel when
 // conv_forward_pipelined_supported() holds, and the generic tensor-core tiled GEMM
@@ -27,6 +27,13 @@
 // Conditions: wide when O % 4 == 0 and dy, w_t 16-byte aligned, 4-byte copies otherwise; always
 // dx 8-byte aligned, ceil(C / 64) <= 65535 and sizes below 2^30. Every stride is covered: a phase
 // is a stride-1 problem (conv_backward.cu).
+//
+// conv2d_backward_weight (conv_backward.cu) in tf32 or bf16 runs a second pipelined kernel
+// (conv_wgrad_igemm.cu: same ring, stages laid out [k][row]) over the same split-K slices as the
+// generic tensor-core GEMM (DyTransposed / InputUnderTap loaders) and the same slice sum; again
+// bitwise-identical. Conditions: 16-byte copies of dy when O % 4 == 0 and dy is 16-byte aligned,
+// of x when C % 4 == 0 and x is 16-byte aligned (each operand on its own), 4-byte copies
+// otherwise; always ceil(KH*KW*C / 64) <= 65535 and sizes (N*OH*OW included) below 2^30.
 // Host code only (no kernel dialect), so tests can include it.
 #include "kernels/conv_geometry.h"
 #include "kernels/cuda/conv_math.h"
@@ -131,5 +138,53 @@ struct ConvDgradPhase {
 // when it has no tap). w_t = w transposed to [KH, KW, C, O]. Call only when _enabled() holds.
 void conv_backward_data_pipelined_phase(const LaunchSite& site, ConvMath math, const ConvGeometry& g,
                                         const ConvDgradPhase& phase, const float* dy, const float* w_t, float* dx);
+
+// ---- backward-weight (conv_wgrad_igemm.cu) ----------------------------------------------------
+
+// Which backward-weight kernel the tensor-core modes use (as ConvForwardKernel; a forced pipelined
+// kernel on an unsupported shape still falls back to `tiled`).
+enum class ConvBackwardWeightKernel { automatic, tiled, pipelined_64x64, pipelined_128x128 };
+
+ConvBackwardWeightKernel conv_backward_weight_kernel();
+void set_conv_backward_weight_kernel(ConvBackwardWeightKernel kernel);
+
+class ScopedConvBackwardWeightKernel {
+ public:
+  explicit ScopedConvBackwardWeightKernel(ConvBackwardWeightKernel k) : previous_(conv_backward_weight_kernel()) {
+    set_conv_backward_weight_kernel(k);
+  }
+  ~ScopedConvBackwardWeightKernel() { set_conv_backward_weight_kernel(previous_); }
+  ScopedConvBackwardWeightKernel(const ScopedConvBackwardWeightKernel&) = delete;
+  ScopedConvBackwardWeightKernel& operator=(const ScopedConvBackwardWeightKernel&) = delete;
+
+ private:
+  ConvBackwardWeightKernel previous_;
+};
+
+// GEMM launches of conv2d_backward_weight since the process started, one per call (the slice sum
+// that follows a split-K launch is not counted; monotonic, tests take differences around a call).
+struct ConvBackwardWeightLaunches {
+  int64_t f32_tiled = 0;          // CUDA-core tiled GEMM (conv_math f32)
+  int64_t tc_tiled = 0;           // tensor-core tiled GEMM (tiled_gemm_tc.h)
+  int64_t pipelined_64x64 = 0;    // the pipelined kernel, 64x64 block tiles
+  int64_t pipelined_128x128 = 0;  // the pipelined kernel, 128x128 block tiles
+  int64_t pipelined_4byte = 0;    // of the two above, launches with 4-byte copies of dy or of x
+};
+ConvBackwardWeightLaunches conv_backward_weight_launches();
+void note_conv_backward_weight_f32_tiled();
+void note_conv_backward_weight_tc_tiled();
+
+bool conv_backward_weight_pipelined_supported(const ConvGeometry& g, const float* x, const float* dy);
+// 16-byte copies of dy (O % 4 == 0, dy 16-byte aligned) and of x (C % 4 == 0, x 16-byte aligned).
+bool conv_backward_weight_pipelined_wide_dy(const ConvGeometry& g, const float* dy);
+bool conv_backward_weight_pipelined_wide_x(const ConvGeometry& g, const float* x);
+
+// The weight-gradient GEMM dw[o, j] = sum_r dy[r, o] * X[r, j] with the pipelined kernel in `math`,
+// split over grid.z into `slices` slices of k_per_split rows r (a multiple of 64; the last one
+// ragged): slice s is stored to out + s * O*J (out = dw when slices is 1). Returns false without
+// launching anything when math is f32, conv_backward_weight_kernel() is `tiled` or the shape is not
+// supported (the caller then runs the generic kernel with the same slices).
+bool conv_backward_weight_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
+                                    const float* dy, float* out, int64_t k_per_split, int64_t slices);
 
 }  // namespace ae::cuda
