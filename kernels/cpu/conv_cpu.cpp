@@ -19,8 +19,8 @@
 // Forwards with few output pixels (batch 1 from layer3 on) take the direct dot-product form of
 // kernels/cpu/conv_direct.h instead, which writes no column matrix and packs no weights, and the
 // stem, layer1 and small layer2 convolutions its broadcast form. conv2d_batchnorm (inference) hands
-// the BatchNorm, residual and ReLU to the direct forms' store; after the other paths it runs
-// batchnorm_apply over y in place.
+// the BatchNorm, residual and ReLU to the direct forms' store and to Winograd's output transform;
+// after the other paths (im2col, pointwise GEMM) it runs batchnorm_apply over y in place.
 #include <algorithm>
 #include <optional>
 
@@ -111,7 +111,11 @@ Tensor conv2d_batchnorm(const Conv2dParams& conv, const ops::BatchNormApplyParam
                         const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
                         const Tensor& residual) {
   const ConvGeometry g(conv, x.shape(), w.dim(0));
-  if (const std::optional<DirectForm> form = direct_form(g)) {
+  // The paths of conv2d_forward, in its order: the direct forms and Winograd apply the epilogue as
+  // they store (same bits as batchnorm_apply after them).
+  const std::optional<DirectForm> form = direct_form(g);
+  const bool winograd = !form && !g.is_pointwise_identity() && use_winograd(g, /*backward_data=*/false);
+  if (form || winograd) {
     const std::vector<float> scale = batchnorm_scale(bn, gamma.f32(), var_or_invstd.f32(), g.o);
     ConvEpilogue ep;
     ep.mean = mean.f32();
@@ -120,8 +124,12 @@ Tensor conv2d_batchnorm(const Conv2dParams& conv, const ops::BatchNormApplyParam
     ep.residual = residual.defined() ? residual.f32() : nullptr;
     ep.relu = bn.relu;
     Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o});
-    conv_direct_forward(g, x.f32(), w.f32(), y.f32(), cpu_isa(), *form, ep);
-    ++(*form == DirectForm::dot ? conv_path_counts().direct_dot : conv_path_counts().direct_broadcast);
+    if (form) {
+      conv_direct_forward(g, x.f32(), w.f32(), y.f32(), cpu_isa(), *form, ep);
+      ++(*form == DirectForm::dot ? conv_path_counts().direct_dot : conv_path_counts().direct_broadcast);
+    } else {
+      winograd_forward(g, x.f32(), w.f32(), y.f32(), ep);  // counts its own runs
+    }
     ++conv_path_counts().fused_epilogue;
     return y;
   }

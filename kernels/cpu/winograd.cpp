@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel_rows.h"
+#include "kernels/cpu/winograd_epilogue.h"
 #include "runtime/alloc.h"
 #include "runtime/error.h"
 
@@ -75,6 +76,10 @@ struct Plan {
   int64_t t0, tc;
   float* v;   // [a*a][tc][cin]
   float* mm;  // [a*a][tc][cout]
+  // Forward of conv2d_batchnorm: the BatchNorm epilogue the output transform applies to each tile
+  // row it writes (null: none; winograd_epilogue.cpp, compiled without contraction).
+  const ConvEpilogue* ep;
+  WinogradEpilogueRows epilogue;
 };
 
 struct WeightPlan {
@@ -156,6 +161,7 @@ thread_local ConvPathCounts t_counts;
 void run(Plan p, const float* w, int64_t o_w, int64_t c_w, bool flip) {
   const CpuIsa isa = cpu_isa();
   const Kernels k = kernels_for(isa);
+  p.epilogue = p.ep != nullptr && p.ep->mean != nullptr ? winograd_epilogue_rows(isa) : nullptr;
   const int a = p.a;
   const int64_t aa = a * a;
   p.tiles_h = (p.oh + p.m - 1) / p.m;
@@ -294,13 +300,14 @@ bool winograd_profitable(const ConvGeometry& g, bool backward_data) {
   return g.c >= 16 && g.o >= 16 && g.n * g.oh * g.ow >= min_pixels;
 }
 
-void winograd_forward(const ConvGeometry& g, const float* x, const float* w, float* y) {
+void winograd_forward(const ConvGeometry& g, const float* x, const float* w, float* y, const ConvEpilogue& epilogue) {
   Plan p = base_plan(winograd_tiles().forward);
   p.n = g.n, p.h = g.h, p.w = g.w, p.cin = g.c;
   p.oh = g.oh, p.ow = g.ow, p.cout = g.o;
   p.ph = g.ph, p.pw = g.pw;
   p.in = x;
   p.out = y;
+  p.ep = &epilogue;
   run(p, w, g.o, g.c, /*flip=*/false);
 }
 

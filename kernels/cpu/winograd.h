@@ -21,6 +21,7 @@
 // m = 4, with which every parity case passes (tests/parity, also with Winograd forced everywhere).
 #include <cstdint>
 
+#include "kernels/cpu/conv_direct.h"  // ConvEpilogue
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/im2col.h"
 
@@ -50,8 +51,12 @@ bool winograd_applicable(const ConvGeometry& g);
 // (g is the forward's geometry; backward_data: for the backward-data convolution of g).
 bool winograd_profitable(const ConvGeometry& g, bool backward_data = false);
 
-// y [N,OH,OW,O] = conv(x, w) for geometry g (winograd_applicable(g)), w OHWI [O,3,3,C].
-void winograd_forward(const ConvGeometry& g, const float* x, const float* w, float* y);
+// y [N,OH,OW,O] = conv(x, w) for geometry g (winograd_applicable(g)), w OHWI [O,3,3,C], then the
+// epilogue (ops::conv2d_batchnorm: eval BatchNorm, residual [N,OH,OW,O], ReLU; kernels/cpu/conv_direct.h),
+// applied by the output transform to each tile's pixels inside the image as it writes them, with the
+// bits of cpu::batchnorm_apply over the unfused output (kernels/cpu/winograd_epilogue.h).
+void winograd_forward(const ConvGeometry& g, const float* x, const float* w, float* y,
+                      const ConvEpilogue& epilogue = {});
 // dx [N,H,W,C] = conv2d_backward_data of dy [N,OH,OW,O] for geometry g (the forward's).
 void winograd_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx);
 
@@ -63,6 +68,7 @@ struct ConvPathCounts {
   int64_t direct_dot = 0;        // the direct forward (kernels/cpu/conv_direct.h), dot form
   int64_t direct_broadcast = 0;  // and broadcast form
   int64_t fused_epilogue = 0;    // conv2d_batchnorm forwards whose BatchNorm ran in the store
+                                 // (the direct forms' or Winograd's output transform)
   int64_t winograd[3] = {0, 0, 0};  // by CpuIsa
   int64_t winograd_m[5] = {0, 0, 0, 0, 0};  // by tile size m (2 or 4)
 };

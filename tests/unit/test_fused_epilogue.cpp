@@ -3,7 +3,8 @@
 // statistics, with and without residual and ReLU), close to a double-precision loop, clear
 // errors; and a BasicBlock's fused inference path equal to its unfused path. conv2d_batchnorm
 // (the convolution with that epilogue in its store) equal bit for bit to the two ops on every CPU
-// convolution path and ISA, red zones around the direct kernels' epilogue, and its errors.
+// convolution path and ISA, red zones around the direct kernels' and Winograd's epilogue, Winograd's
+// epilogue on every ISA, tile size and chunking with partial tiles, and its errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "kernels/cpu/batchnorm_apply.h"
 #include "kernels/cpu/conv_direct.h"
+#include "kernels/cpu/winograd.h"
 #include "kernels/ops.h"
 #include "model/basic_block.h"
 #include "model/resnet18.h"
@@ -229,6 +231,8 @@ const ConvBnCase kConvBnCases[] = {
     {{2, 4, 4, 8}, 6, {1, 1, 1, 1, 0, 0}},     // pointwise GEMM
 };
 
+int64_t winograd_runs(const cpu::ConvPathCounts& c) { return c.winograd[0] + c.winograd[1] + c.winograd[2]; }
+
 }  // namespace
 
 TEST_CASE("conv2d_batchnorm equals conv2d_forward + batchnorm_apply bit for bit on every CPU path") {
@@ -238,8 +242,10 @@ TEST_CASE("conv2d_batchnorm equals conv2d_forward + batchnorm_apply bit for bit 
     paths.emplace_back(cpu::cpu_isa(), algo);
   for (cpu::CpuIsa isa : test::direct_isas()) paths.emplace_back(isa, ConvAlgo::direct);
   uint64_t seed = 100;
-  int64_t fused_direct = 0;
-  for (const auto& [isa, algo] : paths) {
+  int64_t fused_direct = 0, fused_winograd = 0;
+  for (const auto& path : paths) {
+    const cpu::CpuIsa isa = path.first;  // not a structured binding: clang 14 cannot capture one (INFO)
+    const ConvAlgo algo = path.second;
     const test::ScopedConvPath scope(isa, algo);
     for (const ConvBnCase& k : kConvBnCases) {
       const Shape y_shape{k.x[0], k.p.out_h(k.x[1]), k.p.out_w(k.x[2]), k.o};
@@ -263,15 +269,21 @@ TEST_CASE("conv2d_batchnorm equals conv2d_forward + batchnorm_apply bit for bit 
             const Tensor y = ops::conv2d_batchnorm(k.p, bp, x, w, ch.gamma, ch.beta, ch.mean, ch.var, res);
             const cpu::ConvPathCounts counts = cpu::conv_path_counts();
             CHECK(bitwise_equal(y, expected));
-            // The BatchNorm ran in the direct forward's store exactly when the direct forward ran.
-            CHECK(counts.fused_epilogue == counts.direct_dot + counts.direct_broadcast);
-            fused_direct += counts.fused_epilogue;
+            // The BatchNorm ran in the store (the direct forward's or Winograd's output transform)
+            // exactly when one of those ran, i.e. never a second pass after them.
+            const int64_t winograd = winograd_runs(counts);
+            CHECK(counts.fused_epilogue == counts.direct_dot + counts.direct_broadcast + winograd);
+            CHECK(winograd <= 1);
+            (winograd > 0 ? fused_winograd : fused_direct) += counts.fused_epilogue;
             if (algo == ConvAlgo::im2col) CHECK(counts.fused_epilogue == 0);
+            if (algo == ConvAlgo::winograd && k.p.kernel_h == 3 && k.p.stride_h == 1) CHECK(winograd == 1);
           }
     }
   }
   // Forced direct on an AVX2/AVX-512 machine: the five cases a form takes, 8 variants each, per ISA.
   CHECK(fused_direct >= static_cast<int64_t>(test::direct_isas().size()) * 5 * 8);
+  // Forced Winograd: the three 3x3 stride-1 cases, 8 variants each.
+  CHECK(fused_winograd >= 3 * 8);
 }
 
 TEST_CASE("conv2d_batchnorm: the direct forms' epilogue writes every output once and nothing around it") {
@@ -332,4 +344,139 @@ TEST_CASE("conv2d_batchnorm rejects bad arguments naming the op and the argument
   bad_eps.eps = -1.0f;
   test::require_error([&] { ops::conv2d_batchnorm(p, bad_eps, x, w, ch.gamma, ch.beta, ch.mean, ch.var, Tensor()); },
                       {"conv2d_batchnorm", "eps"});
+}
+
+// ---------------------------------------------------------------- Winograd's epilogue
+
+namespace {
+
+// Winograd's tile size and chunking for one scope (with ScopedConvPath for the algorithm and ISA),
+// restored even when a check throws.
+class ScopedWinograd {
+ public:
+  ScopedWinograd(int tile, const cpu::WinogradChunking& chunking)
+      : tiles_(cpu::winograd_tiles()), chunking_(cpu::winograd_chunking()) {
+    cpu::set_winograd_tiles(cpu::WinogradTiles{tile, tiles_.backward_data});
+    cpu::set_winograd_chunking(chunking);
+  }
+  ~ScopedWinograd() {
+    cpu::set_winograd_tiles(tiles_);
+    cpu::set_winograd_chunking(chunking_);
+  }
+  ScopedWinograd(const ScopedWinograd&) = delete;
+  ScopedWinograd& operator=(const ScopedWinograd&) = delete;
+
+ private:
+  cpu::WinogradTiles tiles_;
+  cpu::WinogradChunking chunking_;
+};
+
+std::vector<cpu::CpuIsa> all_isas() {  // Winograd has a plain variant too
+  std::vector<cpu::CpuIsa> out;
+  for (cpu::CpuIsa isa : {cpu::CpuIsa::plain, cpu::CpuIsa::avx2, cpu::CpuIsa::avx512})
+    if (cpu::cpu_isa_available(isa)) out.push_back(isa);
+  return out;
+}
+
+// 3x3 stride 1 with output sides that are not multiples of 2 or 4 (partial tiles at the right and
+// bottom edges for both tile sizes), paddings 0..2, and channel counts off the vector widths.
+const ConvBnCase kWinogradCases[] = {
+    {{2, 7, 9, 16}, 24, {3, 3, 1, 1, 1, 1}},   // 7 x 9 out
+    {{1, 5, 6, 8}, 17, {3, 3, 1, 1, 0, 0}},    // 3 x 4 out
+    {{3, 11, 13, 5}, 7, {3, 3, 1, 1, 2, 2}},   // 13 x 15 out
+    {{1, 6, 10, 32}, 64, {3, 3, 1, 1, 1, 0}},  // 6 x 8 out: whole tiles, unequal padding
+};
+
+// Default chunks (one chunk: the whole batch), one tile per chunk, and 5 (chunks ending mid-row).
+const cpu::WinogradChunking kChunkings[] = {{}, {1, 1, 0}, {1, 5, 0}};
+
+}  // namespace
+
+TEST_CASE("conv2d_batchnorm on Winograd: the output transform applies the epilogue, same bits, every ISA, tile and chunking") {
+  uint64_t seed = 500;
+  int64_t fused = 0;
+  for (cpu::CpuIsa isa : all_isas()) {
+    const test::ScopedConvPath path(isa, cpu::ConvAlgo::winograd);
+    for (int tile : {2, 4}) {
+      for (const cpu::WinogradChunking& chunking : kChunkings) {
+        const ScopedWinograd wino(tile, chunking);
+        for (const ConvBnCase& k : kWinogradCases) {
+          const Shape y_shape{k.x[0], k.p.out_h(k.x[1]), k.p.out_w(k.x[2]), k.o};
+          const Tensor x = test::random_tensor(k.x, seed++);
+          const Tensor w = test::random_tensor({k.o, 3, 3, k.x[3]}, seed++);
+          const Tensor r = test::random_tensor(y_shape, seed++, -2.0f, 2.0f);
+          const Channels ch = random_channels(k.o, seed);
+          seed += 4;
+          for (ops::BatchNormStats stats : {ops::BatchNormStats::running, ops::BatchNormStats::saved})
+            for (bool relu : {false, true})
+              for (bool residual : {false, true}) {
+                INFO(cpu::cpu_isa_name(isa) << " F(" << tile << "x" << tile << ") chunk min_tiles " << chunking.min_tiles
+                                            << " x " << shape_str(k.x) << " O " << k.o << (relu ? " relu" : "")
+                                            << (residual ? " residual" : "")
+                                            << (stats == ops::BatchNormStats::saved ? " saved" : " running"));
+                const ops::BatchNormApplyParams bp = apply_params(stats, relu);
+                const Tensor res = residual ? r : Tensor();
+                const Tensor expected =
+                    ops::batchnorm_apply(bp, ops::conv2d_forward(k.p, x, w), ch.gamma, ch.beta, ch.mean, ch.var, res);
+                cpu::reset_conv_path_counts();
+                const Tensor y = ops::conv2d_batchnorm(k.p, bp, x, w, ch.gamma, ch.beta, ch.mean, ch.var, res);
+                const cpu::ConvPathCounts counts = cpu::conv_path_counts();
+                CHECK(bitwise_equal(y, expected));
+                // One Winograd forward, with this ISA and tile, that applied the epilogue itself.
+                CHECK(counts.winograd[static_cast<int>(isa)] == 1);
+                CHECK(winograd_runs(counts) == 1);
+                CHECK(counts.winograd_m[tile] == 1);
+                CHECK(counts.fused_epilogue == 1);
+                CHECK(counts.im2col + counts.direct_dot + counts.direct_broadcast + counts.pointwise == 0);
+                fused += counts.fused_epilogue;
+              }
+        }
+      }
+    }
+  }
+  CHECK(fused == static_cast<int64_t>(all_isas().size()) * 2 * 3 * 4 * 8);
+}
+
+TEST_CASE("winograd_forward with an epilogue writes every output once and nothing around it") {
+  for (cpu::CpuIsa isa : all_isas()) {
+    const test::ScopedConvPath path(isa, cpu::ConvAlgo::winograd);
+    for (int tile : {2, 4}) {
+      for (const cpu::WinogradChunking& chunking : {kChunkings[0], kChunkings[2]}) {
+        const ScopedWinograd wino(tile, chunking);
+        for (const ConvBnCase& k : {kWinogradCases[0], kWinogradCases[2]}) {
+          for (bool residual : {false, true}) {
+            CAPTURE(cpu::cpu_isa_name(isa));
+            CAPTURE(tile);
+            CAPTURE(chunking.min_tiles);
+            CAPTURE(shape_str(k.x));
+            CAPTURE(residual);
+            const cpu::ConvGeometry g(k.p, k.x, k.o);
+            const Shape y_shape{g.n, g.oh, g.ow, g.o};
+            const Tensor x = test::random_tensor(k.x, 7), w = test::random_tensor({k.o, 3, 3, k.x[3]}, 8);
+            const Tensor r = test::random_tensor(y_shape, 9, -4.0f, 4.0f);
+            const Channels ch = random_channels(k.o, 10);
+            const ops::BatchNormApplyParams bp = apply_params(ops::BatchNormStats::running, true);
+            const std::vector<float> xe = test::exact_copy(x), we = test::exact_copy(w), re = test::exact_copy(r);
+            const std::vector<float> me = test::exact_copy(ch.mean), be = test::exact_copy(ch.beta);
+            std::vector<float> se = cpu::batchnorm_scale(bp, ch.gamma.f32(), ch.var.f32(), k.o);
+            se.shrink_to_fit();
+            cpu::ConvEpilogue ep;
+            ep.mean = me.data();
+            ep.scale = se.data();
+            ep.beta = be.data();
+            ep.residual = residual ? re.data() : nullptr;
+            ep.relu = true;
+            test::RedZoned ye(shape_numel(y_shape));
+            cpu::winograd_forward(g, xe.data(), we.data(), ye.data(), ep);
+            CHECK(ye.guard_damage() == 0);
+            CHECK(ye.unwritten() == 0);
+            const Tensor res = residual ? r : Tensor();
+            CHECK(ye.same_bits(ops::conv2d_batchnorm(k.p, bp, x, w, ch.gamma, ch.beta, ch.mean, ch.var, res)));
+            CHECK(ye.same_bits(
+                ops::batchnorm_apply(bp, ops::conv2d_forward(k.p, x, w), ch.gamma, ch.beta, ch.mean, ch.var, res)));
+          }
+        }
+      }
+    }
+  }
 }
