@@ -8,8 +8,13 @@
 // or bf16 the pipelined implicit-GEMM kernel of conv_implicit_gemm.cu runs instead (16-byte cp.async
 // when C % 4 == 0, 4-byte otherwise), which gives the same bits as the tensor-core GEMM of
 // tiled_gemm_tc.h fed by the loaders below; that one remains the fallback (huge grids) and can be
-// forced with set_conv_forward_kernel for tests.
+// forced with set_conv_forward_kernel for tests. When the output has few tiles and K is long
+// (ResNet layer4 / layer3 at small batch), the pipelined kernel splits K over grid.z into partial
+// outputs in a workspace, summed in slice order by sum_conv_slices (conv_implicit_gemm.h,
+// "Split-K"): deterministic, but not bitwise equal to the unsplit kernel (another summation
+// order); set_conv_forward_split_k(1) turns it off.
 #include "kernels/conv_geometry.h"
+#include "kernels/cuda/conv_backward.h"
 #include "kernels/cuda/conv_implicit_gemm.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
@@ -57,9 +62,20 @@ Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor&
   const ConvGeometry g(p, x.shape(), w.dim(0));
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   const ConvMath math = conv_math();
+  // Split-K (late layers: few output tiles, long K): partial y per slice in a workspace from the
+  // tensor allocator (no host synchronisation: CUDA Graph capture stays possible), summed in slice
+  // order. Only when the pipelined kernel runs (the plan is for it; nothing is planned in f32).
+  const ConvForwardSplit split = math == ConvMath::f32 ? ConvForwardSplit{} : conv_forward_split_plan(g);
+  Tensor partials;
+  if (split.slices > 1 && conv_forward_pipelined_supported(g, x.f32(), w.f32()) &&
+      conv_forward_kernel() != ConvForwardKernel::tiled) {
+    partials = Tensor::empty({split.slices * g.m() * g.o}, DType::f32, x.device());
+  }
   ae::emu::profile_next_launch_flops(2.0 * g.m() * g.o * g.k(), conv_math_name(math));  // emulated-device profile
   if (conv_forward_pipelined(LaunchSite{"conv2d_forward (pipelined implicit GEMM)", __FILE__, __LINE__}, math, g,
-                             x.f32(), w.f32(), y.f32())) {
+                             x.f32(), w.f32(), y.f32(), partials.defined() ? split : ConvForwardSplit{},
+                             partials.defined() ? partials.f32() : nullptr)) {
+    if (partials.defined()) sum_conv_slices(partials.f32(), split.slices, g.m() * g.o, y.f32());
     return y;
   }
   if (math == ConvMath::f32) {

@@ -265,11 +265,13 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
     gemm::run_gemm(LaunchSite{"conv2d_backward_weight (implicit GEMM)", __FILE__, __LINE__}, math, s,
                    DyTransposed{dy.f32(), g.o}, InputUnderTap{g, x.f32()}, StoreWeightSlice{out, s.n, elements});
   }
-  if (slices > 1) {
-    AE_LAUNCH(sum_slices_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr,
-              static_cast<const float*>(partials.f32()), slices, elements, dw.f32());
-  }
+  if (slices > 1) sum_conv_slices(partials.f32(), slices, elements, dw.f32());
   return dw;
+}
+
+void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, float* out) {
+  AE_LAUNCH(sum_slices_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, partials, slices,
+            elements, out);
 }
 
 }  // namespace ae::cuda

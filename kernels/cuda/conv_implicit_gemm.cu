@@ -50,6 +50,17 @@
 //  5. Larger block tiles: 128x128 (8 warps of 64x32) when the grid is large, 64x64 (4 warps of
 //     32x32) otherwise.
 //
+// Split-K (forward only). When the output has few block tiles and K is long (ResNet layer4: 7x7
+// outputs, K = 4608), grid.z = slices and slice z runs k in [z * k_per_split, min(K, (z + 1) *
+// k_per_split)), k_per_split a multiple of 64 (conv_forward_split_plan), as 2 * ceil(len / 64)
+// tiles: every slice but the last is whole 64-wide steps, and the last one's steps past K are the
+// zero steps of the unsplit kernel. Each thread's (th, tw, c) starts from k_begin + its chunk's k;
+// the rest of the kernel is unchanged, and the slice stores to out + z * M*O (a workspace) for
+// conv.cu to sum in slice order (sum_conv_slices: double, rounded once). So each slice's partial is
+// bitwise the unsplit kernel's accumulation over that k range (same registers, same steps, started
+// from acc = 0), but the total is not bitwise the unsplit kernel's: the k-steps are no longer
+// accumulated in one chain. Backward-data always runs one slice (k_per_split >= K).
+//
 // Pipeline (kStages = 3, K tiles of kTileK = 32 floats; run_pipeline in conv_igemm_pipeline.h, shared
 // with backward-weight):
 //   prologue: issue tiles 0 and 1, each followed by commit_group (always commit, even an empty
@@ -82,7 +93,7 @@
 // apart from lane to lane, while ldmatrix hands lane tig one 4-byte word at stride 4 bytes; it is
 // read as one 8-byte shared load and packed with cvt.rn.bf16x2 instead.
 //
-// Bit-exactness with the generic tensor-core kernel. Both compute each output as
+// Bit-exactness with the generic tensor-core kernel (unsplit: one slice). Both compute each output as
 //   acc = 0; for each mma k-step s = 0, 1, ... over [0, round_up(K, 64)): acc = mma(A_s, B_s, acc)
 // with the same instruction (mma_m16n8k8_tf32 / mma_m16n8k16_bf16) on the same operand registers:
 //   - the generic kernel stages to_tf32(v) / pack_bf16x2(v0, v1) of v = A or B or 0 (padding, rows
@@ -101,6 +112,7 @@
 // are w's own (the transpose moves them, it does not round them).
 #include "kernels/cuda/conv_implicit_gemm.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -123,7 +135,11 @@ struct Args {
   int step_h, step_w, off_h, off_w;       // source pixel of tap (0, 0) of row (i, j)
   int64_t b_row, b_off, b_tap_h, b_tap_w;  // B[n, k] at b_row*n + b_off + th*b_tap_h + tw*b_tap_w + cc
   int64_t out_off, out_img, out_row, out_col;  // out[m, n] at out_off + img*out_img + i*out_row + j*out_col + n
-  int k_tiles;  // 32-wide K tiles: 2 * ceil(K / 64), as the generic kernel's steps (see top)
+  // Split-K (forward only; see "Split-K" at the top): slice z = blockIdx.z covers k in
+  // [z * k_per_split, min(k, (z + 1) * k_per_split)) and stores to out + z * out_slice.
+  // k_per_split is a multiple of 64, or >= k with one slice (backward-data: always).
+  int64_t k_per_split;
+  int64_t out_slice;
 };
 
 // Float index of logical 16-byte chunk `chunk` of row `row` in a stage (see "Swizzle").
@@ -187,6 +203,11 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
   const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarp;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * T::kBlockM;
   const int n0 = static_cast<int>(blockIdx.y) * T::kBlockN;
+  // This block's K slice: [k_begin, k_begin + k_len), run as 2 * ceil(k_len / 64) tiles of 32 (the
+  // k past the slice's end are past K: only the last slice is ragged).
+  const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * p.k_per_split;
+  const int64_t k_len = p.k - k_begin < p.k_per_split ? p.k - k_begin : p.k_per_split;
+  const int k_tiles = k_tiles_of(k_len);
 
   // ---- per-thread tables: the rows this thread copies, and its k position ------------------
   const int chunk = tid % kChunksPerRow, row_first = tid / kChunksPerRow;
@@ -217,10 +238,10 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
   int kc[kParts], kw_[kParts], kh_[kParts];
   AE_IGEMM_UNROLL
   for (int e = 0; e < kParts; ++e) {
-    const int k = 4 * chunk + e;
-    kc[e] = k % p.c;
-    kw_[e] = k / p.c % p.taps_w;
-    kh_[e] = k / p.c / p.taps_w;
+    const int64_t k = k_begin + 4 * chunk + e;
+    kc[e] = static_cast<int>(k % p.c);
+    kw_[e] = static_cast<int>(k / p.c % p.taps_w);
+    kh_[e] = static_cast<int>(k / p.c / p.taps_w);
     bk[e] = p.b_off + kh_[e] * p.b_tap_h + kw_[e] * p.b_tap_w + kc[e];
   }
 
@@ -273,7 +294,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
   const int warp_m = (warp % (T::kBlockM / T::kWarpTileM)) * T::kWarpTileM;
   const int warp_n = (warp / (T::kBlockM / T::kWarpTileM)) * T::kWarpTileN;
   float acc[T::kMmaTilesM][T::kMmaTilesN][4] = {};
-  run_pipeline(p.k_tiles, issue_tile, [&](int stage) {
+  run_pipeline(k_tiles, issue_tile, [&](int stage) {
     const float* as = smem + stage * T::kStageFloats;
     const float* bs = as + T::kBlockM * kTileK;
     AE_IGEMM_UNROLL
@@ -296,7 +317,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
       const int64_t m = m0 + warp_m + 16 * mi + g + 8 * half;
       if (m >= p.m) continue;
       const int64_t col = m % p.rows_w, t = m / p.rows_w;
-      float* orow = p.out + p.out_off + t / p.rows_h * p.out_img + t % p.rows_h * p.out_row + col * p.out_col;
+      float* orow = p.out + static_cast<int64_t>(blockIdx.z) * p.out_slice + p.out_off + t / p.rows_h * p.out_img + t % p.rows_h * p.out_row + col * p.out_col;
       AE_IGEMM_UNROLL
       for (int ni = 0; ni < T::kMmaTilesN; ++ni) {
         const int n = n0 + warp_n + 8 * ni + 2 * tig;
@@ -313,14 +334,16 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
 }
 
 std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
+std::atomic<int64_t> g_pipelined_split{0};
 std::atomic<int> g_kernel{static_cast<int>(ConvForwardKernel::automatic)};
+std::atomic<int64_t> g_split_k{0};  // set_conv_forward_split_k
 std::atomic<int64_t> g_dgrad_f32_tiled{0}, g_dgrad_tc_tiled{0}, g_dgrad64{0}, g_dgrad128{0}, g_dgrad_narrow{0};
 std::atomic<int> g_dgrad_kernel{static_cast<int>(ConvBackwardDataKernel::automatic)};
 
 template <class Math, class T>
-void launch_igemm(const LaunchSite& site, const Args& args, bool wide) {
+void launch_igemm(const LaunchSite& site, const Args& args, bool wide, int64_t slices) {
   const dim3 grid(static_cast<unsigned>((args.m + T::kBlockM - 1) / T::kBlockM),
-                  static_cast<unsigned>((args.n + T::kBlockN - 1) / T::kBlockN));
+                  static_cast<unsigned>((args.n + T::kBlockN - 1) / T::kBlockN), static_cast<unsigned>(slices));
   if (wide) {
     launch(site, &conv_igemm_kernel<Math, T, true>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
   } else {
@@ -328,20 +351,20 @@ void launch_igemm(const LaunchSite& site, const Args& args, bool wide) {
   }
 }
 
-// Launches `args` in `math` with 128x128 tiles when `large` (64x64 otherwise) and 16-byte copies
-// when `wide`. The one launch path of both problems.
-void run(const LaunchSite& site, ConvMath math, bool large, bool wide, const Args& args) {
+// Launches `args` in `math` with 128x128 tiles when `large` (64x64 otherwise), 16-byte copies
+// when `wide`, over `slices` K slices (grid.z). The one launch path of both problems.
+void run(const LaunchSite& site, ConvMath math, bool large, bool wide, const Args& args, int64_t slices = 1) {
   if (large) {
     if (math == ConvMath::tf32) {
-      launch_igemm<gemm::Tf32Math, Tiles128>(site, args, wide);
+      launch_igemm<gemm::Tf32Math, Tiles128>(site, args, wide, slices);
     } else {
-      launch_igemm<gemm::Bf16Math, Tiles128>(site, args, wide);
+      launch_igemm<gemm::Bf16Math, Tiles128>(site, args, wide, slices);
     }
   } else {
     if (math == ConvMath::tf32) {
-      launch_igemm<gemm::Tf32Math, Tiles64>(site, args, wide);
+      launch_igemm<gemm::Tf32Math, Tiles64>(site, args, wide, slices);
     } else {
-      launch_igemm<gemm::Bf16Math, Tiles64>(site, args, wide);
+      launch_igemm<gemm::Bf16Math, Tiles64>(site, args, wide, slices);
     }
   }
 }
@@ -358,6 +381,7 @@ ConvForwardLaunches conv_forward_launches() {
   l.pipelined_64x64 = igemm::g_pipelined64.load();
   l.pipelined_128x128 = igemm::g_pipelined128.load();
   l.pipelined_4byte = igemm::g_pipelined_narrow.load();
+  l.pipelined_split_k = igemm::g_pipelined_split.load();
   return l;
 }
 void note_conv_forward_f32_tiled() { ++igemm::g_f32_tiled; }
@@ -372,11 +396,47 @@ bool conv_forward_pipelined_wide(const ConvGeometry& g, const float* x, const fl
   return g.c % 4 == 0 && igemm::aligned(x, 16) && igemm::aligned(w, 16);
 }
 
+int64_t conv_forward_split_k() { return igemm::g_split_k.load(); }
+void set_conv_forward_split_k(int64_t slices) { igemm::g_split_k.store(slices < 0 ? 0 : slices); }
+
+int64_t conv_forward_split_count(int64_t k, int64_t output_tiles) {
+  // Below this many k per slice (8 pipeline tiles of 32), the ring's fill and drain and writing
+  // and re-reading a partial y cost more than the extra blocks gain (a guess, not measured). The
+  // same figures as backward-weight's conv_wgrad_split_count.
+  constexpr int64_t kMinKPerSlice = 256;
+  constexpr int64_t kTargetBlocks = 264;  // about two waves of 64x64 blocks on a 132-SM GPU
+  constexpr int64_t kMaxSlices = 64;
+  const int64_t by_work = k / kMinKPerSlice;
+  const int64_t by_occupancy = (kTargetBlocks + output_tiles - 1) / std::max<int64_t>(output_tiles, 1);
+  return std::clamp<int64_t>(std::min(by_work, by_occupancy), 1, kMaxSlices);
+}
+
+ConvForwardSplit conv_forward_split_plan(const ConvGeometry& g) {
+  const int64_t k = g.k();
+  const int64_t k_unsplit = std::max<int64_t>((k + 63) / 64, 1) * 64;
+  ConvForwardSplit split{1, k_unsplit};
+  const int64_t setting = conv_forward_split_k();
+  int64_t wanted = setting;
+  if (setting == 0) {
+    if (conv_forward_kernel() != ConvForwardKernel::automatic) return split;
+    wanted = conv_forward_split_count(k, ((g.m() + 63) / 64) * ((g.o + 63) / 64));
+  }
+  if (wanted <= 1 || k <= 64) return split;
+  const int64_t per = (k + wanted - 1) / wanted;
+  split.k_per_split = (per + 63) / 64 * 64;
+  split.slices = (k + split.k_per_split - 1) / split.k_per_split;  // the rounding may drop some
+  if (split.slices <= 1) split = ConvForwardSplit{1, k_unsplit};
+  return split;
+}
+
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
-                            const float* w, float* y) {
+                            const float* w, float* y, const ConvForwardSplit& split, float* partials) {
   const ConvForwardKernel choice = conv_forward_kernel();
+  const bool sliced = split.slices > 1;
   if (math == ConvMath::f32 || choice == ConvForwardKernel::tiled || !conv_forward_pipelined_supported(g, x, w) ||
-      !igemm::aligned(y, 8)) {
+      !igemm::aligned(y, 8) || (sliced && (partials == nullptr || !igemm::aligned(partials, 8) ||
+                                           split.k_per_split % 64 != 0 || split.slices > 65535 ||
+                                           (split.slices - 1) * split.k_per_split >= g.k()))) {
     return false;
   }
   igemm::Args a{};
@@ -390,13 +450,18 @@ bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeo
   a.off_h = static_cast<int>(-g.ph), a.off_w = static_cast<int>(-g.pw);
   a.b_row = g.k(), a.b_off = 0, a.b_tap_h = g.kw * g.c, a.b_tap_w = g.c;  // B[o, k] = w[o * K + k]
   a.out_off = 0, a.out_img = g.oh * g.ow * g.o, a.out_row = g.ow * g.o, a.out_col = g.o;  // y[m * O + o]
-  a.k_tiles = igemm::k_tiles_of(a.k);
+  // One slice: all of K (>= K, so no block stops early); several: slice s to partials + s * M*O.
+  a.k_per_split = sliced ? split.k_per_split : std::max<int64_t>(a.k, 1);
+  a.out_slice = sliced ? g.m() * g.o : 0;
+  if (sliced) a.out = partials;
+  const int64_t slices = sliced ? split.slices : 1;
   const bool wide = conv_forward_pipelined_wide(g, x, w);
   if (!wide) ++igemm::g_pipelined_narrow;
+  if (sliced) ++igemm::g_pipelined_split;
   bool large = choice == ConvForwardKernel::pipelined_128x128;
-  if (choice == ConvForwardKernel::automatic) large = igemm::large_tiles_pay(a.m, a.n);
+  if (choice == ConvForwardKernel::automatic) large = igemm::large_tiles_pay(a.m, a.n, slices);
   ++(large ? igemm::g_pipelined128 : igemm::g_pipelined64);
-  igemm::run(site, math, large, wide, a);
+  igemm::run(site, math, large, wide, a, slices);
   return true;
 }
 
@@ -459,7 +524,7 @@ void conv_backward_data_pipelined_phase(const LaunchSite& site, ConvMath math, c
   // dx[img, rh + sh*i, rw + sw*j, c]
   a.out_off = (ph.rh * g.w + ph.rw) * g.c, a.out_img = g.h * g.w * g.c;
   a.out_row = g.sh * g.w * g.c, a.out_col = g.sw * g.c;
-  a.k_tiles = igemm::k_tiles_of(a.k);
+  a.k_per_split = std::max<int64_t>(a.k, 1), a.out_slice = 0;  // one slice
   const bool wide = conv_backward_data_pipelined_wide(g, dy, w_t);
   if (!wide) ++igemm::g_dgrad_narrow;
   const ConvBackwardDataKernel choice = conv_backward_data_kernel();

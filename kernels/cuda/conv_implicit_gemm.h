@@ -20,6 +20,18 @@
 // Both need the grid to fit (ceil(O / 64) <= 65535 blocks in y) and sizes below 2^30; otherwise,
 // and when conv_forward_kernel() is `tiled`, conv2d_forward runs the tiled kernel.
 //
+// Split-K (the late, small-spatial layers: ResNet layer4 at 7x7 has M = N*49 and K = 4608, too few
+// output tiles to fill a large GPU): the pipelined forward may split K over grid.z into `slices`
+// slices of k_per_split k each (a multiple of 64, so each slice's mma k-steps are exactly a
+// contiguous sub-range of the unsplit kernel's; the last slice may be shorter), each writing its
+// partial y to a workspace, summed in slice order afterwards (conv_backward.h's sum_conv_slices:
+// double, rounded once). No float atomics; the slices are a function of the shape alone (and of the
+// setting below), so the result is bitwise repeatable. But it is NOT bitwise equal to the unsplit
+// kernel (nor the tiled one): the summation order changes. Each slice's partial is bitwise what the
+// unsplit kernel computes over that k range (tests/gpu/test_cuda_conv_splitk). Automatic split-K
+// (conv_forward_split_count) happens only when conv_forward_kernel() is `automatic`, so a forced
+// kernel keeps the unsplit kernel's bits unless set_conv_forward_split_k forces slices too.
+//
 // conv2d_backward_data (conv_backward.cu) in tf32 or bf16 runs the same kernel, once per stride phase,
 // when conv_backward_data_pipelined_enabled() holds (the generic tensor-core GEMM with the
 // DyThroughTap / WeightByTapThenOut loaders otherwise); again bitwise-identical. It first transposes
@@ -71,6 +83,7 @@ struct ConvForwardLaunches {
   int64_t pipelined_64x64 = 0;    // this kernel, 64x64 block tiles (4 warps)
   int64_t pipelined_128x128 = 0;  // this kernel, 128x128 block tiles (8 warps)
   int64_t pipelined_4byte = 0;    // of the two above, launches with 4-byte copies (not C % 4, unaligned)
+  int64_t pipelined_split_k = 0;  // of the two above, launches split over K (grid.z > 1, then a slice sum)
 };
 ConvForwardLaunches conv_forward_launches();
 void note_conv_forward_f32_tiled();
@@ -81,11 +94,49 @@ void note_conv_forward_tc_tiled();
 bool conv_forward_pipelined_supported(const ConvGeometry& g, const float* x, const float* w);
 bool conv_forward_pipelined_wide(const ConvGeometry& g, const float* x, const float* w);
 
+// Split-K of the pipelined forward: 0 (the default) = automatic (conv_forward_split_count, and only
+// when conv_forward_kernel() is `automatic`), 1 = never split, n > 1 = ask for n slices with any
+// pipelined kernel (k_per_split = ceil(K / n) rounded up to 64, so fewer may result; see
+// conv_forward_split_plan). For tests and benchmarks.
+int64_t conv_forward_split_k();
+void set_conv_forward_split_k(int64_t slices);
+
+class ScopedConvForwardSplitK {
+ public:
+  explicit ScopedConvForwardSplitK(int64_t slices) : previous_(conv_forward_split_k()) {
+    set_conv_forward_split_k(slices);
+  }
+  ~ScopedConvForwardSplitK() { set_conv_forward_split_k(previous_); }
+  ScopedConvForwardSplitK(const ScopedConvForwardSplitK&) = delete;
+  ScopedConvForwardSplitK& operator=(const ScopedConvForwardSplitK&) = delete;
+
+ private:
+  int64_t previous_;
+};
+
+// The automatic slice count for a reduction of length k over `output_tiles` 64x64 output tiles:
+// enough blocks for about two waves on a 132-SM GPU, at least 256 k per slice, at most 64 slices.
+// A function of the shape alone (a guess to be replaced by measurements).
+int64_t conv_forward_split_count(int64_t k, int64_t output_tiles);
+
+// The slices the pipelined forward would use for g under the current settings: slice s covers
+// k in [s * k_per_split, min(K, (s + 1) * k_per_split)), k_per_split a multiple of 64 (and
+// slices == 1 with k_per_split >= K when unsplit).
+struct ConvForwardSplit {
+  int64_t slices = 1;
+  int64_t k_per_split = 0;
+};
+ConvForwardSplit conv_forward_split_plan(const ConvGeometry& g);
+
 // Runs y = conv(x, w) with the pipelined kernel in `math` (tf32 or bf16) and returns true, or
 // returns false without launching anything when it is not supported or conv_forward_kernel() is
-// `tiled`.
+// `tiled`. With split.slices > 1, slice s of the partial y goes to partials + s * M*O (the caller
+// allocates slices * M*O floats and sums them into y, in slice order, with sum_conv_slices); with
+// one slice y is written directly and `partials` is unused. `split` must come from
+// conv_forward_split_plan(g).
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
-                            const float* w, float* y);
+                            const float* w, float* y, const ConvForwardSplit& split = {},
+                            float* partials = nullptr);
 
 // ---- backward-data --------------------------------------------------------------------------
 
