@@ -5,9 +5,11 @@
 //   c   = conv2(out) [+ adapter2(out)]  adapter2: 1x1, stride 1, no bias
 //   y   = relu(bn2(c) + identity),      identity = downsample(x) (1x1 conv + BN) or x
 // The block composes its own backward from its layers' backwards.
-// Inference (eval mode, nothing kept for a backward) runs the fused epilogues of kernels/ops.h:
-// bn1+ReLU and bn2+residual+ReLU each in one pass (ops::batchnorm_apply), the same float
-// operations as the unfused layers, so the output is unchanged (tests/unit/test_fused_epilogue.cpp).
+// Inference (eval mode, nothing kept for a backward) runs the fused ops of kernels/ops.h:
+// conv1+bn1+ReLU, the downsample conv+BN and conv2+bn2+residual+ReLU each as one
+// ops::conv2d_batchnorm (the BatchNorm applied as the convolution stores, or in one pass after it),
+// the same float operations as the unfused layers, so the output is unchanged
+// (tests/unit/test_fused_epilogue.cpp).
 // With adapters, inference also folds each adapter into its 3x3 conv: the 3x3/pad-1 conv's centre
 // tap reads exactly the input pixel the 1x1 adapter (same stride) reads, so
 //   conv3x3(x; W) + conv1x1(x; A) == conv3x3(x; W')   with W'[o,1,1,i] = W[o,1,1,i] + A[o,0,0,i],
