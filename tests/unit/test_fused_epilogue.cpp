@@ -286,6 +286,30 @@ TEST_CASE("conv2d_batchnorm equals conv2d_forward + batchnorm_apply bit for bit 
   CHECK(fused_winograd >= 3 * 8);
 }
 
+namespace {
+
+// A ReLU epilogue for a direct kernel call, its per-channel vectors in exact-size blocks
+// (AddressSanitizer's red zone right after each); `residual` is the caller's (exact-size) block or null.
+struct ExactEpilogue {
+  std::vector<float> mean, scale, beta;
+  cpu::ConvEpilogue ep;
+  ExactEpilogue(const ops::BatchNormApplyParams& bp, const Channels& ch, const float* residual)
+      : mean(test::exact_copy(ch.mean)),
+        scale(cpu::batchnorm_scale(bp, ch.gamma.f32(), ch.var.f32(), ch.mean.numel())),
+        beta(test::exact_copy(ch.beta)) {
+    scale.shrink_to_fit();
+    ep.mean = mean.data();
+    ep.scale = scale.data();
+    ep.beta = beta.data();
+    ep.residual = residual;
+    ep.relu = bp.relu;
+  }
+  ExactEpilogue(const ExactEpilogue&) = delete;
+  ExactEpilogue& operator=(const ExactEpilogue&) = delete;
+};
+
+}  // namespace
+
 TEST_CASE("conv2d_batchnorm: the direct forms' epilogue writes every output once and nothing around it") {
   const std::vector<cpu::CpuIsa> isas = test::direct_isas();
   if (isas.empty()) {
@@ -304,15 +328,8 @@ TEST_CASE("conv2d_batchnorm: the direct forms' epilogue writes every output once
       const Channels ch = random_channels(k.o, 10);
       const ops::BatchNormApplyParams bp = apply_params(ops::BatchNormStats::running, true);
       const std::vector<float> xe = test::exact_copy(x), we = test::exact_copy(w), re = test::exact_copy(r);
-      const std::vector<float> me = test::exact_copy(ch.mean), be = test::exact_copy(ch.beta);
-      std::vector<float> se = cpu::batchnorm_scale(bp, ch.gamma.f32(), ch.var.f32(), k.o);
-      se.shrink_to_fit();
-      cpu::ConvEpilogue ep;
-      ep.mean = me.data();
-      ep.scale = se.data();
-      ep.beta = be.data();
-      ep.residual = re.data();
-      ep.relu = true;
+      const ExactEpilogue exact(bp, ch, re.data());
+      const cpu::ConvEpilogue& ep = exact.ep;
       test::RedZoned ye(shape_numel(y_shape));
       cpu::conv_direct_forward(g, xe.data(), we.data(), ye.data(), isa, form, ep);
       CHECK(ye.guard_damage() == 0);
@@ -457,15 +474,8 @@ TEST_CASE("winograd_forward with an epilogue writes every output once and nothin
             const Channels ch = random_channels(k.o, 10);
             const ops::BatchNormApplyParams bp = apply_params(ops::BatchNormStats::running, true);
             const std::vector<float> xe = test::exact_copy(x), we = test::exact_copy(w), re = test::exact_copy(r);
-            const std::vector<float> me = test::exact_copy(ch.mean), be = test::exact_copy(ch.beta);
-            std::vector<float> se = cpu::batchnorm_scale(bp, ch.gamma.f32(), ch.var.f32(), k.o);
-            se.shrink_to_fit();
-            cpu::ConvEpilogue ep;
-            ep.mean = me.data();
-            ep.scale = se.data();
-            ep.beta = be.data();
-            ep.residual = residual ? re.data() : nullptr;
-            ep.relu = true;
+            const ExactEpilogue exact(bp, ch, residual ? re.data() : nullptr);
+            const cpu::ConvEpilogue& ep = exact.ep;
             test::RedZoned ye(shape_numel(y_shape));
             cpu::winograd_forward(g, xe.data(), we.data(), ye.data(), ep);
             CHECK(ye.guard_damage() == 0);
