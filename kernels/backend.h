@@ -54,6 +54,19 @@ class Backend {
     in_place.in_place = true;  // the convolution's own output, read by nothing else
     return batchnorm_apply(in_place, conv2d_forward(conv, x, w), gamma, beta, mean, var_or_invstd, residual);
   }
+  virtual ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu, const Tensor& x, const Tensor& w, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var, const Tensor& residual) const {
+    ConvBatchNormTrainOut out;
+    out.conv = conv2d_forward(conv, x, w);
+    BatchNormTrainOut b = batchnorm_forward_train(bn, out.conv, gamma, beta, running_mean, running_var);
+    out.save_mean = b.save_mean;
+    out.save_invstd = b.save_invstd;
+    if (residual.defined()) {
+      out.y = relu ? add_relu(b.y, residual) : add(b.y, residual);
+    } else {
+      out.y = relu ? relu_forward(b.y) : b.y;
+    }
+    return out;
+  }
 };
 
 // The backend for a device; throws ae::Error naming the op when that device has none.

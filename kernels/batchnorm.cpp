@@ -2,9 +2,12 @@
 // x is [..., C] with at least two dimensions; every per-channel tensor (gamma, beta, running
 // and saved statistics) is f32 [C] with C = the last dimension of x.
 #include <cmath>
+#include <string>
+#include <utility>
 
 #include "kernels/backend.h"
 #include "kernels/batchnorm_sync.h"
+#include "kernels/op_checks.h"
 
 namespace ae::ops {
 namespace {
@@ -39,21 +42,31 @@ void check_params(const char* op, const BatchNormParams& p) {
 
 }  // namespace
 
-BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var) {
-  const char* op = "batchnorm_forward_train";
+void check_batchnorm_train_args(const char* op, const BatchNormParams& p, const Shape& x_shape, const Tensor& gamma,
+                                const Tensor& beta, const Tensor& running_mean, const Tensor& running_var) {
   check_params(op, p);
-  const int64_t c = check_input(op, x);
-  check_channel_vector(op, "gamma", gamma, x);
-  check_channel_vector(op, "beta", beta, x);
-  check_channel_vector(op, "running_mean", running_mean, x);
-  check_channel_vector(op, "running_var", running_var, x);
-  const int64_t m = c > 0 ? x.numel() / c : 0;
+  const int64_t c = x_shape.back();
+  for (const auto& [arg, t] : {std::pair<const char*, const Tensor*>{"gamma", &gamma}, {"beta", &beta},
+                               {"running_mean", &running_mean}, {"running_var", &running_var}}) {
+    AE_CHECK(t->defined() && t->dtype() == DType::f32 && t->shape() == Shape{c},
+             op << ": " << arg << " is " << (t->defined() ? t->desc() : std::string("undefined")) << ", expected ["
+                << c << "] f32 (C = last dim of x " << shape_str(x_shape) << ")");
+  }
+  int64_t m = 1;
+  for (std::size_t i = 0; i + 1 < x_shape.size(); ++i) m *= x_shape[i];
+  if (c == 0) m = 0;
   // PyTorch refuses this too: the unbiased running variance divides by M-1. With a reducer
   // installed (synchronised BatchNorm, kernels/batchnorm_sync.h: honoured by the CPU and CUDA
   // backends) M is the whole batch's, checked by the backend once the ranks' counts are summed.
   AE_CHECK(m >= 2 || (batchnorm_sync_reducer() != nullptr && m >= 1),
-           op << ": x " << x.desc() << " has " << m << " value(s) per channel; training-mode batch norm needs"
-              << " at least 2 (the unbiased running variance divides by M-1, M = numel/C)");
+           op << ": x " << shape_str(x_shape) << " has " << m << " value(s) per channel; training-mode batch norm"
+              << " needs at least 2 (the unbiased running variance divides by M-1, M = numel/C)");
+}
+
+BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var) {
+  const char* op = "batchnorm_forward_train";
+  check_input(op, x);
+  check_batchnorm_train_args(op, p, x.shape(), gamma, beta, running_mean, running_var);
   const Backend& be = backend_for(op, {&x, &gamma, &beta, &running_mean, &running_var});
   return be.batchnorm_forward_train(p, x, gamma, beta, running_mean, running_var);
 }

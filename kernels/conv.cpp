@@ -79,6 +79,25 @@ Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn
   return be.conv2d_batchnorm(conv, bn, x, w, gamma, beta, mean, var_or_invstd, residual);
 }
 
+ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu,
+                                             const Tensor& x, const Tensor& w, const Tensor& gamma,
+                                             const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                                             const Tensor& residual) {
+  constexpr const char* op = "conv2d_batchnorm_train";
+  check_params(op, conv);
+  check_tensor_arg(op, "x", x);
+  check_tensor_arg(op, "w", w);
+  const Backend& be = backend_for(op, {&x, &w, &gamma, &beta, &running_mean, &running_var, &residual});
+  const Shape y_shape = check_x_w(op, conv, "x", x.shape(), "w", w.shape(), x.device().str());
+  check_batchnorm_train_args(op, bn, y_shape, gamma, beta, running_mean, running_var);
+  if (residual.defined()) {
+    check_f32(op, "residual", residual);
+    AE_CHECK(residual.shape() == y_shape, op << ": residual has shape " << shape_str(residual.shape())
+                                             << ", expected the convolution's output shape " << shape_str(y_shape));
+  }
+  return be.conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual);
+}
+
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {
   constexpr const char* op = "conv2d_backward_data";
   check_params(op, p);

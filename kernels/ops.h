@@ -244,6 +244,30 @@ Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn
                         const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
                         const Tensor& residual);
 
+// A convolution and its training-mode BatchNorm (batch statistics, running statistics updated),
+// then the residual and ReLU, for the training forward. Defined as the sequence
+//   conv = conv2d_forward(conv, x, w)
+//   bn_out = batchnorm_forward_train(bn, conv, gamma, beta, running_mean, running_var)
+//   y = relu ? (residual ? add_relu(bn_out.y, residual) : relu_forward(bn_out.y))
+//            : (residual ? add(bn_out.y, residual) : bn_out.y)
+// and returns what the backward needs: conv (BatchNorm's input), the saved statistics and y
+// (ReLU's output). The CPU runs exactly that sequence (the same bits). The CUDA backend gathers
+// the statistics in the convolution kernels' epilogue (per output tile, from the tile just
+// written, so no pass of its own over conv) and applies BatchNorm, residual and ReLU in one pass:
+// its statistics are another summation order of the same double sums (they may differ from the
+// sequence's in the last float bit), and y is batchnorm_apply with those statistics, bit for bit.
+// residual: the output's shape [N,OH,OW,O], or undefined for none.
+struct ConvBatchNormTrainOut {
+  Tensor conv;         // the convolution's output [N,OH,OW,O]
+  Tensor y;            // [relu](BatchNorm(conv) [+ residual])
+  Tensor save_mean;    // [O] as batchnorm_forward_train's
+  Tensor save_invstd;  // [O]
+};
+ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu,
+                                             const Tensor& x, const Tensor& w, const Tensor& gamma,
+                                             const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                                             const Tensor& residual);
+
 }  // namespace ae::ops
 
 // ---------------------------------------------------------------- photo edits (kernels/photo_edit.cpp)

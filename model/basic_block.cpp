@@ -207,8 +207,20 @@ Tensor BasicBlock::backward_folded(Conv2d& conv, Conv2d& adapter, const Tensor& 
   return need_dx ? ops::conv2d_backward_data(conv.params, dy, w, x_shape) : Tensor();
 }
 
+Tensor BasicBlock::forward_training_fused(const Tensor& x, bool keep) {
+  train_fold_ = TrainFold();
+  const Tensor out = conv1.forward_batchnorm_train(x, bn1, Tensor(), /*relu=*/true, keep);
+  relu1.adopt_output(out, keep);
+  const Tensor identity =
+      has_downsample_ ? down_conv.forward_batchnorm_train(x, down_bn, Tensor(), /*relu=*/false, keep) : x;
+  Tensor y = conv2.forward_batchnorm_train(out, bn2, identity, /*relu=*/true, keep);
+  y_ = keep ? y : Tensor();
+  return y;
+}
+
 Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
   if (!training && !keep && fuse_inference_epilogues) return forward_inference_fused(x);
+  if (training && !has_adapters_ && fuse_training_epilogues) return forward_training_fused(x, keep);
   TrainFold& f = train_fold_;
   f = TrainFold();
   f.active = has_adapters_ && fold_adapters && keep && x.device().is_cpu();

@@ -39,6 +39,11 @@ class BasicBlock {
 
   // Off: inference runs the unfused layer-by-layer path (kept for comparing the two).
   bool fuse_inference_epilogues = true;
+  // On (default): a training forward of a block without adapters runs each convolution with its
+  // BatchNorm (+ residual) (+ ReLU) as ops::conv2d_batchnorm_train: on the CPU the same ops in the
+  // same order (the same bits), on CUDA the statistics come from the convolution's epilogue and
+  // BatchNorm, residual and ReLU take one pass. Off: layer by layer (kept for comparing the two).
+  bool fuse_training_epilogues = true;
   // Off: the adapters run as separate 1x1 convs + add everywhere (inference, and forwards that keep
   // activations for a backward).
   // On (default): inference uses the cached fold (below); a CPU forward that keeps activations
@@ -108,6 +113,7 @@ class BasicBlock {
                  const Tensor& residual, bool relu);
 
   Tensor forward_inference_fused(const Tensor& x);
+  Tensor forward_training_fused(const Tensor& x, bool keep);  // see fuse_training_epilogues
 
   FoldedWeight folded1_, folded2_;
 

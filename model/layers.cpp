@@ -109,6 +109,17 @@ Tensor Conv2d::forward_batchnorm(const Tensor& x, const BatchNorm& bn, const Ten
                                bn.running_var, residual);
 }
 
+Tensor Conv2d::forward_batchnorm_train(const Tensor& x, BatchNorm& bn, const Tensor& residual, bool relu, bool keep) {
+  x_ = keep && weight.trainable ? x : Tensor();
+  x_shape_ = x.shape();
+  kept_ = keep;
+  ops::ConvBatchNormTrainOut out = ops::conv2d_batchnorm_train(params, bn.params, relu, x, weight.value,
+                                                               bn.weight.value, bn.bias.value, bn.running_mean,
+                                                               bn.running_var, residual);
+  bn.adopt_training_forward(out.conv, out.save_mean, out.save_invstd, keep);
+  return out.y;
+}
+
 Tensor Conv2d::backward(const Tensor& dy, bool need_dx) {
   require_kept(kept_, "Conv2d");
   kept_ = false;
@@ -159,6 +170,14 @@ Tensor BatchNorm::forward(const Tensor& x, bool training, bool keep) {
   if (keep) x_ = x;
   kept_training_ = training;
   return y;
+}
+
+void BatchNorm::adopt_training_forward(const Tensor& x, const Tensor& save_mean, const Tensor& save_invstd, bool keep) {
+  ++num_batches_tracked;
+  x_ = keep ? x : Tensor();
+  save_mean_ = keep ? save_mean : Tensor();
+  save_invstd_ = keep ? save_invstd : Tensor();
+  kept_training_ = true;
 }
 
 Tensor BatchNorm::backward(const Tensor& dy, bool need_dx) {
@@ -293,6 +312,8 @@ Tensor ReLU::forward(const Tensor& x, bool keep) {
   y_ = keep ? y : Tensor();
   return y;
 }
+
+void ReLU::adopt_output(const Tensor& y, bool keep) { y_ = keep ? y : Tensor(); }
 
 Tensor ReLU::backward(const Tensor& dy, bool need_dx) {
   require_kept(y_.defined(), "ReLU");

@@ -62,6 +62,11 @@ class Conv2d {
   // nothing, like forward(x, false).
   Tensor forward_batchnorm(const Tensor& x, const class BatchNorm& bn, const Tensor& residual, bool relu,
                            const Tensor* w = nullptr);
+  // Training: this convolution followed by bn's training-mode BatchNorm, + residual when defined,
+  // then ReLU when relu, in one op (ops::conv2d_batchnorm_train). Both layers keep what their
+  // backward needs, as forward(x, keep) and bn.forward(.., true, keep) would; the returned tensor is
+  // what a following ReLU layer's backward needs (ReLU::adopt_output).
+  Tensor forward_batchnorm_train(const Tensor& x, class BatchNorm& bn, const Tensor& residual, bool relu, bool keep);
   Tensor backward(const Tensor& dy, bool need_dx);
   void list_state(const std::string& prefix, std::vector<StateEntry>& out);
 
@@ -83,6 +88,9 @@ class BatchNorm {
   Tensor forward(const Tensor& x, bool training, bool keep);
   Tensor backward(const Tensor& dy, bool need_dx);
   void list_state(const std::string& prefix, std::vector<StateEntry>& out);
+  // A training forward computed elsewhere (Conv2d::forward_batchnorm_train): x was this layer's
+  // input, save_mean/save_invstd its batch statistics, and the running statistics are updated.
+  void adopt_training_forward(const Tensor& x, const Tensor& save_mean, const Tensor& save_invstd, bool keep);
 
   Param weight, bias;  // gamma, beta [C]
   Tensor running_mean, running_var;
@@ -146,6 +154,8 @@ class ReLU {
  public:
   Tensor forward(const Tensor& x, bool keep);
   Tensor backward(const Tensor& dy, bool need_dx);
+  // y = relu(x) was computed by a fused op (Conv2d::forward_batchnorm_train): keep it as forward would.
+  void adopt_output(const Tensor& y, bool keep);
 
  private:
   Tensor y_;

@@ -136,6 +136,11 @@ Tensor eval_bn(const BatchNorm& bn, const Tensor& x, bool relu) {
 
 }  // namespace
 
+void ResNet18::set_fuse_training_epilogues(bool on) {
+  fuse_training_epilogues_ = on;
+  for (auto& block : blocks_) block->fuse_training_epilogues = on;
+}
+
 Tensor ResNet18::forward(const Tensor& x) {
   AE_CHECK(x.defined() && x.ndim() == 4 && x.dim(3) == 3 && x.dtype() == DType::f32,
            "ResNet18.forward: input " << x.desc() << " must be NHWC [N,H,W,3] f32");
@@ -143,10 +148,19 @@ Tensor ResNet18::forward(const Tensor& x) {
   const bool backbone_training = training_ && !backbone_bn_eval_;
   // Inference: the stem convolution, BatchNorm and ReLU as one op (ops::conv2d_batchnorm), so the
   // stem holds one buffer of its output size rather than three (the largest activation of the network).
-  Tensor h = !keep && !backbone_training
-                 ? maxpool_.forward(conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true), false)
-                 : maxpool_.forward(
-                       relu_.forward(bn1_.forward(conv1_.forward(x, keep), backbone_training, keep), keep), keep);
+  // Training: the stem convolution with its training BatchNorm and ReLU as one op as well
+  // (ops::conv2d_batchnorm_train; BasicBlock::fuse_training_epilogues says what that changes).
+  // (A temporary: inference frees the stem's output, the largest activation, once it is pooled.)
+  const auto stem = [&] {
+    if (!keep && !backbone_training) return conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true);
+    if (backbone_training && fuse_training_epilogues_) {
+      Tensor y = conv1_.forward_batchnorm_train(x, bn1_, Tensor(), /*relu=*/true, keep);
+      relu_.adopt_output(y, keep);
+      return y;
+    }
+    return relu_.forward(bn1_.forward(conv1_.forward(x, keep), backbone_training, keep), keep);
+  };
+  Tensor h = maxpool_.forward(stem(), keep);
   for (auto& block : blocks_) h = block->forward(h, backbone_training, keep);
   Tensor y = fc_.forward(avgpool_.forward(h, keep), keep);
   if (config_.head == HeadType::seed) y = head_forward(y, keep);

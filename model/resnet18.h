@@ -61,6 +61,10 @@ class ResNet18 {
   // (the original let a few user images overwrite its running statistics).
   void set_backbone_batchnorm_eval(bool on) { backbone_bn_eval_ = on; }
   bool backbone_batchnorm_eval() const { return backbone_bn_eval_; }
+  // Off: training forwards run each convolution, BatchNorm and ReLU as separate layers instead of
+  // ops::conv2d_batchnorm_train (stem and every block without adapters; see
+  // BasicBlock::fuse_training_epilogues). For comparing the two.
+  void set_fuse_training_epilogues(bool on);
   // With grad disabled, forward keeps nothing (inference) and backward is an error.
   void set_grad_enabled(bool on) { grad_enabled_ = on; }
   bool grad_enabled() const { return grad_enabled_; }
@@ -110,6 +114,7 @@ class ResNet18 {
   ModelConfig config_;
   bool training_ = false;
   bool backbone_bn_eval_ = false;
+  bool fuse_training_epilogues_ = true;
   bool grad_enabled_ = true;
   uint64_t dropout_step_ = 0;
   int64_t dropout_first_row_ = 0;

@@ -16,6 +16,7 @@
 
 #include "kernels/batchnorm_sync.h"
 #include "kernels/cuda/channel_reduce.h"
+#include "kernels/cuda/conv_stats.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_memory.h"
 
@@ -90,14 +91,16 @@ struct FinishTrainStatistics {
   double rows;
   double eps;
   double momentum;
-  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const {
-    const double var = sums[0] / rows;
-    save_mean[j] = static_cast<float>(mean[j]);
+  __device__ __forceinline__ void operator()(int64_t j, const double* sums) const { finish(j, mean[j], sums[0]); }
+  // From the channel's mean and squared deviations from it, however they were summed.
+  __device__ __forceinline__ void finish(int64_t j, double mu, double squared_deviations) const {
+    const double var = squared_deviations / rows;
+    save_mean[j] = static_cast<float>(mu);
     const float invstd = static_cast<float>(1.0 / sqrt(var + eps));
     save_invstd[j] = invstd;
     scale[j] = gamma[j] * invstd;
     const double unbias = rows / (rows - 1.0);
-    running_mean[j] = static_cast<float>((1.0 - momentum) * running_mean[j] + momentum * mean[j]);
+    running_mean[j] = static_cast<float>((1.0 - momentum) * running_mean[j] + momentum * mu);
     running_var[j] = static_cast<float>((1.0 - momentum) * running_var[j] + momentum * var * unbias);
   }
 };
@@ -232,7 +235,48 @@ __global__ void scale_by_channel_kernel(const float* __restrict__ dy, const floa
 
 Tensor channel_vector(int64_t c, Device device) { return Tensor::empty({c}, DType::f32, device); }
 
+// The training statistics from a convolution epilogue's per-tile partials (conv_stats.h): per
+// channel, mean = sum_t S_t / M, then the squared deviations from it as
+// sum_t [Q_t + n_t (S_t / n_t - mean)^2], both over the tiles in order, and FinishTrainStatistics
+// as after batchnorm_forward_train's own two passes.
+__global__ void statistics_from_tiles_kernel(const double* __restrict__ partials, int64_t tiles, int64_t tile_rows,
+                                             int64_t c, FinishTrainStatistics finish) {
+  const auto rows = static_cast<int64_t>(finish.rows);
+  for (int64_t j = first_index(); j < c; j += index_stride()) {
+    double sum = 0.0;
+    for (int64_t t = 0; t < tiles; ++t) sum += partials[t * 2 * c + j];
+    const double mu = sum / finish.rows;
+    double sq = 0.0;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t first = t * tile_rows;
+      const double n_t = static_cast<double>(rows - first < tile_rows ? rows - first : tile_rows);
+      const double d = partials[t * 2 * c + j] / n_t - mu;
+      sq += partials[(t * 2 + 1) * c + j] + n_t * d * d;
+    }
+    finish.finish(j, mu, sq);
+  }
+}
+
 }  // namespace
+
+void batchnorm_train_statistics_from_tiles(const ops::BatchNormParams& p, const ConvOutputStats& stats, int64_t m,
+                                           const Tensor& gamma, Tensor& running_mean, Tensor& running_var,
+                                           Tensor& save_mean, Tensor& save_invstd) {
+  const int64_t c = gamma.numel();
+  const Device dev = gamma.device();
+  save_mean = channel_vector(c, dev);
+  save_invstd = channel_vector(c, dev);
+  if (c == 0) return;
+  AE_CHECK(stats.tile_rows > 0 && m >= 2, "batchnorm_train_statistics_from_tiles: " << m << " rows in tiles of "
+                                                                                     << stats.tile_rows);
+  Tensor scale = channel_vector(c, dev);  // FinishTrainStatistics writes it; batchnorm_apply forms its own
+  const int64_t tiles = (m + stats.tile_rows - 1) / stats.tile_rows;
+  AE_LAUNCH(statistics_from_tiles_kernel, dim3(blocks_for(c, kChannelReduceThreads)), dim3(kChannelReduceThreads), 0,
+            nullptr, static_cast<const double*>(stats.partials), tiles, stats.tile_rows, c,
+            FinishTrainStatistics{nullptr, gamma.f32(), save_mean.f32(), save_invstd.f32(), scale.f32(),
+                                  running_mean.f32(), running_var.f32(), static_cast<double>(m),
+                                  static_cast<double>(p.eps), static_cast<double>(p.momentum)});
+}
 
 BatchNormTrainOut batchnorm_forward_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma,
                                           const Tensor& beta, Tensor& running_mean, Tensor& running_var) {

@@ -13,9 +13,13 @@
 // outputs in a workspace, summed in slice order by sum_conv_slices (conv_implicit_gemm.h,
 // "Split-K"): deterministic, but not bitwise equal to the unsplit kernel (another summation
 // order); set_conv_forward_split_k(1) turns it off.
+#include <atomic>
+
 #include "kernels/conv_geometry.h"
+#include "kernels/cuda/channel_tile_stats.h"
 #include "kernels/cuda/conv_backward.h"
 #include "kernels/cuda/conv_implicit_gemm.h"
+#include "kernels/cuda/conv_stats.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
 #include "kernels/emu/profile.h"
@@ -56,9 +60,21 @@ struct StoreOutput {
   __device__ __forceinline__ void operator()(int64_t m, int64_t oc, int64_t, float v) const { y[m * o + oc] = v; }
 };
 
-}  // namespace
+// StoreOutput, then the stored tile's per-channel statistics (one K slice: the tile is final).
+struct StoreOutputGatherStats : StoreOutput {
+  double* __restrict__ partials;
+  __device__ __forceinline__ void after_tile(int64_t m0, int rows, int64_t n0, int cols, double* scratch) const {
+    tile_channel_stats<gemm::kThreads, gemm::kTileN>(y, o, m0, rows, n0, cols, m0 / gemm::kTileM, partials, scratch);
+  }
+};
 
-Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w) {
+constexpr int kStatsTileRows = 64;  // the tiled GEMMs' and the separate pass's tiles
+static_assert(gemm::kTileM == kStatsTileRows, "conv_output_stats_doubles sizes for 64-row tiles");
+
+std::atomic<int64_t> g_stats_epilogue{0}, g_stats_separate{0};
+
+// y = conv(x, w), and with `stats` its per-tile statistics (conv_stats.h).
+Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, ConvOutputStats* stats) {
   const ConvGeometry g(p, x.shape(), w.dim(0));
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   const ConvMath math = conv_math();
@@ -74,8 +90,22 @@ Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor&
   ae::emu::profile_next_launch_flops(2.0 * g.m() * g.o * g.k(), conv_math_name(math));  // emulated-device profile
   if (conv_forward_pipelined(LaunchSite{"conv2d_forward (pipelined implicit GEMM)", __FILE__, __LINE__}, math, g,
                              x.f32(), w.f32(), y.f32(), partials.defined() ? split : ConvForwardSplit{},
-                             partials.defined() ? partials.f32() : nullptr)) {
-    if (partials.defined()) sum_conv_slices(partials.f32(), split.slices, g.m() * g.o, y.f32());
+                             partials.defined() ? partials.f32() : nullptr, stats)) {
+    if (partials.defined()) {
+      sum_conv_slices(partials.f32(), split.slices, g.m() * g.o, y.f32());
+      if (stats != nullptr) {  // no block held a final tile: the statistics take a pass of their own
+        stats->tile_rows = kStatsTileRows;
+        ++g_stats_separate;
+        launch(LaunchSite{"conv2d_forward (statistics after the split-K sum)", __FILE__, __LINE__},
+               &channel_tile_stats_kernel<gemm::kThreads, gemm::kTileN>,
+               dim3(static_cast<unsigned>((g.m() + kStatsTileRows - 1) / kStatsTileRows),
+                    static_cast<unsigned>((g.o + gemm::kTileN - 1) / gemm::kTileN)),
+               dim3(gemm::kThreads), 0, Stream{}, static_cast<const float*>(y.f32()), g.m(), g.o, kStatsTileRows,
+               stats->partials);
+      }
+    } else if (stats != nullptr) {
+      ++g_stats_epilogue;
+    }
     return y;
   }
   if (math == ConvMath::f32) {
@@ -88,9 +118,29 @@ Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor&
   s.n = g.o;
   s.k = g.k();
   s.k_per_split = (s.k + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;  // one slice
-  gemm::run_gemm(LaunchSite{"conv2d_forward (implicit GEMM)", __FILE__, __LINE__}, math, s,
-                 InputPatch{g, x.f32()}, WeightRow{w.f32(), g.k()}, StoreOutput{y.f32(), g.o});
+  const LaunchSite site{"conv2d_forward (implicit GEMM)", __FILE__, __LINE__};
+  if (stats != nullptr) {
+    stats->tile_rows = kStatsTileRows;
+    ++g_stats_epilogue;
+    gemm::run_gemm(site, math, s, InputPatch{g, x.f32()}, WeightRow{w.f32(), g.k()},
+                   StoreOutputGatherStats{{y.f32(), g.o}, stats->partials});
+  } else {
+    gemm::run_gemm(site, math, s, InputPatch{g, x.f32()}, WeightRow{w.f32(), g.k()}, StoreOutput{y.f32(), g.o});
+  }
   return y;
 }
+
+}  // namespace
+
+Tensor conv2d_forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w) { return forward(p, x, w, nullptr); }
+
+Tensor conv2d_forward_with_stats(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, ConvOutputStats& stats) {
+  AE_CHECK(stats.partials != nullptr, "conv2d_forward_with_stats: no buffer for the statistics");
+  return forward(p, x, w, &stats);
+}
+
+int64_t conv_output_stats_doubles(int64_t m, int64_t o) { return (m + kStatsTileRows - 1) / kStatsTileRows * 2 * o; }
+
+ConvStatsLaunches conv_stats_launches() { return {g_stats_epilogue.load(), g_stats_separate.load()}; }
 
 }  // namespace ae::cuda

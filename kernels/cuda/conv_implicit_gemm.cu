@@ -116,7 +116,9 @@
 #include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/channel_tile_stats.h"
 #include "kernels/cuda/conv_igemm_pipeline.h"
+#include "kernels/cuda/conv_stats.h"
 
 namespace ae::cuda {
 namespace igemm {
@@ -140,6 +142,9 @@ struct Args {
   // k_per_split is a multiple of 64, or >= k with one slice (backward-data: always).
   int64_t k_per_split;
   int64_t out_slice;
+  // Forward, one slice, training BatchNorm after it: each block's output tile's per-channel
+  // statistics (channel_tile_stats.h; out is then y [m, n]). nullptr otherwise.
+  double* __restrict__ stats;
 };
 
 // Float index of logical 16-byte chunk `chunk` of row `row` in a stage (see "Swizzle").
@@ -331,6 +336,14 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
       }
     }
   }
+  if (p.stats != nullptr) {  // uniform over the grid: no divergent __syncthreads
+    static_assert(T::kSharedBytes >= sizeof(double) * (T::kThreads + T::kBlockN), "statistics scratch fits the stages");
+    __syncthreads();  // the tile is stored (visible block-wide) and no stage is read any more
+    const int rows = static_cast<int>(p.m - m0 < T::kBlockM ? p.m - m0 : T::kBlockM);
+    const int cols = p.n - n0 < T::kBlockN ? p.n - n0 : T::kBlockN;
+    tile_channel_stats<T::kThreads, T::kBlockN>(p.out, p.n, m0, rows, n0, cols, blockIdx.x, p.stats,
+                                                reinterpret_cast<double*>(smem));
+  }
 }
 
 std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
@@ -430,7 +443,8 @@ ConvForwardSplit conv_forward_split_plan(const ConvGeometry& g) {
 }
 
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
-                            const float* w, float* y, const ConvForwardSplit& split, float* partials) {
+                            const float* w, float* y, const ConvForwardSplit& split, float* partials,
+                            ConvOutputStats* stats) {
   const ConvForwardKernel choice = conv_forward_kernel();
   const bool sliced = split.slices > 1;
   if (math == ConvMath::f32 || choice == ConvForwardKernel::tiled || !conv_forward_pipelined_supported(g, x, w) ||
@@ -461,6 +475,10 @@ bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeo
   bool large = choice == ConvForwardKernel::pipelined_128x128;
   if (choice == ConvForwardKernel::automatic) large = igemm::large_tiles_pay(a.m, a.n, slices);
   ++(large ? igemm::g_pipelined128 : igemm::g_pipelined64);
+  if (stats != nullptr && !sliced) {
+    a.stats = stats->partials;
+    stats->tile_rows = large ? igemm::Tiles128::kBlockM : igemm::Tiles64::kBlockM;
+  }
   igemm::run(site, math, large, wide, a, slices);
   return true;
 }

@@ -52,7 +52,8 @@
 
 namespace ae::cuda {
 
-struct LaunchSite;  // kernels/cuda/launch.h
+struct LaunchSite;       // kernels/cuda/launch.h
+struct ConvOutputStats;  // kernels/cuda/conv_stats.h
 
 // Which forward kernel the tensor-core modes use. `automatic` (the default) picks the pipelined
 // kernel where supported and its tile size by grid size; the others force a choice for tests and
@@ -134,9 +135,11 @@ ConvForwardSplit conv_forward_split_plan(const ConvGeometry& g);
 // allocates slices * M*O floats and sums them into y, in slice order, with sum_conv_slices); with
 // one slice y is written directly and `partials` is unused. `split` must come from
 // conv_forward_split_plan(g).
+// With `stats` (unsplit only: ignored when split.slices > 1), each block also writes its output
+// tile's per-channel statistics to stats->partials and stats->tile_rows is set (conv_stats.h).
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
                             const float* w, float* y, const ConvForwardSplit& split = {},
-                            float* partials = nullptr);
+                            float* partials = nullptr, ConvOutputStats* stats = nullptr);
 
 // ---- backward-data --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 // has a CUDA kernel; a shape a kernel cannot take (e.g. a grid too large) is an ae::Error from that
 // kernel's launch naming the op and the shape: there is no silent fallback to the CPU (DESIGN.md).
 #include "kernels/backend.h"
+#include "kernels/batchnorm_sync.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace ae::cuda {
@@ -123,6 +124,15 @@ class CudaBackend final : public Backend {
   Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const override {
     return cuda::batchnorm_apply(p, x, gamma, beta, mean, var_or_invstd, residual);
+  }
+  ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu,
+                                               const Tensor& x, const Tensor& w, const Tensor& gamma,
+                                               const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                                               const Tensor& residual) const override {
+    if (batchnorm_sync_reducer() != nullptr) {  // synchronised BatchNorm: the composition (cuda_ops.h)
+      return Backend::conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual);
+    }
+    return cuda::conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual);
   }
 };
 

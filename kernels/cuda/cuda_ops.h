@@ -84,5 +84,12 @@ Tensor photo_edit_backward_theta(const ops::PhotoEditParams& p, const Tensor& x,
 // fused_epilogue.cu (one elementwise pass; residual may be undefined)
 Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                        const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
+// The convolution with its output's statistics gathered in its epilogue, then batchnorm_apply
+// (conv_stats.h). Without a synchronised-BatchNorm reducer installed: the backend composes the
+// ops when one is (the reducer needs the global mean before the squared deviations).
+ops::ConvBatchNormTrainOut conv2d_batchnorm_train(const ops::Conv2dParams& conv, const ops::BatchNormParams& bn,
+                                                  bool relu, const Tensor& x, const Tensor& w, const Tensor& gamma,
+                                                  const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                                                  const Tensor& residual);
 
 }  // namespace ae::cuda

@@ -6,6 +6,7 @@
 // the same way (tests/gpu/test_cuda_fused.cpp compares them with a tight tolerance).
 #include <cmath>
 
+#include "kernels/cuda/conv_stats.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
 
@@ -52,6 +53,28 @@ Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, cons
             static_cast<const float*>(x.f32()), static_cast<const float*>(mean.f32()),
             static_cast<const float*>(scale.f32()), static_cast<const float*>(beta.f32()), r, p.relu, y.f32(), n, c);
   return y;
+}
+
+ops::ConvBatchNormTrainOut conv2d_batchnorm_train(const ops::Conv2dParams& conv, const ops::BatchNormParams& bn,
+                                                  bool relu, const Tensor& x, const Tensor& w, const Tensor& gamma,
+                                                  const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                                                  const Tensor& residual) {
+  ops::ConvBatchNormTrainOut out;
+  const int64_t o = w.dim(0);
+  const int64_t m = o > 0 ? conv.out_h(x.dim(1)) * conv.out_w(x.dim(2)) * x.dim(0) : 0;
+  // Doubles in a u8 tensor (Tensor has no f64; the allocator aligns to 256 bytes).
+  Tensor partials = Tensor::empty({conv_output_stats_doubles(m, o) * static_cast<int64_t>(sizeof(double))}, DType::u8,
+                                  x.device());
+  ConvOutputStats stats;
+  stats.partials = reinterpret_cast<double*>(partials.data<uint8_t>());
+  out.conv = conv2d_forward_with_stats(conv, x, w, stats);
+  batchnorm_train_statistics_from_tiles(bn, stats, m, gamma, running_mean, running_var, out.save_mean,
+                                        out.save_invstd);
+  ops::BatchNormApplyParams apply;
+  apply.stats = ops::BatchNormStats::saved;
+  apply.relu = relu;
+  out.y = cuda::batchnorm_apply(apply, out.conv, gamma, beta, out.save_mean, out.save_invstd, residual);
+  return out;
 }
 
 }  // namespace ae::cuda

@@ -12,6 +12,12 @@
 //
 // A loader declares `static constexpr bool kAlongK`: true when consecutive k are adjacent in
 // memory (consecutive threads then walk k while staging), false when consecutive rows are.
+//
+// A Store may also read back the tile it stored (StoreWithTileEpilogue): after every thread of
+// the block has stored, the block calls store.after_tile(m0, rows, n0, cols, scratch) once, all
+// threads together, with the tile's origin and extent and at least kTileScratchDoubles doubles of
+// shared memory (the operand tiles, no longer read). The convolution forward gathers the training
+// BatchNorm's statistics there (channel_tile_stats.h).
 #include "kernels/cuda/launch.h"
 #include "runtime/error.h"
 
@@ -22,10 +28,29 @@ constexpr int kTileM = 64, kTileN = 64, kTileK = 64, kThreads = 256;
 // k (kAlongK loaders) do not all land in the same shared-memory bank.
 constexpr int kStrideA = kTileM + 1, kStrideB = kTileN + 1;
 
+constexpr int kTileScratchDoubles = 2 * kThreads;
+
+template <class S>
+concept StoreWithTileEpilogue = requires(const S& s, int64_t i, int n, double* scratch) {
+  s.after_tile(i, n, i, n, scratch);
+};
+
 struct GemmShape {
   int64_t m = 0, n = 0, k = 0;
   int64_t k_per_split = 0;  // K range of grid.z slice s: [s*k_per_split, min(k, (s+1)*k_per_split))
 };
+
+// After the stores of a block's tile: the Store's after_tile, when it has one. Every thread calls it.
+template <class Store>
+__device__ __forceinline__ void finish_tile(const Store& store, const GemmShape& s, int64_t m0, int64_t n0,
+                                            void* scratch) {
+  if constexpr (StoreWithTileEpilogue<Store>) {
+    __syncthreads();  // the tile is stored (global writes visible block-wide) and the operand tiles are free
+    const int rows = static_cast<int>(s.m - m0 < kTileM ? s.m - m0 : kTileM);
+    const int cols = static_cast<int>(s.n - n0 < kTileN ? s.n - n0 : kTileN);
+    store.after_tile(m0, rows, n0, cols, static_cast<double*>(scratch));
+  }
+}
 
 // Copies rows [row0, row0 + kRows) x k [k0, k0 + kTileK) of an operand into tile[k][row],
 // zero outside [0, rows) x [k0, k_end).
@@ -75,6 +100,8 @@ __global__ __launch_bounds__(kThreads, 2) void tiled_gemm_kernel(GemmShape s, Lo
       if (n < s.n) store(m, n, split, acc[i][j]);
     }
   }
+  static_assert(sizeof(float) * kTileK * kStrideA >= sizeof(double) * kTileScratchDoubles, "scratch fits in a_tile");
+  finish_tile(store, s, m0, n0, a_tile);
 }
 
 // Launches the GEMM over the whole of out (every element of every slice is stored, zero when its K

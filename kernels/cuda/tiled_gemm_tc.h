@@ -114,6 +114,8 @@ __global__ __launch_bounds__(kThreads, 2) void tiled_gemm_tc_kernel(GemmShape s,
       }
     }
   }
+  static_assert(sizeof(uint32_t) * kTileM * kWords >= sizeof(double) * kTileScratchDoubles, "scratch fits in a_tile");
+  finish_tile(store, s, m0, n0, a_tile);
 }
 
 // run_tiled_gemm (tiled_gemm.h) in the arithmetic `math` selects: f32 runs the CUDA-core kernel

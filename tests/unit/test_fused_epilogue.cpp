@@ -5,6 +5,8 @@
 // (the convolution with that epilogue in its store) equal bit for bit to the two ops on every CPU
 // convolution path and ISA, red zones around the direct kernels' and Winograd's epilogue, Winograd's
 // epilogue on every ISA, tile size and chunking with partial tiles, and its errors.
+// conv2d_batchnorm_train (training: batch statistics) equal bit for bit to the ops it is defined
+// as, a ResNet-18 training step equal with and without it, and its errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -361,6 +363,107 @@ TEST_CASE("conv2d_batchnorm rejects bad arguments naming the op and the argument
   bad_eps.eps = -1.0f;
   test::require_error([&] { ops::conv2d_batchnorm(p, bad_eps, x, w, ch.gamma, ch.beta, ch.mean, ch.var, Tensor()); },
                       {"conv2d_batchnorm", "eps"});
+}
+
+// ---------------------------------------------------------------- conv2d_batchnorm_train
+
+TEST_CASE("conv2d_batchnorm_train on the CPU is conv2d_forward, batchnorm_forward_train, add_relu / relu, bit for bit") {
+  struct Case {
+    Shape x;
+    int64_t o;
+    ops::Conv2dParams p;
+  };
+  const Case cases[] = {{{2, 9, 9, 3}, 8, {7, 7, 2, 2, 3, 3}}, {{2, 6, 5, 8}, 12, {3, 3, 1, 1, 1, 1}},
+                        {{3, 6, 5, 8}, 5, {1, 1, 2, 2, 0, 0}}};
+  uint64_t seed = 700;
+  for (const Case& k : cases) {
+    const Shape y_shape{k.x[0], k.p.out_h(k.x[1]), k.p.out_w(k.x[2]), k.o};
+    const Tensor x = test::random_tensor(k.x, seed++), w = test::random_tensor({k.o, k.p.kernel_h, k.p.kernel_w, k.x[3]}, seed++);
+    const Tensor r = test::random_tensor(y_shape, seed++);
+    const Channels ch = random_channels(k.o, seed);
+    seed += 4;
+    for (const bool relu : {false, true}) {
+      for (const bool residual : {false, true}) {
+        const std::string what = shape_str(k.x) + (relu ? " relu" : "") + (residual ? " residual" : "");
+        CAPTURE(what);
+        ops::BatchNormParams bn;
+        Tensor rm = ch.mean.clone(), rv = ch.var.clone(), rm2 = ch.mean.clone(), rv2 = ch.var.clone();
+        const ops::ConvBatchNormTrainOut got =
+            ops::conv2d_batchnorm_train(k.p, bn, relu, x, w, ch.gamma, ch.beta, rm, rv, residual ? r : Tensor());
+        const Tensor conv = ops::conv2d_forward(k.p, x, w);
+        const ops::BatchNormTrainOut b = ops::batchnorm_forward_train(bn, conv, ch.gamma, ch.beta, rm2, rv2);
+        Tensor y = b.y;
+        if (residual) y = relu ? ops::add_relu(y, r) : ops::add(y, r);
+        else if (relu) y = ops::relu_forward(y);
+        CHECK(bitwise_equal(got.conv, conv));
+        CHECK(bitwise_equal(got.save_mean, b.save_mean));
+        CHECK(bitwise_equal(got.save_invstd, b.save_invstd));
+        CHECK(bitwise_equal(got.y, y));
+        CHECK(bitwise_equal(rm, rm2));
+        CHECK(bitwise_equal(rv, rv2));
+      }
+    }
+  }
+}
+
+TEST_CASE("ResNet-18 training on the CPU: the fused conv+BatchNorm path is the layer-by-layer one, bit for bit") {
+  model::NamedTensors grads[2], state[2];
+  Tensor out[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    model::ModelConfig config;
+    config.dropout = 0.0f;
+    model::ResNet18 net(config);
+    net.set_training(true);
+    net.set_fuse_training_epilogues(fused == 1);
+    const Tensor x = test::random_tensor({2, 32, 32, 3}, 41);
+    const Tensor target = test::random_tensor({2, 1}, 42);
+    net.zero_grad();
+    out[fused] = net.forward(x);
+    net.backward(ops::mse_loss_backward(out[fused], target));
+    grads[fused] = net.grads_pytorch_layout();
+    state[fused] = net.state_dict();
+  }
+  CHECK(bitwise_equal(out[1], out[0]));
+  REQUIRE(grads[0].size() == grads[1].size());
+  for (std::size_t i = 0; i < grads[0].size(); ++i) {
+    INFO("grad " << grads[0][i].first);
+    CHECK(bitwise_equal(grads[1][i].second, grads[0][i].second));
+  }
+  REQUIRE(state[0].size() == state[1].size());
+  for (std::size_t i = 0; i < state[0].size(); ++i) {
+    INFO("state " << state[0][i].first);
+    CHECK(bitwise_equal(state[1][i].second, state[0][i].second));
+  }
+}
+
+TEST_CASE("conv2d_batchnorm_train rejects bad arguments naming the op and the argument") {
+  const ops::Conv2dParams p{3, 3, 1, 1, 1, 1};
+  const Tensor x = test::random_tensor({2, 5, 5, 4}, 1), w = test::random_tensor({6, 3, 3, 4}, 2);
+  const Channels ch = random_channels(6, 3), wrong = random_channels(4, 5);
+  Tensor rm = ch.mean.clone(), rv = ch.var.clone(), wrong_var = wrong.var.clone();
+  const ops::BatchNormParams bn;
+  test::require_error([&] { ops::conv2d_batchnorm_train(p, bn, true, x, test::random_tensor({6, 3, 3, 5}, 4), ch.gamma,
+                                                        ch.beta, rm, rv, Tensor()); },
+                      {"conv2d_batchnorm_train", "x", "4 channels", "w"});
+  test::require_error([&] { ops::conv2d_batchnorm_train(p, bn, true, x, w, wrong.gamma, ch.beta, rm, rv, Tensor()); },
+                      {"conv2d_batchnorm_train", "gamma", "expected [6]"});
+  test::require_error([&] { ops::conv2d_batchnorm_train(p, bn, true, x, w, ch.gamma, ch.beta, rm, wrong_var, Tensor()); },
+                      {"conv2d_batchnorm_train", "running_var", "expected [6]"});
+  test::require_error([&] { ops::conv2d_batchnorm_train(p, bn, true, x, w, ch.gamma, ch.beta, rm, rv,
+                                                        test::random_tensor({2, 5, 5, 4}, 6)); },
+                      {"conv2d_batchnorm_train", "residual", "[2,5,5,6]"});
+  ops::BatchNormParams bad_momentum;
+  bad_momentum.momentum = std::nanf("");
+  test::require_error([&] { ops::conv2d_batchnorm_train(p, bad_momentum, true, x, w, ch.gamma, ch.beta, rm, rv, Tensor()); },
+                      {"conv2d_batchnorm_train", "momentum"});
+  // One value per channel: the unbiased running variance would divide by zero.
+  const ops::Conv2dParams valid{3, 3, 1, 1, 0, 0};
+  const Tensor one_pixel = test::random_tensor({1, 3, 3, 4}, 7);
+  test::require_error([&] { ops::conv2d_batchnorm_train(valid, bn, true, one_pixel, w, ch.gamma, ch.beta, rm, rv, Tensor()); },
+                      {"conv2d_batchnorm_train", "1 value(s) per channel", "at least 2"});
+  // Nothing was changed by the refusals.
+  CHECK(bitwise_equal(rm, ch.mean));
+  CHECK(bitwise_equal(rv, ch.var));
 }
 
 // ---------------------------------------------------------------- Winograd's epilogue
