@@ -12,6 +12,8 @@
 #   4b. the same with --math bf16 (ours: f32 tensors, BF16 operands on tensor cores; cuDNN: BF16
 #      tensors, tensor-op math): issue 15's rows, >= 0.15 s of runs an entry, at most 90 s
 #   5. bench/compare.sh --device cuda --batch 128: training step and inference, aesthete vs PyTorch
+#   5b. the same with --precision bf16 (issue 15: training step >= 1.3x PyTorch eager channels_last
+#      in BF16), if >= 160 s are left
 #   6. compute-sanitizer memcheck of one real-GPU test binary, if time is left
 #   6b. bench_cuda_conv --math tf32 (cuDNN: f32 tensors, TF32 allowed), if >= 100 s are left
 # and prints ONE summary table last (scripts/gpu_check_summary.py). Logs and the table go to
@@ -158,6 +160,13 @@ step bench_cuda_conv_bf16 90 "$BUILD/bench_cuda_conv" --batch "$BATCH" --math bf
 
 # ---- 5. training step and inference vs PyTorch
 step compare-cuda 150 "$SRC/bench/compare.sh" "$BUILD" --device cuda --batch "$BATCH" --steps 10
+
+# ---- 5b. the same in BF16 (issue 15's training-step target), only with time to spare
+if ((DRY_RUN == 1 || $(remaining) >= 160)); then
+  step compare-cuda-bf16 150 "$SRC/bench/compare.sh" "$BUILD" --device cuda --batch "$BATCH" --steps 10 --precision bf16
+else
+  row compare-cuda-bf16 info 0 "not run (under 160 s of the ${BUDGET_S}s budget left)"
+fi
 
 # ---- 6. memory checking of one real-GPU test binary, when the sanitizer exists and time allows
 sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"

@@ -12,6 +12,8 @@ Reads, when present (a missing log is reported, never guessed):
   bench_cuda_conv_tf32.log   the same with --math tf32; optional (gpu-check.sh runs it only when time
                         is left), shown when present
   compare-cuda.log      bench/compare.sh: train-step / inference images/s, aesthete and PyTorch
+  compare-cuda-bf16.log the same with --precision bf16 (optional: shown when present; issue 15's
+                        training-step target is >= 1.3x PyTorch eager channels_last in BF16)
 Prints the table and exits 0 when every step passed and every expected number was found, else 1.
 Standard library only (it runs on the GPU machine's python3 and on CI's).
 """
@@ -161,6 +163,10 @@ def summarise_reduced_precision(lines, logdir, math, required):
     return ok
 
 
+# Issue 15: a BF16 training step >= 1.3x PyTorch eager channels_last at the same precision.
+TRAIN_STEP_TARGET = 1.3
+
+
 def parse_compare(text):
     """{('aesthete'|'pytorch', 'train-step'|'inference'): images/s}."""
     out = {}
@@ -272,6 +278,21 @@ def summarise(logdir):
         else:
             lines.append(f"{kind:<10} images/s (cuda, batch 128, f32): aesthete {a:.1f}, PyTorch {b:.1f}, "
                          f"aesthete/PyTorch {a / b:.2f}")
+    bf16_text = read(logdir, "compare-cuda-bf16.log")
+    if bf16_text is not None:
+        ims = parse_compare(bf16_text)
+        for kind in ("train-step", "inference"):
+            a, b = ims.get(("aesthete", kind)), ims.get(("pytorch", kind))
+            if a is None or b is None:
+                missing = " and ".join(n for n, v in (("aesthete", a), ("pytorch", b)) if v is None)
+                lines.append(f"{kind:<10} images/s (cuda, batch 128, bf16): missing {missing}")
+                ok = False
+                continue
+            line = (f"{kind:<10} images/s (cuda, batch 128, bf16): aesthete {a:.1f}, PyTorch {b:.1f}, "
+                    f"aesthete/PyTorch {a / b:.2f}")
+            if kind == "train-step":
+                line += f" (issue 15 target >= {TRAIN_STEP_TARGET:.2f}: {'met' if a / b >= TRAIN_STEP_TARGET else 'not met'})"
+            lines.append(line)
     lines.append("")
     lines.append(f"result: {'PASS' if ok else 'FAIL'}")
     return "\n".join(lines), ok

@@ -87,17 +87,27 @@ ratio     train-step aesthete/pytorch = 0.80x
 ratio     inference  aesthete/pytorch = 0.75x
 """
 
+COMPARE_BF16 = """\
+aesthete  train-step  device=cuda:0 batch=128 size=224  1500.00 images/s  (16337.2 GFLOP/s at 3x forward)
+aesthete  inference   device=cuda:0 batch=128 size=224  5000.00 images/s  (18150.0 GFLOP/s)
+pytorch   train-step  device=cuda:0 batch=128 size=224  1000.00 images/s  (10890.0 GFLOP/s at 3x forward)  [pytorch 2.11.0 precision=bf16 cudnn.allow_tf32=False matmul.allow_tf32=False cudnn.benchmark=True]
+pytorch   inference   device=cuda:0 batch=128 size=224  6000.00 images/s  (21780.0 GFLOP/s)  [pytorch 2.11.0 precision=bf16 cudnn.allow_tf32=False matmul.allow_tf32=False cudnn.benchmark=True]
+ratio     train-step aesthete/pytorch = 1.50x
+ratio     inference  aesthete/pytorch = 0.83x
+"""
+
 STEPS_OK = "device|ok|0|GPU 0: NVIDIA H200\nconfigure|ok|10|\nbuild|ok|150|\nctest-gpu|ok|40|\n"
 
 
 def write_fixtures(logdir, ctest=CTEST_OK, oracle=ORACLE_OK, bench=None, bench_bf16=None, bench_tf32=None,
-                   compare=COMPARE_OK, steps=None):
+                   compare=COMPARE_OK, compare_bf16=None, steps=None):
     # bench_bf16: None writes the passing fake log, "" an empty one; bench_tf32 (optional step): None
     # writes no log at all.
     files = {"ctest-gpu.log": ctest, "cudnn-oracle.log": oracle,
              "bench_cuda_conv.log": bench if bench is not None else bench_log(),
              "bench_cuda_conv_bf16.log": bench_bf16 if bench_bf16 is not None else bf16_log(),
              "bench_cuda_conv_tf32.log": bench_tf32, "compare-cuda.log": compare,
+             "compare-cuda-bf16.log": compare_bf16,
              "steps.txt": steps}
     for name, text in files.items():
         if text is not None:
@@ -180,6 +190,23 @@ class SummaryTest(unittest.TestCase):
         self.assertRegex(text, r"(?m)^layer2\.3x3\s+\|\s+0\.60<\s+0\.60<\s+0\.60<$")
         self.assertIn("all convolutions of one training step (tf32): ours 75.00 ms", text)
 
+    def test_bf16_training_step_shown_against_its_target_when_present(self):
+        text, ok = self.run_summary()
+        self.assertNotIn("bf16): aesthete", text)  # optional step, no log: nothing shown
+        text, ok = self.run_summary(compare_bf16=COMPARE_BF16)
+        self.assertTrue(ok, text)
+        self.assertIn("train-step images/s (cuda, batch 128, bf16): aesthete 1500.0, PyTorch 1000.0, "
+                      "aesthete/PyTorch 1.50 (issue 15 target >= 1.30: met)", text)
+        self.assertIn("inference  images/s (cuda, batch 128, bf16): aesthete 5000.0, PyTorch 6000.0, "
+                      "aesthete/PyTorch 0.83", text)
+        slow = COMPARE_BF16.replace("1500.00 images/s", "1200.00 images/s")
+        text, ok = self.run_summary(compare_bf16=slow)
+        self.assertTrue(ok, text)  # a missed target is reported, not a failed check
+        self.assertIn("aesthete/PyTorch 1.20 (issue 15 target >= 1.30: not met)", text)
+        text, ok = self.run_summary(compare_bf16=COMPARE_BF16.split("pytorch   train-step")[0])
+        self.assertFalse(ok)
+        self.assertIn("train-step images/s (cuda, batch 128, bf16): missing pytorch", text)
+
     def test_ratio_column_is_per_pass(self):
         text, ok = self.run_summary(bench=bench_log(ratio_of=lambda layer, p: {"fwd": 0.25, "dgrad": 0.5, "wgrad": 2.0}[p]))
         self.assertTrue(ok, text)
@@ -223,8 +250,9 @@ class SummaryTest(unittest.TestCase):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--write-fixtures":
         os.makedirs(sys.argv[2], exist_ok=True)
-        # Not steps.txt: gpu-check.sh --dry-run writes its own. The optional tf32 log too, so that
-        # the dry run shows every table.
-        write_fixtures(sys.argv[2], bench_tf32=bench_log(math="tf32", ratio_of=lambda layer, p: 0.9))
+        # Not steps.txt: gpu-check.sh --dry-run writes its own. The optional tf32 and bf16-compare
+        # logs too, so that the dry run shows every table.
+        write_fixtures(sys.argv[2], bench_tf32=bench_log(math="tf32", ratio_of=lambda layer, p: 0.9),
+                       compare_bf16=COMPARE_BF16)
         sys.exit(0)
     unittest.main()
