@@ -11,6 +11,7 @@
 #include "model/basic_block.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
+#include "tests/support/conv_bn_case.h"
 #include "tests/support/expect.h"
 
 using namespace ae;
@@ -104,20 +105,12 @@ TEST_CASE("conv2d_batchnorm on the device: the conv and batchnorm_apply it compo
   AE_GPU_TEST_PRELUDE();
   // The CUDA backend runs the Backend's composition (kernels/backend.h); these pin that it is the
   // device's own two ops, in place over the convolution's output, with the arguments in their order.
-  struct Case {
-    Shape x;
-    int64_t o;
-    ops::Conv2dParams p;
-  };
-  const Case cases[] = {{{1, 9, 9, 3}, 16, {7, 7, 2, 2, 3, 3}}, {{2, 6, 5, 8}, 12, {3, 3, 1, 1, 1, 1}},
-                        {{2, 6, 5, 8}, 5, {1, 1, 2, 2, 0, 0}}};
   uint64_t seed = 300;
-  for (const Case& k : cases) {
-    const Shape y_shape{k.x[0], k.p.out_h(k.x[1]), k.p.out_w(k.x[2]), k.o};
-    const Tensor x = test::random_tensor(k.x, seed++), w = test::random_tensor({k.o, k.p.kernel_h, k.p.kernel_w, k.x[3]}, seed++);
-    const Tensor r = test::random_tensor(y_shape, seed++);
-    const Tensor gamma = test::random_tensor({k.o}, seed++, 0.5f, 1.5f), beta = test::random_tensor({k.o}, seed++);
-    const Tensor mean = test::random_tensor({k.o}, seed++), var = test::random_tensor({k.o}, seed++, 0.1f, 2.0f);
+  for (const test::ConvBnCase& k : test::kConvBnCases) {
+    const test::ConvBnInputs in = test::random_conv_bn_inputs(k, seed);
+    seed += 10;
+    const Tensor &x = in.x, &w = in.w, &r = in.residual, &gamma = in.gamma, &beta = in.beta, &mean = in.mean,
+                 &var = in.var;
     const Tensor dx = to_device(x), dw = to_device(w), dr = to_device(r), dg = to_device(gamma), db = to_device(beta),
                  dm = to_device(mean), dv = to_device(var);
     for (const bool residual : {false, true}) {

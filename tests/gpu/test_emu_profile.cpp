@@ -18,6 +18,7 @@
 #include "tests/support/check.h"
 
 #if defined(AE_EMULATED_DEVICE)
+#include "kernels/cuda/conv_implicit_gemm.h"
 #include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/emu/profile.h"
@@ -471,6 +472,61 @@ TEST_CASE("profile of the convolution kernels on ResNet-18 layers (manual: --no-
       }
       std::printf("\n### %s, %s\n\n%s", l.name, math, ae::emu::profile_table().c_str());
     }
+  }
+  ae::cuda::set_conv_math(saved);
+}
+
+// Not run by ctest either: the global traffic of a training convolution + BatchNorm + residual +
+// ReLU, layer by layer (conv2d_forward, batchnorm_forward_train's two statistics passes and its
+// normalisation, add_relu) against ops::conv2d_batchnorm_train (statistics in the conv's epilogue,
+// one apply pass), for bench/RESULTS.md. The profile has no cache model: the epilogue's re-read of
+// the tile it has just stored (an L2 hit on a GPU) is counted as global traffic like the rest.
+//   tests/gpu_test_emu_profile --no-skip -tc='*training convolution*'
+TEST_CASE("profile of a training convolution + BatchNorm: fused against layers (manual: --no-skip)" * doctest::skip()) {
+  AE_GPU_TEST_PRELUDE();
+  struct Layer {
+    const char* name;
+    int64_t n, h, c, o;
+    int k, stride, pad;
+  };
+  const Layer layers[] = {{"layer1 3x3 64->64 @28, batch 4", 4, 28, 64, 64, 3, 1, 1},
+                          {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
+  const ae::cuda::ConvMath saved = ae::cuda::conv_math();
+  ae::cuda::set_conv_math(ae::cuda::ConvMath::tf32);
+  // Unsplit, as at training batch sizes (at these small batches the automatic split-K would run, and
+  // with it the statistics' separate pass instead of the epilogue).
+  const ae::cuda::ScopedConvForwardSplitK unsplit(1);
+  for (const Layer& l : layers) {
+    ae::ops::Conv2dParams p;
+    p.kernel_h = p.kernel_w = l.k;
+    p.stride_h = p.stride_w = l.stride;
+    p.pad_h = p.pad_w = l.pad;
+    const int64_t oh = p.out_h(l.h);
+    const ae::Tensor x = to_device(ae::test::random_tensor({l.n, l.h, l.h, l.c}, 1));
+    const ae::Tensor w = to_device(ae::test::random_tensor({l.o, l.k, l.k, l.c}, 2, -0.05f, 0.05f));
+    const ae::Tensor r = to_device(ae::test::random_tensor({l.n, oh, oh, l.o}, 3));
+    const ae::Tensor gamma = to_device(ae::Tensor::full({l.o}, 1.0f)), beta = to_device(ae::Tensor::zeros({l.o}));
+    double totals[2] = {0, 0};
+    for (int fused = 0; fused < 2; ++fused) {
+      ae::Tensor rm = to_device(ae::Tensor::zeros({l.o})), rv = to_device(ae::Tensor::full({l.o}, 1.0f));
+      ae::ops::BatchNormParams bn;
+      {
+        Profiling on;
+        if (fused == 1) {
+          (void)ae::ops::conv2d_batchnorm_train(p, bn, true, x, w, gamma, beta, rm, rv, r);
+        } else {
+          const ae::Tensor conv = ae::ops::conv2d_forward(p, x, w);
+          (void)ae::ops::add_relu(ae::ops::batchnorm_forward_train(bn, conv, gamma, beta, rm, rv).y, r);
+        }
+        for (const KernelProfile& k : ae::emu::profile_results()) totals[fused] += static_cast<double>(k.global_sector_bytes());
+        std::printf("\n### %s, tf32, %s\n\n%s", l.name, fused == 1 ? "conv2d_batchnorm_train" : "layer by layer",
+                    ae::emu::profile_table().c_str());
+      }
+    }
+    const double y_bytes = static_cast<double>(l.n * oh * oh * l.o) * 4.0;
+    std::printf("\n%s: global sector bytes, layers %.3f MB, fused %.3f MB (the output is %.3f MB)\n", l.name,
+                totals[0] / 1e6, totals[1] / 1e6, y_bytes / 1e6);
+    CHECK(totals[1] < totals[0]);
   }
   ae::cuda::set_conv_math(saved);
 }

@@ -20,6 +20,7 @@
 #include "model/resnet18.h"
 #include "runtime/alloc.h"
 #include "tests/support/check.h"
+#include "tests/support/conv_bn_case.h"
 #include "tests/support/conv_scope.h"
 #include "tests/support/expect.h"
 #include "tests/support/random_block.h"
@@ -368,20 +369,12 @@ TEST_CASE("conv2d_batchnorm rejects bad arguments naming the op and the argument
 // ---------------------------------------------------------------- conv2d_batchnorm_train
 
 TEST_CASE("conv2d_batchnorm_train on the CPU is conv2d_forward, batchnorm_forward_train, add_relu / relu, bit for bit") {
-  struct Case {
-    Shape x;
-    int64_t o;
-    ops::Conv2dParams p;
-  };
-  const Case cases[] = {{{2, 9, 9, 3}, 8, {7, 7, 2, 2, 3, 3}}, {{2, 6, 5, 8}, 12, {3, 3, 1, 1, 1, 1}},
-                        {{3, 6, 5, 8}, 5, {1, 1, 2, 2, 0, 0}}};
   uint64_t seed = 700;
-  for (const Case& k : cases) {
-    const Shape y_shape{k.x[0], k.p.out_h(k.x[1]), k.p.out_w(k.x[2]), k.o};
-    const Tensor x = test::random_tensor(k.x, seed++), w = test::random_tensor({k.o, k.p.kernel_h, k.p.kernel_w, k.x[3]}, seed++);
-    const Tensor r = test::random_tensor(y_shape, seed++);
-    const Channels ch = random_channels(k.o, seed);
-    seed += 4;
+  for (const test::ConvBnCase& k : test::kConvBnCases) {
+    const test::ConvBnInputs in = test::random_conv_bn_inputs(k, seed);
+    seed += 10;
+    const Tensor &x = in.x, &w = in.w, &r = in.residual;
+    const Channels ch{in.gamma, in.beta, in.mean, in.var};
     for (const bool relu : {false, true}) {
       for (const bool residual : {false, true}) {
         const std::string what = shape_str(k.x) + (relu ? " relu" : "") + (residual ? " residual" : "");
