@@ -1,7 +1,13 @@
 #pragma once
 // The interface every backend implements: one virtual per op of kernels/ops.h, same signatures.
 // ops.cpp-family files validate arguments once, then dispatch here on the inputs' device.
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "kernels/graph.h"
 #include "kernels/ops.h"
+#include "runtime/error.h"
 
 namespace ae::ops {
 
@@ -53,6 +59,11 @@ class Backend {
     BatchNormApplyParams in_place = bn;
     in_place.in_place = true;  // the convolution's own output, read by nothing else
     return batchnorm_apply(in_place, conv2d_forward(conv, x, w), gamma, beta, mean, var_or_invstd, residual);
+  }
+  // Device graphs (kernels/graph.h); a backend without them says so.
+  virtual std::unique_ptr<DeviceGraph> capture_graph(const std::string& name, const std::function<void()>& work) const {
+    (void)work;
+    AE_FAIL("capture_graph '" << name << "': the " << this->name() << " backend has no device graphs (CUDA only)");
   }
 };
 

@@ -3,6 +3,7 @@
 // kernel's launch naming the op and the shape: there is no silent fallback to the CPU (DESIGN.md).
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/graph.h"
 
 namespace ae::cuda {
 namespace {
@@ -124,6 +125,22 @@ class CudaBackend final : public Backend {
                          const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) const override {
     return cuda::batchnorm_apply(p, x, gamma, beta, mean, var_or_invstd, residual);
   }
+  std::unique_ptr<DeviceGraph> capture_graph(const std::string& name,
+                                             const std::function<void()>& work) const override {
+    auto g = std::make_unique<Graph>(name);
+    g->graph.capture(work);
+    return g;
+  }
+
+ private:
+  struct Graph final : DeviceGraph {
+    explicit Graph(const std::string& name) : graph(name) {}
+    void replay() override { graph.replay(); }
+    std::size_t node_count() const override { return graph.node_count(); }
+    std::size_t pool_bytes() const override { return graph.pool_bytes(); }
+    const std::string& name() const override { return graph.name(); }
+    CapturedGraph graph;
+  };
 };
 
 }  // namespace
