@@ -28,6 +28,8 @@
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
 #include "tests/support/expect.h"
+#include "train/optimizer.h"
+#include "train/train_loop.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -346,4 +348,51 @@ TEST_CASE("InferenceGraph refuses a model that is training, keeps gradients or l
   test::require_error([&] { (void)graph.forward(test::random_tensor({2, 32, 32, 4}, 31)); },
                       {"InferenceGraph", "[N,H,W,3]"});
   CHECK(graph.captures() == 0);
+}
+
+TEST_CASE("a guarded pool block is reused within a capture only for the same payload size") {
+  AE_GPU_TEST_PRELUDE();
+  // Inside one capture a block freed by a longer tensor and taken by a shorter one would have the
+  // shorter one's red zone written at every replay by the longer one's (legitimate) kernel. With red
+  // zones on, the pool hands a freed block only to a tensor of exactly its size.
+  REQUIRE(cuda::guard_bytes_enabled());
+  const Tensor a = to_device(test::random_tensor({2}, 40));
+  Tensor small;
+  const void* long_block = nullptr;
+  cuda::CapturedGraph g("pool sizes");
+  g.capture([&] {
+    {
+      const Tensor longer = ops::add(a, a);  // 2 floats, freed at the end of this scope
+      long_block = longer.raw();
+    }
+    small = ops::scale(a.rows(0, 1), 1.0f);  // 1 float: same rounded block size, not the same block
+  });
+  CHECK(small.raw() != long_block);
+  g.replay();
+  g.replay();
+  CHECK(test::bitwise_equal(small, a.rows(0, 1).to(Device::cpu())));
+  require_guards_intact();
+}
+
+TEST_CASE("today's training step cannot be captured: its loss read is refused by name") {
+  AE_GPU_TEST_PRELUDE();
+  // TrainStep::run reads the loss on the host (item()) between the forward and the backward; see
+  // docs/cuda_graphs.md for what a capturable step needs. The capture must fail there, loudly.
+  ae::model::ModelConfig c = config();
+  c.adapters = false;
+  ae::model::ResNet18 net(c);
+  net.to(device());
+  net.set_training(true);
+  ae::train::Optimizer opt(net.trainable_parameters(), {});
+  ae::train::TrainStep step(net, {&opt}, device());
+  const Tensor x = to_device(test::random_tensor({2, 32, 32, 3}, 50));
+  const Tensor t = to_device(test::random_tensor({2, 1}, 51));
+  test::require_error([&] { (void)ops::capture_graph(device(), "training step", [&] { step.run(x, t); }); },
+                      {"download of 4 bytes", "during the capture of CUDA graph 'training step'"});
+  CHECK(!cuda::capturing());
+  CHECK(opt.steps() == 0);
+  // The thread is back to normal: an eager step runs.
+  CHECK(std::isfinite(step.run(x, t).loss));
+  CHECK(opt.steps() == 1);
+  require_guards_intact();
 }
