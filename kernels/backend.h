@@ -65,6 +65,34 @@ class Backend {
     (void)work;
     AE_FAIL("capture_graph '" << name << "': the " << this->name() << " backend has no device graphs (CUDA only)");
   }
+  // Capturable optimiser steps (kernels/graph.h); CUDA only.
+  virtual Tensor sgd_coefficient_bytes(const SgdParams& p, int64_t step) const {
+    (void)p;
+    (void)step;
+    AE_FAIL("sgd_coefficient_bytes: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual Tensor adam_coefficient_bytes(const AdamParams& p, int64_t step) const {
+    (void)p;
+    (void)step;
+    AE_FAIL("adam_coefficient_bytes: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual void sgd_step_multi_device(const SgdParams& p, const std::vector<Tensor*>& params,
+                                     const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& momentum_bufs,
+                                     const Tensor& coefficients, const Tensor& skip) const {
+    (void)p, (void)params, (void)grads, (void)momentum_bufs, (void)coefficients, (void)skip;
+    AE_FAIL("sgd_step_multi_device: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual void adam_step_multi_device(const AdamParams& p, const std::vector<Tensor*>& params,
+                                      const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+                                      const std::vector<Tensor*>& v, const Tensor& coefficients,
+                                      const Tensor& skip) const {
+    (void)p, (void)params, (void)grads, (void)m, (void)v, (void)coefficients, (void)skip;
+    AE_FAIL("adam_step_multi_device: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual Tensor nonfinite_flag(const Tensor& loss) const {
+    (void)loss;
+    AE_FAIL("nonfinite_flag: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
 };
 
 // The backend for a device; throws ae::Error naming the op when that device has none.

@@ -131,6 +131,24 @@ class CudaBackend final : public Backend {
     g->graph.capture(work);
     return g;
   }
+  Tensor sgd_coefficient_bytes(const SgdParams& p, int64_t step) const override {
+    return cuda::sgd_coefficient_bytes(p, step);
+  }
+  Tensor adam_coefficient_bytes(const AdamParams& p, int64_t step) const override {
+    return cuda::adam_coefficient_bytes(p, step);
+  }
+  void sgd_step_multi_device(const SgdParams& p, const std::vector<Tensor*>& params,
+                             const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& momentum_bufs,
+                             const Tensor& coefficients, const Tensor& skip) const override {
+    cuda::sgd_step_multi_device(p, params, grads, momentum_bufs, coefficients, skip);
+  }
+  void adam_step_multi_device(const AdamParams& p, const std::vector<Tensor*>& params,
+                              const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+                              const std::vector<Tensor*>& v, const Tensor& coefficients,
+                              const Tensor& skip) const override {
+    cuda::adam_step_multi_device(p, params, grads, m, v, coefficients, skip);
+  }
+  Tensor nonfinite_flag(const Tensor& loss) const override { return cuda::nonfinite_flag(loss); }
 
  private:
   struct Graph final : DeviceGraph {
