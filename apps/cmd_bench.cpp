@@ -11,6 +11,7 @@
 #include "apps/commands.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
+#include "model/inference_graph.h"
 #include "model/resnet18.h"
 #include "runtime/philox.h"
 #include "runtime/thread_pool.h"
@@ -84,6 +85,14 @@ void bench_model(const BenchArgs& a, Device device, bool train, bool infer) {
     std::printf("inference   device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s)\n",
                 device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / infer_s,
                 gflop_fwd * imgs / infer_s);
+    if (device.is_cuda()) {  // the same forward captured once and replayed (model/inference_graph.h)
+      model::InferenceGraph graph(net);
+      const double graph_s = seconds_per(a.steps, [&] { graph.forward(x).to_vector(); });
+      std::printf("inference-graph device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.2fx eager; %zu graph "
+                  "nodes)\n",
+                  device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / graph_s,
+                  infer_s / graph_s, graph.graph() != nullptr ? graph.graph()->node_count() : std::size_t{0});
+    }
   }
 }
 

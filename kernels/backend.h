@@ -1,7 +1,13 @@
 #pragma once
 // The interface every backend implements: one virtual per op of kernels/ops.h, same signatures.
 // ops.cpp-family files validate arguments once, then dispatch here on the inputs' device.
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "kernels/graph.h"
 #include "kernels/ops.h"
+#include "runtime/error.h"
 
 namespace ae::ops {
 
@@ -66,6 +72,39 @@ class Backend {
       out.y = relu ? relu_forward(b.y) : b.y;
     }
     return out;
+  }
+  // Device graphs (kernels/graph.h); a backend without them says so.
+  virtual std::unique_ptr<DeviceGraph> capture_graph(const std::string& name, const std::function<void()>& work) const {
+    (void)work;
+    AE_FAIL("capture_graph '" << name << "': the " << this->name() << " backend has no device graphs (CUDA only)");
+  }
+  // Capturable optimiser steps (kernels/graph.h); CUDA only.
+  virtual Tensor sgd_coefficient_bytes(const SgdParams& p, int64_t step) const {
+    (void)p;
+    (void)step;
+    AE_FAIL("sgd_coefficient_bytes: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual Tensor adam_coefficient_bytes(const AdamParams& p, int64_t step) const {
+    (void)p;
+    (void)step;
+    AE_FAIL("adam_coefficient_bytes: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual void sgd_step_multi_device(const SgdParams& p, const std::vector<Tensor*>& params,
+                                     const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& momentum_bufs,
+                                     const Tensor& coefficients, const Tensor& skip) const {
+    (void)p, (void)params, (void)grads, (void)momentum_bufs, (void)coefficients, (void)skip;
+    AE_FAIL("sgd_step_multi_device: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual void adam_step_multi_device(const AdamParams& p, const std::vector<Tensor*>& params,
+                                      const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+                                      const std::vector<Tensor*>& v, const Tensor& coefficients,
+                                      const Tensor& skip) const {
+    (void)p, (void)params, (void)grads, (void)m, (void)v, (void)coefficients, (void)skip;
+    AE_FAIL("adam_step_multi_device: the " << name() << " backend has no capturable steps (CUDA only)");
+  }
+  virtual Tensor nonfinite_flag(const Tensor& loss) const {
+    (void)loss;
+    AE_FAIL("nonfinite_flag: the " << name() << " backend has no capturable steps (CUDA only)");
   }
 };
 

@@ -72,6 +72,7 @@ bool BasicBlock::FoldedWeight::built_from(const Tensor& conv_w, const Tensor& ad
 }
 
 void BasicBlock::invalidate_folded_weights() {
+  ++cache_generation_;
   folded1_.clear();
   folded2_.clear();
   backward_fold_ = BackwardFold();
@@ -155,6 +156,7 @@ const Tensor& BasicBlock::folded_weight(const Conv2d& conv, const Conv2d& adapte
   const Tensor& w = conv.weight.value;
   const Tensor& a = adapter.weight.value;
   if (!folded.built_from(w, a)) {
+    ++cache_generation_;
     folded.value = fold_centre_tap(conv, adapter);
     folded.conv_storage = w.storage();
     folded.conv_offset = w.offset();
@@ -166,6 +168,7 @@ const Tensor& BasicBlock::folded_weight(const Conv2d& conv, const Conv2d& adapte
 
 Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const Tensor& x) {
   if (!fold_usable(conv, adapter)) {  // the weights may be stepped: no cache
+    if (folded.value.defined()) ++cache_generation_;
     folded.clear();
     Tensor y = conv.forward(x, /*keep=*/false);
     ops::add_inplace(y, adapter.forward(x, false));
@@ -279,6 +282,10 @@ Tensor BasicBlock::backward(const Tensor& dy, bool need_dx) {
 
 void BasicBlock::list_state(const std::string& prefix, std::vector<StateEntry>& out) {
   invalidate_folded_weights();  // the entries can write the weights (loading a state dict)
+  list_state_for_reading(prefix, out);
+}
+
+void BasicBlock::list_state_for_reading(const std::string& prefix, std::vector<StateEntry>& out) {
   conv1.list_state(prefix + "conv1.", out);
   bn1.list_state(prefix + "bn1.", out);
   conv2.list_state(prefix + "conv2.", out);

@@ -33,6 +33,12 @@ class BasicBlock {
   Tensor backward(const Tensor& dy, bool need_dx);
   // Appends the state entries under `prefix` ("layer2.0.") in torchvision's order.
   void list_state(const std::string& prefix, std::vector<StateEntry>& out);
+  // The same entries without dropping the cached folded weights: for code that only reads them
+  // (model/inference_graph.h compares their storages).
+  void list_state_for_reading(const std::string& prefix, std::vector<StateEntry>& out);
+  // Changes whenever a cached folded weight is built or dropped: a captured inference graph holds
+  // the address of the fold it was captured with (model/inference_graph.h).
+  uint64_t cache_generation() const { return cache_generation_; }
 
   bool has_downsample() const { return has_downsample_; }
   bool has_adapters() const { return has_adapters_; }
@@ -143,6 +149,7 @@ class BasicBlock {
 
   bool has_downsample_ = false;
   bool has_adapters_ = false;
+  uint64_t cache_generation_ = 0;
   Tensor y_;  // the block output, for the final ReLU's backward
 };
 

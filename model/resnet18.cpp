@@ -101,12 +101,35 @@ void ResNet18::initialise() {
   }
 }
 
-std::vector<StateEntry> ResNet18::state_entries() {
+std::vector<StateEntry> ResNet18::state_entries() { return collect_state(false); }
+std::vector<StateEntry> ResNet18::state_entries_for_reading() { return collect_state(true); }
+
+uint64_t ResNet18::inference_cache_generation() const {
+  uint64_t g = 0;
+  for (const auto& b : blocks_) g += b->cache_generation();
+  return g;
+}
+
+uint64_t ResNet18::inference_switches() const {
+  uint64_t bits = 0;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    if (blocks_[i]->fuse_inference_epilogues) bits |= uint64_t{1} << (2 * i);
+    if (blocks_[i]->fold_adapters) bits |= uint64_t{2} << (2 * i);
+  }
+  return bits;
+}
+
+std::vector<StateEntry> ResNet18::collect_state(bool for_reading) {
   std::vector<StateEntry> out;
   conv1_.list_state("conv1.", out);
   bn1_.list_state("bn1.", out);
   for (std::size_t i = 0; i < blocks_.size(); ++i) {
-    blocks_[i]->list_state("layer" + std::to_string(i / 2 + 1) + "." + std::to_string(i % 2) + ".", out);
+    const std::string prefix = "layer" + std::to_string(i / 2 + 1) + "." + std::to_string(i % 2) + ".";
+    if (for_reading) {
+      blocks_[i]->list_state_for_reading(prefix, out);
+    } else {
+      blocks_[i]->list_state(prefix, out);
+    }
   }
   fc_.list_state("fc.", out);
   if (config_.head == HeadType::seed) {

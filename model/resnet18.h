@@ -80,6 +80,12 @@ class ResNet18 {
 
   // Every state entry (parameters, running statistics, counters) in torchvision's order.
   std::vector<StateEntry> state_entries();
+  // The same, without dropping the blocks' cached folded weights: only to read the tensors.
+  std::vector<StateEntry> state_entries_for_reading();
+  // Sum of the blocks' cache generations (BasicBlock::cache_generation).
+  uint64_t inference_cache_generation() const;
+  // The blocks' inference switches (BasicBlock::fuse_inference_epilogues, fold_adapters), as bits.
+  uint64_t inference_switches() const;
   // PyTorch names and layouts (conv weights OIHW), CPU copies; num_batches_tracked as i64 [].
   NamedTensors state_dict();
   // Loads PyTorch-layout tensors by name. Shapes must match exactly; names the model has
@@ -105,6 +111,7 @@ class ResNet18 {
 
  private:
   void initialise();
+  std::vector<StateEntry> collect_state(bool for_reading);
   Tensor head_forward(const Tensor& features, bool keep);
   Tensor head_backward(const Tensor& dy, bool need_dx);
   // Index of the earliest stage (0 = stem, 1..8 = blocks, 9 = classifier) that still needs a

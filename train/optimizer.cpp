@@ -3,6 +3,7 @@
 #include <cmath>
 #include <map>
 
+#include "kernels/graph.h"
 #include "runtime/error.h"
 
 namespace ae::train {
@@ -27,34 +28,60 @@ Optimizer::Optimizer(std::vector<model::ParamRef> params, OptimizerConfig config
   }
 }
 
-void Optimizer::step() {
-  ++step_;
+Optimizer::Lists Optimizer::lists() {
   // One multi-tensor op over every parameter that has a gradient (one launch on CUDA, not one per tensor).
-  std::vector<Tensor*> params, m, v;
-  std::vector<const Tensor*> grads;
+  Lists l;
   for (auto& s : slots_) {
     model::Param& p = *s.ref.param;
     if (!p.grad.defined()) continue;
-    params.push_back(&p.value);
-    grads.push_back(&p.grad);
-    m.push_back(&s.m);
-    v.push_back(&s.v);
+    l.params.push_back(&p.value);
+    l.grads.push_back(&p.grad);
+    l.m.push_back(&s.m);
+    l.v.push_back(&s.v);
   }
+  return l;
+}
+
+ops::SgdParams Optimizer::sgd_params() const {
+  ops::SgdParams sp;
+  sp.lr = config_.lr;
+  sp.momentum = config_.momentum;
+  sp.weight_decay = config_.weight_decay;
+  return sp;
+}
+
+ops::AdamParams Optimizer::adam_params() const {
+  ops::AdamParams ap;
+  ap.lr = config_.lr;
+  ap.beta1 = config_.beta1;
+  ap.beta2 = config_.beta2;
+  ap.eps = config_.eps;
+  ap.weight_decay = config_.weight_decay;
+  ap.decoupled = config_.kind == OptimizerKind::adamw;
+  return ap;
+}
+
+void Optimizer::step() {
+  ++step_;
+  Lists l = lists();
   if (config_.kind == OptimizerKind::sgd) {
-    ops::SgdParams sp;
-    sp.lr = config_.lr;
-    sp.momentum = config_.momentum;
-    sp.weight_decay = config_.weight_decay;
-    ops::sgd_step_multi(sp, params, grads, m, step_);
+    ops::sgd_step_multi(sgd_params(), l.params, l.grads, l.m, step_);
   } else {
-    ops::AdamParams ap;
-    ap.lr = config_.lr;
-    ap.beta1 = config_.beta1;
-    ap.beta2 = config_.beta2;
-    ap.eps = config_.eps;
-    ap.weight_decay = config_.weight_decay;
-    ap.decoupled = config_.kind == OptimizerKind::adamw;
-    ops::adam_step_multi(ap, params, grads, m, v, step_);
+    ops::adam_step_multi(adam_params(), l.params, l.grads, l.m, l.v, step_);
+  }
+}
+
+Tensor Optimizer::next_step_coefficients(Device device) const {
+  return config_.kind == OptimizerKind::sgd ? ops::sgd_coefficient_bytes(device, sgd_params(), step_ + 1)
+                                            : ops::adam_coefficient_bytes(device, adam_params(), step_ + 1);
+}
+
+void Optimizer::step_from_device(const Tensor& coefficients, const Tensor& skip) {
+  Lists l = lists();
+  if (config_.kind == OptimizerKind::sgd) {
+    ops::sgd_step_multi_device(sgd_params(), l.params, l.grads, l.m, coefficients, skip);
+  } else {
+    ops::adam_step_multi_device(adam_params(), l.params, l.grads, l.m, l.v, coefficients, skip);
   }
 }
 

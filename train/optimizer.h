@@ -37,6 +37,15 @@ class Optimizer {
   // One update of every parameter that has a gradient.
   void step();
 
+  // The capturable form of step() (train/train_graph.h), CUDA only: the coefficients of the next
+  // step (steps() + 1, with the current lr) as CPU bytes, to upload into a device buffer before the
+  // launch or replay; the update with the coefficients read from that buffer, skipped when `skip`
+  // (i64 [1], ops::nonfinite_flag) is set, the same bits as step(). It does not count the step:
+  // count_step() does, once the caller knows the update was made.
+  Tensor next_step_coefficients(Device device) const;
+  void step_from_device(const Tensor& coefficients, const Tensor& skip);
+  void count_step() { ++step_; }
+
   // "optim.m.<param>", "optim.v.<param>" (Adam) or "optim.buf.<param>" (SGD) plus the step count.
   std::vector<std::pair<std::string, Tensor>> state() const;
   void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps);
@@ -46,6 +55,14 @@ class Optimizer {
     model::ParamRef ref;
     Tensor m, v;  // Adam moments, or m = SGD momentum buffer
   };
+  struct Lists {
+    std::vector<Tensor*> params, m, v;
+    std::vector<const Tensor*> grads;
+  };
+  Lists lists();  // the parameters that have a gradient, with their state
+  ops::SgdParams sgd_params() const;
+  ops::AdamParams adam_params() const;
+
   std::vector<Slot> slots_;
   OptimizerConfig config_;
   int64_t step_ = 0;

@@ -12,6 +12,7 @@
 //     dgamma and dbeta stay this process's own sums.
 // Arguments arrive validated by kernels/batchnorm.cpp (shapes, dtypes, M >= 2 in training).
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/batchnorm_sync.h"
@@ -19,6 +20,7 @@
 #include "kernels/cuda/conv_stats.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/graph.h"
 
 namespace ae::cuda {
 namespace {
@@ -184,6 +186,8 @@ void finish_channels(const char* op, const double* sums, int64_t c, const Finish
 // upload of n+1 doubles (n = C or 2C, a few KiB for C <= 512 channels) per reduction: the reducer
 // is a host collective (MPI) and needs the values before the next kernel may use them.
 int64_t sync_sums(const ops::ChannelSumReducer& reduce, double* sums, int64_t n, int64_t rows, const char* what) {
+  refuse_during_capture(std::string(what) + " (synchronised BatchNorm statistics through the host)",
+                        "a host collective between kernels cannot be part of a graph");
   std::vector<double> host(static_cast<std::size_t>(n + 1));
   const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(double);
   device_copy(host.data(), sums, bytes);  // after the reduction kernels: same stream, synchronous copy

@@ -4,6 +4,7 @@
 #include "kernels/backend.h"
 #include "kernels/batchnorm_sync.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/graph.h"
 
 namespace ae::cuda {
 namespace {
@@ -134,6 +135,40 @@ class CudaBackend final : public Backend {
     }
     return cuda::conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual);
   }
+  std::unique_ptr<DeviceGraph> capture_graph(const std::string& name,
+                                             const std::function<void()>& work) const override {
+    auto g = std::make_unique<Graph>(name);
+    g->graph.capture(work);
+    return g;
+  }
+  Tensor sgd_coefficient_bytes(const SgdParams& p, int64_t step) const override {
+    return cuda::sgd_coefficient_bytes(p, step);
+  }
+  Tensor adam_coefficient_bytes(const AdamParams& p, int64_t step) const override {
+    return cuda::adam_coefficient_bytes(p, step);
+  }
+  void sgd_step_multi_device(const SgdParams& p, const std::vector<Tensor*>& params,
+                             const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& momentum_bufs,
+                             const Tensor& coefficients, const Tensor& skip) const override {
+    cuda::sgd_step_multi_device(p, params, grads, momentum_bufs, coefficients, skip);
+  }
+  void adam_step_multi_device(const AdamParams& p, const std::vector<Tensor*>& params,
+                              const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+                              const std::vector<Tensor*>& v, const Tensor& coefficients,
+                              const Tensor& skip) const override {
+    cuda::adam_step_multi_device(p, params, grads, m, v, coefficients, skip);
+  }
+  Tensor nonfinite_flag(const Tensor& loss) const override { return cuda::nonfinite_flag(loss); }
+
+ private:
+  struct Graph final : DeviceGraph {
+    explicit Graph(const std::string& name) : graph(name) {}
+    void replay() override { graph.replay(); }
+    std::size_t node_count() const override { return graph.node_count(); }
+    std::size_t pool_bytes() const override { return graph.pool_bytes(); }
+    const std::string& name() const override { return graph.name(); }
+    CapturedGraph graph;
+  };
 };
 
 }  // namespace

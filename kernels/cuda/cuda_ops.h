@@ -70,6 +70,19 @@ void sgd_step_multi(const SgdParams& p, const std::vector<Tensor*>& params, cons
                     const std::vector<Tensor*>& momentum_bufs, int64_t step);
 void adam_step_multi(const AdamParams& p, const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
                      const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, int64_t step);
+// Capturable multi-tensor steps (kernels/graph.h): the coefficients of step `step` as CPU bytes, to
+// upload into a device buffer the *_device steps read; `skip` (i64 [1], nonfinite_flag) set leaves
+// every tensor unchanged. Same kernels and bits as the by-value steps above.
+Tensor sgd_coefficient_bytes(const SgdParams& p, int64_t step);
+Tensor adam_coefficient_bytes(const AdamParams& p, int64_t step);
+void sgd_step_multi_device(const SgdParams& p, const std::vector<Tensor*>& params,
+                           const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& momentum_bufs,
+                           const Tensor& coefficients, const Tensor& skip);
+void adam_step_multi_device(const AdamParams& p, const std::vector<Tensor*>& params,
+                            const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+                            const std::vector<Tensor*>& v, const Tensor& coefficients, const Tensor& skip);
+// i64 [1] on the loss's device: 1 when the f32 scalar loss is NaN or infinite.
+Tensor nonfinite_flag(const Tensor& loss);
 
 // image.cu (x and dy [N,H,W,C]; the resize backward gathers over the outputs reading each input)
 Tensor normalize_image(const ops::NormalizeImageParams& p, const Tensor& x);

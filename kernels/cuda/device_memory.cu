@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/cuda/graph.h"
 #include "kernels/cuda/raw_memory.h"
 #include "runtime/error.h"
 
@@ -29,7 +30,32 @@ struct Live {
   std::size_t block_size;  // rounded size of the raw block
   std::size_t bytes;       // what the caller asked for
   bool guarded;
+  uint64_t pool;    // 0: the general cache, else the graph pool the block belongs to
+  uint64_t serial;  // allocation order (graph pinning compares it)
 };
+
+// A graph-private pool (graph.h "Memory").
+struct Pool {
+  bool alive = true;
+  uint64_t pin_serial = 0;  // blocks with a smaller serial may be referenced by the graph
+  std::multimap<std::size_t, void*> cache;  // free unguarded blocks by block size
+  // Free guarded blocks by the payload size they were allocated for, with their block size. A replay
+  // re-runs the writes of every owner a block had during the capture, so a guarded block is only
+  // reused for the same payload size: a shorter later owner's red zone would otherwise be
+  // overwritten, at every replay, by a longer earlier owner's legitimate writes.
+  std::multimap<std::size_t, std::pair<void*, std::size_t>> exact;
+  std::size_t cached = 0, live = 0;
+};
+
+// Freed general blocks held back while a graph may reference them.
+struct Deferred {
+  uint64_t serial;
+  std::size_t size;
+  void* block;
+};
+
+// The pool this thread allocates from (0: the general cache).
+thread_local uint64_t t_pool = 0;
 
 class Allocator {
  public:
@@ -37,14 +63,26 @@ class Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     const std::size_t want = guards_ ? bytes + 2 * kRedZone : bytes;
     const std::size_t size = round_block(want == 0 ? 1 : want);
-    void* block = take_cached(size);
+    const uint64_t pool_id = t_pool;
+    Pool* pool = pool_id != 0 ? &pools_.at(pool_id) : nullptr;
+    void* block = nullptr;
+    if (!pool) {
+      block = take_from(cache_, size, stats_.cached);
+    } else if (!guards_) {
+      block = take_from(pool->cache, size, pool->cached);
+    } else if (const auto it = pool->exact.find(bytes); it != pool->exact.end()) {
+      block = it->second.first;
+      pool->cached -= size;
+      pool->exact.erase(it);
+    }
+    if (pool && block) stats_.graph_pools -= size;
     if (block) {
       ++stats_.cache_hits;
     } else {
       ++stats_.cache_misses;
       block = raw_alloc(size);
     }
-    if (!block) {
+    if (!block && !pool) {  // (a graph pool never frees the general cache: cudaFree is not capturable)
       release_cached_locked();
       block = raw_alloc(size);
     }
@@ -56,7 +94,8 @@ class Allocator {
       payload += kRedZone;
       raw_fill(payload, kPoisonByte, bytes);
     }
-    live_[payload] = Live{block, size, bytes, guards_};
+    live_[payload] = Live{block, size, bytes, guards_, pool_id, ++serial_};
+    if (pool) pool->live += size;
     stats_.in_use += size;
     if (stats_.in_use > stats_.peak) stats_.peak = stats_.in_use;
     return payload;
@@ -78,8 +117,75 @@ class Allocator {
       }
     }
     stats_.in_use -= l.block_size;
+    if (l.pool != 0) {
+      Pool& pool = pools_.at(l.pool);
+      pool.live -= l.block_size;
+      if (pool.alive) {  // only its graph's capture reuses it
+        if (l.guarded) {
+          pool.exact.emplace(l.bytes, std::make_pair(l.block, l.block_size));
+        } else {
+          pool.cache.emplace(l.block_size, l.block);
+        }
+        pool.cached += l.block_size;
+        stats_.graph_pools += l.block_size;
+        return;
+      }
+      if (pool.live == 0) pools_.erase(l.pool);  // a dead pool holds no free blocks
+    }
+    if (l.serial < pinned_below_) {  // a live graph may still read or write it
+      deferred_.push_back(Deferred{l.serial, l.block_size, l.block});
+      stats_.deferred += l.block_size;
+      return;
+    }
     stats_.cached += l.block_size;
     cache_.emplace(l.block_size, l.block);
+  }
+
+  uint64_t create_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const uint64_t id = ++next_pool_;
+    pools_.emplace(id, Pool{});
+    return id;
+  }
+  void pin(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Pool& pool = pools_.at(id);
+    pool.pin_serial = serial_ + 1;
+    if (pool.pin_serial > pinned_below_) pinned_below_ = pool.pin_serial;
+  }
+  void release_pool(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = pools_.find(id);
+    if (it == pools_.end()) return;
+    Pool& pool = it->second;
+    for (const auto& [size, block] : pool.cache) cache_.emplace(size, block);
+    for (const auto& [bytes, entry] : pool.exact) cache_.emplace(entry.second, entry.first);
+    stats_.cached += pool.cached;
+    stats_.graph_pools -= pool.cached;
+    pool.cache.clear();
+    pool.exact.clear();
+    pool.cached = 0;
+    pool.alive = false;
+    if (pool.live == 0) pools_.erase(it);
+    pinned_below_ = 0;
+    for (const auto& [pid, p] : pools_)
+      if (p.alive && p.pin_serial > pinned_below_) pinned_below_ = p.pin_serial;
+    std::vector<Deferred> keep;
+    for (const Deferred& d : deferred_) {
+      if (d.serial < pinned_below_) {
+        keep.push_back(d);
+      } else {
+        cache_.emplace(d.size, d.block);
+        stats_.cached += d.size;
+        stats_.deferred -= d.size;
+      }
+    }
+    deferred_ = std::move(keep);
+  }
+  std::size_t pool_bytes(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = pools_.find(id);
+    return it == pools_.end() ? 0 : it->second.live + it->second.cached;
   }
 
   void check() {
@@ -120,12 +226,12 @@ class Allocator {
   }
 
  private:
-  void* take_cached(std::size_t size) {
-    const auto it = cache_.find(size);
-    if (it == cache_.end()) return nullptr;
+  static void* take_from(std::multimap<std::size_t, void*>& cache, std::size_t size, std::size_t& counter) {
+    const auto it = cache.find(size);
+    if (it == cache.end()) return nullptr;
     void* block = it->second;
-    cache_.erase(it);
-    stats_.cached -= size;
+    cache.erase(it);
+    counter -= size;
     return block;
   }
   void release_cached_locked() {
@@ -163,6 +269,11 @@ class Allocator {
   std::multimap<std::size_t, void*> cache_;
   std::vector<std::string> corrupted_;
   MemoryStats stats_;
+  std::unordered_map<uint64_t, Pool> pools_;
+  uint64_t next_pool_ = 0;
+  uint64_t serial_ = 0;
+  uint64_t pinned_below_ = 0;  // the largest pin_serial of a live pool
+  std::vector<Deferred> deferred_;
 };
 
 Allocator& allocator() {
@@ -179,7 +290,16 @@ void set_guard_bytes(bool on) { allocator().set_guards(on); }
 bool guard_bytes_enabled() { return allocator().guards(); }
 void check_guard_bytes() { allocator().check(); }
 MemoryStats memory_stats() { return allocator().stats(); }
-void release_cached_memory() { allocator().release_cached(); }
+void release_cached_memory() {
+  refuse_during_capture("release_cached_memory()", "freeing device memory (cudaFree) synchronises the device");
+  allocator().release_cached();
+}
 void reset_peak_memory() { allocator().reset_peak(); }
+uint64_t create_graph_pool() { return allocator().create_pool(); }
+void set_thread_allocation_pool(uint64_t pool) { t_pool = pool; }
+uint64_t thread_allocation_pool() { return t_pool; }
+void pin_blocks_for_graph(uint64_t pool) { allocator().pin(pool); }
+void release_graph_pool(uint64_t pool) { allocator().release_pool(pool); }
+std::size_t graph_pool_bytes(uint64_t pool) { return allocator().pool_bytes(pool); }
 
 }  // namespace ae::cuda

@@ -40,7 +40,8 @@ bool sync_every_launch() {
 
 void check_after_launch(const LaunchSite& site) {
   cudaError_t status = cudaGetLastError();
-  if (status == cudaSuccess && sync_every_launch()) status = cudaDeviceSynchronize();
+  // (no synchronisation inside a graph capture: nothing has run, and it would invalidate the capture)
+  if (status == cudaSuccess && sync_every_launch() && !capturing()) status = cudaDeviceSynchronize();
   AE_CHECK(status == cudaSuccess, site.file << ":" << site.line << ": kernel " << site.kernel << " failed: "
                                             << cudaGetErrorName(status) << " (" << cudaGetErrorString(status) << ")");
 }

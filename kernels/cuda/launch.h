@@ -3,6 +3,9 @@
 // launches on the real GPU or runs on the emulated device, and checks the launch status with the
 // call site's file, line and kernel name. A grid with zero blocks (an empty tensor) does nothing.
 //   AE_LAUNCH(add_kernel, dim3(blocks), dim3(256), 0, stream, a, b, y, n);
+// While the calling thread captures a CUDA graph (graph.h), the launch is recorded instead: on a
+// GPU it goes to the capture stream (a `nullptr` stream means the current one), on the emulated
+// device the kernel and a copy of its arguments become a node that replay() runs.
 #include <cstddef>
 #include <cstdint>
 #include <tuple>
@@ -10,6 +13,7 @@
 #include <utility>
 
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/graph.h"
 
 namespace ae::cuda {
 
@@ -44,10 +48,17 @@ void launch(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 b
 #if defined(AE_EMULATED_DEVICE)
   (void)stream;  // the emulated device runs every launch synchronously, in order
   const std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
+  if (capturing()) {  // the arguments are frozen by value, as a real capture freezes them
+    record_node(site.kernel, [params, kernel, name = site.kernel, grid, block, shared_bytes] {
+      ::ae::emu::run_kernel(name, grid, block, shared_bytes, [&params, kernel] { std::apply(kernel, params); });
+    });
+    return;
+  }
   ::ae::emu::run_kernel(site.kernel, grid, block, shared_bytes, [&params, kernel] { std::apply(kernel, params); });
 #else
   if (shared_bytes > 48 * 1024) allow_large_dynamic_shared(site, reinterpret_cast<const void*>(kernel), shared_bytes);
-  kernel<<<grid, block, shared_bytes, stream>>>(static_cast<Params>(std::forward<Args>(args))...);
+  kernel<<<grid, block, shared_bytes, launch_stream(site.kernel, stream)>>>(
+      static_cast<Params>(std::forward<Args>(args))...);
   check_after_launch(site);
 #endif
 }

@@ -7,6 +7,7 @@
 // the multi-tensor kernel is bitwise what the single-tensor kernel would have made of it.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
@@ -116,7 +117,28 @@ struct TensorTable {
 };
 static_assert(sizeof(TensorTable) < 2048, "the tensor table must stay well inside the kernel parameter limit");
 
-__global__ void sgd_multi_kernel(TensorTable t, SgdCoefficients c) {
+// Where a multi-tensor kernel reads its coefficients: by value (the eager step), or from device
+// memory written before the launch or the graph replay, with a flag that skips the whole update
+// (a captured step, kernels/graph.h: by-value coefficients would be frozen at the capture). Both
+// give the element functions the same struct, so both make the same bits.
+template <typename C>
+struct ByValue {
+  C c;
+  __device__ __forceinline__ bool skip() const { return false; }
+  __device__ __forceinline__ C get() const { return c; }
+};
+template <typename C>
+struct FromDevice {
+  const C* c;
+  const int64_t* skip_flag;  // nonzero: leave every tensor unchanged
+  __device__ __forceinline__ bool skip() const { return *skip_flag != 0; }
+  __device__ __forceinline__ C get() const { return *c; }
+};
+
+template <typename Source>
+__global__ void sgd_multi_kernel(TensorTable t, Source source) {
+  if (source.skip()) return;
+  const SgdCoefficients c = source.get();
   const int64_t block = blockIdx.x;
   const int k = owner_of_block(t.first_block, t.count, block);
   const int64_t begin = (block - t.first_block[k]) * kElementsPerBlock;
@@ -124,7 +146,10 @@ __global__ void sgd_multi_kernel(TensorTable t, SgdCoefficients c) {
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) sgd_element(t.param[k], t.grad[k], t.state1[k], i, c);
 }
 
-__global__ void adam_multi_kernel(TensorTable t, AdamCoefficients c) {
+template <typename Source>
+__global__ void adam_multi_kernel(TensorTable t, Source source) {
+  if (source.skip()) return;
+  const AdamCoefficients c = source.get();
   const int64_t block = blockIdx.x;
   const int k = owner_of_block(t.first_block, t.count, block);
   const int64_t begin = (block - t.first_block[k]) * kElementsPerBlock;
@@ -164,6 +189,34 @@ void for_each_table(const std::vector<Tensor*>& params, const std::vector<const 
 
 unsigned table_blocks(const TensorTable& t) { return static_cast<unsigned>(t.first_block[t.count]); }
 
+// flag[0] = 1 when loss[0] is NaN or infinite, else 0.
+__global__ void nonfinite_flag_kernel(const float* __restrict__ loss, int64_t* __restrict__ flag) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) flag[0] = isfinite(loss[0]) ? 0 : 1;
+}
+
+// The coefficient struct's bytes as a CPU u8 tensor (uploaded by the caller outside any capture).
+template <typename C>
+Tensor coefficient_bytes(const C& c) {
+  Tensor t = Tensor::empty({static_cast<int64_t>(sizeof(C))}, DType::u8);
+  std::memcpy(t.raw(), &c, sizeof(C));
+  return t;
+}
+
+template <typename C>
+const C* device_coefficients(const Tensor& coefficients, const char* op) {
+  AE_CHECK(coefficients.device().is_cuda() && coefficients.dtype() == DType::u8 &&
+               coefficients.numel() == static_cast<int64_t>(sizeof(C)),
+           op << ": coefficients " << coefficients.desc() << " are not a cuda u8 [" << sizeof(C)
+              << "] buffer written from the matching *_coefficient_bytes()");
+  return reinterpret_cast<const C*>(coefficients.raw());
+}
+
+const int64_t* device_flag(const Tensor& skip, const char* op) {
+  AE_CHECK(skip.device().is_cuda() && skip.dtype() == DType::i64 && skip.numel() == 1,
+           op << ": skip flag " << skip.desc() << " is not a cuda i64 [1] tensor (nonfinite_flag)");
+  return reinterpret_cast<const int64_t*>(skip.raw());
+}
+
 }  // namespace
 
 void sgd_step(const SgdParams& p, Tensor& param, const Tensor& grad, Tensor& momentum_buf, int64_t step) {
@@ -184,7 +237,8 @@ void sgd_step_multi(const SgdParams& p, const std::vector<Tensor*>& params, cons
                     const std::vector<Tensor*>& momentum_bufs, int64_t step) {
   const SgdCoefficients c = sgd_coefficients(p, step);
   for_each_table(params, grads, c.use_buffer ? &momentum_bufs : nullptr, nullptr, [&](const TensorTable& t) {
-    AE_LAUNCH(sgd_multi_kernel, dim3(table_blocks(t)), dim3(kThreads), 0, nullptr, t, c);
+    AE_LAUNCH(sgd_multi_kernel<ByValue<SgdCoefficients>>, dim3(table_blocks(t)), dim3(kThreads), 0, nullptr, t,
+              ByValue<SgdCoefficients>{c});
   });
 }
 
@@ -192,8 +246,47 @@ void adam_step_multi(const AdamParams& p, const std::vector<Tensor*>& params, co
                      const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, int64_t step) {
   const AdamCoefficients c = adam_coefficients(p, step);
   for_each_table(params, grads, &m, &v, [&](const TensorTable& t) {
-    AE_LAUNCH(adam_multi_kernel, dim3(table_blocks(t)), dim3(kThreads), 0, nullptr, t, c);
+    AE_LAUNCH(adam_multi_kernel<ByValue<AdamCoefficients>>, dim3(table_blocks(t)), dim3(kThreads), 0, nullptr, t,
+              ByValue<AdamCoefficients>{c});
   });
+}
+
+Tensor sgd_coefficient_bytes(const SgdParams& p, int64_t step) { return coefficient_bytes(sgd_coefficients(p, step)); }
+Tensor adam_coefficient_bytes(const AdamParams& p, int64_t step) {
+  return coefficient_bytes(adam_coefficients(p, step));
+}
+
+void sgd_step_multi_device(const SgdParams& p, const std::vector<Tensor*>& params,
+                           const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& momentum_bufs,
+                           const Tensor& coefficients, const Tensor& skip) {
+  const FromDevice<SgdCoefficients> source{device_coefficients<SgdCoefficients>(coefficients, "sgd_step_multi_device"),
+                                           device_flag(skip, "sgd_step_multi_device")};
+  const bool use_buffer = p.momentum != 0.0f;  // as sgd_coefficients decides it, for every step
+  for_each_table(params, grads, use_buffer ? &momentum_bufs : nullptr, nullptr, [&](const TensorTable& t) {
+    AE_LAUNCH(sgd_multi_kernel<FromDevice<SgdCoefficients>>, dim3(table_blocks(t)), dim3(kThreads), 0, nullptr, t,
+              source);
+  });
+}
+
+void adam_step_multi_device(const AdamParams& p, const std::vector<Tensor*>& params,
+                            const std::vector<const Tensor*>& grads, const std::vector<Tensor*>& m,
+                            const std::vector<Tensor*>& v, const Tensor& coefficients, const Tensor& skip) {
+  (void)p;  // every coefficient comes from the buffer
+  const FromDevice<AdamCoefficients> source{
+      device_coefficients<AdamCoefficients>(coefficients, "adam_step_multi_device"),
+      device_flag(skip, "adam_step_multi_device")};
+  for_each_table(params, grads, &m, &v, [&](const TensorTable& t) {
+    AE_LAUNCH(adam_multi_kernel<FromDevice<AdamCoefficients>>, dim3(table_blocks(t)), dim3(kThreads), 0, nullptr, t,
+              source);
+  });
+}
+
+Tensor nonfinite_flag(const Tensor& loss) {
+  AE_CHECK(loss.device().is_cuda() && loss.dtype() == DType::f32 && loss.numel() == 1,
+           "nonfinite_flag: loss " << loss.desc() << " is not a cuda f32 scalar");
+  Tensor flag = Tensor::empty({1}, DType::i64, loss.device());
+  AE_LAUNCH(nonfinite_flag_kernel, dim3(1), dim3(1), 0, nullptr, loss.f32(), reinterpret_cast<int64_t*>(flag.raw()));
+  return flag;
 }
 
 }  // namespace ae::cuda

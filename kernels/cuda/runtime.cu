@@ -9,6 +9,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/graph.h"
 #include "kernels/cuda/host_staging.h"
 #include "kernels/cuda/nccl_grads.h"
 #include "runtime/alloc.h"
@@ -39,12 +40,22 @@ void register_device() {
   a.free = [](void* p, std::size_t, int) { device_free(p); };
   // Uploads go through the pinned staging buffers (host_staging.h); downloads and device-to-device
   // copies are ordered after all queued work on the backend's stream.
+  // During a graph capture (graph.h) only device-to-device copies are recorded; a host transfer is
+  // refused with an error naming the graph.
   a.copy = [](void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
     bind_thread_to_device();
     if (src_device.is_cpu() && dst_device.is_cuda()) {
+      refuse_during_capture("upload of " + std::to_string(bytes) + " bytes to the device",
+                            "a captured copy would read the host buffer again at every replay; copy new inputs "
+                            "into the graph's static input before replay()");
       staged_upload(dst, src, bytes);
-    } else {
+    } else if (dst_device.is_cpu()) {
+      refuse_during_capture("download of " + std::to_string(bytes) +
+                                " bytes to the host (Tensor::item, to_vector, to(cpu))",
+                            "nothing has run during a capture; read the result after replay()");
       device_copy(dst, src, bytes);
+    } else {
+      device_to_device_copy(dst, src, bytes);
     }
   };
   register_device_allocator(std::move(a));
@@ -162,6 +173,7 @@ void bind_thread_to_device() {
 }
 
 void synchronize() {
+  refuse_during_capture("synchronize()", "a host synchronisation cannot be part of a graph (and nothing has run)");
 #if !defined(AE_EMULATED_DEVICE)
   if (initialize().usable) {
     bind_thread_to_device();
