@@ -28,6 +28,7 @@ std::string format_duration(double seconds) {
 }
 
 void Progress::update(int64_t done, const std::string& status) {
+  done_ = done;
   const auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_draw_).count();
   // A terminal gets ~10 redraws a second; a log gets a line every 10 s.
@@ -36,7 +37,8 @@ void Progress::update(int64_t done, const std::string& status) {
   draw(done, status, false);
 }
 
-void Progress::finish(const std::string& status) { draw(total_, status, true); }
+// Where the last update() left it: an interrupted epoch says how far it got, not total/total.
+void Progress::finish(const std::string& status) { draw(done_ >= 0 ? done_ : total_, status, true); }
 
 void Progress::draw(int64_t done, const std::string& status, bool final_line) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

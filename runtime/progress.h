@@ -13,7 +13,7 @@ class Progress {
   Progress(std::string label, int64_t total, bool force_plain = false);
   // Records progress; `status` is appended (e.g. "loss 0.412  812 img/s").
   void update(int64_t done, const std::string& status);
-  // Final line (always printed).
+  // Final line (always printed), at the last update()'s count (at total when update was never called).
   void finish(const std::string& status);
 
   static bool stderr_is_terminal();
@@ -23,6 +23,7 @@ class Progress {
 
   std::string label_;
   int64_t total_;
+  int64_t done_ = -1;  // the last update()'s count, -1 before the first
   bool terminal_;
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
