@@ -71,12 +71,6 @@ std::vector<DgradCase> all_cases() {
   return cases;
 }
 
-struct Precision {
-  ConvMath math;
-  const char* name;
-};
-const Precision kPrecisions[] = {{ConvMath::tf32, "tf32"}, {ConvMath::bf16, "bf16"}};
-
 std::string describe(const Precision& pr, const DgradCase& c) {
   std::ostringstream os;
   os << pr.name << " x " << shape_str(c.x) << " o " << c.o << " k " << c.kh << "x" << c.kw << " stride " << c.sh

@@ -47,12 +47,6 @@ const ConvCase kCases[] = {
     {2, 5, 4, 5, 7, 3, 1, 1},     // C = 5: 4-byte copies, taps straddling every 16-byte chunk
 };
 
-struct Precision {
-  ConvMath math;
-  const char* name;
-};
-const Precision kPrecisions[] = {{ConvMath::tf32, "tf32"}, {ConvMath::bf16, "bf16"}};
-
 std::string describe(const Precision& pr, const ConvCase& c) {
   std::ostringstream os;
   os << pr.name << " x [" << c.n << "," << c.h << "," << c.w << "," << c.c << "] o " << c.o << " k " << c.k

@@ -44,14 +44,6 @@ using cuda::ConvMath;
 
 namespace {
 
-struct Precision {
-  ConvMath math;
-  const char* name;
-  double u;  // unit roundoff of the operand type
-};
-const Precision kPrecisions[] = {{ConvMath::tf32, "tf32", std::ldexp(1.0, -11)},
-                                 {ConvMath::bf16, "bf16", std::ldexp(1.0, -8)}};
-
 struct SplitCase {
   ConvCase c;  // {n, h, w, c, o, k, stride, pad}
   int64_t forced;           // set_conv_forward_split_k

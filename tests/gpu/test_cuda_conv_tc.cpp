@@ -37,14 +37,6 @@ namespace {
 using Case = ConvCase;
 constexpr const auto& kCases = kConvSweep;
 
-struct Precision {
-  ConvMath math;
-  const char* name;
-  double u;  // unit roundoff of the operand type
-};
-const Precision kPrecisions[] = {{ConvMath::tf32, "tf32", std::ldexp(1.0, -11)},
-                                 {ConvMath::bf16, "bf16", std::ldexp(1.0, -8)}};
-
 enum class Op { forward, backward_data, backward_weight };
 const char* op_name(Op op) {
   switch (op) {
