@@ -2,8 +2,6 @@
 // x is [..., C] with at least two dimensions; every per-channel tensor (gamma, beta, running
 // and saved statistics) is f32 [C] with C = the last dimension of x.
 #include <cmath>
-#include <string>
-#include <utility>
 
 #include "kernels/backend.h"
 #include "kernels/batchnorm_sync.h"
@@ -20,13 +18,13 @@ int64_t check_input(const char* op, const Tensor& x) {
   return x.dim(-1);
 }
 
-void check_channel_vector(const char* op, const char* arg, const Tensor& t, const Tensor& x) {
-  const int64_t c = x.dim(-1);
+void check_channel_vector(const char* op, const char* arg, const Tensor& t, const Shape& x_shape) {
+  const int64_t c = x_shape.back();
   AE_CHECK(t.defined(), op << ": " << arg << " is undefined, expected [" << c << "] f32 (C = last dim of x "
-                           << shape_str(x.shape()) << ")");
+                           << shape_str(x_shape) << ")");
   AE_CHECK(t.dtype() == DType::f32 && t.shape() == Shape{c},
            op << ": " << arg << " is " << t.desc() << ", expected [" << c << "] f32 (C = last dim of x "
-              << shape_str(x.shape()) << ")");
+              << shape_str(x_shape) << ")");
 }
 
 void check_same_shape(const char* op, const char* arg, const Tensor& t, const Tensor& x) {
@@ -46,12 +44,10 @@ void check_batchnorm_train_args(const char* op, const BatchNormParams& p, const 
                                 const Tensor& beta, const Tensor& running_mean, const Tensor& running_var) {
   check_params(op, p);
   const int64_t c = x_shape.back();
-  for (const auto& [arg, t] : {std::pair<const char*, const Tensor*>{"gamma", &gamma}, {"beta", &beta},
-                               {"running_mean", &running_mean}, {"running_var", &running_var}}) {
-    AE_CHECK(t->defined() && t->dtype() == DType::f32 && t->shape() == Shape{c},
-             op << ": " << arg << " is " << (t->defined() ? t->desc() : std::string("undefined")) << ", expected ["
-                << c << "] f32 (C = last dim of x " << shape_str(x_shape) << ")");
-  }
+  check_channel_vector(op, "gamma", gamma, x_shape);
+  check_channel_vector(op, "beta", beta, x_shape);
+  check_channel_vector(op, "running_mean", running_mean, x_shape);
+  check_channel_vector(op, "running_var", running_var, x_shape);
   int64_t m = 1;
   for (std::size_t i = 0; i + 1 < x_shape.size(); ++i) m *= x_shape[i];
   if (c == 0) m = 0;
@@ -75,10 +71,10 @@ Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const T
   const char* op = "batchnorm_forward_eval";
   check_params(op, p);
   check_input(op, x);
-  check_channel_vector(op, "gamma", gamma, x);
-  check_channel_vector(op, "beta", beta, x);
-  check_channel_vector(op, "running_mean", running_mean, x);
-  check_channel_vector(op, "running_var", running_var, x);
+  check_channel_vector(op, "gamma", gamma, x.shape());
+  check_channel_vector(op, "beta", beta, x.shape());
+  check_channel_vector(op, "running_mean", running_mean, x.shape());
+  check_channel_vector(op, "running_var", running_var, x.shape());
   const Backend& be = backend_for(op, {&x, &gamma, &beta, &running_mean, &running_var});
   return be.batchnorm_forward_eval(p, x, gamma, beta, running_mean, running_var);
 }
@@ -87,9 +83,9 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   const char* op = "batchnorm_backward_train";
   check_input(op, x);
   check_same_shape(op, "dy", dy, x);
-  check_channel_vector(op, "gamma", gamma, x);
-  check_channel_vector(op, "save_mean", save_mean, x);
-  check_channel_vector(op, "save_invstd", save_invstd, x);
+  check_channel_vector(op, "gamma", gamma, x.shape());
+  check_channel_vector(op, "save_mean", save_mean, x.shape());
+  check_channel_vector(op, "save_invstd", save_invstd, x.shape());
   const Backend& be = backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd});
   return be.batchnorm_backward_train(x, dy, gamma, save_mean, save_invstd);
 }
@@ -99,9 +95,9 @@ BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x
   check_params(op, p);
   check_input(op, x);
   check_same_shape(op, "dy", dy, x);
-  check_channel_vector(op, "gamma", gamma, x);
-  check_channel_vector(op, "running_mean", running_mean, x);
-  check_channel_vector(op, "running_var", running_var, x);
+  check_channel_vector(op, "gamma", gamma, x.shape());
+  check_channel_vector(op, "running_mean", running_mean, x.shape());
+  check_channel_vector(op, "running_var", running_var, x.shape());
   const Backend& be = backend_for(op, {&x, &dy, &gamma, &running_mean, &running_var});
   return be.batchnorm_backward_eval(p, x, dy, gamma, running_mean, running_var);
 }
