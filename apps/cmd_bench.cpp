@@ -48,11 +48,11 @@ Tensor random_input(const Shape& shape, uint64_t seed) {
   return t;
 }
 
-// Seconds per call of `step` over `steps` calls, after one warm-up call (allocator caches,
-// first-touch pages).
+// Seconds per call of `step` over `steps` calls, after `warmups` untimed calls (allocator caches,
+// first-touch pages; a TrainStep on CUDA runs its first batch eagerly and captures at its second).
 template <typename F>
-double seconds_per(int steps, F&& step) {
-  step();
+double seconds_per(int steps, F&& step, int warmups = 1) {
+  for (int i = 0; i < warmups; ++i) step();
   const auto t0 = Clock::now();
   for (int i = 0; i < steps; ++i) step();
   return seconds_since(t0) / steps;
@@ -73,10 +73,20 @@ void bench_model(const BenchArgs& a, Device device, bool train, bool infer) {
     train::TrainStep step(net, {&opt}, device);
     const Tensor target = random_input({a.batch, 1}, 2).to(device);
     net.set_training(true);
-    const double train_s = seconds_per(a.steps, [&] { step.run(x, target); });
-    std::printf("train-step  device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s at 3x forward)\n",
+    // As the trainer runs it: on a CUDA device, replays of the captured step (TrainStep::set_graphs).
+    const double train_s = seconds_per(a.steps, [&] { step.run(x, target); }, 2);
+    std::printf("train-step  device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s at 3x forward%s)\n",
                 device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / train_s,
-                3 * gflop_fwd * imgs / train_s);
+                3 * gflop_fwd * imgs / train_s, step.graph_replays() > 0 ? "; CUDA graph replays" : "");
+    if (step.graph_replays() > 0) {  // the same step without graphs, for the graphs' share
+      train::TrainStep eager(net, {&opt}, device);
+      eager.set_graphs(false);
+      const double eager_s = seconds_per(a.steps, [&] { eager.run(x, target); });
+      std::printf("train-step-eager device=%s batch=%lld size=%d precision=%s  %.2f images/s  (graph replays %.2fx "
+                  "eager)\n",
+                  device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / eager_s,
+                  eager_s / train_s);
+    }
   }
   if (infer) {
     net.set_training(false);
@@ -116,7 +126,7 @@ void bench_personalise(const BenchArgs& a, Device device) {
     for (auto& o : owned) opts.push_back(o.get());
     train::TrainStep step(net, opts, device);
     net.set_training(true);
-    const double s = seconds_per(a.steps, [&] { step.run(x, target); });
+    const double s = seconds_per(a.steps, [&] { step.run(x, target); }, 2);  // as personalisation runs it
     if (mode == train::PersonaliseMode::full) full_s = s;
     int64_t trainable = 0;
     for (const auto& r : net.trainable_parameters()) trainable += r.param->value.numel();
@@ -217,7 +227,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--batch", a->batch)->capture_default_str();
   cmd->add_option("--size", a->size)->capture_default_str();
-  cmd->add_option("--steps", a->steps, "Timed steps after one warm-up step")->capture_default_str();
+  cmd->add_option("--steps", a->steps, "Timed steps after the warm-up steps")->capture_default_str();
   cmd->add_option("--precision", a->precision, "CUDA convolution arithmetic: f32, tf32 or bf16 (as --conv-math)")
       ->capture_default_str();
   cmd->add_option("--workers", a->workers, "Loader threads for the second loader run (0 = all cores)")

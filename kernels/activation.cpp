@@ -64,6 +64,12 @@ DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) {
   const char* op = "dropout_forward";
   check_dropout_p(op, p);
   check_f32(op, "x", x);
+  if (p.device_offset.defined()) {
+    AE_CHECK(p.device_offset.dtype() == DType::i64 && p.device_offset.shape() == Shape{1},
+             op << ": device_offset " << p.device_offset.desc() << " must be i64 [1]");
+    const Backend& be = backend_for(op, {&x, &p.device_offset});
+    return be.dropout_forward(p, x);
+  }
   const Backend& be = backend_for(op, {&x});
   return be.dropout_forward(p, x);
 }

@@ -22,6 +22,10 @@ class DeviceGraph {
   // Bytes of the graph's private memory pool.
   virtual std::size_t pool_bytes() const = 0;
   virtual const std::string& name() const = 0;
+  // A process-wide setting that picks the captured kernels has changed since the capture (on CUDA:
+  // the convolution arithmetic, --conv-math), so a replay would not compute what an eager run
+  // computes now: the owner must capture again.
+  virtual bool settings_changed() const = 0;
 };
 
 // Runs `work` with the calling thread capturing the device work it queues on `device`, and returns

@@ -79,10 +79,14 @@ struct PReluGrads {
 PReluGrads prelu_backward(const Tensor& x, const Tensor& slope, const Tensor& dy);
 
 // Inverted dropout: keep element i when philox::uniform(seed, offset + i) >= p, scale kept by 1/(1-p).
+// `device_offset`, when defined (i64 [1] on x's device), is read by the forward when it runs and
+// added to `offset`: a captured graph (kernels/graph.h) would freeze `offset` at its capture, so a
+// graphed training step writes each step's offset there before each replay for fresh masks.
 struct DropoutParams {
   float p = 0.5f;
   uint64_t seed = 0;
   uint64_t offset = 0;
+  Tensor device_offset;
 };
 struct DropoutOut {
   Tensor y;

@@ -67,8 +67,7 @@ Tensor fold_centre_tap(const Conv2d& conv, const Conv2d& adapter) {
 }  // namespace
 
 bool BasicBlock::FoldedWeight::built_from(const Tensor& conv_w, const Tensor& adapter_w) const {
-  return value.defined() && conv_storage.lock() == conv_w.storage() && conv_offset == conv_w.offset() &&
-         adapter_storage.lock() == adapter_w.storage() && adapter_offset == adapter_w.offset();
+  return value.defined() && conv.same_as(conv_w) && adapter.same_as(adapter_w);
 }
 
 void BasicBlock::invalidate_folded_weights() {
@@ -108,12 +107,7 @@ std::vector<const Tensor*> BasicBlock::backward_fold_sources() {
 }
 
 bool BasicBlock::backward_fold_valid() {
-  const std::vector<const Tensor*> src = backward_fold_sources();
-  if (!backward_fold_.w1.defined() || backward_fold_.storages.size() != src.size()) return false;
-  for (std::size_t i = 0; i < src.size(); ++i)
-    if (backward_fold_.storages[i].lock() != src[i]->storage() || backward_fold_.offsets[i] != src[i]->offset())
-      return false;
-  return true;
+  return backward_fold_.w1.defined() && TensorIdentity::all_same(backward_fold_.sources, backward_fold_sources());
 }
 
 Tensor BasicBlock::forward_for_input_grad(const Tensor& x, InputGradTape& tape) {
@@ -130,10 +124,7 @@ Tensor BasicBlock::backward_input_grad(const Tensor& dy, const InputGradTape& ta
     f.w1 = scale_out_channels(has_adapters_ ? fold_centre_tap(conv1, adapter1) : conv1.weight.value, bn1);
     f.w2 = scale_out_channels(has_adapters_ ? fold_centre_tap(conv2, adapter2) : conv2.weight.value, bn2);
     if (has_downsample_) f.wd = scale_out_channels(down_conv.weight.value, down_bn);
-    for (const Tensor* t : backward_fold_sources()) {
-      f.storages.push_back(t->storage());
-      f.offsets.push_back(t->offset());
-    }
+    f.sources = TensorIdentity::of(backward_fold_sources());
     backward_fold_ = std::move(f);
   }
   const BackwardFold& f = backward_fold_;
@@ -158,10 +149,8 @@ const Tensor& BasicBlock::folded_weight(const Conv2d& conv, const Conv2d& adapte
   if (!folded.built_from(w, a)) {
     ++cache_generation_;
     folded.value = fold_centre_tap(conv, adapter);
-    folded.conv_storage = w.storage();
-    folded.conv_offset = w.offset();
-    folded.adapter_storage = a.storage();
-    folded.adapter_offset = a.offset();
+    folded.conv = TensorIdentity(w);
+    folded.adapter = TensorIdentity(a);
   }
   return folded.value;
 }

@@ -102,10 +102,7 @@ class BasicBlock {
   // The cache costs one extra copy of conv1/conv2's weights per block with adapters.
   struct FoldedWeight {
     Tensor value;                    // W' [out, 3, 3, in], on the weights' device
-    // The weights W' was built from: their storage (weak, so a freed one whose address is reused
-    // can never compare equal) and element offset.
-    std::weak_ptr<Storage> conv_storage, adapter_storage;
-    int64_t conv_offset = 0, adapter_offset = 0;
+    TensorIdentity conv, adapter;  // the weights W' was built from
     bool built_from(const Tensor& conv_w, const Tensor& adapter_w) const;
     void clear() { *this = FoldedWeight(); }
   };
@@ -140,8 +137,7 @@ class BasicBlock {
   // FoldedWeight: valid while every source tensor is the same storage at the same offset.
   struct BackwardFold {
     Tensor w1, w2, wd;
-    std::vector<std::weak_ptr<Storage>> storages;
-    std::vector<int64_t> offsets;
+    std::vector<TensorIdentity> sources;  // backward_fold_sources() when it was built
   };
   std::vector<const Tensor*> backward_fold_sources();
   bool backward_fold_valid();

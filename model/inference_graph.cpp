@@ -6,27 +6,19 @@ namespace ae::model {
 
 InferenceGraph::InferenceGraph(ResNet18& net) : net_(net) {}
 
-std::vector<InferenceGraph::Identity> InferenceGraph::identities() {
-  std::vector<Identity> out;
-  for (const StateEntry& e : net_.state_entries_for_reading()) {
-    const Tensor* t = e.param != nullptr ? &e.param->value : e.buffer;
-    if (t == nullptr) continue;  // a host counter (num_batches_tracked): no device memory
-    out.push_back(Identity{t->storage(), t->offset(), e.param != nullptr && e.param->grad.defined()});
-  }
+std::vector<bool> InferenceGraph::gradients_defined() {
+  std::vector<bool> out;
+  // (state_entries_for_reading: parameters() would drop the blocks' folded adapter weights)
+  for (const StateEntry& e : net_.state_entries_for_reading())
+    if (e.param != nullptr) out.push_back(e.param->grad.defined());
   return out;
 }
 
 bool InferenceGraph::still_valid(const Tensor& x) {
   if (!graph_ || input_.shape() != x.shape()) return false;
+  if (graph_->settings_changed()) return false;
   if (net_.inference_cache_generation() != cache_generation_ || net_.inference_switches() != switches_) return false;
-  const std::vector<Identity> now = identities();
-  if (now.size() != captured_with_.size()) return false;
-  for (std::size_t i = 0; i < now.size(); ++i) {
-    const Identity& a = now[i];
-    const Identity& b = captured_with_[i];
-    if (a.storage.lock() != b.storage.lock() || a.offset != b.offset || a.has_grad != b.has_grad) return false;
-  }
-  return true;
+  return TensorIdentity::all_same(captured_with_, net_.state_tensors()) && gradients_defined() == had_grad_;
 }
 
 void InferenceGraph::capture(const Tensor& x) {
@@ -38,7 +30,8 @@ void InferenceGraph::capture(const Tensor& x) {
   (void)net_.forward(input_);  // warm-up: builds the lazily made caches outside the capture
   cache_generation_ = net_.inference_cache_generation();
   switches_ = net_.inference_switches();
-  captured_with_ = identities();
+  captured_with_ = TensorIdentity::of(net_.state_tensors());
+  had_grad_ = gradients_defined();
   ++captures_;
   try {
     graph_ = ops::capture_graph(device, "ResNet-18 inference " + shape_str(x.shape()),

@@ -40,19 +40,15 @@ class InferenceGraph {
   const ops::DeviceGraph* graph() const { return graph_.get(); }
 
  private:
-  struct Identity {
-    std::weak_ptr<Storage> storage;
-    int64_t offset = 0;
-    bool has_grad = false;
-  };
-  std::vector<Identity> identities();
+  std::vector<bool> gradients_defined();
   bool still_valid(const Tensor& x);
   void capture(const Tensor& x);
 
   ResNet18& net_;
   std::unique_ptr<ops::DeviceGraph> graph_;
   Tensor input_, output_;  // the graph's static input and output
-  std::vector<Identity> captured_with_;
+  std::vector<TensorIdentity> captured_with_;  // net_.state_tensors() at the capture
+  std::vector<bool> had_grad_;                  // gradients_defined() at the capture
   uint64_t cache_generation_ = 0, switches_ = 0;
   int captures_ = 0;
   int64_t replays_ = 0;

@@ -283,7 +283,8 @@ Dropout::Dropout(float p_) : p(p_) {
   AE_CHECK(p_ >= 0.0f && p_ < 1.0f, "Dropout: p = " << p_ << " must be in [0, 1)");
 }
 
-Tensor Dropout::forward(const Tensor& x, bool training, uint64_t seed, uint64_t offset, bool keep) {
+Tensor Dropout::forward(const Tensor& x, bool training, uint64_t seed, uint64_t offset, bool keep,
+                        const Tensor& device_offset) {
   identity_ = !training || p == 0.0f;
   kept_ = keep;
   mask_ = Tensor();
@@ -291,6 +292,7 @@ Tensor Dropout::forward(const Tensor& x, bool training, uint64_t seed, uint64_t 
   used_.p = p;
   used_.seed = seed;
   used_.offset = offset;
+  used_.device_offset = device_offset;
   ops::DropoutOut r = ops::dropout_forward(used_, x);
   if (keep) mask_ = r.mask;
   return r.y;

@@ -133,12 +133,14 @@ class PReLU {
 };
 
 // Inverted dropout. The random stream is (seed, offset): the caller derives both from the
-// model's seed and step counter so that runs are reproducible.
+// model's seed and step counter so that runs are reproducible. `device_offset`, when defined, is
+// added to `offset` on the device (ops::DropoutParams::device_offset).
 class Dropout {
  public:
   Dropout() = default;
   explicit Dropout(float p);
-  Tensor forward(const Tensor& x, bool training, uint64_t seed, uint64_t offset, bool keep);
+  Tensor forward(const Tensor& x, bool training, uint64_t seed, uint64_t offset, bool keep,
+                 const Tensor& device_offset = Tensor());
   Tensor backward(const Tensor& dy, bool need_dx);
 
   float p = 0.5f;

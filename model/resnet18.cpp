@@ -196,13 +196,18 @@ Tensor ResNet18::head_forward(const Tensor& features, bool keep) {
   // Each training forward draws fresh masks: the stream offset moves by 2^32 per step.
   // The mask of element i of a [B, F] input is keyed by offset + i; a data-parallel rank's rows
   // start at global row dropout_first_row_, so its elements move by that many rows of F.
+  // With a device offset installed, the step's part of the offset is read from it instead.
+  const Tensor& device_offset = dropout_device_offset_;
   auto offset = [&](const Tensor& x) {
-    return (dropout_step_ << 32) + static_cast<uint64_t>(dropout_first_row_ * x.dim(-1));
+    const uint64_t rows = static_cast<uint64_t>(dropout_first_row_ * x.dim(-1));
+    return device_offset.defined() ? rows : static_cast<uint64_t>(dropout_step_offset(dropout_step_)) + rows;
   };
   Tensor h = head1_.forward(head0_.forward(features, keep), keep);
-  h = head3_.forward(head2_.forward(h, training_, mix(config_.seed, 1002), offset(h), keep), training_, keep);
+  h = head3_.forward(head2_.forward(h, training_, mix(config_.seed, 1002), offset(h), keep, device_offset), training_,
+                     keep);
   h = head5_.forward(head4_.forward(h, keep), keep);
-  h = head7_.forward(head6_.forward(h, training_, mix(config_.seed, 1006), offset(h), keep), training_, keep);
+  h = head7_.forward(head6_.forward(h, training_, mix(config_.seed, 1006), offset(h), keep, device_offset), training_,
+                     keep);
   return head8_.forward(h, keep);
 }
 
@@ -329,6 +334,15 @@ bool ResNet18::trainable(ParamGroup group) const {
   for (StateEntry& e : const_cast<ResNet18*>(this)->state_entries())
     if (e.param != nullptr && e.param->group == group && e.param->trainable) return true;
   return false;
+}
+
+std::vector<const Tensor*> ResNet18::state_tensors() {
+  std::vector<const Tensor*> out;
+  for (const StateEntry& e : state_entries_for_reading()) {
+    const Tensor* t = e.param != nullptr ? &e.param->value : e.buffer;
+    if (t != nullptr) out.push_back(t);  // a host counter (num_batches_tracked) has no tensor
+  }
+  return out;
 }
 
 void ResNet18::zero_grad() {

@@ -82,6 +82,9 @@ class ResNet18 {
   std::vector<StateEntry> state_entries();
   // The same, without dropping the blocks' cached folded weights: only to read the tensors.
   std::vector<StateEntry> state_entries_for_reading();
+  // Every parameter's value and every buffer (not the host counters), in state-dict order: the
+  // device memory a captured graph reads and writes.
+  std::vector<const Tensor*> state_tensors();
   // Sum of the blocks' cache generations (BasicBlock::cache_generation).
   uint64_t inference_cache_generation() const;
   // The blocks' inference switches (BasicBlock::fuse_inference_epilogues, fold_adapters), as bits.
@@ -108,6 +111,14 @@ class ResNet18 {
   // Data-parallel training: this process's batch holds rows first_row.. of the step's global
   // batch, so dropout draws for them the masks one process draws for those rows (0 alone).
   void set_dropout_first_row(int64_t first_row) { dropout_first_row_ = first_row; }
+  // The part of the dropout stream offset that moves per step: every training forward's masks
+  // start 2^32 further on.
+  static int64_t dropout_step_offset(uint64_t step) { return static_cast<int64_t>(step << 32); }
+  // A captured training step (train/train_graph.h) cannot pass that offset as a kernel argument
+  // (the capture would freeze it). With `step_offset` defined (i64 [1] on the model's device) the
+  // head's dropout reads it from there when it runs; the caller writes dropout_step_offset(step)
+  // into it before each replay. Undefined (the default): the offset is an argument.
+  void set_dropout_device_offset(Tensor step_offset) { dropout_device_offset_ = std::move(step_offset); }
 
  private:
   void initialise();
@@ -125,6 +136,7 @@ class ResNet18 {
   bool grad_enabled_ = true;
   uint64_t dropout_step_ = 0;
   int64_t dropout_first_row_ = 0;
+  Tensor dropout_device_offset_;
   bool kept_ = false;
 
   // Stem.

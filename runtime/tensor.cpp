@@ -106,6 +106,20 @@ void* Tensor::raw() const {
   return static_cast<char*>(storage_->data()) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
 }
 
+std::vector<TensorIdentity> TensorIdentity::of(const std::vector<const Tensor*>& tensors) {
+  std::vector<TensorIdentity> out;
+  out.reserve(tensors.size());
+  for (const Tensor* t : tensors) out.emplace_back(*t);
+  return out;
+}
+
+bool TensorIdentity::all_same(const std::vector<TensorIdentity>& ids, const std::vector<const Tensor*>& tensors) {
+  if (ids.size() != tensors.size()) return false;
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    if (!ids[i].same_as(*tensors[i])) return false;
+  return true;
+}
+
 Tensor Tensor::view(int64_t element_offset, const Shape& shape) const {
   const int64_t n = shape_numel(shape);
   AE_CHECK(element_offset >= 0 && element_offset + n <= numel_,

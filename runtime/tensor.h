@@ -101,6 +101,31 @@ class Tensor {
   DType dtype_ = DType::f32;
 };
 
+// Which memory a tensor is: its storage, held weakly (so a freed storage whose address is later
+// reused never compares equal), and its element offset. For what froze a tensor's address or was
+// derived from its values and must be redone once the tensor is replaced: device graphs (the
+// recorded kernels hold the address), folded weights.
+class TensorIdentity {
+ public:
+  TensorIdentity() = default;
+  explicit TensorIdentity(const Tensor& t) : storage_(t.storage()), offset_(t.offset()), defined_(t.defined()) {}
+  // `t` is the same live memory (an undefined identity matches an undefined tensor only).
+  bool same_as(const Tensor& t) const {
+    if (!defined_) return !t.defined();
+    const std::shared_ptr<Storage> s = storage_.lock();
+    return s != nullptr && s == t.storage() && offset_ == t.offset();
+  }
+
+  static std::vector<TensorIdentity> of(const std::vector<const Tensor*>& tensors);
+  // Every tensor of `tensors` is the same memory as the identity at its index (and as many).
+  static bool all_same(const std::vector<TensorIdentity>& ids, const std::vector<const Tensor*>& tensors);
+
+ private:
+  std::weak_ptr<Storage> storage_;
+  int64_t offset_ = 0;
+  bool defined_ = false;
+};
+
 // Error helpers used by every op: say which op, which argument, what was expected.
 void check_shape(const char* op, const char* arg, const Tensor& t, const Shape& expected);
 void check_ndim(const char* op, const char* arg, const Tensor& t, int64_t ndim);

@@ -643,6 +643,7 @@ class Protocol {
       result_.user_state_bytes = state->nbytes();
     }
     TrainStep step(net, opts, o_.device);
+    step.set_graphs(o_.cuda_graphs);
     data::Loader train_loader(pick(u, d.train), loader_config(seed, true));
     // Made once per run, so an unreadable image is reported once, not once per epoch.
     data::Loader test_loader(pick(u, d.test), loader_config(0, false));
@@ -963,6 +964,7 @@ FitResult fit_user(model::SharedModel& shared, const std::string& user_id, const
   std::vector<Optimizer*> opts;
   for (auto& p : owned) opts.push_back(p.get());
   TrainStep step(net, opts, o.device);
+  step.set_graphs(o.cuda_graphs);
   data::Loader train_loader(pick(u, d.train), loader_config(seed, true));
   data::Loader test_loader(pick(u, d.test), loader_config(0, false));
   data::Loader val_loader(pick(u, d.val), loader_config(0, false));

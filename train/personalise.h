@@ -82,6 +82,9 @@ struct PersonaliseOptions {
   uint64_t seed = 0;
   bool fit_all = false;
   bool resume = false;
+  // CUDA devices: replay one captured training step per batch shape (TrainStep::set_graphs). The
+  // steps' bits are the same either way, so a run may resume with the other setting.
+  bool cuda_graphs = true;
   double checkpoint_seconds = 30;  // the current run's state is saved at an epoch end this often
   int64_t stop_after_steps = -1;   // testing: behave as if Ctrl-C arrived after N steps
   const StopFlag* stop = nullptr;  // checked after every step (runtime/stop.h); nullptr: never

@@ -10,15 +10,6 @@ namespace ae::train {
 TrainGraph::TrainGraph(model::ResNet18& net, std::vector<Optimizer*> optimizers, Device device)
     : net_(net), optimizers_(std::move(optimizers)), device_(device) {}
 
-std::vector<TrainGraph::Identity> TrainGraph::identities() {
-  std::vector<Identity> out;
-  for (const model::StateEntry& e : net_.state_entries_for_reading()) {
-    const Tensor* t = e.param != nullptr ? &e.param->value : e.buffer;
-    if (t != nullptr) out.push_back(Identity{t->storage(), t->offset()});
-  }
-  return out;
-}
-
 std::vector<int64_t> TrainGraph::counters() {
   std::vector<int64_t> out;
   for (const model::StateEntry& e : net_.state_entries_for_reading())
@@ -34,12 +25,7 @@ void TrainGraph::set_counters(const std::vector<int64_t>& values) {
 
 bool TrainGraph::still_valid(const Tensor& images, const Tensor& targets) {
   if (!graph_ || images_.shape() != images.shape() || targets_.shape() != targets.shape()) return false;
-  const std::vector<Identity> now = identities();
-  if (now.size() != captured_with_.size()) return false;
-  for (std::size_t i = 0; i < now.size(); ++i)
-    if (now[i].storage.lock() != captured_with_[i].storage.lock() || now[i].offset != captured_with_[i].offset)
-      return false;
-  return true;
+  return !graph_->settings_changed() && TensorIdentity::all_same(captured_with_, net_.state_tensors());
 }
 
 void TrainGraph::capture(const Tensor& images, const Tensor& targets) {
@@ -53,9 +39,11 @@ void TrainGraph::capture(const Tensor& images, const Tensor& targets) {
     const Tensor bytes = o->next_step_coefficients(device_);
     coefficients_.push_back(Tensor::empty(bytes.shape(), DType::u8, device_));
   }
-  captured_with_ = identities();
+  captured_with_ = TensorIdentity::of(net_.state_tensors());
   const std::vector<int64_t> counters_before = counters();
   const uint64_t dropout_before = net_.dropout_step();
+  dropout_offset_ = Tensor::zeros({1}, DType::i64, device_);
+  net_.set_dropout_device_offset(dropout_offset_);  // for the capture only: eager steps pass it by value
   ++captures_;
   try {
     graph_ = ops::capture_graph(device_, "training step " + shape_str(images.shape()), [this] {
@@ -68,12 +56,14 @@ void TrainGraph::capture(const Tensor& images, const Tensor& targets) {
         optimizers_[i]->step_from_device(coefficients_[i], nonfinite_);
     });
   } catch (...) {
+    net_.set_dropout_device_offset(Tensor());
     set_counters(counters_before);
     net_.set_dropout_step(dropout_before);
     loss_ = Tensor();
     nonfinite_ = Tensor();
     throw;
   }
+  net_.set_dropout_device_offset(Tensor());
   // The captured host code ran once; the step it describes has not. Undo its counting and keep
   // what one step adds, for every replay.
   const std::vector<int64_t> counters_after = counters();
@@ -90,10 +80,6 @@ TrainStep::Outcome TrainGraph::run(const Tensor& images, const Tensor& targets) 
                                           << "; device graphs exist on CUDA devices only");
   AE_CHECK(net_.training() && net_.grad_enabled(),
            "TrainGraph: the model must be in training mode with grad enabled (set_training(true))");
-  AE_CHECK(!(net_.config().head == model::HeadType::seed && net_.config().dropout > 0.0f),
-           "TrainGraph: the model has dropout " << net_.config().dropout
-                                                << "; its mask seed is a kernel argument a graph would freeze at "
-                                                   "the capture (train with TrainStep, or dropout 0)");
   AE_CHECK(images.shape().size() == 4 && images.dim(0) >= 2 && targets.shape() == Shape({images.dim(0), 1}),
            "TrainGraph: images " << images.desc() << " and targets " << targets.desc()
                                  << " are not [B,H,W,3] and [B,1] with B >= 2");
@@ -102,6 +88,9 @@ TrainStep::Outcome TrainGraph::run(const Tensor& images, const Tensor& targets) 
   targets_.copy_from(targets);
   for (std::size_t i = 0; i < optimizers_.size(); ++i)
     coefficients_[i].copy_from(optimizers_[i]->next_step_coefficients(device_));
+  Tensor offset = Tensor::empty({1}, DType::i64);
+  *offset.data<int64_t>() = model::ResNet18::dropout_step_offset(net_.dropout_step());
+  dropout_offset_.copy_from(offset);
   graph_->replay();
   ++replays_;
   TrainStep::Outcome out;

@@ -13,13 +13,15 @@
 //     the loss and the flag after the replay. As in TrainStep, a non-finite batch changes no
 //     weight and no optimiser state and does not count as a step; its forward has run (BatchNorm
 //     running statistics take the batch, as TrainStep's forward does).
+//   - the dropout masks' per-step stream offset is read from a device buffer as well
+//     (ResNet18::set_dropout_device_offset, installed for the capture only), written before each
+//     replay from the model's dropout step, so every replay draws the eager step's fresh masks.
 // Host-side counters the captured host code advanced once at the capture (BatchNorm
 // num_batches_tracked, the model's dropout step) are restored after the capture and advanced by the
 // same amount after every replay, as an eager step would.
 // run() captures at its first call and again when the batch shape or any parameter's or buffer's
-// tensor (storage, offset) changes. It refuses what a graph cannot replay correctly: dropout > 0 in
-// training mode (the mask seed is a kernel argument, frozen at the capture), data-parallel steps
-// (host all-reduces), a CPU model.
+// tensor (storage, offset) changes. It refuses a CPU model; it has no data-parallel mode (the
+// all-reduces are host calls), so TrainStep runs those steps eagerly.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -40,16 +42,14 @@ class TrainGraph {
   // As TrainStep::run: `images` [B,H,W,3], `targets` [B,1] on any device.
   TrainStep::Outcome run(const Tensor& images, const Tensor& targets);
 
+  // True when run() with these shapes would replay without a new capture.
+  bool captured_for(const Tensor& images, const Tensor& targets) { return still_valid(images, targets); }
+
   int captures() const { return captures_; }
   int64_t replays() const { return replays_; }
   const ops::DeviceGraph* graph() const { return graph_.get(); }
 
  private:
-  struct Identity {
-    std::weak_ptr<Storage> storage;
-    int64_t offset = 0;
-  };
-  std::vector<Identity> identities();
   bool still_valid(const Tensor& images, const Tensor& targets);
   void capture(const Tensor& images, const Tensor& targets);
   std::vector<int64_t> counters();
@@ -61,8 +61,9 @@ class TrainGraph {
   std::unique_ptr<ops::DeviceGraph> graph_;
   Tensor images_, targets_;             // static inputs
   std::vector<Tensor> coefficients_;    // one device buffer per optimiser
+  Tensor dropout_offset_;               // i64 [1]: the step's dropout stream offset
   Tensor loss_, nonfinite_;             // static outputs
-  std::vector<Identity> captured_with_;
+  std::vector<TensorIdentity> captured_with_;  // net_.state_tensors() at the capture
   std::vector<int64_t> counter_steps_;  // what one step adds to each BatchNorm counter
   uint64_t dropout_steps_ = 0;          // what one step adds to the model's dropout step
   int captures_ = 0;

@@ -15,6 +15,7 @@
 #include "runtime/dist.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "train/train_graph.h"
 
 namespace ae::train {
 
@@ -41,7 +42,45 @@ double metadata_number(const std::map<std::string, std::string>& meta, const std
 TrainStep::TrainStep(model::ResNet18& net, std::vector<Optimizer*> optimizers, Device device)
     : net_(net), optimizers_(std::move(optimizers)), device_(device) {}
 
+TrainStep::~TrainStep() = default;
+
+int TrainStep::graph_captures() const { return graph_ ? graph_->captures() : 0; }
+int64_t TrainStep::graph_replays() const { return graph_ ? graph_->replays() : 0; }
+
+bool TrainStep::graph_can_run(const Tensor& images, const Tensor& targets) const {
+  if (!(graphs_ && device_.is_cuda() && net_.device() == device_ && !parallel_ && net_.training() &&
+        net_.grad_enabled() && images.shape().size() == 4 && images.dim(0) >= 2 &&
+        targets.shape() == Shape({images.dim(0), 1})))
+    return false;  // what TrainGraph refuses or cannot do
+  if (graph_) return images.shape() == graph_shape_;
+  return std::find(eager_shapes_.begin(), eager_shapes_.end(), images.shape()) != eager_shapes_.end();
+}
+
 TrainStep::Outcome TrainStep::run(const Tensor& images, const Tensor& targets) {
+  if (graph_can_run(images, targets)) {
+    if (!graph_) graph_ = std::make_unique<TrainGraph>(net_, optimizers_, device_);
+    const bool capturing = !graph_->captured_for(images, targets);
+    try {
+      const Outcome out = graph_->run(images, targets);
+      graph_shape_ = images.shape();
+      if (out.finite) ++steps_;
+      return out;
+    } catch (const Error& e) {
+      if (!capturing) throw;  // a replay that fails is a device error, not a graph limitation
+      // Nothing of the captured step ran (a capture queues nothing), and TrainGraph undid its host
+      // counting: the same step runs eagerly below.
+      AE_WARN("the training step could not be captured as a CUDA graph (" << e.what()
+                                                                          << "); training goes on without graphs");
+      graphs_ = false;
+      graph_.reset();
+    }
+  }
+  if (std::find(eager_shapes_.begin(), eager_shapes_.end(), images.shape()) == eager_shapes_.end())
+    eager_shapes_.push_back(images.shape());
+  return run_eager(images, targets);
+}
+
+TrainStep::Outcome TrainStep::run_eager(const Tensor& images, const Tensor& targets) {
   net_.zero_grad();
   Outcome out;
   if (parallel_) {

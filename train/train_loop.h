@@ -9,11 +9,15 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 #include "model/checkpoint.h"
 #include "train/loader.h"
 #include "train/optimizer.h"
 
 namespace ae::train {
+
+class TrainGraph;
 
 // One optimisation step: training-mode forward, MSE against the targets, a finiteness check of
 // the loss, backward, every optimiser's step. Several optimisers serve parameter groups with
@@ -21,6 +25,9 @@ namespace ae::train {
 class TrainStep {
  public:
   TrainStep(model::ResNet18& net, std::vector<Optimizer*> optimizers, Device device);
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
 
   struct Outcome {
     float loss = 0;       // mean over the batch
@@ -47,7 +54,22 @@ class TrainStep {
   // True on every rank when `mine` is true on any (a stop request seen by one rank stops all).
   bool any_rank(bool mine) const;
 
+  // CUDA graphs (train/train_graph.h; on unless turned off): on a CUDA device, outside data
+  // parallel, the steps of one batch shape replay one captured step, with the eager steps' bits.
+  // The first batch of each shape runs eagerly (a warm-up before any capture, as PyTorch advises:
+  // lazily made state and kernel attributes exist before it); the first shape to come a second
+  // time is captured then and replayed from then on; batches of other shapes (an epoch's short
+  // tail) run eagerly, so they neither cost the full batches their graph nor a graph's memory of
+  // their own. A capture that fails is reported once (a warning) and the step runs eagerly, without
+  // graphs from then on. No effect on the CPU.
+  void set_graphs(bool on) { graphs_ = on; }
+  bool graphs() const { return graphs_; }
+  int graph_captures() const;   // captures made (tests, bench)
+  int64_t graph_replays() const;  // steps run as replays
+
  private:
+  Outcome run_eager(const Tensor& images, const Tensor& targets);
+  bool graph_can_run(const Tensor& images, const Tensor& targets) const;
   void allreduce_gradients();
 
   model::ResNet18& net_;
@@ -57,6 +79,10 @@ class TrainStep {
   bool said_host_fallback_ = false;  // the device-gradients-through-the-host message was logged
   int64_t local_rows_ = 0, global_rows_ = 0;
   int64_t steps_ = 0;  // steps run by this object, for messages
+  bool graphs_ = true;
+  std::unique_ptr<TrainGraph> graph_;
+  Shape graph_shape_;               // the captured step's batch shape
+  std::vector<Shape> eager_shapes_;  // batch shapes run eagerly so far
 };
 
 void set_lr(const std::vector<Optimizer*>& optimizers, float lr);

@@ -213,6 +213,7 @@ struct Run {
         train_loader(split.train, loader_config(o, /*train=*/true)),
         val_loader(split.val, loader_config(o, /*train=*/false)) {
     step.set_data_parallel(o.sync_bn);
+    step.set_graphs(o.cuda_graphs);
   }
 
   static std::vector<model::ParamRef> prepare(model::ResNet18& net, const TrainOptions& o,

@@ -56,6 +56,9 @@ struct TrainOptions {
   // Under mpirun with several ranks (data parallel, train/train_loop.h TrainStep): BatchNorm
   // statistics of the global batch (true), or of each rank's shard (false).
   bool sync_bn = true;
+  // CUDA devices: replay one captured training step per batch shape (TrainStep::set_graphs). The
+  // steps' bits are the same either way, so a run may resume with the other setting.
+  bool cuda_graphs = true;
   int64_t stop_after_steps = -1;      // testing: behave as if Ctrl-C arrived after N steps
   const StopFlag* stop = nullptr;     // checked after every step (runtime/stop.h); nullptr: never
 };

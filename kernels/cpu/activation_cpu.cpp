@@ -111,11 +111,13 @@ DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) {
     return out;
   }
   const float keep_scale = 1.0f / (1.0f - p.p);
+  const uint64_t offset =
+      p.offset + (p.device_offset.defined() ? static_cast<uint64_t>(*p.device_offset.data<int64_t>()) : 0);
   // Ten Philox rounds per element make this compute-bound: threads pay off sooner than for a copy.
   parallel_elements(
       n,
       [=, &p](int64_t i) {
-        const bool keep = philox::uniform(p.seed, p.offset + static_cast<uint64_t>(i)) >= p.p;
+        const bool keep = philox::uniform(p.seed, offset + static_cast<uint64_t>(i)) >= p.p;
         mp[i] = keep ? 1 : 0;
         yp[i] = keep ? xp[i] * keep_scale : 0.0f;
       },

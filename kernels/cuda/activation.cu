@@ -20,7 +20,9 @@ __global__ void relu_backward_kernel(const float* __restrict__ y, const float* _
 }
 
 __global__ void dropout_forward_kernel(const float* __restrict__ x, float* __restrict__ y, uint8_t* __restrict__ mask,
-                                       int64_t n, float p, float keep_scale, uint64_t seed, uint64_t offset) {
+                                       int64_t n, float p, float keep_scale, uint64_t seed, uint64_t offset,
+                                       const int64_t* __restrict__ device_offset) {
+  if (device_offset != nullptr) offset += static_cast<uint64_t>(*device_offset);
   for (int64_t i = first_index(); i < n; i += index_stride()) {
     const bool keep = p == 0.0f || philox::uniform(seed, offset + static_cast<uint64_t>(i)) >= p;
     mask[i] = keep ? 1 : 0;
@@ -57,7 +59,8 @@ DropoutOut dropout_forward(const DropoutParams& p, const Tensor& x) {
   const int64_t n = x.numel();
   const float keep_scale = 1.0f / (1.0f - p.p);  // same expression as the CPU backend
   AE_LAUNCH(dropout_forward_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(), out.y.f32(),
-            out.mask.data<uint8_t>(), n, p.p, keep_scale, p.seed, p.offset);
+            out.mask.data<uint8_t>(), n, p.p, keep_scale, p.seed, p.offset,
+            p.device_offset.defined() ? p.device_offset.data<int64_t>() : nullptr);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include "kernels/backend.h"
 #include "kernels/batchnorm_sync.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/graph.h"
 
 namespace ae::cuda {
@@ -138,6 +139,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<DeviceGraph> capture_graph(const std::string& name,
                                              const std::function<void()>& work) const override {
     auto g = std::make_unique<Graph>(name);
+    g->math = conv_math();  // before the capture: it picks the kernels the capture records
     g->graph.capture(work);
     return g;
   }
@@ -167,7 +169,9 @@ class CudaBackend final : public Backend {
     std::size_t node_count() const override { return graph.node_count(); }
     std::size_t pool_bytes() const override { return graph.pool_bytes(); }
     const std::string& name() const override { return graph.name(); }
+    bool settings_changed() const override { return conv_math() != math; }
     CapturedGraph graph;
+    ConvMath math = ConvMath::f32;
   };
 };
 

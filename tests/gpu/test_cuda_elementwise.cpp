@@ -102,6 +102,42 @@ TEST_CASE("dropout draws the CPU's mask from the same Philox stream") {
   }
 }
 
+TEST_CASE("dropout reads a device_offset on the device when it runs, as the CPU adds it") {
+  AE_GPU_TEST_PRELUDE();
+  const Tensor x = test::random_tensor({6, 40}, 31);
+  ops::DropoutParams params;
+  params.p = 0.5f;
+  params.seed = 7;
+  params.offset = 11;
+  for (const int64_t step_offset : {int64_t{1}, int64_t{5} << 32}) {
+    INFO("device offset " << step_offset);
+    Tensor host_offset = Tensor::zeros({1}, DType::i64);
+    *host_offset.data<int64_t>() = step_offset;
+    ops::DropoutParams on_device = params;
+    on_device.device_offset = to_device(host_offset);
+    ops::DropoutParams on_host = params;
+    on_host.device_offset = host_offset;
+    const ops::DropoutOut gpu = ops::dropout_forward(on_device, to_device(x));
+    const ops::DropoutOut cpu = ops::dropout_forward(on_host, x);
+    REQUIRE(test::bitwise_equal(gpu.mask, cpu.mask));
+    test::require_cuda_close(gpu.y, cpu.y, kTight, "dropout with a device offset");
+    ops::DropoutParams summed = params;
+    summed.offset = params.offset + static_cast<uint64_t>(step_offset);
+    REQUIRE(test::bitwise_equal(ops::dropout_forward(summed, x).mask, cpu.mask));
+    require_guards_intact();
+  }
+  // The offset must live where x does.
+  ops::DropoutParams mixed = params;
+  mixed.device_offset = Tensor::zeros({1}, DType::i64);
+  try {
+    ops::dropout_forward(mixed, to_device(x));
+    FAIL("a CPU device_offset with a device x did not throw");
+  } catch (const Error& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("dropout_forward") != std::string::npos);
+  }
+}
+
 TEST_CASE("ops the CUDA backend lacks are an error naming op, shape and device") {
   AE_GPU_TEST_PRELUDE();
   const Tensor x = to_device(test::random_tensor({1, 5, 5, 3}, 1));

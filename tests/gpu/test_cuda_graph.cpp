@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/graph.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cuda/stream.h"
@@ -323,6 +324,20 @@ TEST_CASE("ResNet-18 inference through a graph is bit for bit the eager forward,
   CHECK(!test::bitwise_equal(y3b, y3));
   CHECK(test::bitwise_equal(graph.forward(x3), y3b));
   CHECK(graph.captures() == 5);
+
+  // Another convolution arithmetic (--conv-math) picks other kernels: captured again, and the
+  // replay is the eager forward under it (which really differs from the f32 one).
+  {
+    const cuda::ScopedConvMath bf16(cuda::ConvMath::bf16);
+    const Tensor y3_bf16 = eager(net, x3);
+    CHECK(!test::bitwise_equal(y3_bf16, y3b));
+    CHECK(test::bitwise_equal(graph.forward(x3), y3_bf16));
+    CHECK(graph.captures() == 6);
+    CHECK(test::bitwise_equal(graph.forward(x3), y3_bf16));
+    CHECK(graph.captures() == 6);
+  }
+  CHECK(test::bitwise_equal(graph.forward(x3), y3b));  // and back
+  CHECK(graph.captures() == 7);
   require_guards_intact();
 }
 

@@ -1,14 +1,19 @@
 // A whole training step captured as a device graph (train/train_graph.h; issue 15), on the emulated
 // device in CI: a replay makes the eager TrainStep's bits (losses, every state-dict entry, every
-// optimiser state tensor) for Adam with an LR change between replays and for SGD with momentum; a
-// NaN batch is reported and changes no weight and no optimiser state; what a captured step cannot
-// do is refused; and today's TrainStep cannot be captured (its host read of the loss is refused).
+// optimiser state tensor) for Adam with an LR change between replays and for SGD with momentum,
+// with head dropout drawing fresh masks per replay; a NaN batch is reported and changes no weight
+// and no optimiser state; what a captured step cannot do is refused; the eager TrainStep cannot be
+// captured (its host read of the loss is refused); and TrainStep's own use of graphs in the training
+// loop (run_epoch): warm-up, capture, replays, an eager tail batch and the fallback when a capture
+// fails, all with the eager loop's bits.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstring>
 #include <string>
 
+#include "kernels/batchnorm_sync.h"
+#include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/graph.h"
 #include "kernels/graph.h"
 #include "kernels/ops.h"
@@ -16,7 +21,10 @@
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
 #include "tests/support/expect.h"
+#include "tests/support/files.h"
+#include "train/loader.h"
 #include "train/optimizer.h"
+#include "train/synthetic.h"
 #include "train/train_graph.h"
 #include "train/train_loop.h"
 
@@ -47,7 +55,7 @@ ae::model::ModelConfig train_config() {
   ae::model::ModelConfig c;
   c.head = ae::model::HeadType::seed;
   c.adapters = false;
-  c.dropout = 0.0f;  // a captured step refuses dropout (its seed would be frozen)
+  c.dropout = 0.5f;  // replays draw fresh masks from the step offset written before each
   c.seed = 16;
   return c;
 }
@@ -91,6 +99,12 @@ TEST_CASE("a captured training step replays the eager steps bit for bit; a NaN b
     }
     CHECK(graph.captures() == 1);
     CHECK(graph.replays() == steps - 1);
+    {
+      const Tensor x = to_device(test::random_tensor({2, 32, 32, 3}, 60)), t = to_device(test::random_tensor({2, 1}, 70));
+      CHECK(graph.captured_for(x, t));
+      const cuda::ScopedConvMath tf32(cuda::ConvMath::tf32);  // other kernels: a replay would be stale
+      CHECK(!graph.captured_for(x, t));
+    }
     CHECK(eager_opt.steps() == steps);
     CHECK(graph_opt.steps() == steps);
     require_same_state(eager_net.state_dict(), graph_net.state_dict(), "model after the steps");
@@ -121,17 +135,9 @@ TEST_CASE("a captured training step replays the eager steps bit for bit; a NaN b
   }
 }
 
-TEST_CASE("TrainGraph refuses dropout, a CPU model and eval mode") {
+TEST_CASE("TrainGraph refuses a CPU model and eval mode") {
   AE_GPU_TEST_PRELUDE();
   const Tensor x = test::random_tensor({2, 32, 32, 3}, 90), t = test::random_tensor({2, 1}, 91);
-  ae::model::ModelConfig c = train_config();
-  c.dropout = 0.5f;
-  ae::model::ResNet18 net(c);
-  net.to(device());
-  net.set_training(true);
-  ae::train::Optimizer opt(net.trainable_parameters(), {});
-  ae::train::TrainGraph graph(net, {&opt}, device());
-  test::require_error([&] { (void)graph.run(x, t); }, {"TrainGraph", "dropout 0.5", "freeze"});
   ae::model::ResNet18 cpu_net(train_config());
   cpu_net.set_training(true);
   ae::train::Optimizer cpu_opt(cpu_net.trainable_parameters(), {});
@@ -143,7 +149,7 @@ TEST_CASE("TrainGraph refuses dropout, a CPU model and eval mode") {
   ae::train::Optimizer eval_opt(eval_net.trainable_parameters(), {});
   ae::train::TrainGraph eval_graph(eval_net, {&eval_opt}, device());
   test::require_error([&] { (void)eval_graph.run(x, t); }, {"TrainGraph", "training mode"});
-  CHECK(graph.captures() + cpu_graph.captures() + eval_graph.captures() == 0);
+  CHECK(cpu_graph.captures() + eval_graph.captures() == 0);
 }
 
 TEST_CASE("today's training step cannot be captured: its loss read is refused by name") {
@@ -155,6 +161,7 @@ TEST_CASE("today's training step cannot be captured: its loss read is refused by
   net.set_training(true);
   ae::train::Optimizer opt(net.trainable_parameters(), {});
   ae::train::TrainStep step(net, {&opt}, device());
+  step.set_graphs(false);  // the eager step itself, not TrainStep's own use of TrainGraph
   const Tensor x = to_device(test::random_tensor({2, 32, 32, 3}, 50));
   const Tensor t = to_device(test::random_tensor({2, 1}, 51));
   test::require_error([&] { (void)ops::capture_graph(device(), "training step", [&] { step.run(x, t); }); },
@@ -164,5 +171,123 @@ TEST_CASE("today's training step cannot be captured: its loss read is refused by
   // The thread is back to normal: an eager step runs.
   CHECK(std::isfinite(step.run(x, t).loss));
   CHECK(opt.steps() == 1);
+  require_guards_intact();
+}
+
+namespace {
+
+// One model trained for `epochs` epochs of `samples` through run_epoch, by a TrainStep with or without
+// graphs.
+struct LoopRun {
+  ae::model::NamedTensors model, optimizer;
+  std::vector<double> epoch_losses;
+  int captures = 0;
+  int64_t replays = 0;
+  bool graphs_after = false;
+};
+
+LoopRun train_loop(const std::vector<ae::data::Sample>& samples, int epochs, bool graphs, bool adapters = false) {
+  ae::model::ModelConfig c = train_config();
+  c.adapters = adapters;
+  ae::model::ResNet18 net(c);
+  net.to(device());
+  net.set_training(true);
+  ae::train::OptimizerConfig oc;
+  oc.kind = ae::train::OptimizerKind::adam;
+  oc.lr = 1e-3f;
+  ae::train::Optimizer opt(net.trainable_parameters(), oc);
+  ae::train::TrainStep step(net, {&opt}, device());
+  step.set_graphs(graphs);
+  ae::data::LoaderConfig lc;
+  lc.batch = 4;
+  lc.workers = 1;
+  lc.seed = 3;
+  lc.transform.size = 16;
+  lc.transform.resize_to = 20;
+  ae::data::Loader loader(samples, lc);
+  LoopRun r;
+  ae::train::Position pos;
+  for (int e = 0; e < epochs; ++e) {
+    const ae::train::EpochOutcome out = ae::train::run_epoch(loader, e, pos, step);
+    REQUIRE(out.end == ae::train::EpochOutcome::End::finished);
+    r.epoch_losses.push_back(pos.mean_loss());
+    pos = ae::train::Position{};
+    pos.epoch = e + 1;
+  }
+  r.model = net.state_dict();
+  r.optimizer = opt.state();
+  r.captures = step.graph_captures();
+  r.replays = step.graph_replays();
+  r.graphs_after = step.graphs();
+  return r;
+}
+
+// 6 synthetic images in batches of 4: a full batch and a 2-row tail per epoch, so the shapes alternate.
+// Made once per process (the loader reads the files).
+const std::vector<ae::data::Sample>& six_samples() {
+  static const test::TempDir dir;
+  static const std::vector<ae::data::Sample> samples = [] {
+    ae::data::SyntheticConfig sc;
+    sc.count = 6;
+    sc.width = 24;
+    sc.height = 20;
+    ae::data::make_synthetic_dataset(dir.path.string(), sc);
+    std::vector<ae::data::Sample> out;
+    for (int i = 0; i < sc.count; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "img_%05d.png", i);
+      out.push_back({dir.file(name), 0.3f * static_cast<float>(i) - 0.7f});
+    }
+    return out;
+  }();
+  return samples;
+}
+
+void require_same_run(const LoopRun& a, const LoopRun& b, const std::string& what) {
+  REQUIRE(a.epoch_losses.size() == b.epoch_losses.size());
+  for (std::size_t e = 0; e < a.epoch_losses.size(); ++e) {
+    INFO(what << ": epoch " << e + 1 << " mean loss");
+    CHECK(a.epoch_losses[e] == b.epoch_losses[e]);
+  }
+  require_same_state(a.model, b.model, what + ": model");
+  require_same_state(a.optimizer, b.optimizer, what + ": optimiser");
+}
+
+}  // namespace
+
+TEST_CASE("TrainStep in the training loop: epoch 1 runs both shapes eagerly, then full batches replay") {
+  AE_GPU_TEST_PRELUDE();
+  const int epochs = 3;
+  const LoopRun eager = train_loop(six_samples(), epochs, false);
+  const LoopRun graphed = train_loop(six_samples(), epochs, true);
+  CHECK(eager.captures == 0);
+  CHECK(graphed.captures == 1);
+  CHECK(graphed.replays == epochs - 1);  // the full batch of epochs 2 and 3; every tail ran eagerly
+  CHECK(graphed.graphs_after);
+  require_same_run(eager, graphed, "graphed loop with dropout");
+  require_guards_intact();
+}
+
+TEST_CASE("TrainStep in the training loop: a model with residual adapters (personalisation's) replays too") {
+  AE_GPU_TEST_PRELUDE();
+  const LoopRun eager = train_loop(six_samples(), 2, false, true);
+  const LoopRun graphed = train_loop(six_samples(), 2, true, true);
+  CHECK(graphed.captures == 1);
+  CHECK(graphed.replays == 1);
+  require_same_run(eager, graphed, "graphed loop with adapters");
+  require_guards_intact();
+}
+
+TEST_CASE("TrainStep in the training loop: a capture that fails falls back to eager steps for good") {
+  AE_GPU_TEST_PRELUDE();
+  // A one-process reducer (the sums are already global): its host round trip is refused in a
+  // capture, so the capture at epoch 2's full batch fails and every step runs eagerly.
+  const ae::ops::ScopedBatchNormSync sync([](double*, int64_t) {});
+  const LoopRun eager = train_loop(six_samples(), 2, false);
+  const LoopRun fallback = train_loop(six_samples(), 2, true);
+  CHECK(fallback.captures == 0);
+  CHECK(fallback.replays == 0);
+  CHECK(!fallback.graphs_after);
+  require_same_run(eager, fallback, "loop after a failed capture");
   require_guards_intact();
 }

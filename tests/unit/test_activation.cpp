@@ -222,6 +222,31 @@ TEST_CASE("dropout mask is reproducible from (seed, offset) and changes with eit
   CHECK(bitwise_equal(single.mask, a.mask));
 }
 
+TEST_CASE("dropout with a device_offset draws the mask of offset + the tensor's value, read when it runs") {
+  const Tensor x = ae::test::random_tensor({8, 96}, 17);
+  ae::ops::DropoutParams p;
+  p.p = 0.4f;
+  p.seed = 99;
+  p.offset = 5;
+  p.device_offset = Tensor::zeros({1}, ae::DType::i64);
+  for (const int64_t step_offset : {int64_t{0}, int64_t{3}, int64_t{7} << 32}) {
+    CAPTURE(step_offset);
+    *p.device_offset.data<int64_t>() = step_offset;  // written after the params were made
+    ae::ops::DropoutParams plain = p;
+    plain.device_offset = Tensor();
+    plain.offset = p.offset + static_cast<uint64_t>(step_offset);
+    const auto a = ae::ops::dropout_forward(p, x);
+    const auto b = ae::ops::dropout_forward(plain, x);
+    CHECK(bitwise_equal(a.mask, b.mask));
+    CHECK(bitwise_equal(a.y, b.y));
+  }
+  ae::ops::DropoutParams bad = p;
+  bad.device_offset = Tensor::zeros({1});
+  require_error([&] { ae::ops::dropout_forward(bad, x); }, {"dropout_forward", "device_offset", "f32", "i64 [1]"});
+  bad.device_offset = Tensor::zeros({2}, ae::DType::i64);
+  require_error([&] { ae::ops::dropout_forward(bad, x); }, {"dropout_forward", "device_offset", "[2]"});
+}
+
 TEST_CASE("dropout keeps a fraction near 1-p and p=0 is the identity") {
   const Tensor x = ae::test::random_tensor({200000}, 17);
   for (float drop : {0.1f, 0.5f, 0.9f}) {

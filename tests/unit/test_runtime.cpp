@@ -55,6 +55,28 @@ TEST_CASE("tensor errors say what and where") {
                        ae::Error);
 }
 
+TEST_CASE("TensorIdentity: the same memory while the tensor is, never a freed storage's successor") {
+  Tensor a = Tensor::zeros({4, 3});
+  const TensorIdentity id(a);
+  CHECK(id.same_as(a));
+  CHECK(id.same_as(Tensor(a)));                  // a copy shares the storage
+  CHECK(!id.same_as(a.rows(1, 3)));              // another offset in it
+  CHECK(!id.same_as(a.clone()));                 // the same values elsewhere
+  CHECK(id.same_as(a.reshape({12})));            // same memory, other shape: the same address
+  const Tensor b = Tensor::zeros({4, 3});
+  std::vector<const Tensor*> list = {&a, &b};
+  const std::vector<TensorIdentity> ids = TensorIdentity::of(list);
+  CHECK(TensorIdentity::all_same(ids, list));
+  CHECK(!TensorIdentity::all_same(ids, {&a}));   // not as many
+  CHECK(!TensorIdentity::all_same(ids, {&b, &a}));
+  a = Tensor::zeros({4, 3});                      // the old storage is freed; its address may come back
+  CHECK(!id.same_as(a));
+  CHECK(!TensorIdentity::all_same(ids, list));
+  CHECK(TensorIdentity().same_as(Tensor()));     // undefined matches undefined only
+  CHECK(!TensorIdentity().same_as(a));
+  CHECK(!id.same_as(Tensor()));
+}
+
 TEST_CASE("a CUDA tensor without a CUDA device is a clear error") {
   if (device_allocator() != nullptr) return;  // a build with a (possibly emulated) device registered
   CHECK_THROWS_WITH_AS(Tensor::empty({4}, DType::f32, Device::cuda()), doctest::Contains("no usable CUDA device"),
