@@ -2,7 +2,7 @@
 // The training forward's convolution + BatchNorm on the device (ops::conv2d_batchnorm_train): the
 // convolution kernels gather the per-channel statistics of their output in their epilogue
 // (channel_tile_stats.h) and the BatchNorm is applied with the residual and ReLU in one pass
-// (fused_epilogue.cu). Against the unfused sequence (conv, then batchnorm_forward_train's two
+// (fused.cu). Against the unfused sequence (conv, then batchnorm_forward_train's two
 // statistics passes and its normalising pass, then add_relu) that leaves the output's re-read in
 // L2 instead of three reads and a write of it from memory.
 //
