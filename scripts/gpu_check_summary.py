@@ -11,7 +11,8 @@ Reads, when present (a missing log is reported, never guessed):
   bench_cuda_conv_bf16.log   the same with --math bf16: per-layer ratios against issue 15's target
   bench_cuda_conv_tf32.log   the same with --math tf32; optional (gpu-check.sh runs it only when time
                         is left), shown when present
-  compare-cuda.log      bench/compare.sh: train-step / inference images/s, aesthete and PyTorch
+  compare-cuda.log      bench/compare.sh: train-step / inference images/s, aesthete and PyTorch (and
+                        aesthete's train-step-eager: the step without CUDA graphs, when it used them)
   compare-cuda-bf16.log the same with --precision bf16 (optional: shown when present; issue 15's
                         training-step target is >= 1.3x PyTorch eager channels_last in BF16)
 Prints the table and exits 0 when every step passed and every expected number was found, else 1.
@@ -23,7 +24,7 @@ import sys
 
 CTEST_LINE = re.compile(r"Test\s+#\d+:\s+(\S+)\s+\.*\s*(\*\*\*)?(Passed|Failed|Skipped|Timeout|Exception|Not Run)")
 ORACLE_LINE = re.compile(r"^\s+(\S+ .*?)\s+max\|diff\| (\S+)\s+nmse (\S+)\s+(\S+)% of elementwise tol,\s+(\S+)% of nmse tol\s+(ok|FAIL)")
-IMAGES = re.compile(r"^(aesthete|pytorch)\s+(train-step|inference)\s.*?\s([0-9.]+) images/s")
+IMAGES = re.compile(r"^(aesthete|pytorch)\s+(train-step|train-step-eager|inference)\s.*?\s([0-9.]+) images/s")
 KV = re.compile(r"(\w+)=(\S+)")
 # The nmse above which bench_cuda_conv calls a result wrong, when its RESULT line has no nmse_tol
 # field (lines from before --math: f32 only).
@@ -168,13 +169,36 @@ TRAIN_STEP_TARGET = 1.3
 
 
 def parse_compare(text):
-    """{('aesthete'|'pytorch', 'train-step'|'inference'): images/s}."""
+    """{('aesthete'|'pytorch', 'train-step'|'train-step-eager'|'inference'): images/s}."""
     out = {}
     for line in (text or "").splitlines():
         m = IMAGES.match(line)
         if m:
             out[(m.group(1), m.group(2))] = float(m.group(3))
     return out
+
+
+def summarise_compare(lines, text, precision, name):
+    """The training-step and inference rows of one bench/compare.sh log; False when a number is missing."""
+    ok = True
+    ims = parse_compare(text)
+    for kind in ("train-step", "inference"):
+        a, b = ims.get(("aesthete", kind)), ims.get(("pytorch", kind))
+        where = f"{kind:<10} images/s (cuda, batch 128, {precision})"
+        if a is None or b is None:
+            missing = " and ".join(n for n, v in (("aesthete", a), ("pytorch", b)) if v is None)
+            lines.append(f"{where}: missing {missing}" + ("" if text else f" (no {name})"))
+            ok = False
+            continue
+        line = f"{where}: aesthete {a:.1f}, PyTorch {b:.1f}, aesthete/PyTorch {a / b:.2f}"
+        if kind == "train-step" and precision == "bf16":
+            line += f" (issue 15 target >= {TRAIN_STEP_TARGET:.2f}: {'met' if a / b >= TRAIN_STEP_TARGET else 'not met'})"
+        lines.append(line)
+        eager = ims.get(("aesthete", "train-step-eager"))
+        if kind == "train-step" and eager is not None:
+            lines.append(f"{'':<10} aesthete's step is CUDA graph replays; the same step without graphs "
+                         f"{eager:.1f} images/s: graphs {a / eager:.2f}x eager")
+    return ok
 
 
 def summarise(logdir):
@@ -266,33 +290,11 @@ def summarise(logdir):
         lines.extend(tf32_lines)
 
     lines.append("")
-    cmp_text = read(logdir, "compare-cuda.log")
-    ims = parse_compare(cmp_text)
-    for kind in ("train-step", "inference"):
-        a, b = ims.get(("aesthete", kind)), ims.get(("pytorch", kind))
-        if a is None or b is None:
-            missing = " and ".join(n for n, v in (("aesthete", a), ("pytorch", b)) if v is None)
-            lines.append(f"{kind:<10} images/s (cuda, batch 128, f32): missing {missing}" +
-                         ("" if cmp_text else " (no compare-cuda.log)"))
-            ok = False
-        else:
-            lines.append(f"{kind:<10} images/s (cuda, batch 128, f32): aesthete {a:.1f}, PyTorch {b:.1f}, "
-                         f"aesthete/PyTorch {a / b:.2f}")
+    if not summarise_compare(lines, read(logdir, "compare-cuda.log"), "f32", "compare-cuda.log"):
+        ok = False
     bf16_text = read(logdir, "compare-cuda-bf16.log")
-    if bf16_text is not None:
-        ims = parse_compare(bf16_text)
-        for kind in ("train-step", "inference"):
-            a, b = ims.get(("aesthete", kind)), ims.get(("pytorch", kind))
-            if a is None or b is None:
-                missing = " and ".join(n for n, v in (("aesthete", a), ("pytorch", b)) if v is None)
-                lines.append(f"{kind:<10} images/s (cuda, batch 128, bf16): missing {missing}")
-                ok = False
-                continue
-            line = (f"{kind:<10} images/s (cuda, batch 128, bf16): aesthete {a:.1f}, PyTorch {b:.1f}, "
-                    f"aesthete/PyTorch {a / b:.2f}")
-            if kind == "train-step":
-                line += f" (issue 15 target >= {TRAIN_STEP_TARGET:.2f}: {'met' if a / b >= TRAIN_STEP_TARGET else 'not met'})"
-            lines.append(line)
+    if bf16_text is not None and not summarise_compare(lines, bf16_text, "bf16", "compare-cuda-bf16.log"):
+        ok = False
     lines.append("")
     lines.append(f"result: {'PASS' if ok else 'FAIL'}")
     return "\n".join(lines), ok

@@ -88,7 +88,8 @@ ratio     inference  aesthete/pytorch = 0.75x
 """
 
 COMPARE_BF16 = """\
-aesthete  train-step  device=cuda:0 batch=128 size=224  1500.00 images/s  (16337.2 GFLOP/s at 3x forward)
+aesthete  train-step  device=cuda:0 batch=128 size=224 precision=bf16  1500.00 images/s  (16337.2 GFLOP/s at 3x forward; CUDA graph replays)
+aesthete  train-step-eager device=cuda:0 batch=128 size=224 precision=bf16  1250.00 images/s  (graph replays 1.20x eager)
 aesthete  inference   device=cuda:0 batch=128 size=224  5000.00 images/s  (18150.0 GFLOP/s)
 pytorch   train-step  device=cuda:0 batch=128 size=224  1000.00 images/s  (10890.0 GFLOP/s at 3x forward)  [pytorch 2.11.0 precision=bf16 cudnn.allow_tf32=False matmul.allow_tf32=False cudnn.benchmark=True]
 pytorch   inference   device=cuda:0 batch=128 size=224  6000.00 images/s  (21780.0 GFLOP/s)  [pytorch 2.11.0 precision=bf16 cudnn.allow_tf32=False matmul.allow_tf32=False cudnn.benchmark=True]
@@ -199,6 +200,9 @@ class SummaryTest(unittest.TestCase):
                       "aesthete/PyTorch 1.50 (issue 15 target >= 1.30: met)", text)
         self.assertIn("inference  images/s (cuda, batch 128, bf16): aesthete 5000.0, PyTorch 6000.0, "
                       "aesthete/PyTorch 0.83", text)
+        self.assertIn("aesthete's step is CUDA graph replays; the same step without graphs 1250.0 images/s: "
+                      "graphs 1.20x eager", text)
+        self.assertEqual(text.count("without graphs"), 1)  # the f32 log has no eager line: nothing invented
         slow = COMPARE_BF16.replace("1500.00 images/s", "1200.00 images/s")
         text, ok = self.run_summary(compare_bf16=slow)
         self.assertTrue(ok, text)  # a missed target is reported, not a failed check
