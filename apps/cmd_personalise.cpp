@@ -120,7 +120,8 @@ void add_personalise_command(CLI::App& app) {
   cmd->add_flag("--fit-all", o.fit_all,
                 "Also train each user on all of their ratings and write users/<user>.safetensors for score --user");
   cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", o.cuda_graphs,
-                "On a CUDA device, replay one captured training step per batch shape (default; same results)");
+                "On a CUDA device, replay one captured training step and evaluation forward per batch shape "
+                "(default; same results)");
   cmd->add_flag("--resume", o.resume, "Continue the run saved in --out");
   cmd->add_option("--checkpoint-every", o.checkpoint_seconds,
                   "Seconds between checkpoints of the running user (at epoch ends; 0 = every epoch)")

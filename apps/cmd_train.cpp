@@ -95,7 +95,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--sync-bn,!--no-sync-bn", o.sync_bn,
                 "Under mpirun: BatchNorm statistics of the global batch (default), or of each rank's shard");
   cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", o.cuda_graphs,
-                "On a CUDA device, replay one captured training step per batch shape (default; same results)");
+                "On a CUDA device, replay one captured training step and evaluation forward per batch shape "
+                "(default; same results)");
   cmd->add_flag("--resume", o.resume, "Continue the run saved in --out");
   cmd->add_option("--stop-after-steps", o.stop_after_steps, "Stop as if interrupted after N steps (testing)")
       ->group("");

@@ -71,7 +71,11 @@ bool BasicBlock::FoldedWeight::built_from(const Tensor& conv_w, const Tensor& ad
 }
 
 void BasicBlock::invalidate_folded_weights() {
-  ++cache_generation_;
+  // Only dropping a fold that exists changes what a captured graph may hold: a block without
+  // adapters, or with adapters that run unfolded while they have gradients (training, then the
+  // validation forward), keeps its generation, so the graph replaying that validation survives the
+  // state listings (checkpoints, optimiser set-up) made between epochs.
+  if (folded1_.value.defined() || folded2_.value.defined() || backward_fold_.w1.defined()) ++cache_generation_;
   folded1_.clear();
   folded2_.clear();
   backward_fold_ = BackwardFold();

@@ -580,9 +580,10 @@ class Protocol {
 
   // Scores of the bound model over `idx` of the user's samples, read through `loader` (made by
   // subset_loader over the same idx).
-  Scores evaluate(const UserData& u, const std::vector<int64_t>& idx, data::Loader& loader, int64_t* unreadable) {
+  Scores evaluate(const UserData& u, const std::vector<int64_t>& idx, Predictor& predictor, data::Loader& loader,
+                  int64_t* unreadable) {
     if (idx.empty()) return {};
-    const Predictions p = predict(shared_.net(), loader, o_.device);
+    const Predictions p = predictor.run(loader);
     if (unreadable) *unreadable = p.skipped;
     std::vector<double> pred(idx.size(), nan()), truth(idx.size());
     std::vector<int64_t> all(idx.size());
@@ -644,6 +645,7 @@ class Protocol {
     }
     TrainStep step(net, opts, o_.device);
     step.set_graphs(o_.cuda_graphs);
+    Predictor predictor(net, o_.device, o_.cuda_graphs);  // the test and validation forwards of every epoch
     data::Loader train_loader(pick(u, d.train), loader_config(seed, true));
     // Made once per run, so an unreadable image is reported once, not once per epoch.
     data::Loader test_loader(pick(u, d.test), loader_config(0, false));
@@ -690,12 +692,12 @@ class Protocol {
       row.train_loss.push_back(pos.loss_count > 0 ? pos.mean_loss() : nan());
       // The test images: curves and oracle columns only (see the header).
       int64_t unreadable = 0;
-      const Scores t = evaluate(u, d.test, test_loader, &unreadable);
+      const Scores t = evaluate(u, d.test, predictor, test_loader, &unreadable);
       row.unreadable = unreadable;
       row.test_rho.push_back(t.rho);
       row.test_mse.push_back(t.mse);
       if (!d.val.empty()) {
-        row.val_mse.push_back(evaluate(u, d.val, val_loader, nullptr).mse);
+        row.val_mse.push_back(evaluate(u, d.val, predictor, val_loader, nullptr).mse);
         if (best && first_best(row.val_mse, false) == row.val_mse.size() - 1) best = shared_.snapshot();
       }
       pos = Position{};
@@ -942,9 +944,10 @@ FitResult fit_user(model::SharedModel& shared, const std::string& user_id, const
     const Predictions p = predict(net, loader, o.device);
     for (std::size_t i = 0; i < p.samples.size(); ++i) generic_pred[static_cast<std::size_t>(p.samples[i])] = p.pred[i];
   }
+  Predictor predictor(net, o.device, o.cuda_graphs);  // the test and validation forwards of every epoch
   auto evaluate = [&](const std::vector<int64_t>& idx, data::Loader& loader, int64_t* unreadable) -> Scores {
     if (idx.empty()) return {};
-    const Predictions p = predict(net, loader, o.device);
+    const Predictions p = predictor.run(loader);
     if (unreadable) *unreadable = p.skipped;
     std::vector<double> pred(idx.size(), nan()), t(idx.size());
     std::vector<int64_t> all(idx.size());

@@ -15,6 +15,7 @@
 #include "runtime/dist.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "model/inference_graph.h"
 #include "train/train_graph.h"
 
 namespace ae::train {
@@ -47,13 +48,21 @@ TrainStep::~TrainStep() = default;
 int TrainStep::graph_captures() const { return graph_ ? graph_->captures() : 0; }
 int64_t TrainStep::graph_replays() const { return graph_ ? graph_->replays() : 0; }
 
+bool GraphShapeChoice::wants_graph(const Shape& shape) const {
+  if (has_graph_) return shape == graph_shape_;
+  return std::find(eager_shapes_.begin(), eager_shapes_.end(), shape) != eager_shapes_.end();
+}
+
+void GraphShapeChoice::ran_eagerly(const Shape& shape) {
+  if (std::find(eager_shapes_.begin(), eager_shapes_.end(), shape) == eager_shapes_.end())
+    eager_shapes_.push_back(shape);
+}
+
 bool TrainStep::graph_can_run(const Tensor& images, const Tensor& targets) const {
-  if (!(graphs_ && device_.is_cuda() && net_.device() == device_ && !parallel_ && net_.training() &&
-        net_.grad_enabled() && images.shape().size() == 4 && images.dim(0) >= 2 &&
-        targets.shape() == Shape({images.dim(0), 1})))
-    return false;  // what TrainGraph refuses or cannot do
-  if (graph_) return images.shape() == graph_shape_;
-  return std::find(eager_shapes_.begin(), eager_shapes_.end(), images.shape()) != eager_shapes_.end();
+  return graphs_ && device_.is_cuda() && net_.device() == device_ && !parallel_ && net_.training() &&
+         net_.grad_enabled() && images.shape().size() == 4 && images.dim(0) >= 2 &&
+         targets.shape() == Shape({images.dim(0), 1}) &&  // what TrainGraph refuses or cannot do
+         shapes_.wants_graph(images.shape());
 }
 
 TrainStep::Outcome TrainStep::run(const Tensor& images, const Tensor& targets) {
@@ -62,7 +71,7 @@ TrainStep::Outcome TrainStep::run(const Tensor& images, const Tensor& targets) {
     const bool capturing = !graph_->captured_for(images, targets);
     try {
       const Outcome out = graph_->run(images, targets);
-      graph_shape_ = images.shape();
+      shapes_.graph_ran(images.shape());
       if (out.finite) ++steps_;
       return out;
     } catch (const Error& e) {
@@ -73,10 +82,10 @@ TrainStep::Outcome TrainStep::run(const Tensor& images, const Tensor& targets) {
                                                                           << "); training goes on without graphs");
       graphs_ = false;
       graph_.reset();
+      shapes_.forget_graph();
     }
   }
-  if (std::find(eager_shapes_.begin(), eager_shapes_.end(), images.shape()) == eager_shapes_.end())
-    eager_shapes_.push_back(images.shape());
+  shapes_.ran_eagerly(images.shape());
   return run_eager(images, targets);
 }
 
@@ -259,15 +268,47 @@ EpochOutcome run_epoch(data::Loader& loader, int64_t epoch, Position& pos, Train
 // ---------------------------------------------------------------- evaluation
 
 Predictions predict(model::ResNet18& net, data::Loader& loader, Device device) {
-  const bool was_training = net.training(), had_grad = net.grad_enabled();
-  net.set_training(false);
-  net.set_grad_enabled(false);
+  return Predictor(net, device).run(loader);
+}
+
+Predictor::Predictor(model::ResNet18& net, Device device, bool graphs) : net_(net), device_(device), graphs_(graphs) {}
+
+Predictor::~Predictor() = default;
+
+int Predictor::graph_captures() const { return graph_ ? graph_->captures() : 0; }
+int64_t Predictor::graph_replays() const { return graph_ ? graph_->replays() : 0; }
+
+Tensor Predictor::forward(const Tensor& images) {
+  if (graphs_ && device_.is_cuda() && net_.device() == device_ && shapes_.wants_graph(images.shape())) {
+    if (!graph_) graph_ = std::make_unique<model::InferenceGraph>(net_);
+    const int captures_before = graph_->captures();
+    try {
+      Tensor y = graph_->forward(images);
+      shapes_.graph_ran(images.shape());
+      return y;
+    } catch (const Error& e) {
+      if (graph_->captures() == captures_before) throw;  // a replay that fails is a device error
+      AE_WARN("the evaluation forward could not be captured as a CUDA graph ("
+              << e.what() << "); evaluation goes on without graphs");
+      graphs_ = false;
+      graph_.reset();
+      shapes_.forget_graph();
+    }
+  }
+  shapes_.ran_eagerly(images.shape());
+  return net_.forward(images.to(device_));
+}
+
+Predictions Predictor::run(data::Loader& loader) {
+  const bool was_training = net_.training(), had_grad = net_.grad_enabled();
+  net_.set_training(false);
+  net_.set_grad_enabled(false);
   Predictions p;
   loader.start_epoch(0);
   while (auto b = loader.next()) {
     p.skipped += b->skipped;
     if (b->images.dim(0) == 0) continue;
-    const std::vector<float> y = net.forward(b->images.to(device)).to_vector();
+    const std::vector<float> y = forward(b->images).to_vector();
     const std::vector<float> t = b->targets.to_vector();
     for (std::size_t i = 0; i < y.size(); ++i) {
       p.pred.push_back(y[i]);
@@ -275,8 +316,8 @@ Predictions predict(model::ResNet18& net, data::Loader& loader, Device device) {
       p.samples.push_back(b->samples[i]);
     }
   }
-  net.set_training(was_training);
-  net.set_grad_enabled(had_grad);
+  net_.set_training(was_training);
+  net_.set_grad_enabled(had_grad);
   return p;
 }
 

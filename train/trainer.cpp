@@ -183,8 +183,8 @@ struct ValScores {
   double mse = 0, spearman = 0, pearson = 0;
 };
 
-ValScores validate(model::ResNet18& m, data::Loader& loader, Device device) {
-  const Predictions p = predict(m, loader, device);
+ValScores validate(Predictor& predictor, data::Loader& loader) {
+  const Predictions p = predictor.run(loader);
   AE_CHECK(p.pred.size() >= 2, "validation: fewer than 2 readable images");
   return {metrics::mse(p.pred, p.truth), metrics::spearman(p.pred, p.truth), metrics::pearson(p.pred, p.truth)};
 }
@@ -197,6 +197,7 @@ struct Run {
   Optimizer opt;
   TrainStep step;
   data::Loader train_loader, val_loader;
+  Predictor val_predictor;  // after net: its graph, if any, replays the validation forward every epoch
   TrainResult result;
   Position pos;
   int64_t steps_this_run = 0;
@@ -211,7 +212,8 @@ struct Run {
         opt(prepare(net, o, init), optimizer_config(o)),
         step(net, {&opt}, o.device),
         train_loader(split.train, loader_config(o, /*train=*/true)),
-        val_loader(split.val, loader_config(o, /*train=*/false)) {
+        val_loader(split.val, loader_config(o, /*train=*/false)),
+        val_predictor(net, o.device, o.cuda_graphs) {
     step.set_data_parallel(o.sync_bn);
     step.set_graphs(o.cuda_graphs);
   }
@@ -293,7 +295,7 @@ struct Run {
 
   // Validation, model selection, the epoch's files.
   void finish_epoch(int64_t epoch) {
-    const ValScores val = validate(net, val_loader, o.device);
+    const ValScores val = validate(val_predictor, val_loader);
     EpochRow row;
     row.epoch = epoch + 1;
     row.lr = step_lr(o.lr, o.lr_decay, o.decay_every, epoch);

@@ -291,3 +291,50 @@ TEST_CASE("TrainStep in the training loop: a capture that fails falls back to ea
   require_same_run(eager, fallback, "loop after a failed capture");
   require_guards_intact();
 }
+
+TEST_CASE("Predictor replays one captured eval forward across calls, with the eager predictions' bits") {
+  AE_GPU_TEST_PRELUDE();
+  ae::model::ResNet18 net(train_config());
+  net.to(device());
+  ae::data::LoaderConfig lc;
+  lc.batch = 4;
+  lc.workers = 1;
+  lc.shuffle = false;
+  lc.transform.size = 16;
+  lc.transform.resize_to = 16;
+  ae::data::Loader loader(six_samples(), lc);  // a full batch of 4 and a tail of 2
+  ae::train::Predictor graphed(net, device()), eager(net, device(), /*graphs=*/false);
+  // As in a training loop: the evaluations come after training steps (the parameters have
+  // gradients), and the optimiser lists the model's state once.
+  ae::train::Optimizer opt(net.trainable_parameters(), {});
+  ae::train::TrainStep step(net, {&opt}, device());
+  net.set_training(true);
+  REQUIRE(step.run(to_device(test::random_tensor({2, 16, 16, 3}, 94)), to_device(test::random_tensor({2, 1}, 93))).finite);
+  auto require_same = [](const ae::train::Predictions& a, const ae::train::Predictions& b, const std::string& what) {
+    INFO(what);
+    REQUIRE(a.pred.size() == 6);
+    REQUIRE(a.pred.size() == b.pred.size());
+    for (std::size_t i = 0; i < a.pred.size(); ++i) CHECK(same_bits(static_cast<float>(a.pred[i]), static_cast<float>(b.pred[i])));
+    CHECK(a.samples == b.samples);
+  };
+  require_same(graphed.run(loader), eager.run(loader), "call 1: every shape new, all eager");
+  CHECK(graphed.graph_captures() == 0);
+  CHECK(net.training());  // restored afterwards, as the grad flag
+  CHECK(net.grad_enabled());
+  require_same(graphed.run(loader), eager.run(loader), "call 2: the full batch captured and replayed");
+  CHECK(graphed.graph_captures() == 1);
+  CHECK(graphed.graph_replays() == 1);
+  CHECK(eager.graph_captures() == 0);
+
+  // A training step and a checkpoint's state listing between evaluations: the weights change in
+  // place and no fold exists to drop, so the graph replays the new weights without a new capture.
+  const ae::train::Predictions before = eager.run(loader);
+  REQUIRE(step.run(to_device(test::random_tensor({2, 16, 16, 3}, 95)), to_device(test::random_tensor({2, 1}, 96))).finite);
+  (void)net.state_dict();
+  const ae::train::Predictions after = eager.run(loader);
+  CHECK(!same_bits(static_cast<float>(before.pred[0]), static_cast<float>(after.pred[0])));
+  require_same(graphed.run(loader), after, "call 3: after a training step");
+  CHECK(graphed.graph_captures() == 1);
+  CHECK(graphed.graph_replays() == 2);
+  require_guards_intact();
+}
