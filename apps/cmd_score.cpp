@@ -13,6 +13,7 @@
 #include "session/session.h"
 #include "train/preprocess.h"
 #include "train/score.h"
+#include "train/train_loop.h"
 #include "weights_tools/model_file.h"
 
 namespace ae::app {
@@ -29,6 +30,7 @@ struct ScoreArgs {
   std::string size = "auto";
   std::string device = "auto";
   int batch = train::kScoreBatch;
+  bool cuda_graphs = true;
   std::vector<std::string> paths;
 };
 
@@ -151,6 +153,10 @@ void run_score(const ScoreArgs& a) {
   // once; states streamed from disk are read once per chunk, so their chunks are large.
   const std::size_t chunk_bytes = resident ? 0 : std::size_t{128} << 20;
   train::PhotoChunkReader reader(files, size, a.batch, chunk_bytes);
+  // One column: on a CUDA device the batches of one size replay one captured forward, with the
+  // eager bits (train::Predictor). Several columns bind another state per column and chunk, which
+  // a graph would have to capture again each time: those run eagerly.
+  train::Predictor predictor(shared.net(), shared.device(), a.cuda_graphs && columns.size() == 1);
   while (!reader.done()) {
     const train::PhotoChunk chunk = reader.next();
     if (dist::is_root())
@@ -167,7 +173,7 @@ void run_score(const ScoreArgs& a) {
       else
         shared.bind(columns[c].resident ? columns[c].resident : shared.load_user(columns[c].path));
       for (const train::PhotoBatch& b : batches) {
-        const std::vector<float> part = train::score_inputs(shared, b.x);
+        const std::vector<float> part = predictor.scores(b.x);
         z[c].insert(z[c].end(), part.begin(), part.end());
       }
     }
@@ -213,6 +219,9 @@ void add_score_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--batch", args->batch, "Photos per forward pass")->capture_default_str();
+  cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", args->cuda_graphs,
+                "On a CUDA device with one score column, replay one captured forward per batch size (default; "
+                "same scores)");
   add_max_pixels_option(*cmd);
   cmd->add_option("paths", args->paths, "Images (JPEG, PNG) or folders of images")->required();
   cmd->callback([args] { run_score(*args); });

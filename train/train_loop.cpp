@@ -299,6 +299,12 @@ Tensor Predictor::forward(const Tensor& images) {
   return net_.forward(images.to(device_));
 }
 
+std::vector<float> Predictor::scores(const Tensor& images) {
+  net_.set_training(false);
+  net_.set_grad_enabled(false);
+  return forward(images).to_vector();
+}
+
 Predictions Predictor::run(data::Loader& loader) {
   const bool was_training = net_.training(), had_grad = net_.grad_enabled();
   net_.set_training(false);

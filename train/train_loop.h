@@ -165,6 +165,9 @@ class Predictor {
   Predictor& operator=(const Predictor&) = delete;
 
   Predictions run(data::Loader& loader);
+  // The output of each row of one batch `images` ([N,H,W,3], any device) in eval mode without
+  // gradients (flags set for it and left so, as train::score_inputs): `aesthete score`'s batches.
+  std::vector<float> scores(const Tensor& images);
   int graph_captures() const;
   int64_t graph_replays() const;
 

@@ -85,7 +85,7 @@ TEST_CASE("a captured training step replays the eager steps bit for bit; a NaN b
     const int steps = adam ? 3 : 2;
     for (int k = 0; k < steps; ++k) {
       INFO("step " << k);
-      const Tensor x = to_device(test::random_tensor({2, 32, 32, 3}, 60 + k, -2.0f, 2.0f));
+      const Tensor x = to_device(test::random_tensor({2, 16, 16, 3}, 60 + k, -2.0f, 2.0f));
       const Tensor t = to_device(test::random_tensor({2, 1}, 70 + k));
       if (k == 2) {  // a new learning rate between replays reaches the captured step
         eager_opt.set_lr(5e-4f);
@@ -100,7 +100,7 @@ TEST_CASE("a captured training step replays the eager steps bit for bit; a NaN b
     CHECK(graph.captures() == 1);
     CHECK(graph.replays() == steps - 1);
     {
-      const Tensor x = to_device(test::random_tensor({2, 32, 32, 3}, 60)), t = to_device(test::random_tensor({2, 1}, 70));
+      const Tensor x = to_device(test::random_tensor({2, 16, 16, 3}, 60)), t = to_device(test::random_tensor({2, 1}, 70));
       CHECK(graph.captured_for(x, t));
       const cuda::ScopedConvMath tf32(cuda::ConvMath::tf32);  // other kernels: a replay would be stale
       CHECK(!graph.captured_for(x, t));
@@ -116,7 +116,7 @@ TEST_CASE("a captured training step replays the eager steps bit for bit; a NaN b
       // (A NaN target: a NaN pixel would not reach the loss, ReLU and max-pooling drop it.)
       Tensor tn_host = test::random_tensor({2, 1}, 81);
       tn_host.f32()[1] = std::nanf("");
-      const Tensor xn = to_device(test::random_tensor({2, 32, 32, 3}, 80, -2.0f, 2.0f)), tn = to_device(tn_host);
+      const Tensor xn = to_device(test::random_tensor({2, 16, 16, 3}, 80, -2.0f, 2.0f)), tn = to_device(tn_host);
       const ae::model::NamedTensors params_before = parameters_of(graph_net);
       const auto opt_before = graph_opt.state();
       const ae::train::TrainStep::Outcome a = eager_step.run(xn, tn);
@@ -187,6 +187,7 @@ struct LoopRun {
 };
 
 LoopRun train_loop(const std::vector<ae::data::Sample>& samples, int epochs, bool graphs, bool adapters = false) {
+  // (16 px and few images: every step is a ResNet-18 step on the emulated device)
   ae::model::ModelConfig c = train_config();
   c.adapters = adapters;
   ae::model::ResNet18 net(c);
@@ -243,6 +244,11 @@ const std::vector<ae::data::Sample>& six_samples() {
   return samples;
 }
 
+// The first 4 of them: one full batch per epoch, so epoch 1 runs eagerly and epoch 2 captures.
+std::vector<ae::data::Sample> four_samples() {
+  return std::vector<ae::data::Sample>(six_samples().begin(), six_samples().begin() + 4);
+}
+
 void require_same_run(const LoopRun& a, const LoopRun& b, const std::string& what) {
   REQUIRE(a.epoch_losses.size() == b.epoch_losses.size());
   for (std::size_t e = 0; e < a.epoch_losses.size(); ++e) {
@@ -270,8 +276,8 @@ TEST_CASE("TrainStep in the training loop: epoch 1 runs both shapes eagerly, the
 
 TEST_CASE("TrainStep in the training loop: a model with residual adapters (personalisation's) replays too") {
   AE_GPU_TEST_PRELUDE();
-  const LoopRun eager = train_loop(six_samples(), 2, false, true);
-  const LoopRun graphed = train_loop(six_samples(), 2, true, true);
+  const LoopRun eager = train_loop(four_samples(), 2, false, true);
+  const LoopRun graphed = train_loop(four_samples(), 2, true, true);
   CHECK(graphed.captures == 1);
   CHECK(graphed.replays == 1);
   require_same_run(eager, graphed, "graphed loop with adapters");
@@ -281,10 +287,10 @@ TEST_CASE("TrainStep in the training loop: a model with residual adapters (perso
 TEST_CASE("TrainStep in the training loop: a capture that fails falls back to eager steps for good") {
   AE_GPU_TEST_PRELUDE();
   // A one-process reducer (the sums are already global): its host round trip is refused in a
-  // capture, so the capture at epoch 2's full batch fails and every step runs eagerly.
+  // capture, so the capture at epoch 2's batch fails and every step runs eagerly.
   const ae::ops::ScopedBatchNormSync sync([](double*, int64_t) {});
-  const LoopRun eager = train_loop(six_samples(), 2, false);
-  const LoopRun fallback = train_loop(six_samples(), 2, true);
+  const LoopRun eager = train_loop(four_samples(), 2, false);
+  const LoopRun fallback = train_loop(four_samples(), 2, true);
   CHECK(fallback.captures == 0);
   CHECK(fallback.replays == 0);
   CHECK(!fallback.graphs_after);
@@ -336,5 +342,15 @@ TEST_CASE("Predictor replays one captured eval forward across calls, with the ea
   require_same(graphed.run(loader), after, "call 3: after a training step");
   CHECK(graphed.graph_captures() == 1);
   CHECK(graphed.graph_replays() == 2);
+
+  // scores(), one batch at a time as `aesthete score` calls it: a batch of the graph's shape replays.
+  const Tensor batch = test::random_tensor({4, 16, 16, 3}, 97, -2.0f, 2.0f);
+  const std::vector<float> eager_scores = eager.scores(batch);
+  const std::vector<float> graph_scores = graphed.scores(batch);
+  REQUIRE(graph_scores.size() == 4);
+  CHECK(std::memcmp(graph_scores.data(), eager_scores.data(), 4 * sizeof(float)) == 0);
+  CHECK(graphed.graph_replays() == 3);
+  CHECK(!net.training());  // left in eval mode without gradients, as score_inputs leaves it
+  CHECK(!net.grad_enabled());
   require_guards_intact();
 }
