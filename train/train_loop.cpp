@@ -68,14 +68,15 @@ bool TrainStep::graph_can_run(const Tensor& images, const Tensor& targets) const
 TrainStep::Outcome TrainStep::run(const Tensor& images, const Tensor& targets) {
   if (graph_can_run(images, targets)) {
     if (!graph_) graph_ = std::make_unique<TrainGraph>(net_, optimizers_, device_);
-    const bool capturing = !graph_->captured_for(images, targets);
+    const int captures_before = graph_->captures();
     try {
       const Outcome out = graph_->run(images, targets);
       shapes_.graph_ran(images.shape());
       if (out.finite) ++steps_;
       return out;
     } catch (const Error& e) {
-      if (!capturing) throw;  // a replay that fails is a device error, not a graph limitation
+      // A replay that fails is a device error, not a graph limitation.
+      if (graph_->captures() == captures_before) throw;
       // Nothing of the captured step ran (a capture queues nothing), and TrainGraph undid its host
       // counting: the same step runs eagerly below.
       AE_WARN("the training step could not be captured as a CUDA graph (" << e.what()
