@@ -209,6 +209,8 @@ void add_enhance_command(CLI::App& app) {
   cmd->add_option("--quality", a->quality, "JPEG quality of the output")->capture_default_str();
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--seed", a->o.seed)->capture_default_str();
+  cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", a->o.cuda_graphs,
+                "On a CUDA device, replay one captured input-gradient pass per step (default; same result)");
   add_max_pixels_option(*cmd);
   cmd->callback([a] { run_enhance(*a); });
 

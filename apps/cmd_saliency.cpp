@@ -33,6 +33,7 @@ struct SaliencyArgs {
   std::string size = "auto";
   std::string device = "auto";
   uint64_t seed = 0;
+  bool cuda_graphs = true;
 };
 
 // OUT.png -> OUT.raw.png
@@ -75,6 +76,7 @@ void run_saliency(const SaliencyArgs& a) {
   o.noise = a.noise;
   o.seed = a.seed;
   o.versus_generic = a.versus_generic;
+  o.cuda_graphs = a.cuda_graphs;
   model::SharedModel shared(ck, device, "--model '" + a.model + "'");
   std::string who = "the generic model";
   if (!a.user.empty()) {
@@ -140,6 +142,9 @@ void add_saliency_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--seed", args->seed, "SmoothGrad noise seed")->capture_default_str();
+  cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", args->cuda_graphs,
+                "On a CUDA device, replay one captured input-gradient pass for the SmoothGrad batches (default; "
+                "same map)");
   add_max_pixels_option(*cmd);
   cmd->callback([args] { run_saliency(*args); });
 }

@@ -53,6 +53,7 @@
 #include "train/report_html.h"
 #include "train/saliency.h"
 #include "train/score.h"
+#include "train/train_loop.h"
 #include "train/trainer.h"
 #include "weights_tools/model_file.h"
 
@@ -315,6 +316,9 @@ py::object score(const Model& m, const py::object& x, const std::optional<User>&
   const int size = m.core->size;
   const std::size_t per_batch = size > 0 ? static_cast<std::size_t>(batch) : 1;
   const std::vector<float> z = m.run(state, [&](model::SharedModel& shared, StopFlag& stop) {
+    // On a CUDA device the batches of one size replay one captured forward from the second on
+    // (train::Predictor, as `aesthete score` scores one column), with the eager scores' bits.
+    train::Predictor predictor(shared.net(), shared.device());
     std::vector<float> out;
     for (std::size_t next = 0; next < photos.items.size();) {
       throw_if_stopped(&stop, "score");
@@ -324,7 +328,7 @@ py::object score(const Model& m, const py::object& x, const std::optional<User>&
         inputs.push_back(p.path.empty() ? img::preprocess_eval(p.view, size)
                                         : img::preprocess_eval(img::read_image(p.path), size));
       }
-      const std::vector<float> part = train::score_inputs(shared, train::stack_inputs(inputs));
+      const std::vector<float> part = predictor.scores(train::stack_inputs(inputs));
       out.insert(out.end(), part.begin(), part.end());
     }
     return out;

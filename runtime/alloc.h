@@ -46,6 +46,9 @@ struct DeviceAllocator {
   std::function<void(void* ptr, std::size_t bytes, int device_index)> free;
   // Copies between host and device or within a device; kind tells the direction.
   std::function<void(void* dst, Device dst_dev, const void* src, Device src_dev, std::size_t bytes)> copy;
+  // Sets device bytes to zero in order with the device's other work, without a host buffer (so a
+  // graph capture may record it). Optional: without it Tensor::zero_ uploads zeros.
+  std::function<void(void* dst, std::size_t bytes)> zero;
 };
 
 // Registered by the CUDA (or emulated-device) runtime at start-up; empty otherwise.

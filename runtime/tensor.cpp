@@ -180,10 +180,15 @@ void Tensor::zero_() {
   if (nbytes() == 0) return;
   if (device().is_cpu()) {
     std::memset(raw(), 0, nbytes());
-  } else {
-    Tensor z = zeros(shape_, dtype_, Device::cpu());
-    copy_from(z);
+    return;
   }
+  const DeviceAllocator* a = device_allocator();
+  if (a != nullptr && a->zero) {
+    a->zero(raw(), nbytes());
+    return;
+  }
+  Tensor z = zeros(shape_, dtype_, Device::cpu());
+  copy_from(z);
 }
 
 std::vector<float> Tensor::to_vector() const {

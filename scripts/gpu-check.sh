@@ -16,6 +16,8 @@
 #      in BF16), if >= 160 s are left
 #   6. compute-sanitizer memcheck of one real-GPU test binary, if time is left
 #   6b. bench_cuda_conv --math tf32 (cuDNN: f32 tensors, TF32 allowed), if >= 100 s are left
+#   6c. aesthete bench --what enhance at batch 1, 512 px: the input-gradient pass of enhancement and
+#      saliency eager and as CUDA graph replays, if >= 45 s are left
 # and prints ONE summary table last (scripts/gpu_check_summary.py). Logs and the table go to
 # $OUT/gpu-check when OUT is set, else to <build>/gpu-check-logs. Keeps going after a failed step;
 # exits non-zero when anything failed, timed out or is missing from the table.
@@ -184,6 +186,13 @@ if ((DRY_RUN == 1 || $(remaining) >= 100)); then
   step bench_cuda_conv_tf32 90 "$BUILD/bench_cuda_conv" --batch "$BATCH" --math tf32 --min-time 0.15
 else
   row bench_cuda_conv_tf32 info 0 "not run (under 100 s of the ${BUDGET_S}s budget left)"
+fi
+
+# ---- 6c. the batch-1 input-gradient pass (enhance, saliency) eager and replayed, with time to spare
+if ((DRY_RUN == 1 || $(remaining) >= 45)); then
+  step enhance-graph 40 "$BUILD/aesthete" bench --what enhance --device cuda --batch 1 --size 512 --steps 20
+else
+  row enhance-graph info 0 "not run (under 45 s of the ${BUDGET_S}s budget left)"
 fi
 
 # ---- the table

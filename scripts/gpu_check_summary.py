@@ -15,6 +15,8 @@ Reads, when present (a missing log is reported, never guessed):
                         aesthete's train-step-eager: the step without CUDA graphs, when it used them)
   compare-cuda-bf16.log the same with --precision bf16 (optional: shown when present; issue 15's
                         training-step target is >= 1.3x PyTorch eager channels_last in BF16)
+  enhance-graph.log     aesthete bench --what enhance: the batch-1 input-gradient pass of enhancement
+                        and saliency, eager and as CUDA graph replays (optional: shown when present)
 Prints the table and exits 0 when every step passed and every expected number was found, else 1.
 Standard library only (it runs on the GPU machine's python3 and on CI's).
 """
@@ -26,6 +28,7 @@ CTEST_LINE = re.compile(r"Test\s+#\d+:\s+(\S+)\s+\.*\s*(\*\*\*)?(Passed|Failed|S
 ORACLE_LINE = re.compile(r"^\s+(\S+ .*?)\s+max\|diff\| (\S+)\s+nmse (\S+)\s+(\S+)% of elementwise tol,\s+(\S+)% of nmse tol\s+(ok|FAIL)")
 IMAGES = re.compile(r"^(aesthete|pytorch)\s+(train-step|train-step-eager|inference)\s.*?\s([0-9.]+) images/s")
 KV = re.compile(r"(\w+)=(\S+)")
+ENHANCE = re.compile(r"^(enhance-step|enhance-step-graph)\s+(.*?)\s+[0-9.]+ images/s\s+\(([0-9.]+) ms/step")
 # The nmse above which bench_cuda_conv calls a result wrong, when its RESULT line has no nmse_tol
 # field (lines from before --math: f32 only).
 DEFAULT_NMSE_TOL = 1e-6
@@ -201,6 +204,24 @@ def summarise_compare(lines, text, precision, name):
     return ok
 
 
+def summarise_enhance(lines, text):
+    """The enhancement pass eager and as graph replays (enhance-graph.log); False when a number is missing."""
+    ms, where = {}, ""
+    for line in (text or "").splitlines():
+        m = ENHANCE.match(line)
+        if m:
+            ms[m.group(1)] = float(m.group(3))
+            where = where or m.group(2)
+    eager, graph = ms.get("enhance-step"), ms.get("enhance-step-graph")
+    if eager is None or graph is None:
+        missing = " and ".join(n for n, v in (("enhance-step", eager), ("enhance-step-graph", graph)) if v is None)
+        lines.append(f"enhance step (input gradient): missing {missing} in enhance-graph.log")
+        return False
+    lines.append(f"enhance step (input gradient, {where}): eager {eager:.2f} ms, CUDA graph replays {graph:.2f} ms: "
+                 f"graphs {eager / graph:.2f}x eager")
+    return True
+
+
 def summarise(logdir):
     """Returns (text, ok)."""
     lines, ok = [], True
@@ -294,6 +315,9 @@ def summarise(logdir):
         ok = False
     bf16_text = read(logdir, "compare-cuda-bf16.log")
     if bf16_text is not None and not summarise_compare(lines, bf16_text, "bf16", "compare-cuda-bf16.log"):
+        ok = False
+    enhance_text = read(logdir, "enhance-graph.log")
+    if enhance_text is not None and not summarise_enhance(lines, enhance_text):
         ok = False
     lines.append("")
     lines.append(f"result: {'PASS' if ok else 'FAIL'}")

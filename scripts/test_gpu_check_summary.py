@@ -97,18 +97,23 @@ ratio     train-step aesthete/pytorch = 1.50x
 ratio     inference  aesthete/pytorch = 0.83x
 """
 
+ENHANCE_OK = """\
+enhance-step device=cuda:0 batch=1 size=512  125.00 images/s  (8.0 ms/step)
+enhance-step-graph device=cuda:0 batch=1 size=512  250.00 images/s  (4.0 ms/step; 2.00x eager)
+"""
+
 STEPS_OK = "device|ok|0|GPU 0: NVIDIA H200\nconfigure|ok|10|\nbuild|ok|150|\nctest-gpu|ok|40|\n"
 
 
 def write_fixtures(logdir, ctest=CTEST_OK, oracle=ORACLE_OK, bench=None, bench_bf16=None, bench_tf32=None,
-                   compare=COMPARE_OK, compare_bf16=None, steps=None):
+                   compare=COMPARE_OK, compare_bf16=None, enhance=None, steps=None):
     # bench_bf16: None writes the passing fake log, "" an empty one; bench_tf32 (optional step): None
     # writes no log at all.
     files = {"ctest-gpu.log": ctest, "cudnn-oracle.log": oracle,
              "bench_cuda_conv.log": bench if bench is not None else bench_log(),
              "bench_cuda_conv_bf16.log": bench_bf16 if bench_bf16 is not None else bf16_log(),
              "bench_cuda_conv_tf32.log": bench_tf32, "compare-cuda.log": compare,
-             "compare-cuda-bf16.log": compare_bf16,
+             "compare-cuda-bf16.log": compare_bf16, "enhance-graph.log": enhance,
              "steps.txt": steps}
     for name, text in files.items():
         if text is not None:
@@ -211,6 +216,17 @@ class SummaryTest(unittest.TestCase):
         self.assertFalse(ok)
         self.assertIn("train-step images/s (cuda, batch 128, bf16): missing pytorch", text)
 
+    def test_enhance_graph_shown_when_present(self):
+        text, ok = self.run_summary()
+        self.assertNotIn("enhance step", text)  # optional step, no log: nothing shown
+        text, ok = self.run_summary(enhance=ENHANCE_OK)
+        self.assertTrue(ok, text)
+        self.assertIn("enhance step (input gradient, device=cuda:0 batch=1 size=512): eager 8.00 ms, "
+                      "CUDA graph replays 4.00 ms: graphs 2.00x eager", text)
+        text, ok = self.run_summary(enhance=ENHANCE_OK.splitlines()[0] + "\n")
+        self.assertFalse(ok)
+        self.assertIn("enhance step (input gradient): missing enhance-step-graph in enhance-graph.log", text)
+
     def test_ratio_column_is_per_pass(self):
         text, ok = self.run_summary(bench=bench_log(ratio_of=lambda layer, p: {"fwd": 0.25, "dgrad": 0.5, "wgrad": 2.0}[p]))
         self.assertTrue(ok, text)
@@ -257,6 +273,6 @@ if __name__ == "__main__":
         # Not steps.txt: gpu-check.sh --dry-run writes its own. The optional tf32 and bf16-compare
         # logs too, so that the dry run shows every table.
         write_fixtures(sys.argv[2], bench_tf32=bench_log(math="tf32", ratio_of=lambda layer, p: 0.9),
-                       compare_bf16=COMPARE_BF16)
+                       compare_bf16=COMPARE_BF16, enhance=ENHANCE_OK)
         sys.exit(0)
     unittest.main()

@@ -9,6 +9,7 @@
 
 #include "kernels/ops.h"
 #include "kernels/resize_taps.h"
+#include "model/model_graph.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
 #include "train/preprocess.h"
@@ -143,10 +144,23 @@ struct Eval {
   Tensor grad;  // d score / d image01, image01's shape and device
 };
 
-Eval score_and_grad(model::SharedModel& shared, const Tensor& image01, int size) {
+// ones [n,1] on `device`: the score's gradient seed, passed to a graphed function as an input (a
+// host-to-device copy inside it would be refused by the capture).
+Tensor score_seed(int64_t n, Device device) { return Tensor::full({n, 1}, 1.0f).to(device); }
+
+// {score [N,1], d score / d image01}: the eval preprocessing, the input-gradient pass and the
+// preprocessing's backward, device ops only, so that model::GraphedFunction can capture it.
+std::vector<Tensor> score_and_grad_ops(model::ResNet18& net, const Tensor& image01, const Tensor& seed, int size) {
   const Tensor input = img::preprocess_eval_ops(image01, size);
-  const model::ResNet18::InputGradient ig = shared.net().input_gradient(input);
-  return {static_cast<double>(ig.score.item()), img::preprocess_eval_ops_backward(ig.dx, image01.shape(), size)};
+  const model::ResNet18::InputGradient ig = net.input_gradient(input, seed);
+  return {ig.score, img::preprocess_eval_ops_backward(ig.dx, image01.shape(), size)};
+}
+
+Eval to_eval(const std::vector<Tensor>& out) { return {static_cast<double>(out[0].item()), out[1]}; }
+
+// One eager pass (the pixel mode's --eot crops, each of its own shape).
+Eval score_and_grad(model::SharedModel& shared, const Tensor& image01, int size) {
+  return to_eval(score_and_grad_ops(shared.net(), image01, score_seed(image01.dim(0), shared.device()), size));
 }
 
 struct Proposal {
@@ -173,13 +187,20 @@ Proposal propose_theta(const std::vector<float>& theta, const std::vector<float>
 EnhanceResult enhance_global(model::SharedModel& shared, const img::Image& photo, const EnhanceOptions& o, double eps) {
   const Device device = shared.device();
   const Tensor work = working_image(photo, o.max_side, device);
+  const Tensor seed = score_seed(1, device);
   const ops::PhotoEditParams pe = edit_params();
+  model::ResNet18& net = shared.net();
+  // (work, theta, seed) -> {score, d score / d theta}: every step has the same shapes, so from the
+  // second step on a CUDA device replays one graph.
+  model::GraphedFunction score_and_dtheta(net, o.cuda_graphs, "the enhancement step", [&](const std::vector<Tensor>& in) {
+    const Tensor edited = ops::photo_edit_forward(pe, in[0], in[1]);
+    const std::vector<Tensor> sg = score_and_grad_ops(net, edited, in[2], o.size);
+    return std::vector<Tensor>{sg[0], ops::photo_edit_backward_theta(pe, in[0], in[1], sg[1])};
+  });
   auto evaluate = [&](const std::vector<float>& th, std::vector<float>& dtheta) {
-    const Tensor t = Tensor::from_vector({kTheta}, th).to(device);
-    const Tensor edited = ops::photo_edit_forward(pe, work, t);
-    const Eval e = score_and_grad(shared, edited, o.size);
-    dtheta = ops::photo_edit_backward_theta(pe, work, t, e.grad).to_vector();
-    return e.score;
+    const std::vector<Tensor> out = score_and_dtheta({work, Tensor::from_vector({kTheta}, th), seed});
+    dtheta = out[1].to_vector();
+    return static_cast<double>(out[0].item());
   };
   EnhanceResult r;
   std::vector<float> theta(kTheta, 0.0f), grad;
@@ -206,6 +227,7 @@ EnhanceResult enhance_global(model::SharedModel& shared, const img::Image& photo
   }
   r.recipe = EditRecipe::from_theta(theta, eps);
   r.image = apply_recipe(photo, r.recipe);
+  r.graph_replays = score_and_dtheta.graph_replays();
   return r;
 }
 
@@ -286,6 +308,14 @@ EnhanceResult enhance_pixels(model::SharedModel& shared, const img::Image& photo
   const int h = static_cast<int>(work_t.dim(1)), w = static_cast<int>(work_t.dim(2));
   const Shape shape = work_t.shape();
   const std::vector<float> work = host(work_t);
+  const Tensor seed = score_seed(1, device);
+  model::ResNet18& net = shared.net();
+  // The plain gradient of every step has the working image's shape: from the second on a CUDA
+  // device it replays one graph. (The --eot crops run eagerly: each has a shape of its own.)
+  model::GraphedFunction pass(net, o.cuda_graphs, "the enhancement step", [&](const std::vector<Tensor>& in) {
+    return score_and_grad_ops(net, in[0], in[1], o.size);
+  });
+  auto plain = [&](const std::vector<float>& x) { return to_eval(pass({Tensor::from_vector(shape, x), seed})); };
   std::vector<float> delta(work.size(), 0.0f);
   auto current = [&](const std::vector<float>& d) {
     std::vector<float> x(work.size());
@@ -293,7 +323,7 @@ EnhanceResult enhance_pixels(model::SharedModel& shared, const img::Image& photo
     return x;
   };
   EnhanceResult r;
-  Eval e = score_and_grad(shared, device_tensor(current(delta), shape, device), o.size);
+  Eval e = plain(current(delta));
   std::vector<float> grad = eot_gradient(shared, current(delta), h, w, o.eot, o.size, o.seed, 0, e);
   r.scores.push_back(e.score);
   double alpha = eps / 2;
@@ -310,7 +340,7 @@ EnhanceResult enhance_pixels(model::SharedModel& shared, const img::Image& photo
       d2[i] = v;
     }
     if (!moved) break;
-    const Eval e2 = score_and_grad(shared, device_tensor(current(d2), shape, device), o.size);
+    const Eval e2 = plain(current(d2));
     if (e2.score > e.score) {
       delta = std::move(d2);
       e = e2;
@@ -324,6 +354,7 @@ EnhanceResult enhance_pixels(model::SharedModel& shared, const img::Image& photo
   }
   for (float d : delta) r.max_change = std::max(r.max_change, static_cast<double>(std::abs(d)));
   r.image = add_upsampled(photo, delta, h, w);
+  r.graph_replays = pass.graph_replays();
   return r;
 }
 

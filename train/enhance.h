@@ -58,6 +58,10 @@ struct EnhanceOptions {
   int size = 224;       // network input side (squash, as `score`)
   int eot = 1;          // pixels: gradients averaged over this many random crops/flips (1 = none)
   uint64_t seed = 0;
+  // On a CUDA device the steps' input-gradient passes of one shape replay one captured graph
+  // (model::GraphedFunction: the global mode's every step, the pixel mode's plain gradients; the
+  // --eot crops, each of its own shape, run eagerly), with the eager passes' bits. No effect on the CPU.
+  bool cuda_graphs = true;
   const StopFlag* stop = nullptr;  // checked before every step (runtime/stop.h): ends the call with an
                                    // ae::Error of kind interrupted; nullptr: never
 };
@@ -86,6 +90,7 @@ struct EnhanceResult {
   int accepted = 0, rejected = 0;
   EditRecipe recipe;               // global mode
   double max_change = 0;           // pixels: the largest per-channel change applied (in [0,1] units)
+  int64_t graph_replays = 0;       // input-gradient passes run as CUDA graph replays (EnhanceOptions::cuda_graphs)
 };
 
 // Enhances `photo` for the model state bound to `shared` (the caller binds a user or the generic state).

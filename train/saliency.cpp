@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "model/model_graph.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/philox.h"
@@ -44,12 +45,22 @@ struct Inputs {
 
 // The input gradient of the bound state, averaged over the SmoothGrad copies (or the clean
 // input's for vanilla), HWC floats; and the clean score.
-std::vector<float> mean_gradient(model::SharedModel& shared, const Inputs& in, const SaliencyOptions& o, double& score) {
+std::vector<float> mean_gradient(model::SharedModel& shared, const Inputs& in, const SaliencyOptions& o, double& score,
+                                 int64_t& graph_replays) {
   model::ResNet18& net = shared.net();
-  const Device device = shared.device();
-  const model::ResNet18::InputGradient clean = net.input_gradient(in.clean.to(device));
-  score = clean.score.to_vector().at(0);
-  if (o.smoothgrad <= 0) return clean.dx.to_vector();
+  // (x, ones [N,1]) -> {score, dx}. The seed is an input: a host-to-device copy inside the function
+  // would be refused by a capture.
+  model::GraphedFunction pass(net, o.cuda_graphs, "the saliency pass", [&net](const std::vector<Tensor>& args) {
+    const model::ResNet18::InputGradient ig = net.input_gradient(args[0], args[1]);
+    return std::vector<Tensor>{ig.score, ig.dx};
+  });
+  auto seed = [](int64_t n) { return Tensor::full({n, 1}, 1.0f); };
+  const std::vector<Tensor> clean = pass({in.clean, seed(1)});
+  score = clean[0].to_vector().at(0);
+  if (o.smoothgrad <= 0) {
+    graph_replays += pass.graph_replays();
+    return clean[1].to_vector();
+  }
 
   const int S = in.image01.height;
   const int64_t count = int64_t{S} * S * 3;
@@ -73,11 +84,12 @@ std::vector<float> mean_gradient(model::SharedModel& shared, const Inputs& in, c
         x.rows(b, b + 1).copy_from(in.clean);
       }
     }
-    const std::vector<float> dx = net.input_gradient(x.to(device)).dx.to_vector();
+    const std::vector<float> dx = pass({x, seed(n)})[1].to_vector();
     for (int b = 0; b < n; ++b)
       for (int64_t e = 0; e < count; ++e) sum[static_cast<std::size_t>(e)] += dx[static_cast<std::size_t>(b * count + e)];
     AE_DEBUG("saliency: SmoothGrad " << k0 + n << "/" << o.smoothgrad);
   }
+  graph_replays += pass.graph_replays();
   std::vector<float> mean(static_cast<std::size_t>(count));
   for (int64_t e = 0; e < count; ++e)
     mean[static_cast<std::size_t>(e)] = static_cast<float>(sum[static_cast<std::size_t>(e)] / o.smoothgrad);
@@ -154,7 +166,7 @@ SaliencyResult compute_saliency(model::SharedModel& shared, const img::Image& ph
   r.size = o.size;
   r.noise_sigma = in.sigma;
   const int64_t pixels = int64_t{o.size} * o.size;
-  r.map = positive_channel_max(mean_gradient(shared, in, o, r.score), pixels);
+  r.map = positive_channel_max(mean_gradient(shared, in, o, r.score, r.graph_replays), pixels);
   if (!o.versus_generic) return r;
 
   // The generic model's map on the same input and noise copies, then the caller's binding again.
@@ -162,7 +174,7 @@ SaliencyResult compute_saliency(model::SharedModel& shared, const img::Image& ph
   std::vector<float> generic;
   try {
     shared.bind_generic();
-    generic = positive_channel_max(mean_gradient(shared, in, o, r.generic_score), pixels);
+    generic = positive_channel_max(mean_gradient(shared, in, o, r.generic_score, r.graph_replays), pixels);
   } catch (...) {
     if (bound != nullptr) shared.bind(bound);
     throw;

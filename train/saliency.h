@@ -43,6 +43,9 @@ struct SaliencyOptions {
   uint64_t seed = 0;       // SmoothGrad noise stream
   bool versus_generic = false;  // the bound state's map minus the generic model's map
   int batch = 8;           // noisy copies per input-gradient pass (memory vs speed only)
+  // On a CUDA device the full SmoothGrad batches replay one captured input-gradient pass
+  // (model::GraphedFunction), with the eager passes' bits. No effect on the CPU.
+  bool cuda_graphs = true;
   const StopFlag* stop = nullptr;  // checked before every pass (runtime/stop.h): ends the call with an
                                    // ae::Error of kind interrupted; nullptr: never
 };
@@ -54,6 +57,7 @@ struct SaliencyResult {
   double score = 0;        // predicted z of the bound state on the clean photo (what `score` prints)
   double generic_score = std::numeric_limits<double>::quiet_NaN();  // versus_generic: the generic z
   double noise_sigma = 0;  // SmoothGrad noise sigma in [0,1] pixel units (0 for vanilla)
+  int64_t graph_replays = 0;  // input-gradient passes run as CUDA graph replays (SaliencyOptions::cuda_graphs)
 
   float max_abs() const;   // max |map|
 };

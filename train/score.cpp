@@ -22,13 +22,6 @@ Tensor stack_inputs(const std::vector<Tensor>& inputs) {
   return x;
 }
 
-std::vector<float> score_inputs(model::SharedModel& shared, const Tensor& x) {
-  model::ResNet18& net = shared.net();
-  net.set_training(false);
-  net.set_grad_enabled(false);
-  return net.forward(x.to(shared.device())).to_vector();
-}
-
 PhotoChunkReader::PhotoChunkReader(std::vector<std::string> files, int size, int batch, std::size_t chunk_bytes)
     : files_(std::move(files)), size_(size), batch_(std::max(1, batch)), chunk_bytes_(chunk_bytes) {
   if (!files_.empty()) pending_ = std::async(std::launch::async, [this] { return decode_from(0); });

@@ -21,10 +21,6 @@ inline constexpr int kScoreBatch = 16;
 // [1,S,S,3] inputs of one size stacked into [N,S,S,3] (a single input is returned as it is).
 Tensor stack_inputs(const std::vector<Tensor>& inputs);
 
-// The z of each row of `x` ([N,S,S,3], any device) under the bound state: eval mode, no gradients
-// (the network's training and gradient flags are set for it and left so).
-std::vector<float> score_inputs(model::SharedModel& shared, const Tensor& x);
-
 // Photos read from files for scoring: batches of up to `batch` photos preprocessed to `size`
 // (size 0: native size, one photo per batch), in file order.
 struct PhotoBatch {

@@ -15,7 +15,6 @@
 #include "runtime/dist.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
-#include "model/inference_graph.h"
 #include "train/train_graph.h"
 
 namespace ae::train {
@@ -47,16 +46,6 @@ TrainStep::~TrainStep() = default;
 
 int TrainStep::graph_captures() const { return graph_ ? graph_->captures() : 0; }
 int64_t TrainStep::graph_replays() const { return graph_ ? graph_->replays() : 0; }
-
-bool GraphShapeChoice::wants_graph(const Shape& shape) const {
-  if (has_graph_) return shape == graph_shape_;
-  return std::find(eager_shapes_.begin(), eager_shapes_.end(), shape) != eager_shapes_.end();
-}
-
-void GraphShapeChoice::ran_eagerly(const Shape& shape) {
-  if (std::find(eager_shapes_.begin(), eager_shapes_.end(), shape) == eager_shapes_.end())
-    eager_shapes_.push_back(shape);
-}
 
 bool TrainStep::graph_can_run(const Tensor& images, const Tensor& targets) const {
   return graphs_ && device_.is_cuda() && net_.device() == device_ && !parallel_ && net_.training() &&
@@ -272,32 +261,20 @@ Predictions predict(model::ResNet18& net, data::Loader& loader, Device device) {
   return Predictor(net, device).run(loader);
 }
 
-Predictor::Predictor(model::ResNet18& net, Device device, bool graphs) : net_(net), device_(device), graphs_(graphs) {}
+Predictor::Predictor(model::ResNet18& net, Device device, bool graphs)
+    : net_(net), forward_(net, graphs, "the evaluation forward", [&net](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{net.forward(in[0])};
+      }),
+      device_(device) {}
 
 Predictor::~Predictor() = default;
 
-int Predictor::graph_captures() const { return graph_ ? graph_->captures() : 0; }
-int64_t Predictor::graph_replays() const { return graph_ ? graph_->replays() : 0; }
+int Predictor::graph_captures() const { return forward_.graph_captures(); }
+int64_t Predictor::graph_replays() const { return forward_.graph_replays(); }
 
 Tensor Predictor::forward(const Tensor& images) {
-  if (graphs_ && device_.is_cuda() && net_.device() == device_ && shapes_.wants_graph(images.shape())) {
-    if (!graph_) graph_ = std::make_unique<model::InferenceGraph>(net_);
-    const int captures_before = graph_->captures();
-    try {
-      Tensor y = graph_->forward(images);
-      shapes_.graph_ran(images.shape());
-      return y;
-    } catch (const Error& e) {
-      if (graph_->captures() == captures_before) throw;  // a replay that fails is a device error
-      AE_WARN("the evaluation forward could not be captured as a CUDA graph ("
-              << e.what() << "); evaluation goes on without graphs");
-      graphs_ = false;
-      graph_.reset();
-      shapes_.forget_graph();
-    }
-  }
-  shapes_.ran_eagerly(images.shape());
-  return net_.forward(images.to(device_));
+  AE_CHECK(net_.device() == device_, "Predictor: the model is on " << net_.device().str() << ", not " << device_.str());
+  return forward_({images})[0];
 }
 
 std::vector<float> Predictor::scores(const Tensor& images) {

@@ -12,33 +12,13 @@
 #include <memory>
 
 #include "model/checkpoint.h"
+#include "model/model_graph.h"
 #include "train/loader.h"
 #include "train/optimizer.h"
-
-namespace ae::model {
-class InferenceGraph;
-}
 
 namespace ae::train {
 
 class TrainGraph;
-
-// Which batch shape a loop replays as a device graph (TrainStep, Predictor): the first shape to come
-// a second time (so the first batch of every shape runs eagerly, a warm-up before any capture, and a
-// one-off shape, such as an epoch's short tail batch, never costs a capture or a graph's memory).
-class GraphShapeChoice {
- public:
-  // A graph should run this batch: the graph's shape, or, before there is one, a shape seen before.
-  bool wants_graph(const Shape& shape) const;
-  void ran_eagerly(const Shape& shape);
-  void graph_ran(const Shape& shape) { graph_shape_ = shape; has_graph_ = true; }
-  void forget_graph() { has_graph_ = false; }
-
- private:
-  bool has_graph_ = false;
-  Shape graph_shape_;
-  std::vector<Shape> eager_shapes_;
-};
 
 // One optimisation step: training-mode forward, MSE against the targets, a finiteness check of
 // the loss, backward, every optimiser's step. Several optimisers serve parameter groups with
@@ -102,7 +82,7 @@ class TrainStep {
   int64_t steps_ = 0;  // steps run by this object, for messages
   bool graphs_ = true;
   std::unique_ptr<TrainGraph> graph_;
-  GraphShapeChoice shapes_;
+  model::GraphShapeChoice shapes_;
 };
 
 void set_lr(const std::vector<Optimizer*>& optimizers, float lr);
@@ -153,9 +133,9 @@ Predictions predict(model::ResNet18& net, data::Loader& loader, Device device);
 
 // Predictions of one model over loaders, again and again (validation after every epoch). On a CUDA
 // device, unless turned off, the batches of one shape are replays of one captured forward
-// (model::InferenceGraph), chosen as TrainStep chooses its graph (GraphShapeChoice), with the eager
+// (model::GraphedFunction: chosen as TrainStep chooses its graph, GraphShapeChoice), with the eager
 // forward's bits. The graph lives as long as the Predictor, so later calls replay it: weights
-// trained in place in between need no new capture (InferenceGraph re-captures when it must). A
+// trained in place in between need no new capture (ModelGraph re-captures when it must). A
 // capture that fails is logged once (a warning) and the forwards run eagerly from then on.
 class Predictor {
  public:
@@ -166,7 +146,7 @@ class Predictor {
 
   Predictions run(data::Loader& loader);
   // The output of each row of one batch `images` ([N,H,W,3], any device) in eval mode without
-  // gradients (flags set for it and left so, as train::score_inputs): `aesthete score`'s batches.
+  // gradients (flags set for it and left so): the batches of `aesthete score` and Python's Model.score.
   std::vector<float> scores(const Tensor& images);
   int graph_captures() const;
   int64_t graph_replays() const;
@@ -175,10 +155,8 @@ class Predictor {
   Tensor forward(const Tensor& images);
 
   model::ResNet18& net_;
+  model::GraphedFunction forward_;
   Device device_;
-  bool graphs_;
-  std::unique_ptr<model::InferenceGraph> graph_;
-  GraphShapeChoice shapes_;
 };
 
 // Training-state files: a safetensors file (kind "training-state") of tensors plus string

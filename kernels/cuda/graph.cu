@@ -223,6 +223,20 @@ void device_to_device_copy(void* dst, const void* src, std::size_t bytes) {
 #endif
 }
 
+void device_zero(void* dst, std::size_t bytes) {
+  if (bytes == 0) return;
+  CapturedGraph::Impl* g = t_capture;
+#if defined(AE_EMULATED_DEVICE)
+  if (g != nullptr) {
+    g->nodes.push_back({"memset", [dst, bytes] { std::memset(dst, 0, bytes); }});
+    return;
+  }
+  std::memset(dst, 0, bytes);
+#else
+  AE_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, g != nullptr ? g->stream : backend_stream()));
+#endif
+}
+
 #if defined(AE_EMULATED_DEVICE)
 void record_node(const char* what, std::function<void()> run) {
   AE_CHECK(t_capture != nullptr, "record_node(" << what << ") outside a capture");

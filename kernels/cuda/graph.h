@@ -89,6 +89,9 @@ void refuse_during_capture(const std::string& operation, const char* why);
 // For the backend's own code (launch.h, device_memory.cu, runtime.cu): where work goes.
 // Device-to-device copy: recorded while capturing, else run in stream order.
 void device_to_device_copy(void* dst, const void* src, std::size_t bytes);
+// Zero bytes of device memory (Tensor::zero_): a memset, recorded while capturing, else run in
+// stream order; no host buffer, so it may be captured.
+void device_zero(void* dst, std::size_t bytes);
 #if defined(AE_EMULATED_DEVICE)
 // Appends a node to this thread's capture (precondition: capturing()).
 void record_node(const char* what, std::function<void()> run);

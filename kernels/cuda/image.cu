@@ -1,10 +1,14 @@
 // Image ops on the device: ImageNet normalisation and PyTorch's bilinear resize (align_corners=
 // False) on NHWC f32, forward and backward. The CPU backend (kernels/cpu/image_cpu.cpp) is the
 // reference: the resize weights are the same host-computed floats (kernels/resize_taps.h,
-// uploaded per call), the sums run in the same order, and the backward is the same gather over
+// uploaded once per geometry: device_axes below), the sums run in the same order, and the backward is the same gather over
 // the outputs that read each input (deterministic, no atomics). nvcc may fuse a*b+c, so results
 // agree with the CPU to a float rounding or two rather than bit for bit.
 #include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <tuple>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
@@ -127,6 +131,34 @@ struct DeviceAxes {
   }
 };
 
+// The plans of the most recent geometries stay on the device. Uploading a plan per call is a host
+// transfer per resize, which a graph capture refuses (enhancement and saliency capture the resize
+// of img::preprocess_eval_ops; the eager call before the capture puts the plan here) and which
+// waits for the copy in an eager loop. A plan is a few kB. One dropped while a captured graph
+// holds its address is not reused before the graph goes (device_memory.h: deferred blocks).
+std::shared_ptr<const DeviceAxes> device_axes(int64_t h, int64_t w, const ops::ResizeBilinearParams& p, Device device,
+                                              bool with_readers) {
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int, bool>;
+  struct Entry {
+    Key key;
+    std::shared_ptr<const DeviceAxes> axes;
+  };
+  constexpr std::size_t kKept = 32;
+  static std::mutex mutex;
+  static auto* recent = new std::list<Entry>();  // most recent first; never destroyed (device memory
+                                                 // must not be freed after the runtime's teardown)
+  const Key key{h, w, p.out_h, p.out_w, device.index, with_readers};
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (auto it = recent->begin(); it != recent->end(); ++it) {
+    if (it->key != key) continue;
+    recent->splice(recent->begin(), *recent, it);
+    return recent->front().axes;
+  }
+  recent->push_front({key, std::make_shared<const DeviceAxes>(h, w, p, device, with_readers)});
+  if (recent->size() > kKept) recent->pop_back();
+  return recent->front().axes;
+}
+
 }  // namespace
 
 Tensor normalize_image(const NormalizeImageParams& p, const Tensor& x) {
@@ -154,11 +186,11 @@ Tensor resize_bilinear_forward(const ops::ResizeBilinearParams& p, const Tensor&
   const ResizeShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3), p.out_h, p.out_w};
   if (s.out_h == s.h && s.out_w == s.w) return x.clone();  // identity, bit-exact
   Tensor y = Tensor::empty({s.n, s.out_h, s.out_w, s.c}, DType::f32, x.device());
-  const DeviceAxes axes(s.h, s.w, p, x.device(), /*with_readers=*/false);
+  const std::shared_ptr<const DeviceAxes> axes = device_axes(s.h, s.w, p, x.device(), /*with_readers=*/false);
   const int64_t total = y.numel();
   AE_LAUNCH(resize_forward_kernel, dim3(blocks_for(total, kThreads)), dim3(kThreads), 0, nullptr,
-            static_cast<const float*>(x.f32()), records<BilinearTap>(axes.taps_y), records<BilinearTap>(axes.taps_x),
-            y.f32(), s);
+            static_cast<const float*>(x.f32()), records<BilinearTap>(axes->taps_y),
+            records<BilinearTap>(axes->taps_x), y.f32(), s);
   return y;
 }
 
@@ -166,12 +198,12 @@ Tensor resize_bilinear_backward(const ops::ResizeBilinearParams& p, const Tensor
   const ResizeShape s{x_shape[0], x_shape[1], x_shape[2], x_shape[3], p.out_h, p.out_w};
   if (s.out_h == s.h && s.out_w == s.w) return dy.clone();
   Tensor dx = Tensor::empty(x_shape, DType::f32, dy.device());
-  const DeviceAxes axes(s.h, s.w, p, dy.device(), /*with_readers=*/true);
+  const std::shared_ptr<const DeviceAxes> axes = device_axes(s.h, s.w, p, dy.device(), /*with_readers=*/true);
   const int64_t total = dx.numel();
   AE_LAUNCH(resize_backward_kernel, dim3(blocks_for(total, kThreads)), dim3(kThreads), 0, nullptr,
-            static_cast<const float*>(dy.f32()), records<BilinearTap>(axes.taps_y),
-            records<BilinearTap>(axes.taps_x), records<TapReaders>(axes.readers_y),
-            records<TapReaders>(axes.readers_x), dx.f32(), s);
+            static_cast<const float*>(dy.f32()), records<BilinearTap>(axes->taps_y),
+            records<BilinearTap>(axes->taps_x), records<TapReaders>(axes->readers_y),
+            records<TapReaders>(axes->readers_x), dx.f32(), s);
   return dx;
 }
 

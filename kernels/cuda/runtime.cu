@@ -58,6 +58,10 @@ void register_device() {
       device_to_device_copy(dst, src, bytes);
     }
   };
+  a.zero = [](void* dst, std::size_t bytes) {
+    bind_thread_to_device();
+    device_zero(dst, bytes);
+  };
   register_device_allocator(std::move(a));
   ops::register_cuda_backend(the_backend());
 }

@@ -350,7 +350,7 @@ TEST_CASE("Predictor replays one captured eval forward across calls, with the ea
   REQUIRE(graph_scores.size() == 4);
   CHECK(std::memcmp(graph_scores.data(), eager_scores.data(), 4 * sizeof(float)) == 0);
   CHECK(graphed.graph_replays() == 3);
-  CHECK(!net.training());  // left in eval mode without gradients, as score_inputs leaves it
+  CHECK(!net.training());  // left in eval mode without gradients, as scores() documents
   CHECK(!net.grad_enabled());
   require_guards_intact();
 }
