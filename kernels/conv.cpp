@@ -122,4 +122,15 @@ Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tens
   return be.conv2d_backward_weight(p, x, dy, w_shape);
 }
 
+Tensor conv_fold_centre_tap(const Tensor& w, const Tensor& a) {
+  constexpr const char* op = "conv_fold_centre_tap";
+  check_f32(op, "w", w);
+  check_f32(op, "a", a);
+  check_ndim(op, "w", w, 4);
+  AE_CHECK(w.dim(1) == 3 && w.dim(2) == 3, op << ": w " << w.desc() << " is not a 3x3 kernel [O,3,3,C]");
+  check_shape(op, "a", a, {w.dim(0), 1, 1, w.dim(3)});
+  const Backend& be = backend_for(op, {&w, &a});
+  return be.conv_fold_centre_tap(w, a);
+}
+
 }  // namespace ae::ops

@@ -24,6 +24,7 @@
     (p, dy, w, x_shape))                                                                                             \
   X(Tensor, conv2d_backward_weight,                                                                                  \
     (const ops::Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape), (p, x, dy, w_shape))      \
+  X(Tensor, conv_fold_centre_tap, (const Tensor& w, const Tensor& a), (w, a))                                        \
   /* batchnorm (channels = last dimension; statistics and reductions deterministic) */                              \
   X(ops::BatchNormTrainOut, batchnorm_forward_train,                                                                 \
     (const ops::BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,  \

@@ -36,6 +36,12 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w);
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape);
 // x [N,H,W,C], dy [N,OH,OW,O] -> dw [O,KH,KW,C]
 Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape);
+// A 1x1 kernel folded into the centre tap of a 3x3 one: W' = W except W'[o,1,1,i] = W[o,1,1,i] +
+// A[o,0,0,i] (w [O,3,3,C], a [O,1,1,C], f32, one device). A 3x3/pad-1 convolution with W' equals the
+// 3x3 one with W plus the 1x1/pad-0 one with A at the same stride (the centre tap reads the pixel
+// the 1x1 reads), up to the order of the sum: a residual adapter folded into its convolution
+// (model/basic_block.h). Linear in both: dL/dW = dL/dW', dL/dA = the centre tap of dL/dW'.
+Tensor conv_fold_centre_tap(const Tensor& w, const Tensor& a);
 
 // ---------------------------------------------------------------- batch normalisation
 // Normalises over every dimension but the last: BatchNorm2d on NHWC and BatchNorm1d on [N,C]

@@ -34,9 +34,8 @@ Tensor bn_epilogue(const BatchNorm& bn, const Tensor& x, const Tensor& residual,
   return ops::batchnorm_apply(p, x, bn.weight.value, bn.bias.value, bn.running_mean, bn.running_var, residual);
 }
 
-// W' = W with A added to its centre tap: W'[o,1,1,i] = W[o,1,1,i] + A[o,0,0,i] (OHWI). Done on the
-// host (no op scatters into a strided slice) and copied back to the weights' device; it runs only
-// when the cache is rebuilt.
+// W' = W with A added to its centre tap: W'[o,1,1,i] = W[o,1,1,i] + A[o,0,0,i] (OHWI), on the
+// weights' device (ops::conv_fold_centre_tap: no host round trip, so a graph may capture it).
 Tensor fold_centre_tap(const Conv2d& conv, const Conv2d& adapter) {
   const ops::Conv2dParams& p = conv.params;
   const ops::Conv2dParams& q = adapter.params;
@@ -44,24 +43,7 @@ Tensor fold_centre_tap(const Conv2d& conv, const Conv2d& adapter) {
                q.kernel_w == 1 && q.pad_h == 0 && q.pad_w == 0 && p.stride_h == q.stride_h &&
                p.stride_w == q.stride_w,
            "BasicBlock adapter fold: needs a 3x3/pad-1 conv and a 1x1/pad-0 adapter with the same stride");
-  const Tensor& w = conv.weight.value;
-  const Tensor& a = adapter.weight.value;
-  check_f32("BasicBlock adapter fold", "conv weight", w);
-  check_f32("BasicBlock adapter fold", "adapter weight", a);
-  check_ndim("BasicBlock adapter fold", "conv weight", w, 4);
-  const int64_t out = w.dim(0), in = w.dim(3);
-  check_shape("BasicBlock adapter fold", "adapter weight", a, {out, 1, 1, in});
-  check_same_device("BasicBlock adapter fold", {&w, &a});
-
-  Tensor folded = w.device().is_cuda() ? w.to(Device::cpu()) : w.clone();
-  const Tensor a_host = a.to(Device::cpu());
-  float* dst = folded.f32();
-  const float* src = a_host.f32();
-  for (int64_t o = 0; o < out; ++o) {
-    float* centre = dst + (o * 9 + 4) * in;  // [o, 1, 1, :]
-    for (int64_t i = 0; i < in; ++i) centre[i] += src[o * in + i];
-  }
-  return folded.to(w.device());
+  return ops::conv_fold_centre_tap(conv.weight.value, adapter.weight.value);
 }
 
 }  // namespace
@@ -203,24 +185,43 @@ Tensor BasicBlock::backward_folded(Conv2d& conv, Conv2d& adapter, const Tensor& 
   return need_dx ? ops::conv2d_backward_data(conv.params, dy, w, x_shape) : Tensor();
 }
 
+Tensor BasicBlock::conv_bn_train_folded(Conv2d& conv, Conv2d& adapter, BatchNorm& bn, const Tensor& x,
+                                        const Tensor& residual, bool relu, bool keep, Tensor& w_out, Tensor& x_kept,
+                                        Shape& x_shape) {
+  w_out = fold_centre_tap(conv, adapter);
+  x_shape = x.shape();
+  x_kept = conv.weight.trainable || adapter.weight.trainable ? x : Tensor();
+  ops::ConvBatchNormTrainOut out = ops::conv2d_batchnorm_train(conv.params, bn.params, relu, x, w_out, bn.weight.value,
+                                                               bn.bias.value, bn.running_mean, bn.running_var, residual);
+  bn.adopt_training_forward(out.conv, out.save_mean, out.save_invstd, keep);
+  return out.y;
+}
+
 Tensor BasicBlock::forward_training_fused(const Tensor& x, bool keep) {
-  train_fold_ = TrainFold();
-  const Tensor out = conv1.forward_batchnorm_train(x, bn1, Tensor(), /*relu=*/true, keep);
+  TrainFold& f = train_fold_;
+  f = TrainFold();
+  f.active = has_adapters_;  // forward() sends a block with adapters here only when they fold (keep)
+  const Tensor out = f.active ? conv_bn_train_folded(conv1, adapter1, bn1, x, Tensor(), /*relu=*/true, keep, f.w1,
+                                                     f.x1, f.x1_shape)
+                              : conv1.forward_batchnorm_train(x, bn1, Tensor(), /*relu=*/true, keep);
   relu1.adopt_output(out, keep);
   const Tensor identity =
       has_downsample_ ? down_conv.forward_batchnorm_train(x, down_bn, Tensor(), /*relu=*/false, keep) : x;
-  Tensor y = conv2.forward_batchnorm_train(out, bn2, identity, /*relu=*/true, keep);
+  Tensor y = f.active ? conv_bn_train_folded(conv2, adapter2, bn2, out, identity, /*relu=*/true, keep, f.w2, f.x2,
+                                             f.x2_shape)
+                      : conv2.forward_batchnorm_train(out, bn2, identity, /*relu=*/true, keep);
   y_ = keep ? y : Tensor();
   return y;
 }
 
 Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
   if (!training && !keep && fuse_inference_epilogues) return forward_inference_fused(x);
-  if (training && !has_adapters_ && fuse_training_epilogues) return forward_training_fused(x, keep);
+  const bool fold_for_training = has_adapters_ && fold_adapters && keep;
+  if (training && fuse_training_epilogues && (!has_adapters_ || fold_for_training)) return forward_training_fused(x, keep);
   TrainFold& f = train_fold_;
   f = TrainFold();
-  f.active = has_adapters_ && fold_adapters && keep && x.device().is_cpu();
-  // conv(x) [+ adapter(x)]: folded (training on the CPU) or as separate layers.
+  f.active = fold_for_training;
+  // conv(x) [+ adapter(x)]: folded (a forward that keeps activations) or as separate layers.
   auto conv_and_adapter = [&](Conv2d& conv, Conv2d& adapter, const Tensor& in, Tensor& w, Tensor& kept, Shape& shape) {
     if (f.active) return conv_folded_for_training(conv, adapter, in, w, kept, shape);
     Tensor y = conv.forward(in, keep);

@@ -45,20 +45,21 @@ class BasicBlock {
 
   // Off: inference runs the unfused layer-by-layer path (kept for comparing the two).
   bool fuse_inference_epilogues = true;
-  // On (default): a training forward of a block without adapters runs each convolution with its
-  // BatchNorm (+ residual) (+ ReLU) as ops::conv2d_batchnorm_train: on the CPU the same ops in the
-  // same order (the same bits), on CUDA the statistics come from the convolution's epilogue and
-  // BatchNorm, residual and ReLU take one pass. Off: layer by layer (kept for comparing the two).
+  // On (default): a training forward runs each convolution with its BatchNorm (+ residual) (+ ReLU)
+  // as ops::conv2d_batchnorm_train: on the CPU the same ops in the same order (the same bits), on
+  // CUDA the statistics come from the convolution's epilogue and BatchNorm, residual and ReLU take
+  // one pass. A block with adapters takes this path when they fold (fold_adapters, below): the
+  // convolution is then the one with the folded weight. Off: layer by layer (kept for comparing).
   bool fuse_training_epilogues = true;
   // Off: the adapters run as separate 1x1 convs + add everywhere (inference, and forwards that keep
   // activations for a backward).
-  // On (default): inference uses the cached fold (below); a CPU forward that keeps activations
+  // On (default): inference uses the cached fold (below); a forward that keeps activations
   // (training, personalisation) folds each adapter into its 3x3 conv afresh (an optimiser steps the
-  // weights in place between forwards, so nothing is cached) and the backward's data gradient uses
-  // the same folded weight: one convolution each way instead of two plus an add. The weight
-  // gradients are the unfolded ones (the 1x1 adapter's gradient is the conv's centre-tap gradient,
-  // computed by its own 1x1 wgrad). On CUDA the fold would cost a host round trip per step, so
-  // training there keeps the separate adapters.
+  // weights in place between forwards, so nothing is cached; the fold is one device op,
+  // ops::conv_fold_centre_tap) and the backward's data gradient uses the same folded weight: one
+  // convolution each way instead of two plus an add, and in training the convolution's fused
+  // BatchNorm epilogue (fuse_training_epilogues). The weight gradients are the unfolded ones (the
+  // 1x1 adapter's gradient is the conv's centre-tap gradient, computed by its own 1x1 wgrad).
   bool fold_adapters = true;
 
   // Input-gradient pass (ResNet18::input_gradient; DESIGN.md "Input gradients"): an eval-mode
@@ -96,9 +97,10 @@ class BasicBlock {
   //   dropped, and backward() (which creates gradients) drops it too.
   //   (Not caught: StateEntry pointers kept across an inference forward and written later, and
   //   in-place writes by other code; those need invalidate_folded_weights().)
-  // Rebuilding on every forward instead costs a full copy of the 3x3 weight per call (and a host
-  // round trip on CUDA, since no op scatters into the centre tap): measured on the CPU, a 512-ch
-  // 7x7 batch-1 block took 12 ms rebuilding vs 5.5 ms cached vs 7-8 ms with separate adapters.
+  // Rebuilding on every forward instead costs a full copy of the 3x3 weight per call
+  // (ops::conv_fold_centre_tap): measured on the CPU (when the fold still went through the host on
+  // CUDA), a 512-ch 7x7 batch-1 block took 12 ms rebuilding vs 5.5 ms cached vs 7-8 ms with
+  // separate adapters.
   // The cache costs one extra copy of conv1/conv2's weights per block with adapters.
   struct FoldedWeight {
     Tensor value;                    // W' [out, 3, 3, in], on the weights' device
@@ -132,6 +134,10 @@ class BasicBlock {
                                   Shape& x_shape);
   Tensor backward_folded(Conv2d& conv, Conv2d& adapter, const Tensor& dy, const Tensor& w, const Tensor& x,
                          const Shape& x_shape, bool need_dx);
+  // conv(x) with the adapter folded, + its training BatchNorm (+ residual) (+ ReLU) as one
+  // ops::conv2d_batchnorm_train; records the fold for the backward like conv_folded_for_training.
+  Tensor conv_bn_train_folded(Conv2d& conv, Conv2d& adapter, BatchNorm& bn, const Tensor& x, const Tensor& residual,
+                              bool relu, bool keep, Tensor& w_out, Tensor& x_kept, Shape& x_shape);
 
   // Backward weights of the input-gradient pass (BatchNorm scale folded in), cached like
   // FoldedWeight: valid while every source tensor is the same storage at the same offset.

@@ -188,4 +188,16 @@ Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tens
   return dw;
 }
 
+Tensor conv_fold_centre_tap(const Tensor& w, const Tensor& a) {
+  Tensor out = w.clone();
+  const int64_t o_count = w.dim(0), c = w.dim(3);
+  float* dst = out.f32();
+  const float* src = a.f32();
+  for (int64_t o = 0; o < o_count; ++o) {
+    float* centre = dst + (o * 9 + 4) * c;  // [o, 1, 1, :]
+    for (int64_t i = 0; i < c; ++i) centre[i] += src[o * c + i];
+  }
+  return out;
+}
+
 }  // namespace ae::cpu

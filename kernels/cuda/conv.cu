@@ -143,4 +143,28 @@ int64_t conv_output_stats_doubles(int64_t m, int64_t o) { return (m + kStatsTile
 
 ConvStatsLaunches conv_stats_launches() { return {g_stats_epilogue.load(), g_stats_separate.load()}; }
 
+namespace {
+
+// One thread per element of W' [O,3,3,C]: a copy, plus A at the centre tap (one float add, as the
+// CPU's, so the fold is bit for bit the CPU's).
+__global__ void fold_centre_tap_kernel(const float* __restrict__ w, const float* __restrict__ a,
+                                       float* __restrict__ out, int64_t n, int64_t c) {
+  for (int64_t i = first_index(); i < n; i += index_stride()) {
+    const int64_t tap = (i / c) % 9, o = i / (9 * c);
+    out[i] = tap == 4 ? w[i] + a[o * c + i % c] : w[i];
+  }
+}
+
+}  // namespace
+
+Tensor conv_fold_centre_tap(const Tensor& w, const Tensor& a) {
+  Tensor out = Tensor::empty(w.shape(), DType::f32, w.device());
+  const int64_t n = w.numel(), c = w.dim(3);
+  if (n == 0) return out;
+  constexpr int kThreads = 256;
+  AE_LAUNCH(fold_centre_tap_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr,
+            static_cast<const float*>(w.f32()), static_cast<const float*>(a.f32()), out.f32(), n, c);
+  return out;
+}
+
 }  // namespace ae::cuda

@@ -7,12 +7,14 @@
 
 #include <cmath>
 
+#include "kernels/cuda/graph.h"
 #include "kernels/ops.h"
 #include "model/basic_block.h"
 #include "tests/gpu/gpu_harness.h"
 #include "tests/support/check.h"
 #include "tests/support/conv_bn_case.h"
 #include "tests/support/expect.h"
+#include "tests/support/random_block.h"
 
 using namespace ae;
 using namespace ae::gputest;
@@ -68,21 +70,19 @@ TEST_CASE("batchnorm_apply matches the CPU backend and the unfused CUDA ops") {
 
 namespace {
 
-void randomise_to_device(model::BasicBlock& b, uint64_t seed) {
-  for (model::Conv2d* conv : {&b.conv1, &b.conv2, &b.adapter1, &b.adapter2, &b.down_conv}) {
-    if (!conv->weight.value.defined()) continue;
-    const Shape s = conv->weight.value.shape();
-    const float bound = 1.5f / std::sqrt(static_cast<float>(s[1] * s[2] * s[3]));
-    conv->weight.value = to_device(test::random_tensor(s, seed++, -bound, bound));
-  }
+// The block's weights and statistics moved to the device.
+void move_to_device(model::BasicBlock& b) {
+  for (model::Conv2d* conv : {&b.conv1, &b.conv2, &b.adapter1, &b.adapter2, &b.down_conv})
+    if (conv->weight.value.defined()) conv->weight.value = to_device(conv->weight.value);
   for (model::BatchNorm* bn : {&b.bn1, &b.bn2, &b.down_bn}) {
     if (!bn->weight.value.defined()) continue;
-    const int64_t c = bn->weight.value.numel();
-    bn->weight.value = to_device(test::random_tensor({c}, seed++, 0.5f, 1.5f));
-    bn->bias.value = to_device(test::random_tensor({c}, seed++, -0.5f, 0.5f));
-    bn->running_mean = to_device(test::random_tensor({c}, seed++, -0.2f, 0.2f));
-    bn->running_var = to_device(test::random_tensor({c}, seed++, 0.2f, 2.0f));
+    for (Tensor* t : {&bn->weight.value, &bn->bias.value, &bn->running_mean, &bn->running_var}) *t = to_device(*t);
   }
+}
+
+void randomise_to_device(model::BasicBlock& b, uint64_t seed) {
+  test::randomise(b, seed);
+  move_to_device(b);
 }
 
 }  // namespace
@@ -126,4 +126,59 @@ TEST_CASE("conv2d_batchnorm on the device: the conv and batchnorm_apply it compo
       require_guards_intact();
     }
   }
+}
+
+TEST_CASE("conv_fold_centre_tap on the device: the CPU's bits over awkward shapes") {
+  AE_GPU_TEST_PRELUDE();
+  for (const auto& [o, c] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 3}, {7, 130}, {64, 257}}) {
+    CAPTURE(o);
+    CAPTURE(c);
+    const Tensor w = test::random_tensor({o, 3, 3, c}, static_cast<uint64_t>(o + c));
+    const Tensor a = test::random_tensor({o, 1, 1, c}, static_cast<uint64_t>(o + c + 1));
+    const Tensor got = ops::conv_fold_centre_tap(to_device(w), to_device(a));
+    REQUIRE(got.device().is_cuda());
+    CHECK(test::bitwise_equal(got, ops::conv_fold_centre_tap(w, a)));
+  }
+  require_guards_intact();
+}
+
+TEST_CASE("BasicBlock training with adapters on the device: folded into the fused conv+BatchNorm path") {
+  AE_GPU_TEST_PRELUDE();
+  model::BasicBlock cpu_block(6, 10, 2, /*adapters=*/true);
+  test::randomise(cpu_block, 90);
+  model::BasicBlock folded = cpu_block, separate = cpu_block;
+  move_to_device(folded);
+  move_to_device(separate);
+  separate.fold_adapters = false;  // the separate 1x1 adapters, layer by layer (before the fold ran on the device)
+  const Tensor x = test::random_tensor({2, 9, 7, 6}, 91), dy = test::random_tensor({2, 5, 4, 10}, 92);
+
+  // Forward and backward of one step, captured: the node count tells which path ran.
+  auto step = [&](model::BasicBlock& b, Tensor& y, Tensor& dx, std::size_t& nodes) {
+    const Tensor xd = to_device(x), dyd = to_device(dy);
+    cuda::CapturedGraph g("block step");
+    g.capture([&] {
+      y = b.forward(xd, /*training=*/true, /*keep=*/true);
+      dx = b.backward(dyd, /*need_dx=*/true);
+    });
+    g.replay();
+    nodes = g.node_count();
+  };
+  Tensor y_fold, dx_fold, y_sep, dx_sep;
+  std::size_t nodes_fold = 0, nodes_sep = 0;
+  step(folded, y_fold, dx_fold, nodes_fold);
+  step(separate, y_sep, dx_sep, nodes_sep);
+  CHECK(nodes_fold < nodes_sep);  // one convolution each way instead of two plus an add, stats in the epilogue
+
+  const Tensor y_cpu = cpu_block.forward(x, true, true);
+  const Tensor dx_cpu = cpu_block.backward(dy, true);
+  const test::Tolerance train{1e-4, 1e-3, 1e-8};
+  test::require_cuda_close(y_fold, y_cpu, train, "folded block output vs CPU");
+  test::require_cuda_close(dx_fold, dx_cpu, train, "folded block dx vs CPU");
+  test::require_cuda_close(folded.adapter1.weight.grad, cpu_block.adapter1.weight.grad, train, "adapter1 grad vs CPU");
+  test::require_cuda_close(folded.adapter2.weight.grad, cpu_block.adapter2.weight.grad, train, "adapter2 grad vs CPU");
+  test::require_cuda_close(folded.bn1.weight.grad, cpu_block.bn1.weight.grad, train, "bn1 gamma grad vs CPU");
+  test::require_cuda_close(folded.bn2.running_var, cpu_block.bn2.running_var, train, "bn2 running_var vs CPU");
+  test::require_cuda_close(y_sep, y_cpu, train, "separate-adapter block output vs CPU");
+  test::require_cuda_close(separate.adapter1.weight.grad, cpu_block.adapter1.weight.grad, train, "separate adapter1 grad");
+  require_guards_intact();
 }

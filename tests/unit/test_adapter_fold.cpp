@@ -173,3 +173,92 @@ TEST_CASE("adapter fold: kept eval activations and the unfolded training path") 
   // Kept eval activations with the fold off take the layer path, bit for bit.
   CHECK(bitwise_equal(block.forward(x, false, true), unfused_inference(twin, x)));
 }
+
+TEST_CASE("conv_fold_centre_tap: A added at the centre tap, every other tap copied; bad shapes refused") {
+  for (const auto& [o, c] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 3}, {7, 130}}) {
+    const Tensor w = test::random_tensor({o, 3, 3, c}, static_cast<uint64_t>(o * 100 + c));
+    const Tensor a = test::random_tensor({o, 1, 1, c}, static_cast<uint64_t>(o * 100 + c + 1));
+    const Tensor f = ops::conv_fold_centre_tap(w, a);
+    REQUIRE(f.shape() == w.shape());
+    bool all = true;
+    for (int64_t oi = 0; oi < o; ++oi)
+      for (int64_t tap = 0; tap < 9; ++tap)
+        for (int64_t ci = 0; ci < c; ++ci) {
+          const int64_t i = (oi * 9 + tap) * c + ci;
+          const float expect = tap == 4 ? w.f32()[i] + a.f32()[oi * c + ci] : w.f32()[i];
+          all &= f.f32()[i] == expect;
+        }
+    CHECK(all);
+  }
+  const Tensor w = test::random_tensor({4, 3, 3, 2}, 1);
+  test::require_error([&] { (void)ops::conv_fold_centre_tap(w, test::random_tensor({4, 1, 1, 3}, 2)); },
+                      {"conv_fold_centre_tap", "a"});
+  test::require_error([&] { (void)ops::conv_fold_centre_tap(test::random_tensor({4, 1, 1, 2}, 3), w); },
+                      {"conv_fold_centre_tap", "3x3"});
+  test::require_error([&] { (void)ops::conv_fold_centre_tap(Tensor::zeros({4, 3, 3, 2}, DType::i64), w); },
+                      {"conv_fold_centre_tap", "f32"});
+}
+
+// What the block's folded backward relies on: for L = sum(G * conv3x3_pad1(x; fold(W, A))), dL/dW is
+// the 3x3 weight gradient and dL/dA the 1x1 one (conv2d_backward_weight of each conv), against
+// central finite differences of L in double precision of the float forward.
+TEST_CASE("conv_fold_centre_tap: finite-difference gradients of a folded convolution") {
+  for (int stride : {1, 2}) {
+    CAPTURE(stride);
+    ops::Conv2dParams p3;
+    p3.pad_h = p3.pad_w = 1;
+    p3.stride_h = p3.stride_w = stride;
+    ops::Conv2dParams p1 = p3;
+    p1.kernel_h = p1.kernel_w = 1;
+    p1.pad_h = p1.pad_w = 0;
+    const Tensor x = test::random_tensor({2, 5, 6, 3}, 10);
+    Tensor w = test::random_tensor({4, 3, 3, 3}, 11);
+    Tensor a = test::random_tensor({4, 1, 1, 3}, 12);
+    const Tensor y0 = ops::conv2d_forward(p3, x, ops::conv_fold_centre_tap(w, a));
+    const Tensor g = test::random_tensor(y0.shape(), 13);
+    auto loss = [&] {
+      const Tensor y = ops::conv2d_forward(p3, x, ops::conv_fold_centre_tap(w, a));
+      double s = 0;
+      for (int64_t i = 0; i < y.numel(); ++i) s += static_cast<double>(y.f32()[i]) * g.f32()[i];
+      return s;
+    };
+    const Tensor dw = ops::conv2d_backward_weight(p3, x, g, w.shape());
+    const Tensor da = ops::conv2d_backward_weight(p1, x, g, a.shape());
+    auto check = [&](Tensor& t, const Tensor& grad, const char* what) {
+      for (int64_t i = 0; i < t.numel(); i += 7) {
+        const float keep = t.f32()[i];
+        const float h = 1e-2f;
+        t.f32()[i] = keep + h;
+        const double up = loss();
+        t.f32()[i] = keep - h;
+        const double down = loss();
+        t.f32()[i] = keep;
+        const double numeric = (up - down) / (2.0 * h);
+        INFO(what << " element " << i);
+        CHECK(std::fabs(numeric - grad.f32()[i]) <= 2e-3 * (1.0 + std::fabs(numeric)));
+      }
+    };
+    check(w, dw, "W");
+    check(a, da, "A");
+  }
+}
+
+TEST_CASE("adapter fold in training (CPU): the fused BatchNorm epilogue path gives the layer path's bits") {
+  uint64_t seed = 900;
+  for (const Case& c : kCases) {
+    model::BasicBlock block(c.in, c.out, c.stride, /*adapters=*/true);
+    test::randomise(block, seed);
+    model::BasicBlock twin = block;
+    twin.fuse_training_epilogues = false;  // the same fold, layer by layer
+    const Tensor x = test::random_tensor({2, 9, 7, c.in}, seed + 1);
+    seed += 10;
+    const Tensor y = block.forward(x, /*training=*/true, /*keep=*/true);
+    CHECK(bitwise_equal(y, twin.forward(x, true, true)));
+    const Tensor dy = test::random_tensor(y.shape(), seed + 2);
+    CHECK(bitwise_equal(block.backward(dy, true), twin.backward(dy, true)));
+    CHECK(bitwise_equal(block.adapter1.weight.grad, twin.adapter1.weight.grad));
+    CHECK(bitwise_equal(block.adapter2.weight.grad, twin.adapter2.weight.grad));
+    CHECK(bitwise_equal(block.bn2.weight.grad, twin.bn2.weight.grad));
+    CHECK(bitwise_equal(block.bn1.running_mean, twin.bn1.running_mean));
+  }
+}
