@@ -79,15 +79,18 @@ Tensor batchnorm_forward_eval(const BatchNormParams& p, const Tensor& x, const T
   return be.batchnorm_forward_eval(p, x, gamma, beta, running_mean, running_var);
 }
 
-BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd) {
+BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                                        const Tensor& save_invstd, const Tensor& relu_y) {
   const char* op = "batchnorm_backward_train";
   check_input(op, x);
   check_same_shape(op, "dy", dy, x);
   check_channel_vector(op, "gamma", gamma, x.shape());
   check_channel_vector(op, "save_mean", save_mean, x.shape());
   check_channel_vector(op, "save_invstd", save_invstd, x.shape());
-  const Backend& be = backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd});
-  return be.batchnorm_backward_train(x, dy, gamma, save_mean, save_invstd);
+  if (relu_y.defined()) check_same_shape(op, "relu_y", relu_y, x);
+  const Backend& be = relu_y.defined() ? backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd, &relu_y})
+                                       : backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd});
+  return be.batchnorm_backward_train(x, dy, gamma, save_mean, save_invstd, relu_y);
 }
 
 BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var) {

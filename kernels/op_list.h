@@ -35,8 +35,9 @@
      const Tensor& running_mean, const Tensor& running_var),                                                         \
     (p, x, gamma, beta, running_mean, running_var))                                                                  \
   X(ops::BatchNormGrads, batchnorm_backward_train,                                                                   \
-    (const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd),    \
-    (x, dy, gamma, save_mean, save_invstd))                                                                          \
+    (const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd,     \
+     const Tensor& relu_y),                                                                                          \
+    (x, dy, gamma, save_mean, save_invstd, relu_y))                                                                  \
   X(ops::BatchNormGrads, batchnorm_backward_eval,                                                                    \
     (const ops::BatchNormParams& p, const Tensor& x, const Tensor& dy, const Tensor& gamma,                         \
      const Tensor& running_mean, const Tensor& running_var),                                                         \

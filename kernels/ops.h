@@ -66,8 +66,13 @@ struct BatchNormGrads {
   Tensor dx, dgamma, dbeta;
 };
 // Backward of training mode (through the batch statistics).
+// relu_y (optional, x's shape): the output of a ReLU applied after this BatchNorm (y = relu(bn(x))
+// or relu(bn(x) + residual)), with dy the gradient of that output: the op then runs ReLU's backward
+// as it reads dy (dy where relu_y > 0, else 0), bit for bit
+// batchnorm_backward_train(x, relu_backward(relu_y, dy), ...) without writing the masked gradient.
 BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                                        const Tensor& save_mean, const Tensor& save_invstd);
+                                        const Tensor& save_mean, const Tensor& save_invstd,
+                                        const Tensor& relu_y = Tensor());
 // Backward of eval mode (statistics are constants): dx = dy*gamma*invstd(running_var).
 BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x, const Tensor& dy,
                                        const Tensor& gamma, const Tensor& running_mean, const Tensor& running_var);

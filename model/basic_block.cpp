@@ -240,11 +240,14 @@ Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
 Tensor BasicBlock::backward(const Tensor& dy, bool need_dx) {
   invalidate_folded_weights();  // gradients follow, and with them optimiser steps
   AE_CHECK(y_.defined(), "BasicBlock.backward: no activations kept; call forward with keep=true first");
-  // relu(bn2(c) + identity): both branches receive the same gradient.
-  const Tensor dsum = ops::relu_backward(y_, dy);
+  // relu(bn2(c) + identity): both branches receive the same gradient, dsum = relu_backward(y, dy).
+  // The BatchNorms apply ReLU's backward as they read dy (backward_through_relu), so dsum is only
+  // written when the identity branch adds it to dx (no downsample).
+  const Tensor y = std::move(y_);
   y_ = Tensor();
+  const Tensor dsum = has_downsample_ ? Tensor() : ops::relu_backward(y, dy);
 
-  const Tensor dc = bn2.backward(dsum, /*need_dx=*/true);
+  const Tensor dc = has_downsample_ ? bn2.backward_through_relu(dy, y, /*need_dx=*/true) : bn2.backward(dsum, true);
   TrainFold f = std::move(train_fold_);
   train_fold_ = TrainFold();
   Tensor dout;
@@ -254,7 +257,7 @@ Tensor BasicBlock::backward(const Tensor& dy, bool need_dx) {
     dout = conv2.backward(dc, /*need_dx=*/true);
     if (has_adapters_) ops::add_inplace(dout, adapter2.backward(dc, /*need_dx=*/true));
   }
-  const Tensor da = bn1.backward(relu1.backward(dout, /*need_dx=*/true), /*need_dx=*/true);
+  const Tensor da = bn1.backward_through_relu(dout, relu1.take_output(), /*need_dx=*/true);
   Tensor dx;
   if (f.active) {
     dx = backward_folded(conv1, adapter1, da, f.w1, f.x1, f.x1_shape, need_dx);
@@ -266,7 +269,7 @@ Tensor BasicBlock::backward(const Tensor& dy, bool need_dx) {
     }
   }
   if (has_downsample_) {
-    const Tensor dxd = down_conv.backward(down_bn.backward(dsum, /*need_dx=*/true), need_dx);
+    const Tensor dxd = down_conv.backward(down_bn.backward_through_relu(dy, y, /*need_dx=*/true), need_dx);
     if (need_dx) ops::add_inplace(dx, dxd);
   } else if (need_dx) {
     ops::add_inplace(dx, dsum);

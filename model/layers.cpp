@@ -180,6 +180,21 @@ void BatchNorm::adopt_training_forward(const Tensor& x, const Tensor& save_mean,
   kept_training_ = true;
 }
 
+Tensor BatchNorm::backward_through_relu(const Tensor& dy, const Tensor& relu_y, bool need_dx) {
+  require_kept(x_.defined(), "BatchNorm");
+  if (!kept_training_) return backward(ops::relu_backward(relu_y, dy), need_dx);  // eval statistics: no fused op
+  const bool need_affine = weight.trainable || bias.trainable;
+  Tensor dx;
+  if (need_dx || need_affine) {
+    ops::BatchNormGrads g = ops::batchnorm_backward_train(x_, dy, weight.value, save_mean_, save_invstd_, relu_y);
+    if (weight.trainable) weight.accumulate(g.dgamma);
+    if (bias.trainable) bias.accumulate(g.dbeta);
+    if (need_dx) dx = g.dx;
+  }
+  x_ = save_mean_ = save_invstd_ = Tensor();
+  return dx;
+}
+
 Tensor BatchNorm::backward(const Tensor& dy, bool need_dx) {
   require_kept(x_.defined(), "BatchNorm");
   const bool need_affine = weight.trainable || bias.trainable;
@@ -316,6 +331,13 @@ Tensor ReLU::forward(const Tensor& x, bool keep) {
 }
 
 void ReLU::adopt_output(const Tensor& y, bool keep) { y_ = keep ? y : Tensor(); }
+
+Tensor ReLU::take_output() {
+  require_kept(y_.defined(), "ReLU");
+  Tensor y = std::move(y_);
+  y_ = Tensor();
+  return y;
+}
 
 Tensor ReLU::backward(const Tensor& dy, bool need_dx) {
   require_kept(y_.defined(), "ReLU");

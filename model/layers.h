@@ -87,6 +87,10 @@ class BatchNorm {
   // training: batch statistics, running statistics updated, num_batches_tracked incremented.
   Tensor forward(const Tensor& x, bool training, bool keep);
   Tensor backward(const Tensor& dy, bool need_dx);
+  // The backward of relu(this layer's output [+ residual]) and this layer at once: `relu_y` is that
+  // ReLU's output and `dy` its gradient (ops::batchnorm_backward_train's relu_y: the masked
+  // gradient is never written). The same bits as backward(relu_backward(relu_y, dy)).
+  Tensor backward_through_relu(const Tensor& dy, const Tensor& relu_y, bool need_dx);
   void list_state(const std::string& prefix, std::vector<StateEntry>& out);
   // A training forward computed elsewhere (Conv2d::forward_batchnorm_train): x was this layer's
   // input, save_mean/save_invstd its batch statistics, and the running statistics are updated.
@@ -158,6 +162,9 @@ class ReLU {
   Tensor backward(const Tensor& dy, bool need_dx);
   // y = relu(x) was computed by a fused op (Conv2d::forward_batchnorm_train): keep it as forward would.
   void adopt_output(const Tensor& y, bool keep);
+  // The kept output, handed over instead of running backward (BatchNorm::backward_through_relu
+  // applies the ReLU's backward itself); nothing is kept afterwards.
+  Tensor take_output();
 
  private:
   Tensor y_;

@@ -256,7 +256,7 @@ Tensor ResNet18::backward(const Tensor& dout, bool need_input_grad) {
     d = blocks_[static_cast<std::size_t>(stage - 1)]->backward(d, stage > first);
   }
   if (first > 0) return Tensor();
-  d = bn1_.backward(relu_.backward(maxpool_.backward(d, true), true), true);
+  d = bn1_.backward_through_relu(maxpool_.backward(d, true), relu_.take_output(), true);
   return conv1_.backward(d, need_input_grad);
 }
 

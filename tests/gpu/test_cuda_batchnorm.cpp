@@ -78,6 +78,36 @@ TEST_CASE("batchnorm train forward and backward match the CPU backend") {
   CHECK_MESSAGE(chunked, "no case split the per-channel reduction into several chunks");
 }
 
+TEST_CASE("batchnorm train backward through a ReLU (relu_y) on the device: the unfused device ops' bits, and the CPU's") {
+  AE_GPU_TEST_PRELUDE();
+  uint64_t seed = 1500;
+  for (const Case& c : kCases) {
+    const int64_t ch = c.shape.back();
+    const ops::BatchNormParams p{1e-5f, 0.1f};
+    const Tensor xd = to_device(input_for(c, seed++));
+    const Tensor gd = to_device(test::random_tensor({ch}, seed++, 0.5f, 1.5f));
+    const Tensor bd = to_device(test::random_tensor({ch}, seed++));
+    Tensor rm = to_device(Tensor::zeros({ch})), rv = to_device(Tensor::full({ch}, 1.0f));
+    const ops::BatchNormTrainOut f = ops::batchnorm_forward_train(p, xd, gd, bd, rm, rv);
+    const Tensor y = ops::relu_forward(f.y);  // about half the outputs clamped
+    const Tensor dy = to_device(test::random_tensor(c.shape, seed++));
+    const ops::BatchNormGrads fused = ops::batchnorm_backward_train(xd, dy, gd, f.save_mean, f.save_invstd, y);
+    REQUIRE(fused.dx.device().is_cuda());
+    const ops::BatchNormGrads unfused =
+        ops::batchnorm_backward_train(xd, ops::relu_backward(y, dy), gd, f.save_mean, f.save_invstd);
+    CHECK_MESSAGE(test::bitwise_equal(fused.dx, unfused.dx), describe("dx", c));
+    CHECK_MESSAGE(test::bitwise_equal(fused.dgamma, unfused.dgamma), describe("dgamma", c));
+    CHECK_MESSAGE(test::bitwise_equal(fused.dbeta, unfused.dbeta), describe("dbeta", c));
+    const Tensor x_cpu = xd.to(Device::cpu()), g_cpu = gd.to(Device::cpu());
+    const ops::BatchNormGrads cpu =
+        ops::batchnorm_backward_train(x_cpu, dy.to(Device::cpu()), g_cpu, f.save_mean.to(Device::cpu()),
+                                      f.save_invstd.to(Device::cpu()), y.to(Device::cpu()));
+    test::require_cuda_close(fused.dx, cpu.dx, kElementwise, describe("relu_y dx vs CPU", c));
+    test::require_cuda_close(fused.dgamma, cpu.dgamma, kChannelSums, describe("relu_y dgamma vs CPU", c));
+    require_guards_intact();
+  }
+}
+
 TEST_CASE("batchnorm eval forward and backward match the CPU backend") {
   AE_GPU_TEST_PRELUDE();
   uint64_t seed = 2000;

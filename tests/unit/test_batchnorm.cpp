@@ -395,3 +395,54 @@ TEST_CASE("batchnorm argument errors name the op, the argument and the shapes") 
       [&] { ae::ops::batchnorm_forward_eval(bad_eps, in.x, in.gamma, in.beta, in.running_mean, in.running_var); },
       {"batchnorm_forward_eval", "eps"});
 }
+
+TEST_CASE("batchnorm train backward through a ReLU (relu_y): relu_backward then the op, bit for bit") {
+  for (const Shape& shape : kAwkwardShapes) {
+    CAPTURE(ae::shape_str(shape));
+    BnInputs in = make_inputs(shape, 71);
+    Tensor rm = in.running_mean.clone(), rv = in.running_var.clone();
+    const auto out = ae::ops::batchnorm_forward_train({}, in.x, in.gamma, in.beta, rm, rv);
+    const Tensor residual = ae::test::random_tensor(shape, 72);
+    const Tensor y = ae::ops::add_relu(out.y, residual);  // relu(bn(x) + residual): a block's output
+    const Tensor dy = ae::test::random_tensor(shape, 73);
+    const auto fused = ae::ops::batchnorm_backward_train(in.x, dy, in.gamma, out.save_mean, out.save_invstd, y);
+    const auto ref = ae::ops::batchnorm_backward_train(in.x, ae::ops::relu_backward(y, dy), in.gamma, out.save_mean,
+                                                       out.save_invstd);
+    CHECK(bitwise_equal(fused.dx, ref.dx));
+    CHECK(bitwise_equal(fused.dgamma, ref.dgamma));
+    CHECK(bitwise_equal(fused.dbeta, ref.dbeta));
+    // The mask mattered: some outputs were clamped, and without it the gradient differs.
+    CHECK(!bitwise_equal(fused.dx, ae::ops::batchnorm_backward_train(in.x, dy, in.gamma, out.save_mean,
+                                                                     out.save_invstd).dx));
+  }
+  BnInputs in = make_inputs({2, 3, 3, 4}, 74);
+  require_error([&] { ae::ops::batchnorm_backward_train(in.x, in.x, in.gamma, in.running_mean, in.running_var,
+                                                        ae::test::random_tensor({2, 3, 3, 5}, 75)); },
+                {"batchnorm_backward_train", "relu_y", "[2,3,3,5]"});
+}
+
+// loss = sum(w * relu(bn_train(x))) at a point where every bn output is at least 0.28 from the
+// ReLU's kink (xhat = +-0.29, +-0.88, +-1.46 per channel, gamma 1.3, beta 0.1), so the central
+// differences (eps 1e-3) never straddle it.
+TEST_CASE("batchnorm train backward through a ReLU agrees with central finite differences") {
+  const float col[6] = {-2.5f, 0.5f, 1.5f, -0.5f, 2.5f, -1.5f};
+  Tensor x = Tensor::empty({6, 2});
+  for (int r = 0; r < 6; ++r) {
+    x.f32()[r * 2] = 0.7f * col[r] + 0.2f;
+    x.f32()[r * 2 + 1] = -1.1f * col[(r + 2) % 6] - 0.4f;
+  }
+  Tensor gamma = Tensor::full({2}, 1.3f), beta = Tensor::full({2}, 0.1f);
+  const Tensor w = ae::test::random_tensor({6, 2}, 81);
+  auto forward = [&] {
+    Tensor rm = Tensor::zeros({2}), rv = Tensor::full({2}, 1.0f);
+    return ae::ops::batchnorm_forward_train({}, x, gamma, beta, rm, rv);
+  };
+  auto loss = [&] { return ae::test::weighted_sum(ae::ops::relu_forward(forward().y), w); };
+  const auto out = forward();
+  const Tensor y = ae::ops::relu_forward(out.y);
+  for (float v : out.y.to_vector()) REQUIRE(std::fabs(v) > 0.25f);  // away from the kink, as built
+  const auto g = ae::ops::batchnorm_backward_train(x, w, gamma, out.save_mean, out.save_invstd, y);
+  AE_REQUIRE_OK(compare(g.dx, ae::test::numeric_gradient(x, loss, 1e-3), kNumericTol, "dx vs numeric"));
+  AE_REQUIRE_OK(compare(g.dgamma, ae::test::numeric_gradient(gamma, loss, 1e-3), kNumericTol, "dgamma vs numeric"));
+  AE_REQUIRE_OK(compare(g.dbeta, ae::test::numeric_gradient(beta, loss, 1e-3), kNumericTol, "dbeta vs numeric"));
+}
