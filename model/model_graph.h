@@ -8,8 +8,8 @@
 // kernels with the same arguments in the same order). The graph is captured at the first call and
 // captured again whenever what it froze no longer holds (CapturedModelState, and the inputs'
 // shapes and dtypes: a graph has fixed shapes and addresses). A capture runs the function eagerly
-// once first, so lazily built caches (the adapter folds, made through the host) exist before the
-// capture, which refuses host transfers.
+// once first, so lazily built caches (the adapter folds; the input-gradient pass's BatchNorm-scaled
+// backward weights, made through the host) exist before the capture, which refuses host transfers.
 //
 // The function must be a function of the model and the inputs it is given only (device ops, no
 // host transfer, no host value read back), and the same function at every call: the graph replays
