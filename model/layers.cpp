@@ -182,11 +182,14 @@ void BatchNorm::adopt_training_forward(const Tensor& x, const Tensor& save_mean,
 
 Tensor BatchNorm::backward_through_relu(const Tensor& dy, const Tensor& relu_y, bool need_dx) {
   require_kept(x_.defined(), "BatchNorm");
-  if (!kept_training_) return backward(ops::relu_backward(relu_y, dy), need_dx);  // eval statistics: no fused op
   const bool need_affine = weight.trainable || bias.trainable;
   Tensor dx;
   if (need_dx || need_affine) {
-    ops::BatchNormGrads g = ops::batchnorm_backward_train(x_, dy, weight.value, save_mean_, save_invstd_, relu_y);
+    // Eval statistics have no fused form: the ReLU's backward runs first there.
+    ops::BatchNormGrads g =
+        kept_training_ ? ops::batchnorm_backward_train(x_, dy, weight.value, save_mean_, save_invstd_, relu_y)
+                       : ops::batchnorm_backward_eval(params, x_, relu_y.defined() ? ops::relu_backward(relu_y, dy) : dy,
+                                                      weight.value, running_mean, running_var);
     if (weight.trainable) weight.accumulate(g.dgamma);
     if (bias.trainable) bias.accumulate(g.dbeta);
     if (need_dx) dx = g.dx;
@@ -195,21 +198,7 @@ Tensor BatchNorm::backward_through_relu(const Tensor& dy, const Tensor& relu_y, 
   return dx;
 }
 
-Tensor BatchNorm::backward(const Tensor& dy, bool need_dx) {
-  require_kept(x_.defined(), "BatchNorm");
-  const bool need_affine = weight.trainable || bias.trainable;
-  Tensor dx;
-  if (need_dx || need_affine) {
-    ops::BatchNormGrads g =
-        kept_training_ ? ops::batchnorm_backward_train(x_, dy, weight.value, save_mean_, save_invstd_)
-                       : ops::batchnorm_backward_eval(params, x_, dy, weight.value, running_mean, running_var);
-    if (weight.trainable) weight.accumulate(g.dgamma);
-    if (bias.trainable) bias.accumulate(g.dbeta);
-    if (need_dx) dx = g.dx;
-  }
-  x_ = save_mean_ = save_invstd_ = Tensor();
-  return dx;
-}
+Tensor BatchNorm::backward(const Tensor& dy, bool need_dx) { return backward_through_relu(dy, Tensor(), need_dx); }
 
 void BatchNorm::list_state(const std::string& prefix, std::vector<StateEntry>& out) {
   StateEntry w, b, m, v, n;

@@ -89,7 +89,8 @@ class BatchNorm {
   Tensor backward(const Tensor& dy, bool need_dx);
   // The backward of relu(this layer's output [+ residual]) and this layer at once: `relu_y` is that
   // ReLU's output and `dy` its gradient (ops::batchnorm_backward_train's relu_y: the masked
-  // gradient is never written). The same bits as backward(relu_backward(relu_y, dy)).
+  // gradient is never written). The same bits as backward(relu_backward(relu_y, dy)); an undefined
+  // relu_y is backward(dy).
   Tensor backward_through_relu(const Tensor& dy, const Tensor& relu_y, bool need_dx);
   void list_state(const std::string& prefix, std::vector<StateEntry>& out);
   // A training forward computed elsewhere (Conv2d::forward_batchnorm_train): x was this layer's

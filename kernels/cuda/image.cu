@@ -1,8 +1,8 @@
 // Image ops on the device: ImageNet normalisation and PyTorch's bilinear resize (align_corners=
 // False) on NHWC f32, forward and backward. The CPU backend (kernels/cpu/image_cpu.cpp) is the
 // reference: the resize weights are the same host-computed floats (kernels/resize_taps.h,
-// uploaded once per geometry: device_axes below), the sums run in the same order, and the backward is the same gather over
-// the outputs that read each input (deterministic, no atomics). nvcc may fuse a*b+c, so results
+// uploaded once per geometry: device_axes below), the sums run in the same order, and the
+// backward is the same gather over the outputs that read each input (deterministic, no atomics). nvcc may fuse a*b+c, so results
 // agree with the CPU to a float rounding or two rather than bit for bit.
 #include <cstring>
 #include <list>
