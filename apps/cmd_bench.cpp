@@ -69,6 +69,12 @@ void bench_model(const BenchArgs& a, Device device, bool train, bool infer) {
   const Tensor x = random_input({a.batch, a.size, a.size, 3}, 1).to(device);
   const double imgs = static_cast<double>(a.batch);
   const double gflop_fwd = 3.63 * (a.size / 224.0) * (a.size / 224.0);  // ResNet-18 at 224: 1.81 GMAC
+  // What every line below measured (the activation storage: the global --activations).
+  char setup_buf[160];
+  std::snprintf(setup_buf, sizeof setup_buf, "device=%s batch=%lld size=%d precision=%s activations=%s",
+                device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(),
+                dtype_name(net.activation_dtype()));
+  const char* setup = setup_buf;
   if (train) {
     train::Optimizer opt(net.trainable_parameters(), {});
     train::TrainStep step(net, {&opt}, device);
@@ -76,16 +82,13 @@ void bench_model(const BenchArgs& a, Device device, bool train, bool infer) {
     net.set_training(true);
     // As the trainer runs it: on a CUDA device, replays of the captured step (TrainStep::set_graphs).
     const double train_s = seconds_per(a.steps, [&] { step.run(x, target); }, 2);
-    std::printf("train-step  device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s at 3x forward%s)\n",
-                device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / train_s,
+    std::printf("train-step  %s  %.2f images/s  (%.1f GFLOP/s at 3x forward%s)\n", setup, imgs / train_s,
                 3 * gflop_fwd * imgs / train_s, step.graph_replays() > 0 ? "; CUDA graph replays" : "");
     if (step.graph_replays() > 0) {  // the same step without graphs, for the graphs' share
       train::TrainStep eager(net, {&opt}, device);
       eager.set_graphs(false);
       const double eager_s = seconds_per(a.steps, [&] { eager.run(x, target); });
-      std::printf("train-step-eager device=%s batch=%lld size=%d precision=%s  %.2f images/s  (graph replays %.2fx "
-                  "eager)\n",
-                  device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / eager_s,
+      std::printf("train-step-eager %s  %.2f images/s  (graph replays %.2fx eager)\n", setup, imgs / eager_s,
                   eager_s / train_s);
     }
   }
@@ -93,15 +96,11 @@ void bench_model(const BenchArgs& a, Device device, bool train, bool infer) {
     net.set_training(false);
     net.set_grad_enabled(false);
     const double infer_s = seconds_per(a.steps, [&] { net.forward(x).to_vector(); });
-    std::printf("inference   device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.1f GFLOP/s)\n",
-                device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / infer_s,
-                gflop_fwd * imgs / infer_s);
+    std::printf("inference   %s  %.2f images/s  (%.1f GFLOP/s)\n", setup, imgs / infer_s, gflop_fwd * imgs / infer_s);
     if (device.is_cuda()) {  // the same forward captured once and replayed (model/inference_graph.h)
       model::InferenceGraph graph(net);
       const double graph_s = seconds_per(a.steps, [&] { graph.forward(x).to_vector(); });
-      std::printf("inference-graph device=%s batch=%lld size=%d precision=%s  %.2f images/s  (%.2fx eager; %zu graph "
-                  "nodes)\n",
-                  device.str().c_str(), static_cast<long long>(a.batch), a.size, a.precision.c_str(), imgs / graph_s,
+      std::printf("inference-graph %s  %.2f images/s  (%.2fx eager; %zu graph nodes)\n", setup, imgs / graph_s,
                   infer_s / graph_s, graph.graph() != nullptr ? graph.graph()->node_count() : std::size_t{0});
     }
   }

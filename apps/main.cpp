@@ -74,16 +74,20 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "aesthete 0.1");
   bool quiet = false, verbose = false;
-  std::string conv_math;
+  std::string conv_math, activations;
   app.add_flag("-q,--quiet", quiet, "Only print results and errors");
   app.add_flag("-v,--verbose", verbose, "Print debugging detail");
   app.add_option("--conv-math", conv_math,
                  "CUDA convolution arithmetic: f32 (default), tf32 or bf16 (tensor cores, f32 accumulation)");
+  app.add_option("--activations", activations,
+                 "Storage of the activations between layers: f32 (default) or bf16 (half the bytes; with "
+                 "--conv-math bf16 on CUDA the convolutions read them as they are)");
   // Global options take effect before the chosen subcommand runs.
   app.parse_complete_callback([&] {
     if (quiet) ae::set_log_level(ae::LogLevel::warn);
     if (verbose) ae::set_log_level(ae::LogLevel::debug);
     if (!conv_math.empty()) ae::app::apply_conv_math(conv_math, "--conv-math");
+    if (!activations.empty()) ae::session::set_activations(activations, "--activations");
   });
   ae::app::add_score_command(app);
   ae::app::add_inspect_command(app);

@@ -4,7 +4,7 @@
 #   bench/bf16_accuracy.sh BUILD_DIR [--work DIR] [--count N] [--width PX] [--height PX]
 #                          [--data-seed S] [--train N] [--val N] [--test N] [--size S]
 #                          [--epochs E] [--batch B] [--lr LR] [--seed S] [--noise-seed S2]
-#                          [--maths "f32 bf16 tf32"] [--no-cpu] [--jobs J] [--nice N]
+#                          [--maths "f32 bf16 tf32 bf16+act"] [--no-cpu] [--jobs J] [--nice N]
 #
 # Trains the same configuration (same generated data set, same split, same seed) once per CUDA
 # convolution arithmetic (--conv-math f32 | bf16 | tf32, kernels/cuda/conv_math.h) and once on the
@@ -16,14 +16,19 @@
 #
 # What bf16 means here: the conv GEMM operands (activations, weights, gradients) are rounded to
 # bfloat16 as they are staged, accumulation is fp32; tensors, master weights, BatchNorm, reductions
-# and the optimiser stay fp32. BF16 *storage* of activations is not implemented.
+# and the optimiser stay fp32. "bf16+act" adds bf16 *storage* of the activations between layers
+# (`--activations bf16`, model/resnet18.h: the fused epilogues write bf16, the bf16 convolutions
+# read it as it is; statistics, gradients, master weights and the optimiser stay fp32), run
+# `cuda_bf16_act`; with it the CPU runs once more with bf16 storage in fp32 arithmetic
+# (`cpu_bf16_act`), which separates the storage's effect from the arithmetic's.
 #
 # Where it runs:
 #   - a CUDA build (nvcc found): `aesthete --conv-math M train --device cuda ...` on the GPU;
 #   - an emulated-device build (AE_CUDA=OFF, AE_EMULATED_DEVICE=ON): the aesthete binary there has
 #     no CUDA backend and refuses --device cuda, so this script compiles a small driver (below) that
 #     links the build's libraries plus kernels/libae_cuda_emu.a and calls the same library entry
-#     point as `aesthete train` (train::run_training), with the arithmetic from AE_CONV_MATH. The
+#     point as `aesthete train` (train::run_training), with the arithmetic from AE_CONV_MATH and
+#     the activation storage from AE_ACTIVATIONS. The
 #     emulated device runs the same kernel sources on CPU fibers, so the numbers are the GPU
 #     kernels' arithmetic; its speed says nothing about a GPU. It is slow, the tensor-core modes
 #     most (the default configuration: f32 46 s, bf16 7 min, tf32 11 min per run on 2 vCPUs,
@@ -109,14 +114,19 @@ if [[ $CUDA_MODE == emulated ]]; then
   cat > "$WORK/emu_train.cpp" <<'EOF'
 // `aesthete train` on the emulated CUDA device (written by bench/bf16_accuracy.sh): the same
 // library call as apps/cmd_train.cpp, linked against kernels/libae_cuda_emu.a. The conv
-// arithmetic comes from AE_CONV_MATH (kernels/cuda/conv_math.h).
+// arithmetic comes from AE_CONV_MATH (kernels/cuda/conv_math.h), the activation storage from
+// AE_ACTIVATIONS (f32 or bf16, as --activations).
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include "kernels/cuda/conv_math.h"
 #include "kernels/cuda/runtime.h"
+#include "model/resnet18.h"
 #include "train/trainer.h"
 using namespace ae;
 int main(int argc, char** argv) {
+  if (const char* a = std::getenv("AE_ACTIVATIONS"))
+    model::set_default_activation_dtype(model::parse_activation_dtype(a, "AE_ACTIVATIONS"));
   train::TrainOptions o;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -136,7 +146,8 @@ int main(int argc, char** argv) {
   if (o.device.is_cuda()) {
     const cuda::DeviceInfo& info = cuda::initialize();
     if (!info.usable) { std::fprintf(stderr, "emu_train: %s\n", info.reason.c_str()); return 1; }
-    std::fprintf(stderr, "emu_train: %s, conv math %s\n", info.name.c_str(), cuda::conv_math_name(cuda::conv_math()));
+    std::fprintf(stderr, "emu_train: %s, conv math %s, activations %s\n", info.name.c_str(),
+                 cuda::conv_math_name(cuda::conv_math()), dtype_name(model::default_activation_dtype()));
   }
   return train::run_training(o, std::nullopt).diverged ? 1 : 0;
 }
@@ -160,32 +171,39 @@ fi
 COMMON=(--train-csv "$WORK/train.csv" --val-csv "$WORK/val.csv" --images "$DS" --epochs "$EPOCHS"
         --batch "$BATCH" --lr "$LR" --size "$SIZE" --resize-to $((SIZE * 9 / 8)))
 RUNS=()
-run_cmd() {  # run_cmd NAME DEVICE MATH SEED -> the command in CMD, environment in ENVV
-  local name=$1 device=$2 math=$3 seed=$4
+run_cmd() {  # run_cmd NAME DEVICE MATH SEED ACTIVATIONS -> the command in CMD, environment in ENVV
+  local name=$1 device=$2 math=$3 seed=$4 act=$5
   ENVV=()
   if [[ $device == cpu ]]; then
-    CMD=("$AE" train "${COMMON[@]}" --seed "$seed" --device cpu --out "$WORK/runs/$name")
+    CMD=("$AE" --activations "$act" train "${COMMON[@]}" --seed "$seed" --device cpu --out "$WORK/runs/$name")
   elif [[ $CUDA_MODE == aesthete ]]; then
-    CMD=("$AE" --conv-math "$math" train "${COMMON[@]}" --seed "$seed" --device cuda --out "$WORK/runs/$name")
+    CMD=("$AE" --conv-math "$math" --activations "$act" train "${COMMON[@]}" --seed "$seed" --device cuda
+         --out "$WORK/runs/$name")
   else
-    ENVV=(AE_CONV_MATH="$math")
+    ENVV=(AE_CONV_MATH="$math" AE_ACTIVATIONS="$act")
     CMD=("$DRIVER" "${COMMON[@]}" --seed "$seed" --device cuda --out "$WORK/runs/$name")
   fi
 }
-PLAN=()
+PLAN=()  # "NAME DEVICE MATH SEED ACTIVATIONS"
 if [[ $CUDA_MODE != none ]]; then
-  for m in $MATHS; do PLAN+=("cuda_$m cuda $m $SEED"); done
-  [[ -n $NOISE_SEED && " $MATHS " == *" f32 "* ]] && PLAN+=("cuda_f32_s$NOISE_SEED cuda f32 $NOISE_SEED")
+  for m in $MATHS; do
+    case $m in
+      *+act) PLAN+=("cuda_${m%+act}_act cuda ${m%+act} $SEED bf16");;
+      *) PLAN+=("cuda_$m cuda $m $SEED f32");;
+    esac
+  done
+  [[ -n $NOISE_SEED && " $MATHS " == *" f32 "* ]] && PLAN+=("cuda_f32_s$NOISE_SEED cuda f32 $NOISE_SEED f32")
 fi
 if (( CPU )); then
-  PLAN+=("cpu cpu f32 $SEED")
-  [[ -n $NOISE_SEED ]] && PLAN+=("cpu_s$NOISE_SEED cpu f32 $NOISE_SEED")
+  PLAN+=("cpu cpu f32 $SEED f32")
+  [[ " $MATHS " == *"+act "* ]] && PLAN+=("cpu_bf16_act cpu f32 $SEED bf16")
+  [[ -n $NOISE_SEED ]] && PLAN+=("cpu_s$NOISE_SEED cpu f32 $NOISE_SEED f32")
 fi
 mkdir -p "$WORK/runs"
 running=0
 for p in "${PLAN[@]}"; do
-  read -r name device math seed <<< "$p"
-  run_cmd "$name" "$device" "$math" "$seed"
+  read -r name device math seed act <<< "$p"
+  run_cmd "$name" "$device" "$math" "$seed" "$act"
   rm -rf "$WORK/runs/$name"
   say "\$ $( ((${#ENVV[@]})) && printf '%s ' "${ENVV[@]}")nice -n $NICE $(quote "${CMD[@]}")"
   (

@@ -7,12 +7,14 @@
 # PYTHON selects the interpreter with torch (default /usr/bin/python3, Debian's CPU PyTorch; on a
 # GPU machine use one whose PyTorch has CUDA, e.g. PYTHON=python3).
 # --precision (f32 default) goes to both sides; aesthete refuses a precision it cannot run on
-# the chosen device (the CPU is f32 only) rather than compare unlike with unlike.
+# the chosen device (the CPU is f32 only) rather than compare unlike with unlike. With bf16,
+# aesthete also stores its activations in bf16 (--activations bf16), as PyTorch's autocast does.
 set -euo pipefail
 build=${1:-build}
 shift || true
 python=${PYTHON:-/usr/bin/python3}
 ours_args=()
+ours_global=()
 peer_args=()
 what=model
 while (($#)); do
@@ -25,6 +27,8 @@ while (($#)); do
       [[ $# -ge 2 ]] || { echo "compare.sh: --precision needs a value" >&2; exit 2; }
       peer_args+=("$1" "$2")
       ours_args+=("$1" "$2")
+      # PyTorch's bf16 autocast stores its activations in bf16: ours store them so too.
+      [[ $2 == bf16 ]] && ours_global=(--activations bf16)
       shift 2 ;;
     *)
       ours_args+=("$1")
@@ -33,7 +37,7 @@ while (($#)); do
   esac
 done
 [[ -x "$build/aesthete" ]] || { echo "compare.sh: $build/aesthete not found (build it first)" >&2; exit 2; }
-ours=$("$build/aesthete" -q bench --what "$what" "${ours_args[@]}")
+ours=$("$build/aesthete" -q "${ours_global[@]}" bench --what "$what" "${ours_args[@]}")
 theirs=$("$python" "$(dirname "$0")/torch_peer.py" --what "$what" "${peer_args[@]}")
 echo "$ours" | sed 's/^/aesthete  /'
 echo "$theirs" | sed 's/^/pytorch   /'

@@ -24,17 +24,20 @@ class Backend {
     in_place.in_place = true;  // the convolution's own output, read by nothing else
     return batchnorm_apply(in_place, conv2d_forward(conv, x, w), gamma, beta, mean, var_or_invstd, residual);
   }
-  virtual ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu, const Tensor& x, const Tensor& w, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var, const Tensor& residual) const {
+  // bf16 (a residual, y_dtype): the f32 sequence on the widened residual, y cast at the end.
+  virtual ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu, const Tensor& x, const Tensor& w, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var, const Tensor& residual, DType y_dtype) const {
     ConvBatchNormTrainOut out;
     out.conv = conv2d_forward(conv, x, w);
     BatchNormTrainOut b = batchnorm_forward_train(bn, out.conv, gamma, beta, running_mean, running_var);
     out.save_mean = b.save_mean;
     out.save_invstd = b.save_invstd;
     if (residual.defined()) {
-      out.y = relu ? add_relu(b.y, residual) : add(b.y, residual);
+      const Tensor r = residual.dtype() == DType::bf16 ? cast(residual, DType::f32) : residual;
+      out.y = relu ? add_relu(b.y, r) : add(b.y, r);
     } else {
       out.y = relu ? relu_forward(b.y) : b.y;
     }
+    if (y_dtype == DType::bf16) out.y = cast(out.y, DType::bf16);  // a backend's cast changes the dtype
     return out;
   }
   // Device graphs (kernels/graph.h); a backend without them says so.

@@ -87,7 +87,11 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   check_channel_vector(op, "gamma", gamma, x.shape());
   check_channel_vector(op, "save_mean", save_mean, x.shape());
   check_channel_vector(op, "save_invstd", save_invstd, x.shape());
-  if (relu_y.defined()) check_same_shape(op, "relu_y", relu_y, x);
+  if (relu_y.defined()) {
+    AE_CHECK(relu_y.shape() == x.shape(), op << ": relu_y has shape " << shape_str(relu_y.shape())
+                                             << ", expected x's shape " << shape_str(x.shape()));
+    if (relu_y.dtype() != DType::bf16) check_f32(op, "relu_y", relu_y);  // bf16: a stored activation
+  }
   const Backend& be = relu_y.defined() ? backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd, &relu_y})
                                        : backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd});
   return be.batchnorm_backward_train(x, dy, gamma, save_mean, save_invstd, relu_y);

@@ -26,14 +26,22 @@ void check_shape_arg(const char* op, const char* arg, const Shape& s) {
   for (int64_t d : s) AE_CHECK(d >= 1, op << ": " << arg << " " << shape_str(s) << " has an empty dimension");
 }
 
-void check_tensor_arg(const char* op, const char* arg, const Tensor& t) {
+void check_tensor_arg(const char* op, const char* arg, const Tensor& t, bool bf16_allowed = false) {
   check_ndim(op, arg, t, 4);
-  check_f32(op, arg, t);
+  if (!bf16_allowed || t.dtype() != DType::bf16) check_f32(op, arg, t);
   for (int64_t d : t.shape()) AE_CHECK(d >= 1, op << ": " << arg << " " << t.desc() << " has an empty dimension");
 }
 
 // The input [N,H,W,C] and weight [O,KH,KW,C] shapes agree with each other and with p; returns the
 // output shape [N,OH,OW,O]. x_arg/w_arg name the arguments they came from; `device` decorates.
+// The forwards' x and w: 4-d, non-empty, f32, or both bf16 (storage: conv2d_forward in ops.h).
+void check_forward_operands(const char* op, const Tensor& x, const Tensor& w) {
+  check_tensor_arg(op, "x", x, /*bf16_allowed=*/true);
+  check_tensor_arg(op, "w", w, /*bf16_allowed=*/true);
+  AE_CHECK(x.dtype() == w.dtype(), op << ": x " << x.desc() << " and w " << w.desc()
+                                      << " must have one dtype (f32, or bf16 for both: ops::cast the other)");
+}
+
 Shape check_x_w(const char* op, const Conv2dParams& p, const char* x_arg, const Shape& x, const char* w_arg,
                 const Shape& w, const std::string& device) {
   const std::string where = " (" + params_str(p) + ", device " + device + ")";
@@ -59,8 +67,7 @@ void check_dy(const char* op, const Tensor& dy, const Shape& expected, const std
 Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
   constexpr const char* op = "conv2d_forward";
   check_params(op, p);
-  check_tensor_arg(op, "x", x);
-  check_tensor_arg(op, "w", w);
+  check_forward_operands(op, x, w);
   const Backend& be = backend_for(op, {&x, &w});
   check_x_w(op, p, "x", x.shape(), "w", w.shape(), x.device().str());
   return be.conv2d_forward(p, x, w);
@@ -71,8 +78,7 @@ Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn
                         const Tensor& residual) {
   constexpr const char* op = "conv2d_batchnorm";
   check_params(op, conv);
-  check_tensor_arg(op, "x", x);
-  check_tensor_arg(op, "w", w);
+  check_forward_operands(op, x, w);
   const Backend& be = backend_for(op, {&x, &w, &gamma, &beta, &mean, &var_or_invstd, &residual});
   const Shape y_shape = check_x_w(op, conv, "x", x.shape(), "w", w.shape(), x.device().str());
   check_batchnorm_apply_args(op, bn, y_shape, gamma, beta, mean, var_or_invstd, residual);
@@ -82,20 +88,21 @@ Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn
 ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu,
                                              const Tensor& x, const Tensor& w, const Tensor& gamma,
                                              const Tensor& beta, Tensor& running_mean, Tensor& running_var,
-                                             const Tensor& residual) {
+                                             const Tensor& residual, DType y_dtype) {
   constexpr const char* op = "conv2d_batchnorm_train";
   check_params(op, conv);
-  check_tensor_arg(op, "x", x);
-  check_tensor_arg(op, "w", w);
+  check_forward_operands(op, x, w);
+  AE_CHECK(y_dtype == DType::f32 || y_dtype == DType::bf16,
+           op << ": y_dtype " << dtype_name(y_dtype) << ": y can be f32 or bf16");
   const Backend& be = backend_for(op, {&x, &w, &gamma, &beta, &running_mean, &running_var, &residual});
   const Shape y_shape = check_x_w(op, conv, "x", x.shape(), "w", w.shape(), x.device().str());
   check_batchnorm_train_args(op, bn, y_shape, gamma, beta, running_mean, running_var);
   if (residual.defined()) {
-    check_f32(op, "residual", residual);
+    if (residual.dtype() != DType::bf16) check_f32(op, "residual", residual);
     AE_CHECK(residual.shape() == y_shape, op << ": residual has shape " << shape_str(residual.shape())
                                              << ", expected the convolution's output shape " << shape_str(y_shape));
   }
-  return be.conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual);
+  return be.conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual, y_dtype);
 }
 
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape) {
@@ -113,13 +120,16 @@ Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tenso
 Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape) {
   constexpr const char* op = "conv2d_backward_weight";
   check_params(op, p);
-  check_tensor_arg(op, "x", x);
+  check_tensor_arg(op, "x", x, /*bf16_allowed=*/true);
   check_tensor_arg(op, "dy", dy);
   check_shape_arg(op, "w_shape", w_shape);
   const Backend& be = backend_for(op, {&x, &dy});
   const std::string device = x.device().str();
   check_dy(op, dy, check_x_w(op, p, "x", x.shape(), "w_shape", w_shape, device), device);
-  return be.conv2d_backward_weight(p, x, dy, w_shape);
+  // A bf16 x (a stored activation) is widened here, for both backends: exact, and in bf16 conv math
+  // the same operands the kernel would have rounded it to. Reading it as bf16 in the kernel itself
+  // (half its bytes) is not done yet.
+  return be.conv2d_backward_weight(p, cast(x, DType::f32), dy, w_shape);
 }
 
 Tensor conv_fold_centre_tap(const Tensor& w, const Tensor& a) {

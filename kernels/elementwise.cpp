@@ -1,5 +1,5 @@
 // Validation and dispatch for the elementwise ops of kernels/ops.h.
-// There is no broadcasting: operands are f32 of one shape.
+// There is no broadcasting: operands are f32 of one shape (cast: f32 or bf16).
 #include "kernels/backend.h"
 
 namespace ae::ops {
@@ -47,6 +47,16 @@ Tensor add_relu(const Tensor& a, const Tensor& b) {
   check_same_shape("add_relu", a, b);
   const Backend& be = backend_for("add_relu", {&a, &b});
   return be.add_relu(a, b);
+}
+
+Tensor cast(const Tensor& x, DType to) {
+  AE_CHECK(x.defined(), "cast: x is undefined");
+  const auto castable = [](DType t) { return t == DType::f32 || t == DType::bf16; };
+  AE_CHECK(castable(x.dtype()) && castable(to), "cast: " << x.desc() << " to " << dtype_name(to)
+                                                          << ": only f32 <-> bf16 conversions exist");
+  if (x.dtype() == to) return x;
+  const Backend& be = backend_for("cast", {&x});
+  return be.cast(x, to);
 }
 
 }  // namespace ae::ops

@@ -19,10 +19,12 @@ void check_batchnorm_apply_args(const char* op, const BatchNormApplyParams& p, c
                                         << "] f32 (C = the channels of " << shape_str(x_shape) << ")");
   }
   if (residual.defined()) {
-    check_f32(op, "residual", residual);
+    if (residual.dtype() != DType::bf16) check_f32(op, "residual", residual);
     AE_CHECK(residual.shape() == x_shape, op << ": residual has shape " << shape_str(residual.shape())
                                              << ", expected " << shape_str(x_shape) << " (the normalised tensor's)");
   }
+  AE_CHECK(p.out_dtype == DType::f32 || p.out_dtype == DType::bf16,
+           op << ": out_dtype " << dtype_name(p.out_dtype) << ": y can be f32 or bf16");
 }
 
 Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,

@@ -54,6 +54,7 @@
   X(Tensor, scale, (const Tensor& a, float s), (a, s))                                                               \
   X(void, add_inplace, (Tensor& a, const Tensor& b, float s), (a, b, s))                                             \
   X(Tensor, add_relu, (const Tensor& a, const Tensor& b), (a, b))                                                    \
+  X(Tensor, cast, (const Tensor& x, DType to), (x, to))                                                              \
   /* pool (backward passes gather over input positions: no atomics) */                                             \
   X(ops::MaxPoolOut, maxpool2d_forward, (const ops::MaxPool2dParams& p, const Tensor& x), (p, x))                    \
   X(Tensor, maxpool2d_backward,                                                                                      \

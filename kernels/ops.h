@@ -30,11 +30,13 @@ struct Conv2dParams {
   int64_t out_h(int64_t h) const { return conv_out_size(h, kernel_h, stride_h, pad_h); }
   int64_t out_w(int64_t w) const { return conv_out_size(w, kernel_w, stride_w, pad_w); }
 };
-// x [N,H,W,C], w [O,KH,KW,C] -> y [N,OH,OW,O]
+// x [N,H,W,C], w [O,KH,KW,C] -> y [N,OH,OW,O]. x and w are f32, or both bf16 (storage: y is f32;
+// the CPU and the CUDA device outside bf16 math compute on the exactly widened values, CUDA in
+// bf16 math reads them as they are: kernels/cuda/conv_implicit_gemm.h, "bf16 storage").
 Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w);
 // dy [N,OH,OW,O], w [O,KH,KW,C] -> dx with x_shape [N,H,W,C]
 Tensor conv2d_backward_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, const Shape& x_shape);
-// x [N,H,W,C], dy [N,OH,OW,O] -> dw [O,KH,KW,C]
+// x [N,H,W,C] (f32, or bf16: widened first), dy [N,OH,OW,O] -> dw [O,KH,KW,C]
 Tensor conv2d_backward_weight(const Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape);
 // A 1x1 kernel folded into the centre tap of a 3x3 one: W' = W except W'[o,1,1,i] = W[o,1,1,i] +
 // A[o,0,0,i] (w [O,3,3,C], a [O,1,1,C], f32, one device). A 3x3/pad-1 convolution with W' equals the
@@ -70,6 +72,7 @@ struct BatchNormGrads {
 // or relu(bn(x) + residual)), with dy the gradient of that output: the op then runs ReLU's backward
 // as it reads dy (dy where relu_y > 0, else 0), bit for bit
 // batchnorm_backward_train(x, relu_backward(relu_y, dy), ...) without writing the masked gradient.
+// relu_y may be bf16 (a stored activation: the mask of the stored value, the one the next layer read).
 BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                         const Tensor& save_mean, const Tensor& save_invstd,
                                         const Tensor& relu_y = Tensor());
@@ -79,7 +82,8 @@ BatchNormGrads batchnorm_backward_eval(const BatchNormParams& p, const Tensor& x
 
 // ---------------------------------------------------------------- activations
 Tensor relu_forward(const Tensor& x);
-// dx = dy where y > 0 (y is relu's output; at 0 the gradient is 0, as in PyTorch).
+// dx = dy where y > 0 (y is relu's output; at 0 the gradient is 0, as in PyTorch). y may be bf16
+// (a stored activation: the mask of the stored value, the one the next layer read).
 Tensor relu_backward(const Tensor& y, const Tensor& dy);
 
 // slope [1] (shared) or [C] (per channel, C = last dim of x).
@@ -111,6 +115,11 @@ Tensor add(const Tensor& a, const Tensor& b);            // same shapes
 Tensor scale(const Tensor& a, float s);                  // s * a
 void add_inplace(Tensor& a, const Tensor& b, float s = 1.0f);  // a += s * b
 Tensor add_relu(const Tensor& a, const Tensor& b);       // relu(a + b): the residual join
+// x converted to dtype `to` (f32 <-> bf16), on x's device, as a new contiguous tensor: to bf16
+// rounds to nearest, ties to even, NaN to the canonical 0x7FFF (runtime/bf16.h); to f32 is exact.
+// Casting to x's own dtype returns x itself (shared storage, no copy). A storage conversion with
+// no backward: the f32 tensor it came from is the one that takes gradients.
+Tensor cast(const Tensor& x, DType to);
 
 // ---------------------------------------------------------------- pooling
 struct MaxPool2dParams {
@@ -127,6 +136,7 @@ struct MaxPoolOut {
   Tensor y;       // [N,OH,OW,C]
   Tensor argmax;  // i64 [N,OH,OW,C]: flat index h*W+w of the winner in its image plane
 };
+// x f32, or bf16 (a stored activation: y is bf16 too, exactly the maximum).
 MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x);
 Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tensor& argmax, const Shape& x_shape);
 
@@ -134,6 +144,7 @@ Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tens
 struct AdaptiveAvgPool2dParams {
   int64_t out_h = 1, out_w = 1;
 };
+// x f32 or bf16 (widened as it is read); y f32.
 Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor& x);
 Tensor adaptive_avgpool2d_backward(const AdaptiveAvgPool2dParams& p, const Tensor& dy, const Shape& x_shape);
 
@@ -242,9 +253,14 @@ struct BatchNormApplyParams {
   // Write y over x's storage and return x: for inference, where x is dead once normalised, so a
   // layer's output does not need a second buffer of its size (the peak memory of a forward). Same
   // bits as the out-of-place op; x must not be used afterwards as the pre-normalisation value.
+  // Ignored when y is bf16 (a new tensor of half x's bytes).
   bool in_place = false;
+  // y's dtype: f32, or bf16 (activation storage: y is computed in f32 as always and rounded once,
+  // nearest even: the bits of ops::cast of the f32 result).
+  DType out_dtype = DType::f32;
 };
-// x [...,C]; gamma, beta, mean, var_or_invstd [C]; residual: x's shape, or undefined for none.
+// x [...,C] f32; gamma, beta, mean, var_or_invstd [C]; residual: x's shape, f32 or bf16 (widened
+// exactly as it is read), or undefined for none.
 Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                        const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual);
 
@@ -254,7 +270,8 @@ Tensor batchnorm_apply(const BatchNormApplyParams& p, const Tensor& x, const Ten
 // is never returned raw). The CPU applies the BatchNorm, residual and ReLU as each output leaves the
 // convolution's registers on the direct paths (kernels/cpu/conv_direct.h), saving a read and a
 // write of y, and runs batchnorm_apply over y in place after the other paths; other backends compose
-// the two ops. residual: the output's shape [N,OH,OW,O], or undefined for none.
+// the two ops. residual: the output's shape [N,OH,OW,O], or undefined for none. bf16: x and w as
+// conv2d_forward, residual and bn.out_dtype as batchnorm_apply.
 Tensor conv2d_batchnorm(const Conv2dParams& conv, const BatchNormApplyParams& bn, const Tensor& x, const Tensor& w,
                         const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
                         const Tensor& residual);
@@ -278,10 +295,13 @@ struct ConvBatchNormTrainOut {
   Tensor save_mean;    // [O] as batchnorm_forward_train's
   Tensor save_invstd;  // [O]
 };
+// x and w may both be bf16 (as conv2d_forward), residual f32 or bf16; y_dtype bf16 stores y as
+// bf16 (computed in f32, rounded once: ops::cast of the f32 y). conv, the statistics and every
+// gradient stay f32.
 ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu,
                                              const Tensor& x, const Tensor& w, const Tensor& gamma,
                                              const Tensor& beta, Tensor& running_mean, Tensor& running_var,
-                                             const Tensor& residual);
+                                             const Tensor& residual, DType y_dtype = DType::f32);
 
 }  // namespace ae::ops
 

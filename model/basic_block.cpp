@@ -24,13 +24,15 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int stride, bo
 namespace {
 
 // Eval-mode batch norm of `bn` on x, then + residual (when defined), then ReLU, in one op, written
-// over x: the inference path never reads a convolution's raw output again.
-Tensor bn_epilogue(const BatchNorm& bn, const Tensor& x, const Tensor& residual, bool relu) {
+// over x (f32 y; a bf16 y is a new tensor): the inference path never reads a convolution's raw
+// output again.
+Tensor bn_epilogue(const BatchNorm& bn, const Tensor& x, const Tensor& residual, bool relu, DType y_dtype) {
   ops::BatchNormApplyParams p;
   p.eps = bn.params.eps;
   p.stats = ops::BatchNormStats::running;
   p.relu = relu;
   p.in_place = true;
+  p.out_dtype = y_dtype;
   return ops::batchnorm_apply(p, x, bn.weight.value, bn.bias.value, bn.running_mean, bn.running_var, residual);
 }
 
@@ -99,7 +101,9 @@ bool BasicBlock::backward_fold_valid() {
 Tensor BasicBlock::forward_for_input_grad(const Tensor& x, InputGradTape& tape) {
   tape.x_shape = x.shape();
   tape.out = conv_bn(conv1, adapter1, folded1_, bn1, x, Tensor(), /*relu=*/true);
-  const Tensor identity = has_downsample_ ? down_conv.forward_batchnorm(x, down_bn, Tensor(), /*relu=*/false) : x;
+  const Tensor identity = has_downsample_ ? down_conv.forward_batchnorm(x, down_bn, Tensor(), /*relu=*/false,
+                                                                       nullptr, activation_dtype)
+                                          : x;
   tape.y = conv_bn(conv2, adapter2, folded2_, bn2, tape.out, identity, /*relu=*/true);
   return tape.y;
 }
@@ -149,19 +153,23 @@ Tensor BasicBlock::conv_with_adapter(Conv2d& conv, Conv2d& adapter, FoldedWeight
     ops::add_inplace(y, adapter.forward(x, false));
     return y;
   }
-  return ops::conv2d_forward(conv.params, x, folded_weight(conv, adapter, folded));
+  return ops::conv2d_forward(conv.params, x, operand_weight(folded_weight(conv, adapter, folded), x));
 }
 
 Tensor BasicBlock::conv_bn(Conv2d& conv, Conv2d& adapter, FoldedWeight& folded, const BatchNorm& bn, const Tensor& x,
                            const Tensor& residual, bool relu) {
-  if (!has_adapters_) return conv.forward_batchnorm(x, bn, residual, relu);
-  if (!fold_usable(conv, adapter)) return bn_epilogue(bn, conv_with_adapter(conv, adapter, folded, x), residual, relu);
-  return conv.forward_batchnorm(x, bn, residual, relu, &folded_weight(conv, adapter, folded));
+  if (!has_adapters_) return conv.forward_batchnorm(x, bn, residual, relu, nullptr, activation_dtype);
+  if (!fold_usable(conv, adapter)) {
+    return bn_epilogue(bn, conv_with_adapter(conv, adapter, folded, x), residual, relu, activation_dtype);
+  }
+  return conv.forward_batchnorm(x, bn, residual, relu, &folded_weight(conv, adapter, folded), activation_dtype);
 }
 
 Tensor BasicBlock::forward_inference_fused(const Tensor& x) {
   Tensor out = conv_bn(conv1, adapter1, folded1_, bn1, x, Tensor(), /*relu=*/true);
-  const Tensor identity = has_downsample_ ? down_conv.forward_batchnorm(x, down_bn, Tensor(), /*relu=*/false) : x;
+  const Tensor identity = has_downsample_ ? down_conv.forward_batchnorm(x, down_bn, Tensor(), /*relu=*/false,
+                                                                       nullptr, activation_dtype)
+                                          : x;
   y_ = Tensor();  // nothing kept: a backward after an inference forward is an error
   return conv_bn(conv2, adapter2, folded2_, bn2, out, identity, /*relu=*/true);
 }
@@ -171,7 +179,7 @@ Tensor BasicBlock::conv_folded_for_training(Conv2d& conv, Conv2d& adapter, const
   w_out = fold_centre_tap(conv, adapter);
   x_shape = x.shape();
   x_kept = conv.weight.trainable || adapter.weight.trainable ? x : Tensor();
-  return ops::conv2d_forward(conv.params, x, w_out);
+  return ops::conv2d_forward(conv.params, x, operand_weight(w_out, x));
 }
 
 Tensor BasicBlock::backward_folded(Conv2d& conv, Conv2d& adapter, const Tensor& dy, const Tensor& w, const Tensor& x,
@@ -191,8 +199,9 @@ Tensor BasicBlock::conv_bn_train_folded(Conv2d& conv, Conv2d& adapter, BatchNorm
   w_out = fold_centre_tap(conv, adapter);
   x_shape = x.shape();
   x_kept = conv.weight.trainable || adapter.weight.trainable ? x : Tensor();
-  ops::ConvBatchNormTrainOut out = ops::conv2d_batchnorm_train(conv.params, bn.params, relu, x, w_out, bn.weight.value,
-                                                               bn.bias.value, bn.running_mean, bn.running_var, residual);
+  ops::ConvBatchNormTrainOut out =
+      ops::conv2d_batchnorm_train(conv.params, bn.params, relu, x, operand_weight(w_out, x), bn.weight.value,
+                                  bn.bias.value, bn.running_mean, bn.running_var, residual, activation_dtype);
   bn.adopt_training_forward(out.conv, out.save_mean, out.save_invstd, keep);
   return out.y;
 }
@@ -203,13 +212,14 @@ Tensor BasicBlock::forward_training_fused(const Tensor& x, bool keep) {
   f.active = has_adapters_;  // forward() sends a block with adapters here only when they fold (keep)
   const Tensor out = f.active ? conv_bn_train_folded(conv1, adapter1, bn1, x, Tensor(), /*relu=*/true, keep, f.w1,
                                                      f.x1, f.x1_shape)
-                              : conv1.forward_batchnorm_train(x, bn1, Tensor(), /*relu=*/true, keep);
+                              : conv1.forward_batchnorm_train(x, bn1, Tensor(), /*relu=*/true, keep, activation_dtype);
   relu1.adopt_output(out, keep);
-  const Tensor identity =
-      has_downsample_ ? down_conv.forward_batchnorm_train(x, down_bn, Tensor(), /*relu=*/false, keep) : x;
+  const Tensor identity = has_downsample_ ? down_conv.forward_batchnorm_train(x, down_bn, Tensor(), /*relu=*/false,
+                                                                             keep, activation_dtype)
+                                          : x;
   Tensor y = f.active ? conv_bn_train_folded(conv2, adapter2, bn2, out, identity, /*relu=*/true, keep, f.w2, f.x2,
                                              f.x2_shape)
-                      : conv2.forward_batchnorm_train(out, bn2, identity, /*relu=*/true, keep);
+                      : conv2.forward_batchnorm_train(out, bn2, identity, /*relu=*/true, keep, activation_dtype);
   y_ = keep ? y : Tensor();
   return y;
 }
@@ -231,7 +241,10 @@ Tensor BasicBlock::forward(const Tensor& x, bool training, bool keep) {
   const Tensor a = conv_and_adapter(conv1, adapter1, x, f.w1, f.x1, f.x1_shape);
   const Tensor out = relu1.forward(bn1.forward(a, training, keep), keep);
   Tensor c = conv_and_adapter(conv2, adapter2, out, f.w2, f.x2, f.x2_shape);
-  const Tensor identity = has_downsample_ ? down_bn.forward(down_conv.forward(x, keep), training, keep) : x;
+  // The layer-by-layer path stores f32 (activation_dtype is for the fused epilogues): a bf16 block
+  // input (a fused block before this one) is widened for the residual join.
+  const Tensor identity =
+      has_downsample_ ? down_bn.forward(down_conv.forward(x, keep), training, keep) : ops::cast(x, DType::f32);
   Tensor y = ops::add_relu(bn2.forward(c, training, keep), identity);
   y_ = keep ? y : Tensor();
   return y;

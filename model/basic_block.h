@@ -61,6 +61,12 @@ class BasicBlock {
   // BatchNorm epilogue (fuse_training_epilogues). The weight gradients are the unfolded ones (the
   // 1x1 adapter's gradient is the conv's centre-tap gradient, computed by its own 1x1 wgrad).
   bool fold_adapters = true;
+  // How the fused epilogues (inference, training, the input-gradient forward) store their outputs,
+  // the activations between layers: f32 (default) or bf16 (half the bytes written and read again;
+  // ResNet18::set_activation_dtype). The convolutions, BatchNorm statistics and all gradients stay
+  // f32; a bf16 input is convolved with the weight cast to bf16 (operand_weight). The layer-by-layer
+  // path writes f32 whatever this says.
+  DType activation_dtype = DType::f32;
 
   // Input-gradient pass (ResNet18::input_gradient; DESIGN.md "Input gradients"): an eval-mode
   // forward that keeps only the two ReLU outputs (their masks), then the input gradient alone. Each

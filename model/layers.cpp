@@ -79,6 +79,10 @@ void StateEntry::load_from_file(const Tensor& t) const {
 
 // ---------------------------------------------------------------- Conv2d
 
+Tensor operand_weight(const Tensor& w, const Tensor& x) {
+  return x.dtype() == DType::bf16 ? ops::cast(w, DType::bf16) : w;
+}
+
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int pad, ParamGroup group) {
   weight.value = Tensor::zeros({out_channels, kernel, kernel, in_channels});
   weight.group = group;
@@ -93,11 +97,11 @@ Tensor Conv2d::forward(const Tensor& x, bool keep) {
   x_ = keep && weight.trainable ? x : Tensor();
   x_shape_ = x.shape();
   kept_ = keep;
-  return ops::conv2d_forward(params, x, weight.value);
+  return ops::conv2d_forward(params, x, operand_weight(weight.value, x));
 }
 
 Tensor Conv2d::forward_batchnorm(const Tensor& x, const BatchNorm& bn, const Tensor& residual, bool relu,
-                                 const Tensor* w) {
+                                 const Tensor* w, DType y_dtype) {
   x_ = Tensor();
   x_shape_ = x.shape();
   kept_ = false;
@@ -105,17 +109,20 @@ Tensor Conv2d::forward_batchnorm(const Tensor& x, const BatchNorm& bn, const Ten
   p.eps = bn.params.eps;
   p.stats = ops::BatchNormStats::running;
   p.relu = relu;
-  return ops::conv2d_batchnorm(params, p, x, w ? *w : weight.value, bn.weight.value, bn.bias.value, bn.running_mean,
-                               bn.running_var, residual);
+  p.out_dtype = y_dtype;
+  return ops::conv2d_batchnorm(params, p, x, operand_weight(w ? *w : weight.value, x), bn.weight.value, bn.bias.value,
+                               bn.running_mean, bn.running_var, residual);
 }
 
-Tensor Conv2d::forward_batchnorm_train(const Tensor& x, BatchNorm& bn, const Tensor& residual, bool relu, bool keep) {
+Tensor Conv2d::forward_batchnorm_train(const Tensor& x, BatchNorm& bn, const Tensor& residual, bool relu, bool keep,
+                                       DType y_dtype) {
   x_ = keep && weight.trainable ? x : Tensor();
   x_shape_ = x.shape();
   kept_ = keep;
-  ops::ConvBatchNormTrainOut out = ops::conv2d_batchnorm_train(params, bn.params, relu, x, weight.value,
-                                                               bn.weight.value, bn.bias.value, bn.running_mean,
-                                                               bn.running_var, residual);
+  ops::ConvBatchNormTrainOut out = ops::conv2d_batchnorm_train(params, bn.params, relu, x,
+                                                               operand_weight(weight.value, x), bn.weight.value,
+                                                               bn.bias.value, bn.running_mean, bn.running_var,
+                                                               residual, y_dtype);
   bn.adopt_training_forward(out.conv, out.save_mean, out.save_invstd, keep);
   return out.y;
 }

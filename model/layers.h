@@ -47,6 +47,11 @@ struct StateEntry {
   void load_from_file(const Tensor& t) const;
 };
 
+// The weight a convolution of x uses: w itself, or for a bf16 x (a stored activation) w cast to
+// bf16 (ops::conv2d_forward takes one dtype for both; in bf16 conv math the kernels round the f32
+// weight to these same bits). Cast per call: an optimiser steps the f32 master weight in place.
+Tensor operand_weight(const Tensor& w, const Tensor& x);
+
 // OIHW <-> OHWI permutes (CPU tensors; used at load/save and for comparing gradients with PyTorch).
 Tensor oihw_to_ohwi(const Tensor& w);
 Tensor ohwi_to_oihw(const Tensor& w);
@@ -55,18 +60,21 @@ class Conv2d {
  public:
   Conv2d() = default;
   Conv2d(int64_t in_channels, int64_t out_channels, int kernel, int stride, int pad, ParamGroup group);
+  // x f32 or bf16 (a stored activation: the weight is then cast to bf16 for the call, see
+  // operand_weight). The output is f32.
   Tensor forward(const Tensor& x, bool keep);
   // Inference: this convolution (with `w` in place of the weight when given: an adapter folded into
   // it) followed by bn's eval BatchNorm, + residual when defined, then ReLU when relu, in one op
-  // (ops::conv2d_batchnorm: the bits of forward + the BatchNorm layer's eval output). Keeps
-  // nothing, like forward(x, false).
+  // (ops::conv2d_batchnorm: the bits of forward + the BatchNorm layer's eval output), stored as
+  // y_dtype (f32 or bf16). Keeps nothing, like forward(x, false).
   Tensor forward_batchnorm(const Tensor& x, const class BatchNorm& bn, const Tensor& residual, bool relu,
-                           const Tensor* w = nullptr);
+                           const Tensor* w = nullptr, DType y_dtype = DType::f32);
   // Training: this convolution followed by bn's training-mode BatchNorm, + residual when defined,
-  // then ReLU when relu, in one op (ops::conv2d_batchnorm_train). Both layers keep what their
-  // backward needs, as forward(x, keep) and bn.forward(.., true, keep) would; the returned tensor is
-  // what a following ReLU layer's backward needs (ReLU::adopt_output).
-  Tensor forward_batchnorm_train(const Tensor& x, class BatchNorm& bn, const Tensor& residual, bool relu, bool keep);
+  // then ReLU when relu, in one op (ops::conv2d_batchnorm_train), stored as y_dtype. Both layers
+  // keep what their backward needs, as forward(x, keep) and bn.forward(.., true, keep) would; the
+  // returned tensor is what a following ReLU layer's backward needs (ReLU::adopt_output).
+  Tensor forward_batchnorm_train(const Tensor& x, class BatchNorm& bn, const Tensor& residual, bool relu, bool keep,
+                                 DType y_dtype = DType::f32);
   Tensor backward(const Tensor& dy, bool need_dx);
   void list_state(const std::string& prefix, std::vector<StateEntry>& out);
 

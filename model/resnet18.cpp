@@ -1,5 +1,6 @@
 #include "model/resnet18.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -77,6 +78,7 @@ ResNet18::ResNet18(const ModelConfig& config)
     head8_ = Linear(256, 1, ParamGroup::head);
   }
   initialise();
+  set_activation_dtype(default_activation_dtype());
 }
 
 void ResNet18::initialise() {
@@ -116,6 +118,7 @@ uint64_t ResNet18::inference_switches() const {
     if (blocks_[i]->fuse_inference_epilogues) bits |= uint64_t{1} << (2 * i);
     if (blocks_[i]->fold_adapters) bits |= uint64_t{2} << (2 * i);
   }
+  if (activation_dtype_ == DType::bf16) bits |= uint64_t{1} << 63;
   return bits;
 }
 
@@ -159,6 +162,31 @@ Tensor eval_bn(const BatchNorm& bn, const Tensor& x, bool relu) {
 
 }  // namespace
 
+namespace {
+std::atomic<int> g_default_activation_dtype{static_cast<int>(DType::f32)};
+}  // namespace
+
+void set_default_activation_dtype(DType dtype) {
+  AE_CHECK(dtype == DType::f32 || dtype == DType::bf16,
+           "activation storage " << dtype_name(dtype) << ": must be f32 or bf16");
+  g_default_activation_dtype.store(static_cast<int>(dtype));
+}
+
+DType default_activation_dtype() { return static_cast<DType>(g_default_activation_dtype.load()); }
+
+DType parse_activation_dtype(const std::string& text, const std::string& where) {
+  if (text == "f32") return DType::f32;
+  if (text == "bf16") return DType::bf16;
+  AE_FAIL(where << " '" << text << "': the activation storage must be f32 or bf16");
+}
+
+void ResNet18::set_activation_dtype(DType dtype) {
+  AE_CHECK(dtype == DType::f32 || dtype == DType::bf16,
+           "ResNet18.set_activation_dtype: " << dtype_name(dtype) << " must be f32 or bf16");
+  activation_dtype_ = dtype;
+  for (auto& block : blocks_) block->activation_dtype = dtype;
+}
+
 void ResNet18::set_fuse_training_epilogues(bool on) {
   fuse_training_epilogues_ = on;
   for (auto& block : blocks_) block->fuse_training_epilogues = on;
@@ -175,9 +203,11 @@ Tensor ResNet18::forward(const Tensor& x) {
   // (ops::conv2d_batchnorm_train; BasicBlock::fuse_training_epilogues says what that changes).
   // (A temporary: inference frees the stem's output, the largest activation, once it is pooled.)
   const auto stem = [&] {
-    if (!keep && !backbone_training) return conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true);
+    if (!keep && !backbone_training) {
+      return conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true, nullptr, activation_dtype_);
+    }
     if (backbone_training && fuse_training_epilogues_) {
-      Tensor y = conv1_.forward_batchnorm_train(x, bn1_, Tensor(), /*relu=*/true, keep);
+      Tensor y = conv1_.forward_batchnorm_train(x, bn1_, Tensor(), /*relu=*/true, keep, activation_dtype_);
       relu_.adopt_output(y, keep);
       return y;
     }
@@ -285,7 +315,7 @@ ResNet18::InputGradient ResNet18::input_gradient(const Tensor& x, const Tensor& 
   AE_CHECK(x.defined() && x.ndim() == 4 && x.dim(3) == 3 && x.dtype() == DType::f32,
            "ResNet18.input_gradient: input " << x.desc() << " must be NHWC [N,H,W,3] f32");
   // ---- forward (eval), keeping what dx needs
-  const Tensor stem_relu = conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true);
+  const Tensor stem_relu = conv1_.forward_batchnorm(x, bn1_, Tensor(), /*relu=*/true, nullptr, activation_dtype_);
   const ops::MaxPoolOut pooled = ops::maxpool2d_forward(maxpool_.params, stem_relu);
   std::vector<BasicBlock::InputGradTape> tapes(blocks_.size());
   Tensor h = pooled.y;

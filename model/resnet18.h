@@ -24,6 +24,14 @@ struct ParamRef {
   Param* param;
 };
 
+// The activation storage new models start with (ResNet18::set_activation_dtype): f32 unless the
+// process asked for bf16 (the CLI's --activations, session::set_activations). Process-wide, like the
+// conv math (kernels/cuda/conv_math.h), because every command builds its models its own way.
+void set_default_activation_dtype(DType dtype);
+DType default_activation_dtype();
+// "f32" / "bf16" -> DType; anything else throws ae::Error naming `where` and the accepted values.
+DType parse_activation_dtype(const std::string& text, const std::string& where);
+
 class ResNet18 {
  public:
   // Default initialisation (deterministic from config.seed): torchvision's for the backbone
@@ -65,6 +73,12 @@ class ResNet18 {
   // ops::conv2d_batchnorm_train (stem and every block without adapters; see
   // BasicBlock::fuse_training_epilogues). For comparing the two.
   void set_fuse_training_epilogues(bool on);
+  // How the activations between layers are stored on the fused paths (stem and blocks; inference,
+  // training and input gradients): f32, or bf16 (BasicBlock::activation_dtype says what changes).
+  // Starts as default_activation_dtype(). Any device; only CUDA in bf16 conv math reads bf16
+  // activations without widening them (kernels/cuda/conv_implicit_gemm.h, "bf16 storage").
+  void set_activation_dtype(DType dtype);
+  DType activation_dtype() const { return activation_dtype_; }
   // With grad disabled, forward keeps nothing (inference) and backward is an error.
   void set_grad_enabled(bool on) { grad_enabled_ = on; }
   bool grad_enabled() const { return grad_enabled_; }
@@ -87,7 +101,8 @@ class ResNet18 {
   std::vector<const Tensor*> state_tensors();
   // Sum of the blocks' cache generations (BasicBlock::cache_generation).
   uint64_t inference_cache_generation() const;
-  // The blocks' inference switches (BasicBlock::fuse_inference_epilogues, fold_adapters), as bits.
+  // The blocks' inference switches (BasicBlock::fuse_inference_epilogues, fold_adapters) and the
+  // activation storage (bit 63: bf16), as bits.
   uint64_t inference_switches() const;
   // PyTorch names and layouts (conv weights OIHW), CPU copies; num_batches_tracked as i64 [].
   NamedTensors state_dict();
@@ -133,6 +148,7 @@ class ResNet18 {
   bool training_ = false;
   bool backbone_bn_eval_ = false;
   bool fuse_training_epilogues_ = true;
+  DType activation_dtype_ = DType::f32;
   bool grad_enabled_ = true;
   uint64_t dropout_step_ = 0;
   int64_t dropout_first_row_ = 0;

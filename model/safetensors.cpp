@@ -65,6 +65,7 @@ const char* file_dtype_for(DType t) {
     case DType::f32: return "F32";
     case DType::i64: return "I64";
     case DType::u8: return "U8";
+    case DType::bf16: return "BF16";
   }
   return "?";
 }

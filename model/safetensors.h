@@ -17,7 +17,8 @@ namespace ae::st {
 
 using NamedTensors = std::vector<std::pair<std::string, ae::Tensor>>;  // order preserved
 
-// Writes tensors (f32 -> "F32", i64 -> "I64", u8 -> "U8"; device tensors are copied to the host)
+// Writes tensors (f32 -> "F32", i64 -> "I64", u8 -> "U8", bf16 -> "BF16", read back as f32; device
+// tensors are copied to the host)
 // in the order given, with the string metadata under "__metadata__" plus one entry per tensor
 // "crc32.<name>" = 8 lowercase hex digits of the CRC-32 of that tensor's bytes. Atomic
 // (runtime/atomic_file.h). The data section starts 8-byte aligned (header padded with spaces).

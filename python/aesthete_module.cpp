@@ -725,6 +725,11 @@ PYBIND11_MODULE(aesthete, mod) {
   mod.def("set_conv_math", [](const std::string& m) { session::set_conv_math(m, "set_conv_math"); }, py::arg("math"),
           "CUDA convolution arithmetic: f32 (default), tf32 or bf16");
   mod.def("conv_math", [] { return session::conv_math(); });
+  mod.def("set_activations", [](const std::string& a) { session::set_activations(a, "set_activations"); },
+          py::arg("dtype"),
+          "How models loaded from now on store the activations between layers: f32 (default) or bf16 (half the "
+          "bytes; with set_conv_math('bf16') on CUDA the convolutions read them as they are)");
+  mod.def("activations", [] { return session::activations(); });
   mod.def("cuda_unusable_reason", [] { return session::cuda_unusable_reason(); },
           "Why no CUDA device is usable ('' when one is)");
   mod.def("_input_copies", [] { return g_input_copies.load(); },

@@ -1,5 +1,6 @@
 #include "runtime/tensor.h"
 
+#include <bit>
 #include <cstring>
 #include <sstream>
 
@@ -12,6 +13,7 @@ std::size_t dtype_size(DType t) {
     case DType::f32: return 4;
     case DType::i64: return 8;
     case DType::u8: return 1;
+    case DType::bf16: return 2;
   }
   return 0;
 }
@@ -21,6 +23,7 @@ const char* dtype_name(DType t) {
     case DType::f32: return "f32";
     case DType::i64: return "i64";
     case DType::u8: return "u8";
+    case DType::bf16: return "bf16";
   }
   return "?";
 }
@@ -193,6 +196,12 @@ void Tensor::zero_() {
 
 std::vector<float> Tensor::to_vector() const {
   Tensor h = to(Device::cpu());
+  if (dtype_ == DType::bf16) {
+    const BFloat16* p = h.data<BFloat16>();
+    std::vector<float> out(static_cast<std::size_t>(numel_));
+    for (int64_t i = 0; i < numel_; ++i) out[i] = std::bit_cast<float>(f32_bits_of_bf16(p[i].bits));
+    return out;
+  }
   const float* p = h.f32();
   return std::vector<float>(p, p + numel_);
 }

@@ -9,12 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "runtime/bf16.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 
 namespace ae {
 
-enum class DType { f32, i64, u8 };
+// bf16 (runtime/bf16.h) is a storage type: ops::cast converts to and from it, and the ops that
+// accept it say so in kernels/ops.h; every other op refuses it by name (check_f32).
+enum class DType { f32, i64, u8, bf16 };
 
 std::size_t dtype_size(DType t);
 const char* dtype_name(DType t);
@@ -23,6 +26,7 @@ template <typename T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::f32; }
 template <> constexpr DType dtype_of<int64_t>() { return DType::i64; }
 template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
+template <> constexpr DType dtype_of<BFloat16>() { return DType::bf16; }
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
@@ -86,7 +90,8 @@ class Tensor {
   void fill(float value);              // f32 only, CPU only (device tensors: use ops)
   void zero_();
 
-  // Host-side convenience for tests and I/O (copies from a device when needed).
+  // Host-side convenience for tests and I/O (copies from a device when needed): f32, or bf16
+  // widened exactly to f32.
   std::vector<float> to_vector() const;
   float item() const;
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "kernels/backend.h"
+#include "model/resnet18.h"
 #include "runtime/error.h"
 #ifdef AE_WITH_CUDA
 #include "kernels/cuda/conv_math.h"
@@ -82,6 +83,12 @@ std::string conv_math() {
   return "f32";
 #endif
 }
+
+void set_activations(const std::string& text, const std::string& where) {
+  model::set_default_activation_dtype(model::parse_activation_dtype(text, where));
+}
+
+std::string activations() { return dtype_name(model::default_activation_dtype()); }
 
 LogLevel parse_log_level(const std::string& text, const std::string& where) {
   for (LogLevel l : {LogLevel::debug, LogLevel::info, LogLevel::warn, LogLevel::error, LogLevel::quiet})

@@ -37,6 +37,12 @@ void set_conv_math(const std::string& text, const std::string& where);
 // The current setting's name ("f32" without a CUDA backend).
 std::string conv_math();
 
+// ---- activation storage ----
+// "f32" (default) or "bf16": how models built from now on store the activations between layers
+// (model::set_default_activation_dtype; ResNet18::set_activation_dtype says what changes).
+void set_activations(const std::string& text, const std::string& where);
+std::string activations();
+
 // ---- logging ----
 // "debug", "info", "warn", "error" or "quiet"; anything else is an error naming `where`.
 LogLevel parse_log_level(const std::string& text, const std::string& where);

@@ -25,7 +25,8 @@ void TrainGraph::set_counters(const std::vector<int64_t>& values) {
 
 bool TrainGraph::still_valid(const Tensor& images, const Tensor& targets) {
   if (!graph_ || images_.shape() != images.shape() || targets_.shape() != targets.shape()) return false;
-  return !graph_->settings_changed() && TensorIdentity::all_same(captured_with_, net_.state_tensors());
+  return !graph_->settings_changed() && net_.inference_switches() == switches_ &&
+         TensorIdentity::all_same(captured_with_, net_.state_tensors());
 }
 
 void TrainGraph::capture(const Tensor& images, const Tensor& targets) {
@@ -40,6 +41,7 @@ void TrainGraph::capture(const Tensor& images, const Tensor& targets) {
     coefficients_.push_back(Tensor::empty(bytes.shape(), DType::u8, device_));
   }
   captured_with_ = TensorIdentity::of(net_.state_tensors());
+  switches_ = net_.inference_switches();
   const std::vector<int64_t> counters_before = counters();
   const uint64_t dropout_before = net_.dropout_step();
   dropout_offset_ = Tensor::zeros({1}, DType::i64, device_);

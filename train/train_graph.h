@@ -64,6 +64,7 @@ class TrainGraph {
   Tensor dropout_offset_;               // i64 [1]: the step's dropout stream offset
   Tensor loss_, nonfinite_;             // static outputs
   std::vector<TensorIdentity> captured_with_;  // net_.state_tensors() at the capture
+  uint64_t switches_ = 0;                      // net_.inference_switches() at the capture (activation storage)
   std::vector<int64_t> counter_steps_;  // what one step adds to each BatchNorm counter
   uint64_t dropout_steps_ = 0;          // what one step adds to the model's dropout step
   int captures_ = 0;

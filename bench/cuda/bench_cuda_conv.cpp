@@ -6,10 +6,13 @@
 //   tf32  ours: f32 tensors in and out, GEMM operands rounded to TF32 on tensor cores, f32
 //         accumulation. cuDNN: f32 tensors in and out, CUDNN_DEFAULT_MATH (TF32 tensor cores
 //         allowed, as PyTorch's cudnn.allow_tf32; never FP16 down-conversion).
-//   bf16  ours: f32 tensors in and out, GEMM operands rounded to BF16 (nearest even) on tensor
-//         cores, f32 accumulation. cuDNN: BF16 tensors in and out (x, w, dy read and y, dx, dw
-//         written as bfloat16: the same inputs rounded the same way on the host), f32 accumulation,
-//         CUDNN_TENSOR_OP_MATH: what a BF16 training framework runs, so it moves half our bytes.
+//   bf16  ours: the forward reads the same BF16 x and w as cuDNN (bf16 storage,
+//         conv_implicit_gemm.h; the C = 3 stem widens them to f32 first, inside the timed call)
+//         and writes an f32 y; the backward passes take f32 tensors and round the GEMM operands to
+//         BF16 (nearest even) on tensor cores; f32 accumulation throughout. cuDNN: BF16 tensors in
+//         and out (x, w, dy read and y, dx, dw written as bfloat16: the same inputs rounded the
+//         same way, by ops::cast), f32 accumulation, CUDNN_TENSOR_OP_MATH: what a BF16 training
+//         framework runs, so in the backward passes it moves about half our bytes.
 // Each entry: 2 untimed warm-up runs, then runs timed with CUDA events, the L2 cache flushed
 // (memset of twice its size) before every run, until >= --min-time seconds of measured time; the
 // median run is reported. Every pass is also checked against cuDNN's result (normalised squared
@@ -262,7 +265,7 @@ std::vector<Entry> bench_layer(const Layer& l, const Options& opt, ae::cudnn_ref
     Tensor* ref = nullptr;
     switch (pass) {
       case ConvPass::forward:
-        ours = [&] { return ae::ops::conv2d_forward(p, x, w); };
+        ours = [&] { return ae::ops::conv2d_forward(p, bf16 ? xc : x, bf16 ? wc : w); };
         theirs = [&] { cudnn.forward(xc, wc, y_ref); };
         ref = &y_ref;
         break;

@@ -26,18 +26,26 @@ Tensor relu_forward(const Tensor& x) {
   return y;
 }
 
-Tensor relu_backward(const Tensor& y, const Tensor& dy) {
-  Tensor dx = Tensor::empty(y.shape());
-  const float* yp = y.f32();
+namespace {
+
+template <typename Y>
+void relu_backward_loop(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  const Y* yp = y.data<Y>();
   const float* dyp = dy.f32();
   float* dxp = dx.f32();
-  const int64_t n = y.numel();
   // dy is loaded unconditionally: a conditional load would keep this a (mispredicted) branch
   // per element instead of a vectorised select.
-  parallel_elements(n, [=](int64_t i) {
+  parallel_elements(y.numel(), [=](int64_t i) {
     const float g = dyp[i];
-    dxp[i] = yp[i] > 0.0f ? g : 0.0f;
+    dxp[i] = load_as_float(yp, i) > 0.0f ? g : 0.0f;
   });
+}
+
+}  // namespace
+
+Tensor relu_backward(const Tensor& y, const Tensor& dy) {
+  Tensor dx = Tensor::empty(y.shape());
+  y.dtype() == DType::bf16 ? relu_backward_loop<BFloat16>(y, dy, dx) : relu_backward_loop<float>(y, dy, dx);
   return dx;
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/batchnorm_sync.h"
+#include "kernels/relu_mask.h"
 #include "kernels/cpu/channel_reduce.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel_loop.h"
@@ -40,15 +41,9 @@ Tensor normalise(const Tensor& x, const std::vector<float>& mean, const std::vec
 struct AffineGradSums {
   std::vector<double> sum_dy_xhat, sum_dy;
 };
-// dy, or with a ReLU output `relu_y` (non-null) the ReLU's backward of it: relu_backward's select.
-inline float through_relu(const float* relu_y, const float* dy, int64_t i) {
-  const float g = dy[i];
-  return relu_y == nullptr || relu_y[i] > 0.0f ? g : 0.0f;
-}
-
-// relu_y: nullptr, or a ReLU output whose backward is applied to dy as it is read.
+// relu: none, or a ReLU output whose backward is applied to dy as it is read (kernels/relu_mask.h).
 AffineGradSums affine_grad_sums(const Tensor& x, const Tensor& dy, const std::vector<float>& mean,
-                                const std::vector<float>& invstd, const float* relu_y = nullptr) {
+                                const std::vector<float>& invstd, const ReluMask relu = {}) {
   const int64_t m = rows_of(x), c = channels_of(x);
   const float* xp = x.f32();
   const float* dyp = dy.f32();
@@ -59,7 +54,7 @@ AffineGradSums affine_grad_sums(const Tensor& x, const Tensor& dy, const std::ve
         const float* xr = xp + r * c;
         for (int64_t j = 0; j < c; ++j) {
           const double xhat = (static_cast<double>(xr[j]) - mean[j]) * invstd[j];
-          const float d = through_relu(relu_y, dyp, r * c + j);
+          const float d = relu.through(dyp, r * c + j);
           acc[j] += static_cast<double>(d) * xhat;
           acc[c + j] += d;
         }
@@ -174,8 +169,8 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   const int64_t m = rows_of(x), c = channels_of(x);
   const std::vector<float> mean = copy_channels(save_mean);
   const std::vector<float> invstd = copy_channels(save_invstd);
-  const float* yp = relu_y.defined() ? relu_y.f32() : nullptr;
-  const AffineGradSums s = affine_grad_sums(x, dy, mean, invstd, yp);
+  const ReluMask relu = relu_mask_of(relu_y);
+  const AffineGradSums s = affine_grad_sums(x, dy, mean, invstd, relu);
   // Synchronised: dx uses the whole batch's sums; dgamma and dbeta below stay this process's.
   std::vector<double> both(s.sum_dy_xhat);
   both.insert(both.end(), s.sum_dy.begin(), s.sum_dy.end());
@@ -200,7 +195,7 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
       for (int64_t j = 0; j < c; ++j) {
         const int64_t i = r * c + j;
         const double xhat = (static_cast<double>(xp[i]) - mean[j]) * invstd[j];
-        dxp[i] = static_cast<float>(k[j] * (through_relu(yp, dyp, i) - mean_dy[j] - xhat * mean_dy_xhat[j]));
+        dxp[i] = static_cast<float>(k[j] * (relu.through(dyp, i) - mean_dy[j] - xhat * mean_dy_xhat[j]));
       }
     }
   });

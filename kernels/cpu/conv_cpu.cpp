@@ -80,6 +80,9 @@ std::optional<DirectForm> direct_form(const ConvGeometry& g) {
 
 Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
   constexpr const char* op = "conv2d_forward";
+  // bf16 storage (both, checked by conv.cpp): the f32 paths on the exactly widened values. The CPU
+  // has no bf16 arithmetic to gain from; it only has to accept what a CUDA caller may hand it.
+  if (x.dtype() == DType::bf16) return cpu::conv2d_forward(p, cpu::cast(x, DType::f32), cpu::cast(w, DType::f32));
   const ConvGeometry g(p, x.shape(), w.dim(0));
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o});
   const float* xp = x.f32();
@@ -110,6 +113,16 @@ Tensor conv2d_forward(const Conv2dParams& p, const Tensor& x, const Tensor& w) {
 Tensor conv2d_batchnorm(const Conv2dParams& conv, const ops::BatchNormApplyParams& bn, const Tensor& x, const Tensor& w,
                         const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var_or_invstd,
                         const Tensor& residual) {
+  // bf16 anywhere (conv.cpp checked it): the f32 op on the widened operands, y cast at the end.
+  const auto bf16 = [](const Tensor& t) { return t.defined() && t.dtype() == DType::bf16; };
+  if (bf16(x) || bf16(residual) || bn.out_dtype == DType::bf16) {
+    const auto widen = [&](const Tensor& t) { return bf16(t) ? cpu::cast(t, DType::f32) : t; };
+    ops::BatchNormApplyParams f32_bn = bn;
+    f32_bn.out_dtype = DType::f32;
+    const Tensor y =
+        cpu::conv2d_batchnorm(conv, f32_bn, widen(x), widen(w), gamma, beta, mean, var_or_invstd, widen(residual));
+    return bn.out_dtype == DType::bf16 ? cpu::cast(y, DType::bf16) : y;
+  }
   const ConvGeometry g(conv, x.shape(), w.dim(0));
   // The paths of conv2d_forward, in its order: the direct forms and Winograd apply the epilogue as
   // they store (same bits as batchnorm_apply after them).

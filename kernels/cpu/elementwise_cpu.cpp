@@ -1,5 +1,8 @@
-// CPU elementwise ops on same-shape f32 tensors (validated by kernels/elementwise.cpp).
-// Each element is computed independently, so threading never changes the bits.
+// CPU elementwise ops on same-shape f32 tensors, and the f32 <-> bf16 cast (validated by
+// kernels/elementwise.cpp). Each element is computed independently, so threading never changes the
+// bits.
+#include <bit>
+
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel_loop.h"
 
@@ -45,6 +48,21 @@ void add_inplace(Tensor& a, const Tensor& b, float s) {
   const int64_t n = a.numel();
   // b may be a itself (a += s*a): each element reads and writes only index i, so that is safe.
   parallel_elements(n, [=](int64_t i) { ap[i] += s * bp[i]; });
+}
+
+Tensor cast(const Tensor& x, DType to) {
+  Tensor out = Tensor::empty(x.shape(), to);
+  const int64_t n = x.numel();
+  if (to == DType::bf16) {
+    const float* xp = x.f32();
+    BFloat16* op = out.data<BFloat16>();
+    parallel_elements(n, [=](int64_t i) { op[i].bits = bf16_bits_rne(std::bit_cast<uint32_t>(xp[i])); });
+  } else {
+    const BFloat16* xp = x.data<BFloat16>();
+    float* op = out.f32();
+    parallel_elements(n, [=](int64_t i) { op[i] = std::bit_cast<float>(f32_bits_of_bf16(xp[i].bits)); });
+  }
+  return out;
 }
 
 }  // namespace ae::cpu

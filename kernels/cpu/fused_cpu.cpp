@@ -3,6 +3,7 @@
 // normalise, then elementwise_cpu.cpp's add_relu or activation_cpu.cpp's relu), so the fused
 // and unfused results are equal bit for bit. The per-channel scale is batchnorm_apply.h's, shared
 // with the convolution epilogues of ops::conv2d_batchnorm, whose element formula is this loop's.
+// A bf16 residual is widened as it is read and a bf16 y rounded once as it is stored.
 #include <cmath>
 #include <vector>
 
@@ -12,17 +13,20 @@
 
 namespace ae::cpu {
 
-Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                       const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) {
+namespace {
+
+// y = [relu]((x - mean) * scale + beta [+ residual]) with the residual read and y written in their
+// storage types (float or BFloat16); the arithmetic is float either way.
+template <typename R, typename Y>
+void apply_rows(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& beta, const Tensor& mean,
+                const std::vector<float>& scale, const Tensor& residual, Tensor& y) {
   const int64_t c = x.dim(-1), rows = c > 0 ? x.numel() / c : 0;
-  const std::vector<float> scale = batchnorm_scale(p, gamma.f32(), var_or_invstd.f32(), c);
-  Tensor y = p.in_place ? x : Tensor::empty(x.shape());  // element i is read before it is written
   const float* xp = x.f32();
-  const float* rp = residual.defined() ? residual.f32() : nullptr;
+  const R* rp = residual.defined() ? residual.data<R>() : nullptr;
   const float* mp = mean.f32();
   const float* bp = beta.f32();
   const float* sp = scale.data();
-  float* yp = y.f32();
+  Y* yp = y.data<Y>();
   const bool relu = p.relu;
   // batchnorm_element's operations written out: through the helper's residual pointer GCC left the
   // residual loop scalar (a residual + ReLU pass over layer1's output at batch 16 took 2.7 ms
@@ -33,11 +37,30 @@ Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, cons
       for (int64_t j = 0; j < c; ++j) {
         const int64_t i = r * c + j;
         float v = (xp[i] - mp[j]) * sp[j] + bp[j];
-        if (rp) v = v + rp[i];
-        yp[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+        if (rp) v = v + load_as_float(rp, i);
+        store_from_float(yp, i, relu ? (v > 0.0f ? v : 0.0f) : v);
       }
     }
   });
+}
+
+}  // namespace
+
+Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) {
+  const int64_t c = x.dim(-1);
+  const std::vector<float> scale = batchnorm_scale(p, gamma.f32(), var_or_invstd.f32(), c);
+  const bool bf16_out = p.out_dtype == DType::bf16;
+  // In place: element i is read before it is written.
+  Tensor y = p.in_place && !bf16_out ? x : Tensor::empty(x.shape(), p.out_dtype);
+  const bool bf16_residual = residual.defined() && residual.dtype() == DType::bf16;
+  if (bf16_residual) {
+    bf16_out ? apply_rows<BFloat16, BFloat16>(p, x, beta, mean, scale, residual, y)
+             : apply_rows<BFloat16, float>(p, x, beta, mean, scale, residual, y);
+  } else {
+    bf16_out ? apply_rows<float, BFloat16>(p, x, beta, mean, scale, residual, y)
+             : apply_rows<float, float>(p, x, beta, mean, scale, residual, y);
+  }
   return y;
 }
 

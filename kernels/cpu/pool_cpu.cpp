@@ -1,6 +1,7 @@
 // CPU pooling on NHWC tensors: max pooling (PyTorch semantics: padding acts as -inf, ties go to
 // the first maximum in row-major window order, NaN wins) and adaptive average pooling
-// (PyTorch's bins). Arguments arrive validated by kernels/pool.cpp.
+// (PyTorch's bins). Arguments arrive validated by kernels/pool.cpp. A bf16 x is widened first (max
+// pooling's y is bf16 again: exact, the maximum is one of the inputs).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -50,6 +51,11 @@ void window_max(const float* image, int64_t w, int64_t c, const Window& win, flo
 }  // namespace
 
 MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) {
+  if (x.dtype() == DType::bf16) {  // the maximum is one of the inputs: widening and back is exact
+    MaxPoolOut out = cpu::maxpool2d_forward(p, cpu::cast(x, DType::f32));
+    out.y = cpu::cast(out.y, DType::bf16);
+    return out;
+  }
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = p.out_h(h), ow = p.out_w(w);
   MaxPoolOut out{Tensor::empty({n, oh, ow, c}), p.with_argmax ? Tensor::empty({n, oh, ow, c}, DType::i64) : Tensor()};
@@ -125,6 +131,7 @@ Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tens
 }
 
 Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor& x) {
+  if (x.dtype() == DType::bf16) return cpu::adaptive_avgpool2d_forward(p, cpu::cast(x, DType::f32));
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const int64_t oh = p.out_h, ow = p.out_w;
   Tensor y = Tensor::empty({n, oh, ow, c});

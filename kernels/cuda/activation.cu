@@ -14,10 +14,12 @@ __global__ void relu_kernel(const float* __restrict__ x, float* __restrict__ y, 
   for (int64_t i = first_index(); i < n; i += index_stride()) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-// The gradient flows where relu's output is positive (0 at the kink, as in PyTorch).
-__global__ void relu_backward_kernel(const float* __restrict__ y, const float* __restrict__ dy,
-                                     float* __restrict__ dx, int64_t n) {
-  for (int64_t i = first_index(); i < n; i += index_stride()) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+// The gradient flows where relu's output is positive (0 at the kink, as in PyTorch). Y: the stored
+// output, float or BFloat16.
+template <typename Y>
+__global__ void relu_backward_kernel(const Y* __restrict__ y, const float* __restrict__ dy, float* __restrict__ dx,
+                                     int64_t n) {
+  for (int64_t i = first_index(); i < n; i += index_stride()) dx[i] = load_as_float(y, i) > 0.0f ? dy[i] : 0.0f;
 }
 
 __global__ void dropout_forward_kernel(const float* __restrict__ x, float* __restrict__ y, uint8_t* __restrict__ mask,
@@ -48,8 +50,15 @@ Tensor relu_forward(const Tensor& x) {
 Tensor relu_backward(const Tensor& y, const Tensor& dy) {
   Tensor dx = Tensor::empty(dy.shape(), DType::f32, dy.device());
   const int64_t n = dy.numel();
-  AE_LAUNCH(relu_backward_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, y.f32(), dy.f32(),
-            dx.f32(), n);
+  const dim3 grid(blocks_for(n, kThreads)), block(kThreads);
+  const LaunchSite site{"relu_backward_kernel", __FILE__, __LINE__};
+  if (y.dtype() == DType::bf16) {
+    launch(site, &relu_backward_kernel<BFloat16>, grid, block, 0, Stream{},
+           static_cast<const BFloat16*>(y.data<BFloat16>()), static_cast<const float*>(dy.f32()), dx.f32(), n);
+  } else {
+    launch(site, &relu_backward_kernel<float>, grid, block, 0, Stream{}, static_cast<const float*>(y.f32()),
+           static_cast<const float*>(dy.f32()), dx.f32(), n);
+  }
   return dx;
 }
 

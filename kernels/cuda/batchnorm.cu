@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/batchnorm_sync.h"
+#include "kernels/relu_mask.h"
 #include "kernels/cuda/channel_reduce.h"
 #include "kernels/cuda/conv_stats.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -58,25 +59,19 @@ struct SumSquaredDeviation {
 };
 
 // acc[0] += dy * xhat (-> dgamma), acc[1] += dy (-> dbeta), xhat from the float statistics.
-// dy, or with a ReLU output `relu_y` (non-null) ReLU's backward of it, read as one select
-// (relu_backward's: dy where relu_y > 0, else 0), so the masked gradient is never written.
-__device__ __forceinline__ float through_relu(const float* __restrict__ relu_y, const float* __restrict__ dy,
-                                              int64_t i) {
-  const float g = dy[i];
-  return relu_y == nullptr || relu_y[i] > 0.0f ? g : 0.0f;
-}
-
 struct SumDyXhatAndDy {
   const float* __restrict__ x;
   const float* __restrict__ dy;
   const float* __restrict__ mean;
   const float* __restrict__ invstd;
   int64_t c;
-  const float* __restrict__ relu_y = nullptr;  // optional: see through_relu
+  // dy, or with a ReLU output ReLU's backward of it, read as one select (relu_backward's: dy where
+  // the output > 0, else 0), so the masked gradient is never written (kernels/relu_mask.h).
+  ReluMask relu = {};
   __device__ __forceinline__ void operator()(int64_t r, int64_t j, double* acc) const {
     const int64_t i = r * c + j;
     const double xhat = (static_cast<double>(x[i]) - mean[j]) * invstd[j];
-    const float d = through_relu(relu_y, dy, i);
+    const float d = relu.through(dy, i);
     acc[0] += static_cast<double>(d) * xhat;
     acc[1] += d;
   }
@@ -232,14 +227,14 @@ __global__ void normalise_kernel(const float* __restrict__ x, const float* __res
   }
 }
 
-__global__ void train_dx_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                                const float* __restrict__ relu_y, const float* __restrict__ mean,
+__global__ void train_dx_kernel(const float* __restrict__ x, const float* __restrict__ dy, ReluMask relu,
+                                const float* __restrict__ mean,
                                 const float* __restrict__ invstd, const double* __restrict__ coef,
                                 float* __restrict__ dx, int64_t n, int64_t c) {
   for (int64_t i = first_index(); i < n; i += index_stride()) {
     const int64_t j = i % c;
     const double xhat = (static_cast<double>(x[i]) - mean[j]) * invstd[j];
-    dx[i] = static_cast<float>(coef[j] * (through_relu(relu_y, dy, i) - coef[c + j] - xhat * coef[2 * c + j]));
+    dx[i] = static_cast<float>(coef[j] * (relu.through(dy, i) - coef[c + j] - xhat * coef[2 * c + j]));
   }
 }
 
@@ -353,8 +348,8 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   BatchNormGrads g{Tensor::empty(x.shape(), DType::f32, dev), channel_vector(c, dev), channel_vector(c, dev)};
   if (c == 0) return g;
   DoubleBuffer coef(3 * c, dev);
-  const float* yp = relu_y.defined() ? relu_y.f32() : nullptr;
-  const SumDyXhatAndDy value{x.f32(), dy.f32(), save_mean.f32(), save_invstd.f32(), c, yp};
+  const ReluMask relu = relu_mask_of(relu_y);
+  const SumDyXhatAndDy value{x.f32(), dy.f32(), save_mean.f32(), save_invstd.f32(), c, relu};
   const FinishAffineGrads affine{g.dgamma.f32(), g.dbeta.f32()};
   const ops::ChannelSumReducer* reduce = ops::batchnorm_sync_reducer();
   if (reduce == nullptr) {
@@ -370,7 +365,7 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
     finish_channels<2>("batchnorm_backward_train", sums.ptr, c,
                        FinishDxCoefficients{gamma.f32(), save_invstd.f32(), coef.ptr, c, static_cast<double>(total)});
   }
-  AE_LAUNCH(train_dx_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(), dy.f32(), yp,
+  AE_LAUNCH(train_dx_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr, x.f32(), dy.f32(), relu,
             save_mean.f32(), save_invstd.f32(), static_cast<const double*>(coef.ptr), g.dx.f32(), n, c);
   return g;
 }

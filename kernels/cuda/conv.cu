@@ -12,7 +12,8 @@
 // (ResNet layer4 / layer3 at small batch), the pipelined kernel splits K over grid.z into partial
 // outputs in a workspace, summed in slice order by sum_conv_slices (conv_implicit_gemm.h,
 // "Split-K"): deterministic, but not bitwise equal to the unsplit kernel (another summation
-// order); set_conv_forward_split_k(1) turns it off.
+// order); set_conv_forward_split_k(1) turns it off. bf16 x and w (both) run the pipelined kernel
+// with bf16 staging in bf16 math, or are widened to f32 first (conv_implicit_gemm.h, "bf16 storage").
 #include <atomic>
 
 #include "kernels/conv_geometry.h"
@@ -73,24 +74,37 @@ static_assert(gemm::kTileM == kStatsTileRows, "conv_output_stats_doubles sizes f
 
 std::atomic<int64_t> g_stats_epilogue{0}, g_stats_separate{0};
 
-// y = conv(x, w), and with `stats` its per-tile statistics (conv_stats.h).
+// y = conv(x, w), and with `stats` its per-tile statistics (conv_stats.h). x and w are both f32 or
+// both bf16 (conv_implicit_gemm.h, "bf16 storage").
 Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, ConvOutputStats* stats) {
   const ConvGeometry g(p, x.shape(), w.dim(0));
-  Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   const ConvMath math = conv_math();
+  const bool bf16_storage = x.dtype() == DType::bf16;
+  if (bf16_storage && !conv_forward_bf16_storage_runs(math, g, x.raw(), w.raw())) {
+    note_conv_forward_bf16_widened();  // exact: the f32 path computes on the same values
+    return forward(p, cuda::cast(x, DType::f32), cuda::cast(w, DType::f32), stats);
+  }
+  Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   // Split-K (late layers: few output tiles, long K): partial y per slice in a workspace from the
   // tensor allocator (no host synchronisation: CUDA Graph capture stays possible), summed in slice
   // order. Only when the pipelined kernel runs (the plan is for it; nothing is planned in f32).
   const ConvForwardSplit split = math == ConvMath::f32 ? ConvForwardSplit{} : conv_forward_split_plan(g);
   Tensor partials;
-  if (split.slices > 1 && conv_forward_pipelined_supported(g, x.f32(), w.f32()) &&
+  if (split.slices > 1 && conv_forward_pipelined_supported(g, x.raw(), w.raw()) &&
       conv_forward_kernel() != ConvForwardKernel::tiled) {
     partials = Tensor::empty({split.slices * g.m() * g.o}, DType::f32, x.device());
   }
   ae::emu::profile_next_launch_flops(2.0 * g.m() * g.o * g.k(), conv_math_name(math));  // emulated-device profile
-  if (conv_forward_pipelined(LaunchSite{"conv2d_forward (pipelined implicit GEMM)", __FILE__, __LINE__}, math, g,
-                             x.f32(), w.f32(), y.f32(), partials.defined() ? split : ConvForwardSplit{},
-                             partials.defined() ? partials.f32() : nullptr, stats)) {
+  const LaunchSite pipelined{"conv2d_forward (pipelined implicit GEMM)", __FILE__, __LINE__};
+  const ConvForwardSplit used_split = partials.defined() ? split : ConvForwardSplit{};
+  float* const used_partials = partials.defined() ? partials.f32() : nullptr;
+  const bool ran = bf16_storage ? conv_forward_pipelined_bf16(pipelined, g, x.data<BFloat16>(), w.data<BFloat16>(),
+                                                              y.f32(), used_split, used_partials, stats)
+                                : conv_forward_pipelined(pipelined, math, g, x.f32(), w.f32(), y.f32(), used_split,
+                                                         used_partials, stats);
+  AE_CHECK(ran || !bf16_storage, "conv2d_forward: the bf16-storage kernel refused " << x.desc() << " * " << w.desc()
+                                                                                     << " after accepting it");
+  if (ran) {
     if (partials.defined()) {
       sum_conv_slices(partials.f32(), split.slices, g.m() * g.o, y.f32());
       if (stats != nullptr) {  // no block held a final tile: the statistics take a pass of their own

@@ -61,6 +61,16 @@
 // from acc = 0), but the total is not bitwise the unsplit kernel's: the k-steps are no longer
 // accumulated in one chain. Backward-data always runs one slice (k_per_split >= K).
 //
+// bf16 storage (forward only; conv_forward_pipelined_bf16, Elem = uint16_t). When x and w are bf16
+// tensors a 16-byte chunk holds 8 k instead of 4, so a stage row (still 128 bytes, same swizzle)
+// holds 64 k and a K tile is one whole generic 64-wide slice: ceil(k_len / 64) tiles. Only wide
+// copies (C % 8 == 0: a chunk never straddles a tap). The staged bf16 pairs are already mma
+// registers: ldmatrix.x4 gives an A fragment as for tf32 (matrix j at rows + 8 (j & 1), k + 8 (j >>
+// 1)), and B fragments of two n8 tiles (matrix j at n + 8 (j >> 1), k + 8 (j & 1)); nothing is
+// rounded, and the swizzle argument for ldmatrix holds unchanged (no bank conflicts). The same
+// registers as the f32-storage bf16 kernel on the widened values (pack_bf16x2 of a bf16 value is
+// itself), in the same k-steps: the same bits (tests/gpu/test_cuda_conv_bf16_storage).
+//
 // Pipeline (kStages = 3, K tiles of kTileK = 32 floats; run_pipeline in conv_igemm_pipeline.h, shared
 // with backward-weight):
 //   prologue: issue tiles 0 and 1, each followed by commit_group (always commit, even an empty
@@ -123,10 +133,13 @@
 namespace ae::cuda {
 namespace igemm {
 
-// One implicit GEMM out[m, n] = sum_k A[m, k] * B[n, k] (the general form at the top of the file).
-struct Args {
-  const float* __restrict__ a;  // gathered source [*, h, wd, c] (x forward, dy backward-data)
-  const float* __restrict__ b;  // B rows (w forward, w_t backward-data)
+// One implicit GEMM out[m, n] = sum_k A[m, k] * B[n, k] (the general form at the top of the file),
+// its operands float32 (Elem = float) or bfloat16 bits (Elem = uint16_t; forward only, see
+// "bf16 storage").
+template <class Elem>
+struct ArgsOf {
+  const Elem* __restrict__ a;  // gathered source [*, h, wd, c] (x forward, dy backward-data)
+  const Elem* __restrict__ b;  // B rows (w forward, w_t backward-data)
   float* __restrict__ out;      // y forward, dx backward-data
   int64_t m, k;                 // GEMM rows and reduction length, k = (th, tw, cc)
   int n;                        // GEMM columns (O forward, C backward-data)
@@ -146,17 +159,38 @@ struct Args {
   // statistics (channel_tile_stats.h; out is then y [m, n]). nullptr otherwise.
   double* __restrict__ stats;
 };
+using Args = ArgsOf<float>;
 
 // Float index of logical 16-byte chunk `chunk` of row `row` in a stage (see "Swizzle").
 __device__ __forceinline__ int swizzle(int row, int chunk) { return row * kTileK + ((chunk ^ (row & 7)) << 2); }
 
 // The A and B fragments of one mma k-step (k floats [k0, k0 + Math::kStepK) of the stage) for a
 // warp tile at rows warp_m of A and warp_n of B.
-template <class Math, class T>
+// With kBf16Stage the stage holds bf16 elements (k0 counts them, 8 per chunk) and is already in
+// the registers' format: ldmatrix as for tf32, and no rounding.
+template <class Math, class T, bool kBf16Stage>
 __device__ __forceinline__ void load_fragments(const float* as, const float* bs, int warp_m, int warp_n, int k0,
                                                uint32_t (&a)[T::kMmaTilesM][4], uint32_t (&b)[T::kMmaTilesN][2]) {
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  if constexpr (Math::kElemsPerWord == 1) {
+  if constexpr (kBf16Stage) {
+    // bf16 stage: matrix j of an A x4 is rows + 8 (j & 1), k + 8 (j >> 1), lane l gets the k-pair
+    // (2 (l % 4), +1) of row l / 4: register q = j of m16n8k16 (mma.h). B: matrix j is n rows
+    // + 8 (j >> 1), k + 8 (j & 1), i.e. b[ni][0], b[ni][1], b[ni + 1][0], b[ni + 1][1].
+    const int j = lane >> 3, i = lane & 7, chunk0 = k0 / 8;
+    AE_IGEMM_UNROLL
+    for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
+      ldmatrix_m8n8_b16<4>(a[mi], as + swizzle(warp_m + 16 * mi + i + 8 * (j & 1), chunk0 + (j >> 1)));
+    }
+    AE_IGEMM_UNROLL
+    for (int ni = 0; ni < T::kMmaTilesN; ni += 2) {
+      uint32_t r[4];
+      ldmatrix_m8n8_b16<4>(r, bs + swizzle(warp_n + 8 * ni + i + 8 * (j >> 1), chunk0 + (j & 1)));
+      b[ni][0] = r[0];
+      b[ni][1] = r[1];
+      b[ni + 1][0] = r[2];
+      b[ni + 1][1] = r[3];
+    }
+  } else if constexpr (Math::kElemsPerWord == 1) {
     // tf32: ldmatrix.x4, lane l addressing row l % 8 of matrix l / 8 (see the top of the file).
     const int j = lane >> 3, i = lane & 7, chunk0 = k0 / 4;
     AE_IGEMM_UNROLL
@@ -202,17 +236,23 @@ __device__ __forceinline__ void load_fragments(const float* as, const float* bs,
   }
 }
 
-template <class Math, class T, bool kWide>
-__global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
-  float* const smem = dynamic_shared<float>();  // [kStages][A: kBlockM rows | B: kBlockN rows][kTileK]
+template <class Math, class T, bool kWide, class Elem = float>
+__global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(ArgsOf<Elem> p) {
+  // bf16 storage (see the top of the file): 16-byte copies of 8 bf16, 64 k per stage row.
+  constexpr bool kBf16Stage = sizeof(Elem) == 2;
+  static_assert(!kBf16Stage || (kWide && Math::kElemsPerWord == 2), "bf16 storage: 16-byte copies, bf16 mma");
+  constexpr int kChunkElems = 16 / static_cast<int>(sizeof(Elem));  // k per 16-byte chunk
+  constexpr int kStageK = kChunksPerRow * kChunkElems;               // k per stage row: 32 or 64
+  float* const smem = dynamic_shared<float>();  // [kStages][A: kBlockM rows | B: kBlockN rows][128 bytes]
   const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarp;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * T::kBlockM;
   const int n0 = static_cast<int>(blockIdx.y) * T::kBlockN;
-  // This block's K slice: [k_begin, k_begin + k_len), run as 2 * ceil(k_len / 64) tiles of 32 (the
-  // k past the slice's end are past K: only the last slice is ragged).
+  // This block's K slice: [k_begin, k_begin + k_len), run as 2 * ceil(k_len / 64) tiles of 32 (or
+  // ceil(k_len / 64) of 64 in bf16; the k past the slice's end are past K: only the last slice is
+  // ragged).
   const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * p.k_per_split;
   const int64_t k_len = p.k - k_begin < p.k_per_split ? p.k - k_begin : p.k_per_split;
-  const int k_tiles = k_tiles_of(k_len);
+  const int k_tiles = kBf16Stage ? k_tiles_of(k_len) / 2 : k_tiles_of(k_len);
 
   // ---- per-thread tables: the rows this thread copies, and its k position ------------------
   const int chunk = tid % kChunksPerRow, row_first = tid / kChunksPerRow;
@@ -234,7 +274,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
     }
   }
   // The k of this thread's copies in the next tile to issue, k = (th * taps_w + tw) * c + cc: one
-  // 16-byte copy of k..k+3 per row (kWide), or four 4-byte copies of k, k+1, k+2, k+3 per row, each
+  // 16-byte copy of k..k+3 (bf16: k..k+7) per row (kWide), or four 4-byte copies of k, k+1, k+2, k+3 per row, each
   // element with its own (th, tw, cc) (any c: the four may straddle taps). bk is B's offset of k
   // (b_off + th*b_tap_h + tw*b_tap_w + cc; the row's n*b_row is added at the copy); k < K exactly
   // when th < taps_h.
@@ -243,7 +283,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
   int kc[kParts], kw_[kParts], kh_[kParts];
   AE_IGEMM_UNROLL
   for (int e = 0; e < kParts; ++e) {
-    const int64_t k = k_begin + 4 * chunk + e;
+    const int64_t k = k_begin + kChunkElems * chunk + e;
     kc[e] = static_cast<int>(k % p.c);
     kw_[e] = static_cast<int>(k / p.c % p.taps_w);
     kh_[e] = static_cast<int>(k / p.c / p.taps_w);
@@ -263,7 +303,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
         const int row = row_first + i * T::kRowsPerPass;
         const int ih = a_ih0[i] + dh, iw = a_iw0[i] + dw;
         const bool ok = k_ok && ih >= 0 && ih < p.h && iw >= 0 && iw < p.wd;
-        const float* src = ok ? p.a + a_base[i] + (static_cast<int64_t>(ih) * p.wd + iw) * p.c + kc[e] : p.a;
+        const Elem* src = ok ? p.a + a_base[i] + (static_cast<int64_t>(ih) * p.wd + iw) * p.c + kc[e] : p.a;
         if constexpr (kWide) {
           cp_async_cg_16(as + swizzle(row, chunk), src, ok ? 16 : 0);
         } else {
@@ -274,15 +314,15 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
       for (int i = 0; i < T::kLoadsB; ++i) {
         const int row = row_first + i * T::kRowsPerPass;
         const bool ok = k_ok && n0 + row < p.n;
-        const float* src = ok ? p.b + static_cast<int64_t>(n0 + row) * p.b_row + bk[e] : p.b;
+        const Elem* src = ok ? p.b + static_cast<int64_t>(n0 + row) * p.b_row + bk[e] : p.b;
         if constexpr (kWide) {
           cp_async_cg_16(bs + swizzle(row, chunk), src, ok ? 16 : 0);
         } else {
           cp_async_ca<4>(bs + swizzle(row, chunk) + e, src, ok ? 4 : 0);
         }
       }
-      kc[e] += kTileK;
-      bk[e] += kTileK;
+      kc[e] += kStageK;
+      bk[e] += kStageK;
       while (kc[e] >= p.c) {
         kc[e] -= p.c;
         bk[e] += p.b_tap_w - p.c;  // cc wraps into tw
@@ -303,9 +343,9 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
     const float* as = smem + stage * T::kStageFloats;
     const float* bs = as + T::kBlockM * kTileK;
     AE_IGEMM_UNROLL
-    for (int k0 = 0; k0 < kTileK; k0 += Math::kStepK) {
+    for (int k0 = 0; k0 < kStageK; k0 += Math::kStepK) {
       uint32_t a[T::kMmaTilesM][4], b[T::kMmaTilesN][2];
-      load_fragments<Math, T>(as, bs, warp_m, warp_n, k0, a, b);
+      load_fragments<Math, T, kBf16Stage>(as, bs, warp_m, warp_n, k0, a, b);
       mma_warp_tile<Math, T>(acc, a, b);
     }
   });
@@ -347,20 +387,32 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(Args p) {
 }
 
 std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
-std::atomic<int64_t> g_pipelined_split{0};
+std::atomic<int64_t> g_pipelined_split{0}, g_pipelined_bf16{0}, g_bf16_widened{0};
 std::atomic<int> g_kernel{static_cast<int>(ConvForwardKernel::automatic)};
 std::atomic<int64_t> g_split_k{0};  // set_conv_forward_split_k
 std::atomic<int64_t> g_dgrad_f32_tiled{0}, g_dgrad_tc_tiled{0}, g_dgrad64{0}, g_dgrad128{0}, g_dgrad_narrow{0};
 std::atomic<int> g_dgrad_kernel{static_cast<int>(ConvBackwardDataKernel::automatic)};
 
-template <class Math, class T>
-void launch_igemm(const LaunchSite& site, const Args& args, bool wide, int64_t slices) {
+template <class Math, class T, class Elem>
+void launch_igemm(const LaunchSite& site, const ArgsOf<Elem>& args, bool wide, int64_t slices) {
   const dim3 grid(static_cast<unsigned>((args.m + T::kBlockM - 1) / T::kBlockM),
                   static_cast<unsigned>((args.n + T::kBlockN - 1) / T::kBlockN), static_cast<unsigned>(slices));
-  if (wide) {
+  if constexpr (sizeof(Elem) == 2) {
+    (void)wide;  // always 16-byte copies (conv_forward_pipelined_bf16)
+    launch(site, &conv_igemm_kernel<Math, T, true, Elem>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
+  } else if (wide) {
     launch(site, &conv_igemm_kernel<Math, T, true>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
   } else {
     launch(site, &conv_igemm_kernel<Math, T, false>, grid, dim3(T::kThreads), T::kSharedBytes, Stream{}, args);
+  }
+}
+
+// bf16 storage: bf16 math only (the operands are bf16 already), 16-byte copies.
+void run(const LaunchSite& site, bool large, const ArgsOf<uint16_t>& args, int64_t slices) {
+  if (large) {
+    launch_igemm<gemm::Bf16Math, Tiles128>(site, args, true, slices);
+  } else {
+    launch_igemm<gemm::Bf16Math, Tiles64>(site, args, true, slices);
   }
 }
 
@@ -395,18 +447,27 @@ ConvForwardLaunches conv_forward_launches() {
   l.pipelined_128x128 = igemm::g_pipelined128.load();
   l.pipelined_4byte = igemm::g_pipelined_narrow.load();
   l.pipelined_split_k = igemm::g_pipelined_split.load();
+  l.pipelined_bf16_storage = igemm::g_pipelined_bf16.load();
+  l.bf16_widened = igemm::g_bf16_widened.load();
   return l;
 }
+void note_conv_forward_bf16_widened() { ++igemm::g_bf16_widened; }
 void note_conv_forward_f32_tiled() { ++igemm::g_f32_tiled; }
 void note_conv_forward_tc_tiled() { ++igemm::g_tc_tiled; }
 
-bool conv_forward_pipelined_supported(const ConvGeometry& g, const float* x, const float* w) {
+bool conv_forward_pipelined_supported(const ConvGeometry& g, const void* x, const void* w) {
   return igemm::aligned(x, 4) && igemm::aligned(w, 4) && (g.o + 63) / 64 <= 65535 && g.m() > 0 && g.o > 0 &&
          g.h < (1 << 30) && g.w < (1 << 30) && g.c < (1 << 30) && g.o < (1 << 30) && g.kh * g.kw < (1 << 30);
 }
 
 bool conv_forward_pipelined_wide(const ConvGeometry& g, const float* x, const float* w) {
   return g.c % 4 == 0 && igemm::aligned(x, 16) && igemm::aligned(w, 16);
+}
+
+bool conv_forward_bf16_storage_runs(ConvMath math, const ConvGeometry& g, const void* x, const void* w) {
+  return math == ConvMath::bf16 && conv_forward_kernel() != ConvForwardKernel::tiled &&
+         conv_forward_pipelined_supported(g, x, w) && g.c % 8 == 0 && igemm::aligned(x, 16) &&
+         igemm::aligned(w, 16);
 }
 
 int64_t conv_forward_split_k() { return igemm::g_split_k.load(); }
@@ -442,19 +503,16 @@ ConvForwardSplit conv_forward_split_plan(const ConvGeometry& g) {
   return split;
 }
 
-bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
-                            const float* w, float* y, const ConvForwardSplit& split, float* partials,
-                            ConvOutputStats* stats) {
-  const ConvForwardKernel choice = conv_forward_kernel();
+namespace {
+
+// The forward's gather description (the general form at the top of the file) over `split`: y, or
+// the slices' partials when split.slices > 1.
+template <class Elem>
+igemm::ArgsOf<Elem> forward_args(const ConvGeometry& g, const Elem* x, const Elem* w, float* y,
+                                 const ConvForwardSplit& split, float* partials) {
   const bool sliced = split.slices > 1;
-  if (math == ConvMath::f32 || choice == ConvForwardKernel::tiled || !conv_forward_pipelined_supported(g, x, w) ||
-      !igemm::aligned(y, 8) || (sliced && (partials == nullptr || !igemm::aligned(partials, 8) ||
-                                           split.k_per_split % 64 != 0 || split.slices > 65535 ||
-                                           (split.slices - 1) * split.k_per_split >= g.k()))) {
-    return false;
-  }
-  igemm::Args a{};
-  a.a = x, a.b = w, a.out = y;
+  igemm::ArgsOf<Elem> a{};
+  a.a = x, a.b = w, a.out = sliced ? partials : y;
   a.m = g.m(), a.k = g.k(), a.n = static_cast<int>(g.o);
   a.a_img = g.h * g.w * g.c;
   a.h = static_cast<int>(g.h), a.wd = static_cast<int>(g.w), a.c = static_cast<int>(g.c);
@@ -467,19 +525,58 @@ bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeo
   // One slice: all of K (>= K, so no block stops early); several: slice s to partials + s * M*O.
   a.k_per_split = sliced ? split.k_per_split : std::max<int64_t>(a.k, 1);
   a.out_slice = sliced ? g.m() * g.o : 0;
-  if (sliced) a.out = partials;
-  const int64_t slices = sliced ? split.slices : 1;
-  const bool wide = conv_forward_pipelined_wide(g, x, w);
-  if (!wide) ++igemm::g_pipelined_narrow;
+  return a;
+}
+
+bool split_usable(const ConvGeometry& g, const float* y, const ConvForwardSplit& split, const float* partials) {
+  return igemm::aligned(y, 8) &&
+         (split.slices <= 1 || (partials != nullptr && igemm::aligned(partials, 8) && split.k_per_split % 64 == 0 &&
+                                split.slices <= 65535 && (split.slices - 1) * split.k_per_split < g.k()));
+}
+
+// The tile size, the launch counters and the statistics hook, common to both storages. Returns
+// whether the tiles are 128x128.
+template <class Elem>
+bool prepare_launch(igemm::ArgsOf<Elem>& a, const ConvForwardSplit& split, ConvOutputStats* stats) {
+  const bool sliced = split.slices > 1;
   if (sliced) ++igemm::g_pipelined_split;
+  const ConvForwardKernel choice = conv_forward_kernel();
   bool large = choice == ConvForwardKernel::pipelined_128x128;
-  if (choice == ConvForwardKernel::automatic) large = igemm::large_tiles_pay(a.m, a.n, slices);
+  if (choice == ConvForwardKernel::automatic) large = igemm::large_tiles_pay(a.m, a.n, sliced ? split.slices : 1);
   ++(large ? igemm::g_pipelined128 : igemm::g_pipelined64);
   if (stats != nullptr && !sliced) {
     a.stats = stats->partials;
     stats->tile_rows = large ? igemm::Tiles128::kBlockM : igemm::Tiles64::kBlockM;
   }
-  igemm::run(site, math, large, wide, a, slices);
+  return large;
+}
+
+}  // namespace
+
+bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
+                            const float* w, float* y, const ConvForwardSplit& split, float* partials,
+                            ConvOutputStats* stats) {
+  if (math == ConvMath::f32 || conv_forward_kernel() == ConvForwardKernel::tiled ||
+      !conv_forward_pipelined_supported(g, x, w) || !split_usable(g, y, split, partials)) {
+    return false;
+  }
+  igemm::Args a = forward_args(g, x, w, y, split, partials);
+  const bool wide = conv_forward_pipelined_wide(g, x, w);
+  if (!wide) ++igemm::g_pipelined_narrow;
+  const bool large = prepare_launch(a, split, stats);
+  igemm::run(site, math, large, wide, a, split.slices > 1 ? split.slices : 1);
+  return true;
+}
+
+bool conv_forward_pipelined_bf16(const LaunchSite& site, const ConvGeometry& g, const BFloat16* x,
+                                 const BFloat16* w, float* y, const ConvForwardSplit& split, float* partials,
+                                 ConvOutputStats* stats) {
+  if (!conv_forward_bf16_storage_runs(conv_math(), g, x, w) || !split_usable(g, y, split, partials)) return false;
+  igemm::ArgsOf<uint16_t> a = forward_args(g, reinterpret_cast<const uint16_t*>(x),
+                                           reinterpret_cast<const uint16_t*>(w), y, split, partials);
+  ++igemm::g_pipelined_bf16;
+  const bool large = prepare_launch(a, split, stats);
+  igemm::run(site, large, a, split.slices > 1 ? split.slices : 1);
   return true;
 }
 

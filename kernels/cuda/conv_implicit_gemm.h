@@ -46,9 +46,20 @@
 // bitwise-identical. Conditions: 16-byte copies of dy when O % 4 == 0 and dy is 16-byte aligned,
 // of x when C % 4 == 0 and x is 16-byte aligned (each operand on its own), 4-byte copies
 // otherwise; always ceil(KH*KW*C / 64) <= 65535 and sizes (N*OH*OW included) below 2^30.
+//
+// bf16 storage (forward only). conv2d_forward also takes x and w as DType::bf16 tensors (both; the
+// output y stays f32). In conv_math() bf16, with C % 8 == 0 and x, w 16-byte aligned (every
+// ResNet-18 convolution but the C = 3 stem), the pipelined kernel then copies 8 bf16 per 16-byte
+// cp.async and stages bf16 (64 k per stage row), reads fragments with ldmatrix and rounds nothing:
+// half the operand bytes of the f32-storage kernel from global memory and through shared memory.
+// Its output is bitwise the f32-storage bf16 kernel's on the widened operands (same registers: a
+// bf16 value rounded to bf16 is itself; same k-steps), split-K and statistics included. Any other
+// case (f32 or tf32 math, C % 8 != 0, a forced `tiled` kernel, an unaligned view) widens x and w
+// to f32 first (exact) and runs the f32-storage path: same result, counted in bf16_widened.
 // Host code only (no kernel dialect), so tests can include it.
 #include "kernels/conv_geometry.h"
 #include "kernels/cuda/conv_math.h"
+#include "runtime/bf16.h"
 
 namespace ae::cuda {
 
@@ -85,14 +96,17 @@ struct ConvForwardLaunches {
   int64_t pipelined_128x128 = 0;  // this kernel, 128x128 block tiles (8 warps)
   int64_t pipelined_4byte = 0;    // of the two above, launches with 4-byte copies (not C % 4, unaligned)
   int64_t pipelined_split_k = 0;  // of the two above, launches split over K (grid.z > 1, then a slice sum)
+  int64_t pipelined_bf16_storage = 0;  // of the two above, launches reading bf16 x and w (bf16 staging)
+  int64_t bf16_widened = 0;        // conv2d_forward calls whose bf16 x and w were widened to f32 first
 };
 ConvForwardLaunches conv_forward_launches();
 void note_conv_forward_f32_tiled();
 void note_conv_forward_tc_tiled();
+void note_conv_forward_bf16_widened();
 
 // Whether the pipelined kernel can run this forward, and whether with 16-byte copies (the
 // conditions above).
-bool conv_forward_pipelined_supported(const ConvGeometry& g, const float* x, const float* w);
+bool conv_forward_pipelined_supported(const ConvGeometry& g, const void* x, const void* w);
 bool conv_forward_pipelined_wide(const ConvGeometry& g, const float* x, const float* w);
 
 // Split-K of the pipelined forward: 0 (the default) = automatic (conv_forward_split_count, and only
@@ -140,6 +154,14 @@ ConvForwardSplit conv_forward_split_plan(const ConvGeometry& g);
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
                             const float* w, float* y, const ConvForwardSplit& split = {},
                             float* partials = nullptr, ConvOutputStats* stats = nullptr);
+
+// Whether bf16 x and w run the bf16-storage kernel in `math` ("bf16 storage" above).
+bool conv_forward_bf16_storage_runs(ConvMath math, const ConvGeometry& g, const void* x, const void* w);
+// As conv_forward_pipelined, on bf16 x and w in conv_math() (false, nothing launched, when
+// conv_forward_bf16_storage_runs does not hold: the caller widens the operands).
+bool conv_forward_pipelined_bf16(const LaunchSite& site, const ConvGeometry& g, const BFloat16* x,
+                                 const BFloat16* w, float* y, const ConvForwardSplit& split = {},
+                                 float* partials = nullptr, ConvOutputStats* stats = nullptr);
 
 // ---- backward-data --------------------------------------------------------------------------
 

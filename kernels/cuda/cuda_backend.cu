@@ -24,11 +24,13 @@ class CudaBackend final : public Backend {
   ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const BatchNormParams& bn, bool relu,
                                                const Tensor& x, const Tensor& w, const Tensor& gamma,
                                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
-                                               const Tensor& residual) const override {
+                                               const Tensor& residual, DType y_dtype) const override {
     if (batchnorm_sync_reducer() != nullptr) {  // synchronised BatchNorm: the composition (cuda_ops.h)
-      return Backend::conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual);
+      return Backend::conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual,
+                                             y_dtype);
     }
-    return cuda::conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual);
+    return cuda::conv2d_batchnorm_train(conv, bn, relu, x, w, gamma, beta, running_mean, running_var, residual,
+                                        y_dtype);
   }
   std::unique_ptr<DeviceGraph> capture_graph(const std::string& name,
                                              const std::function<void()>& work) const override {

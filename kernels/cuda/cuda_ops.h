@@ -31,6 +31,6 @@ AE_CUDA_ONLY_OPS(AE_OP_DECLARE_FUNCTION)
 ops::ConvBatchNormTrainOut conv2d_batchnorm_train(const ops::Conv2dParams& conv, const ops::BatchNormParams& bn,
                                                   bool relu, const Tensor& x, const Tensor& w, const Tensor& gamma,
                                                   const Tensor& beta, Tensor& running_mean, Tensor& running_var,
-                                                  const Tensor& residual);
+                                                  const Tensor& residual, DType y_dtype);
 
 }  // namespace ae::cuda

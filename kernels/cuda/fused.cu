@@ -24,16 +24,30 @@ __global__ void apply_scale_kernel(const float* __restrict__ gamma, const float*
 }
 
 // residual may be null; relu is uniform across the grid, so the branch never diverges. x and y may
-// be the same buffer (BatchNormApplyParams::in_place), hence no __restrict__ on them.
+// be the same buffer (BatchNormApplyParams::in_place), hence no __restrict__ on them. R and Y, the
+// residual's and y's storage, are float or BFloat16 (runtime/bf16.h: widened on load, rounded once
+// on store; the arithmetic is float either way).
+template <typename R, typename Y>
 __global__ void batchnorm_apply_kernel(const float* x, const float* __restrict__ mean, const float* __restrict__ scale,
-                                       const float* __restrict__ beta, const float* __restrict__ residual, bool relu,
-                                       float* y, int64_t n, int64_t c) {
+                                       const float* __restrict__ beta, const R* __restrict__ residual, bool relu, Y* y,
+                                       int64_t n, int64_t c) {
   for (int64_t i = first_index(); i < n; i += index_stride()) {
     const int64_t j = i % c;
     float v = (x[i] - mean[j]) * scale[j] + beta[j];
-    if (residual) v = v + residual[i];
-    y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    if (residual) v = v + load_as_float(residual, i);
+    store_from_float(y, i, relu ? (v > 0.0f ? v : 0.0f) : v);
   }
+}
+
+template <typename R, typename Y>
+void launch_apply(const ops::BatchNormApplyParams& p, const Tensor& x, const Tensor& mean, const Tensor& scale,
+                  const Tensor& beta, const Tensor& residual, Tensor& y) {
+  const int64_t n = x.numel(), c = x.dim(-1);
+  launch(LaunchSite{"batchnorm_apply_kernel", __FILE__, __LINE__}, &batchnorm_apply_kernel<R, Y>,
+         dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, Stream{},
+         static_cast<const float*>(x.f32()), static_cast<const float*>(mean.f32()),
+         static_cast<const float*>(scale.f32()), static_cast<const float*>(beta.f32()),
+         static_cast<const R*>(residual.defined() ? residual.data<R>() : nullptr), p.relu, y.data<Y>(), n, c);
 }
 
 }  // namespace
@@ -42,23 +56,27 @@ Tensor batchnorm_apply(const ops::BatchNormApplyParams& p, const Tensor& x, cons
                        const Tensor& mean, const Tensor& var_or_invstd, const Tensor& residual) {
   const int64_t c = x.dim(-1), n = x.numel();
   const Device dev = x.device();
-  Tensor y = p.in_place ? x : Tensor::empty(x.shape(), DType::f32, dev);
+  const bool bf16_out = p.out_dtype == DType::bf16;
+  Tensor y = p.in_place && !bf16_out ? x : Tensor::empty(x.shape(), p.out_dtype, dev);
   if (c == 0 || n == 0) return y;
   Tensor scale = Tensor::empty({c}, DType::f32, dev);
   AE_LAUNCH(apply_scale_kernel, dim3(blocks_for(c, kThreads)), dim3(kThreads), 0, nullptr,
             static_cast<const float*>(gamma.f32()), static_cast<const float*>(var_or_invstd.f32()),
             p.stats == ops::BatchNormStats::running, static_cast<double>(p.eps), scale.f32(), c);
-  const float* r = residual.defined() ? residual.f32() : nullptr;
-  AE_LAUNCH(batchnorm_apply_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, nullptr,
-            static_cast<const float*>(x.f32()), static_cast<const float*>(mean.f32()),
-            static_cast<const float*>(scale.f32()), static_cast<const float*>(beta.f32()), r, p.relu, y.f32(), n, c);
+  if (residual.defined() && residual.dtype() == DType::bf16) {
+    bf16_out ? launch_apply<BFloat16, BFloat16>(p, x, mean, scale, beta, residual, y)
+             : launch_apply<BFloat16, float>(p, x, mean, scale, beta, residual, y);
+  } else {
+    bf16_out ? launch_apply<float, BFloat16>(p, x, mean, scale, beta, residual, y)
+             : launch_apply<float, float>(p, x, mean, scale, beta, residual, y);
+  }
   return y;
 }
 
 ops::ConvBatchNormTrainOut conv2d_batchnorm_train(const ops::Conv2dParams& conv, const ops::BatchNormParams& bn,
                                                   bool relu, const Tensor& x, const Tensor& w, const Tensor& gamma,
                                                   const Tensor& beta, Tensor& running_mean, Tensor& running_var,
-                                                  const Tensor& residual) {
+                                                  const Tensor& residual, DType y_dtype) {
   ops::ConvBatchNormTrainOut out;
   const int64_t o = w.dim(0);
   const int64_t m = o > 0 ? conv.out_h(x.dim(1)) * conv.out_w(x.dim(2)) * x.dim(0) : 0;
@@ -73,6 +91,7 @@ ops::ConvBatchNormTrainOut conv2d_batchnorm_train(const ops::Conv2dParams& conv,
   ops::BatchNormApplyParams apply;
   apply.stats = ops::BatchNormStats::saved;
   apply.relu = relu;
+  apply.out_dtype = y_dtype;
   out.y = cuda::batchnorm_apply(apply, out.conv, gamma, beta, out.save_mean, out.save_invstd, residual);
   return out;
 }

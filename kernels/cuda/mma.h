@@ -52,6 +52,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/device.h"
+#include "runtime/bf16.h"
 #if defined(AE_EMULATED_DEVICE)
 #include <cstring>
 
@@ -131,14 +132,6 @@ __device__ __forceinline__ void mma_m16n8k8_tf32(float d[4], const uint32_t a[4]
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
         "f"(c[3]));
 #endif
-}
-
-// Round to the nearest bfloat16, ties to even (cvt.rn.bf16.f32); NaN becomes the canonical NaN
-// 0x7FFF, overflow becomes infinity, subnormals round like any other value (no flush).
-AE_HOST_DEVICE uint16_t bf16_bits_rne(uint32_t u) {
-  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0) return 0x7FFFu;
-  u += 0x7FFFu + ((u >> 16) & 1u);  // below half an ulp rounds down, above up, exactly half to even
-  return static_cast<uint16_t>(u >> 16);
 }
 
 // Two floats rounded to bf16 and packed as the .b32 an mma operand register holds: `lo` (the

@@ -20,8 +20,10 @@ struct PlaneShape {
 __device__ __forceinline__ int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 __device__ __forceinline__ int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-__global__ void maxpool_forward_kernel(PlaneShape s, ops::MaxPool2dParams p, const float* __restrict__ x,
-                                       float* __restrict__ y, int64_t* __restrict__ argmax) {
+// T: x's and y's storage, float or BFloat16 (the maximum is one of the inputs: y is exact either way).
+template <typename T>
+__global__ void maxpool_forward_kernel(PlaneShape s, ops::MaxPool2dParams p, const T* __restrict__ x,
+                                       T* __restrict__ y, int64_t* __restrict__ argmax) {
   const int64_t total = s.n * s.oh * s.ow * s.c;
   for (int64_t i = first_index(); i < total; i += index_stride()) {
     const int64_t k = i % s.c, j = i / s.c % s.ow, oi = i / (s.c * s.ow) % s.oh, b = i / (s.c * s.ow * s.oh);
@@ -32,14 +34,14 @@ __global__ void maxpool_forward_kernel(PlaneShape s, ops::MaxPool2dParams p, con
     int64_t best_at = h0 * s.w + w0;  // PyTorch's index for an all -inf window
     for (int64_t yy = h0; yy < h1; ++yy) {
       for (int64_t xx = w0; xx < w1; ++xx) {
-        const float v = x[((b * s.h + yy) * s.w + xx) * s.c + k];
+        const float v = load_as_float(x, ((b * s.h + yy) * s.w + xx) * s.c + k);
         if (v > best || isnan(v)) {
           best = v;
           best_at = yy * s.w + xx;
         }
       }
     }
-    y[i] = best;
+    store_from_float(y, i, best);
     if (argmax) argmax[i] = best_at;  // null: inference (MaxPool2dParams::with_argmax), uniform across the grid
   }
 }
@@ -78,7 +80,9 @@ __global__ void maxpool_backward_kernel(PlaneShape s, ops::MaxPool2dParams p, co
 __device__ __forceinline__ int64_t bin_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
 __device__ __forceinline__ int64_t bin_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
 
-__global__ void adaptive_avgpool_forward_kernel(PlaneShape s, const float* __restrict__ x, float* __restrict__ y) {
+// T: x's storage, float or BFloat16 (widened as it is read); y is float.
+template <typename T>
+__global__ void adaptive_avgpool_forward_kernel(PlaneShape s, const T* __restrict__ x, float* __restrict__ y) {
   const int64_t total = s.n * s.oh * s.ow * s.c;
   for (int64_t i = first_index(); i < total; i += index_stride()) {
     const int64_t k = i % s.c, j = i / s.c % s.ow, oi = i / (s.c * s.ow) % s.oh, b = i / (s.c * s.ow * s.oh);
@@ -86,7 +90,7 @@ __global__ void adaptive_avgpool_forward_kernel(PlaneShape s, const float* __res
     const int64_t w0 = bin_start(j, s.w, s.ow), w1 = bin_end(j, s.w, s.ow);
     float sum = 0.0f;  // float, in the CPU's order, so the two agree to the last bit or nearly
     for (int64_t yy = h0; yy < h1; ++yy) {
-      for (int64_t xx = w0; xx < w1; ++xx) sum += x[((b * s.h + yy) * s.w + xx) * s.c + k];
+      for (int64_t xx = w0; xx < w1; ++xx) sum += load_as_float(x, ((b * s.h + yy) * s.w + xx) * s.c + k);
     }
     y[i] = sum / static_cast<float>((h1 - h0) * (w1 - w0));
   }
@@ -120,10 +124,18 @@ __global__ void adaptive_avgpool_backward_kernel(PlaneShape s, const float* __re
 
 MaxPoolOut maxpool2d_forward(const ops::MaxPool2dParams& p, const Tensor& x) {
   const PlaneShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3), p.out_h(x.dim(1)), p.out_w(x.dim(2))};
-  MaxPoolOut out{Tensor::empty({s.n, s.oh, s.ow, s.c}, DType::f32, x.device()),
+  MaxPoolOut out{Tensor::empty({s.n, s.oh, s.ow, s.c}, x.dtype(), x.device()),
                  p.with_argmax ? Tensor::empty({s.n, s.oh, s.ow, s.c}, DType::i64, x.device()) : Tensor()};
-  AE_LAUNCH(maxpool_forward_kernel, dim3(blocks_for(out.y.numel(), kThreads)), dim3(kThreads), 0, nullptr, s, p,
-            x.f32(), out.y.f32(), p.with_argmax ? out.argmax.data<int64_t>() : nullptr);
+  const dim3 grid(blocks_for(out.y.numel(), kThreads)), block(kThreads);
+  const LaunchSite site{"maxpool_forward_kernel", __FILE__, __LINE__};
+  int64_t* const argmax = p.with_argmax ? out.argmax.data<int64_t>() : nullptr;
+  if (x.dtype() == DType::bf16) {
+    launch(site, &maxpool_forward_kernel<BFloat16>, grid, block, 0, Stream{}, s, p,
+           static_cast<const BFloat16*>(x.data<BFloat16>()), out.y.data<BFloat16>(), argmax);
+  } else {
+    launch(site, &maxpool_forward_kernel<float>, grid, block, 0, Stream{}, s, p, static_cast<const float*>(x.f32()),
+           out.y.f32(), argmax);
+  }
   return out;
 }
 
@@ -140,8 +152,15 @@ Tensor maxpool2d_backward(const ops::MaxPool2dParams& p, const Tensor& dy, const
 Tensor adaptive_avgpool2d_forward(const ops::AdaptiveAvgPool2dParams& p, const Tensor& x) {
   const PlaneShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3), p.out_h, p.out_w};
   Tensor y = Tensor::empty({s.n, s.oh, s.ow, s.c}, DType::f32, x.device());
-  AE_LAUNCH(adaptive_avgpool_forward_kernel, dim3(blocks_for(y.numel(), kThreads)), dim3(kThreads), 0, nullptr, s,
-            x.f32(), y.f32());
+  const dim3 grid(blocks_for(y.numel(), kThreads)), block(kThreads);
+  const LaunchSite site{"adaptive_avgpool_forward_kernel", __FILE__, __LINE__};
+  if (x.dtype() == DType::bf16) {
+    launch(site, &adaptive_avgpool_forward_kernel<BFloat16>, grid, block, 0, Stream{}, s,
+           static_cast<const BFloat16*>(x.data<BFloat16>()), y.f32());
+  } else {
+    launch(site, &adaptive_avgpool_forward_kernel<float>, grid, block, 0, Stream{}, s,
+           static_cast<const float*>(x.f32()), y.f32());
+  }
   return y;
 }
 

@@ -111,10 +111,11 @@ def real_photos():
     return [str(folder / n) for n in REAL_PHOTOS]
 
 
-def cli_scores(paths, *options):
+def cli_scores(paths, *options, global_args=()):
     """path -> (z text, stars text) from `aesthete score` CSV output. The options go after the
-    paths: `score --user F p1 p2` takes p2 for a second --user (CLI11 multi-option), a CLI bug."""
-    r = run(BINARY, "score", *paths, "--device", "cpu", *options)
+    paths: `score --user F p1 p2` takes p2 for a second --user (CLI11 multi-option), a CLI bug.
+    global_args go before the command (`aesthete --activations bf16 score ...`)."""
+    r = run(BINARY, *global_args, "score", *paths, "--device", "cpu", *options)
     lines = r.stdout.splitlines()
     assert lines[0] == "path,score,stars", lines[0]
     out = {}

@@ -130,3 +130,23 @@ def test_threads_scoring_one_model_get_the_sequential_results(data, model):
 def test_the_binary_under_test_is_this_builds(data):
     assert BINARY.exists()
     assert "aesthete" in run(BINARY, "--version").stdout
+
+
+def test_bf16_activations_score_close_to_f32_and_as_on_the_command_line(data, model):
+    paths = data.photos(5)
+    z32 = model.score(paths)
+    with pytest.raises(aesthete.ArgumentError, match="set_activations 'fp16': the activation storage must be f32 or bf16"):
+        aesthete.set_activations("fp16")
+    assert aesthete.activations() == "f32"
+    aesthete.set_activations("bf16")
+    try:
+        assert aesthete.activations() == "bf16"
+        bf = aesthete.load(data.generic, device="cpu")
+        z16 = bf.score(paths)
+    finally:
+        aesthete.set_activations("f32")
+    assert np.array_equal(model.score(paths), z32)  # a model loaded before keeps its f32 storage
+    assert not np.array_equal(z16, z32)
+    assert np.max(np.abs(z16 - z32)) < 0.05 * np.max(np.abs(z32)) + 0.01
+    cli = cli_scores(paths, "--model", data.generic, global_args=["--activations", "bf16"])
+    assert [np.float32(float(cli[p][0])) for p in paths] == list(z16)

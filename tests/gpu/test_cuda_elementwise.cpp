@@ -1,6 +1,9 @@
-// CUDA elementwise and activation ops against the CPU backend over awkward shapes, with every
-// device buffer guarded and every output poisoned (NaN) until the kernel writes it.
+// CUDA elementwise and activation ops (and the f32 <-> bf16 cast, bit for bit) against the CPU
+// backend over awkward shapes, with every device buffer guarded and every output poisoned (NaN)
+// until the kernel writes it.
 #include <doctest/doctest.h>
+
+#include <limits>
 
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_harness.h"
@@ -152,4 +155,38 @@ TEST_CASE("ops the CUDA backend lacks are an error naming op, shape and device")
     CHECK(m.find("[1,5,5,3]") != std::string::npos);
     CHECK(m.find("cuda:0") != std::string::npos);
   }
+}
+
+TEST_CASE("cast f32 <-> bf16 gives the CPU's bits, specials and views included") {
+  AE_GPU_TEST_PRELUDE();
+  // Every bf16 bit pattern, widened and rounded back, on both devices.
+  Tensor all = Tensor::empty({65536}, DType::bf16);
+  for (uint32_t i = 0; i < 65536; ++i) all.data<BFloat16>()[i].bits = static_cast<uint16_t>(i);
+  const Tensor wide_cpu = ops::cast(all, DType::f32);
+  const Tensor wide_dev = ops::cast(to_device(all), DType::f32);
+  CHECK(wide_dev.device().is_cuda());
+  CHECK(test::bitwise_equal(wide_dev, wide_cpu));
+  CHECK(test::bitwise_equal(ops::cast(wide_dev, DType::bf16), ops::cast(wide_cpu, DType::bf16)));
+  // Random floats nudged onto ties and specials, at awkward sizes, and a view at an odd offset.
+  uint64_t seed = 70;
+  for (const Shape& s : kShapes) {
+    Tensor x = test::random_tensor(s, seed++, -3.0f, 3.0f);
+    float* p = x.f32();
+    const float specials[] = {std::numeric_limits<float>::quiet_NaN(), -0.0f, 3.4028235e38f,
+                              std::numeric_limits<float>::infinity(), 1.00390625f /* a tie */, 1e-40f};
+    for (int64_t i = 0; i < x.numel(); i += 3) p[i] = specials[(i / 3) % 6];
+    const std::string where = "cast of shape " + shape_str(s);
+    INFO(where);
+    const Tensor b_cpu = ops::cast(x, DType::bf16);
+    const Tensor b_dev = ops::cast(to_device(x), DType::bf16);
+    CHECK(test::bitwise_equal(b_dev, b_cpu));
+    CHECK(test::bitwise_equal(ops::cast(b_dev, DType::f32), ops::cast(b_cpu, DType::f32)));
+    require_guards_intact();
+  }
+  const Tensor x = test::random_tensor({5, 7}, 90);
+  const Tensor view = to_device(x).rows(1, 4);  // element offset 7
+  CHECK(test::bitwise_equal(ops::cast(view, DType::bf16), ops::cast(x.rows(1, 4), DType::bf16)));
+  const Tensor b_view = ops::cast(to_device(x), DType::bf16).rows(3, 5);  // 2-byte aligned start
+  CHECK(test::bitwise_equal(ops::cast(b_view, DType::f32), ops::cast(ops::cast(x, DType::bf16).rows(3, 5), DType::f32)));
+  require_guards_intact();
 }

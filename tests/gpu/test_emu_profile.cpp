@@ -531,6 +531,46 @@ TEST_CASE("profile of a training convolution + BatchNorm: fused against layers (
   ae::cuda::set_conv_math(saved);
 }
 
+// Not run by ctest either: the bf16 conv forward reading f32 x and w (operands rounded as they
+// are staged) against reading bf16 x and w (bf16 storage: 8 per 16-byte copy, ldmatrix fragments),
+// for bench/RESULTS.md. Same outputs bit for bit (tests/gpu/test_cuda_conv_bf16_storage.cpp).
+//   tests/gpu_test_emu_profile --no-skip -tc='*bf16 storage*'
+TEST_CASE("profile of the bf16 conv forward: f32 storage against bf16 storage (manual: --no-skip)" * doctest::skip()) {
+  AE_GPU_TEST_PRELUDE();
+  struct Layer {
+    const char* name;
+    int64_t n, h, c, o;
+    int k, stride, pad;
+  };
+  const Layer layers[] = {{"layer1 3x3 64->64 @28, batch 4", 4, 28, 64, 64, 3, 1, 1},
+                          {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
+  const ae::cuda::ScopedConvMath bf16(ae::cuda::ConvMath::bf16);
+  const ae::cuda::ScopedConvForwardSplitK unsplit(1);  // as at training batch sizes
+  for (const Layer& l : layers) {
+    ae::ops::Conv2dParams p;
+    p.kernel_h = p.kernel_w = l.k;
+    p.stride_h = p.stride_w = l.stride;
+    p.pad_h = p.pad_w = l.pad;
+    const ae::Tensor x = to_device(ae::test::random_tensor({l.n, l.h, l.h, l.c}, 1));
+    const ae::Tensor w = to_device(ae::test::random_tensor({l.o, l.k, l.k, l.c}, 2, -0.05f, 0.05f));
+    const ae::Tensor xb = ae::ops::cast(x, ae::DType::bf16), wb = ae::ops::cast(w, ae::DType::bf16);
+    double bytes[2] = {0, 0}, conflicts[2] = {0, 0};
+    for (int storage = 0; storage < 2; ++storage) {
+      Profiling on;
+      (void)ae::ops::conv2d_forward(p, storage == 1 ? xb : x, storage == 1 ? wb : w);
+      for (const KernelProfile& k : ae::emu::profile_results()) {
+        bytes[storage] += static_cast<double>(k.global_sector_bytes());
+        conflicts[storage] += static_cast<double>(k.shared_load.conflicts() + k.shared_store.conflicts());
+      }
+      std::printf("\n### %s, bf16 math, %s storage\n\n%s", l.name, storage == 1 ? "bf16" : "f32",
+                  ae::emu::profile_table().c_str());
+    }
+    std::printf("\n%s: global sector bytes f32 storage %.3f MB, bf16 storage %.3f MB; shared conflicts %.0f, %.0f\n",
+                l.name, bytes[0] / 1e6, bytes[1] / 1e6, conflicts[0], conflicts[1]);
+    CHECK(bytes[1] < bytes[0]);
+  }
+}
+
 #else
 
 TEST_CASE("emulated-device profile (emulated device only)") {

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -476,8 +477,31 @@ TEST_CASE("--conv-math and bench --precision are checked; the CPU is f32 only") 
          r.err.find("--precision tf32: this build has no CUDA backend") != std::string::npos));
   r = test::run_command(bin() + " bench --what model --device cpu --batch 2 --size 32 --steps 1");
   CHECK(r.exit_code == 0);
-  CHECK(r.out.find("train-step  device=cpu batch=2 size=32 precision=f32") != std::string::npos);
+  CHECK(r.out.find("train-step  device=cpu batch=2 size=32 precision=f32 activations=f32") != std::string::npos);
   CHECK(r.out.find("images/s") != std::string::npos);
+}
+
+TEST_CASE("--activations bf16: every command's models store bf16 activations; other values are refused") {
+  const std::string img = photos() + "/img_00000.png";
+  auto r = test::run_command(bin() + " --activations fp16 score --device cpu --model " + linear_model_file() + " " + img);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--activations 'fp16': the activation storage must be f32 or bf16") != std::string::npos);
+  r = test::run_command(bin() + " --activations bf16 bench --what model --device cpu --batch 2 --size 32 --steps 1");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("train-step  device=cpu batch=2 size=32 precision=f32 activations=bf16") != std::string::npos);
+  CHECK(r.out.find("inference   device=cpu batch=2 size=32 precision=f32 activations=bf16") != std::string::npos);
+  // Scores with bf16 storage: close to the f32 ones, not the same bits.
+  const auto plain = test::run_command(bin() + " score --device cpu --model " + linear_model_file() + " " + img);
+  const auto bf16 =
+      test::run_command(bin() + " --activations bf16 score --device cpu --model " + linear_model_file() + " " + img);
+  REQUIRE(plain.exit_code == 0);
+  REQUIRE(bf16.exit_code == 0);
+  CHECK(bf16.out != plain.out);
+  const auto score_of = [](const std::string& out) {
+    const std::size_t comma = out.find(',', out.find('\n') + 1);  // the header line, then path,score,stars
+    return std::stod(out.substr(comma + 1));
+  };
+  CHECK(std::fabs(score_of(bf16.out) - score_of(plain.out)) < 0.05 * std::fabs(score_of(plain.out)) + 0.01);
 }
 
 TEST_CASE("train --init takes an ImageNet classifier's backbone and leaves the new head fresh") {

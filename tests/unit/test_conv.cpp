@@ -4,7 +4,7 @@
 // direct forward (kernels/cpu/conv_direct.h) over the same sweep (batch 1 and 3) for each vector ISA,
 // also called on its own with x and w in exact-size buffers (AddressSanitizer's red zone right after
 // the last element: scripts/sanitize.sh runs this file) and y between red zones; its thread-count
-// invariance and dispatch.
+// invariance and dispatch; bf16 operands (computed on their widened values).
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -352,6 +352,43 @@ TEST_CASE("conv2d: backward ops match central finite differences of the forward"
     const Tensor dw = ae::ops::conv2d_backward_weight(k.p, x, r, k.w_shape());
     AE_REQUIRE_OK(test::compare(dw, test::numeric_gradient(w, loss), fd_tol, "dw vs finite differences"));
   }
+}
+
+TEST_CASE("conv2d: bf16 x and w give the bits of the widened f32 operands on every CPU path") {
+  // The CPU computes bf16 storage on the exactly widened values: Winograd (3x3 stride 1), the
+  // direct forms (batch 1), im2col (stride 2) and the pointwise GEMM (1x1) alike.
+  struct Case {
+    Shape x;
+    int64_t o;
+    Conv2dParams p;
+  };
+  const Case cases[] = {{{2, 9, 11, 8}, 7, {3, 3, 1, 1, 1, 1}},
+                        {{1, 5, 5, 3}, 4, {3, 3, 1, 1, 1, 1}},
+                        {{2, 9, 9, 5}, 6, {3, 3, 2, 2, 1, 1}},
+                        {{2, 4, 4, 16}, 9, {1, 1, 1, 1, 0, 0}}};
+  uint64_t seed = 60;
+  for (const Case& c : cases) {
+    const Tensor xb = ae::ops::cast(test::random_tensor(c.x, seed++), ae::DType::bf16);
+    const Tensor wb =
+        ae::ops::cast(test::random_tensor({c.o, c.p.kernel_h, c.p.kernel_w, c.x[3]}, seed++), ae::DType::bf16);
+    const Tensor y = ae::ops::conv2d_forward(c.p, xb, wb);
+    CHECK(y.dtype() == ae::DType::f32);
+    CHECK(test::bitwise_equal(y, ae::ops::conv2d_forward(c.p, ae::ops::cast(xb, ae::DType::f32),
+                                                         ae::ops::cast(wb, ae::DType::f32))));
+  }
+  const Tensor xb = ae::ops::cast(Tensor::zeros({1, 5, 5, 3}), ae::DType::bf16);
+  const Tensor w = Tensor::zeros({4, 3, 3, 3});
+  const Conv2dParams p3{3, 3, 1, 1, 1, 1};
+  require_error([&] { ae::ops::conv2d_forward(p3, xb, w); }, {"conv2d_forward", "one dtype", "bf16", "f32"});
+  require_error([&] { ae::ops::conv2d_forward(p3, Tensor::zeros({1, 5, 5, 3}, ae::DType::i64), w); },
+                {"conv2d_forward", "x", "i64", "must be f32"});
+  // The weight gradient takes a stored bf16 x (widened; test_bf16_activations.cpp); the data
+  // gradient's w is a master weight, f32 only.
+  const Tensor dy = test::random_tensor({1, 5, 5, 4}, 77);
+  CHECK(test::bitwise_equal(ae::ops::conv2d_backward_weight(p3, xb, dy, w.shape()),
+                            ae::ops::conv2d_backward_weight(p3, ae::ops::cast(xb, ae::DType::f32), dy, w.shape())));
+  require_error([&] { ae::ops::conv2d_backward_data(p3, dy, ae::ops::cast(w, ae::DType::bf16), xb.shape()); },
+                {"conv2d_backward_data", "w", "bf16", "must be f32"});
 }
 
 TEST_CASE("conv2d: bad arguments are ae::Errors naming the op, the argument and the shapes") {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "model/safetensors.h"
 #include "runtime/crc32.h"
 #include "runtime/error.h"
@@ -216,6 +217,22 @@ TEST_CASE("safetensors: a file laid out as the spec and Python's safetensors wri
   const auto minimal = ae::st::read_safetensors(path);
   REQUIRE(minimal.tensors.size() == 1);
   CHECK(minimal.tensors[0].second.shape() == ae::Shape{0, 5});
+}
+
+TEST_CASE("safetensors: a bf16 tensor is written as BF16 bytes and reads back widened to f32") {
+  TempDir dir;
+  const std::string path = dir.file("bf16.safetensors");
+  const Tensor f = ae::test::random_tensor({3, 5}, 11);
+  const Tensor b = ae::ops::cast(f, DType::bf16);
+  ae::st::write_safetensors(path, {{"w", b}}, {});
+  const std::string bytes = read_file(path);
+  CHECK(bytes.find(R"("dtype":"BF16")") != std::string::npos);
+  REQUIRE(bytes.size() >= b.nbytes());
+  CHECK(std::memcmp(bytes.data() + bytes.size() - b.nbytes(), b.raw(), b.nbytes()) == 0);  // raw, last in the file
+  const ae::st::SafetensorsFile loaded = ae::st::read_safetensors(path);
+  REQUIRE(loaded.tensors.size() == 1);
+  CHECK(loaded.tensors[0].second.dtype() == DType::f32);
+  CHECK(bitwise_equal(loaded.tensors[0].second, ae::ops::cast(b, DType::f32)));
 }
 
 TEST_CASE("safetensors: F16, BF16 and F64 load as f32; I32 loads as i64") {

@@ -121,15 +121,6 @@ cudnnMathType_t search_math_type(Precision precision) {
   return CUDNN_FMA_MATH;
 }
 
-// Round to the nearest bfloat16, ties to even; NaN stays a (quiet) NaN.
-uint16_t bf16_bits(float f) {
-  uint32_t u = 0;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 template <typename Perf>
 std::string describe_search(const Perf* results, int count, const char* const* names, std::size_t n_names) {
   std::ostringstream os;
@@ -149,19 +140,11 @@ void check_device_f32(const char* op, const char* arg, const Tensor& t, const Sh
   AE_CHECK(t.shape() == shape, op << ": " << arg << " is " << t.desc() << ", expected " << shape_str(shape));
 }
 
-Shape bf16_storage_shape(const Shape& shape) {
-  Shape s = shape;
-  s.push_back(2);
-  return s;
-}
-
-// A BF16 tensor of logical shape `shape` (see to_bf16): u8 [shape..., 2] on the device.
 void check_device_bf16(const char* op, const char* arg, const Tensor& t, const Shape& shape) {
   AE_CHECK(t.defined(), op << ": " << arg << " is undefined");
   AE_CHECK(t.device().is_cuda(), op << ": " << arg << " " << t.desc() << " must be on the CUDA device");
-  AE_CHECK(t.dtype() == DType::u8 && t.shape() == bf16_storage_shape(shape),
-           op << ": " << arg << " is " << t.desc() << ", expected a BF16 tensor of shape " << shape_str(shape)
-              << " (u8 " << shape_str(bf16_storage_shape(shape)) << ", made by cudnn_ref::to_bf16 / bf16_empty)");
+  AE_CHECK(t.dtype() == DType::bf16 && t.shape() == shape,
+           op << ": " << arg << " is " << t.desc() << ", expected a bf16 tensor of shape " << shape_str(shape));
 }
 
 // NHWC activation descriptor for [N,H,W,C] (or [M,C], seen as [M,1,1,C]).
@@ -244,33 +227,15 @@ const char* precision_name(Precision precision) {
 Tensor to_bf16(const Tensor& f32) {
   AE_CHECK(f32.defined() && f32.dtype() == DType::f32, "cudnn_ref::to_bf16: needs an f32 tensor, got "
                                                            << (f32.defined() ? f32.desc() : std::string("undefined")));
-  const std::vector<float> values = f32.to_vector();
-  Tensor host = Tensor::empty(bf16_storage_shape(f32.shape()), DType::u8);
-  auto* bytes = static_cast<unsigned char*>(host.raw());
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const uint16_t b = bf16_bits(values[i]);
-    bytes[2 * i] = static_cast<unsigned char>(b & 0xff);
-    bytes[2 * i + 1] = static_cast<unsigned char>(b >> 8);
-  }
-  return host.to(Device::cuda(0));
+  return ops::cast(f32.to(Device::cuda(0)), DType::bf16);
 }
 
-Tensor bf16_empty(const Shape& shape) { return Tensor::empty(bf16_storage_shape(shape), DType::u8, Device::cuda(0)); }
+Tensor bf16_empty(const Shape& shape) { return Tensor::empty(shape, DType::bf16, Device::cuda(0)); }
 
 Tensor from_bf16(const Tensor& bf16) {
-  AE_CHECK(bf16.defined() && bf16.dtype() == DType::u8 && bf16.ndim() >= 1 && bf16.dim(-1) == 2,
-           "cudnn_ref::from_bf16: needs a BF16 tensor (u8 [..., 2]), got "
-               << (bf16.defined() ? bf16.desc() : std::string("undefined")));
-  const Tensor host = bf16.to(Device::cpu());
-  const auto* bytes = static_cast<const unsigned char*>(host.raw());
-  Shape shape = bf16.shape();
-  shape.pop_back();
-  std::vector<float> values(static_cast<std::size_t>(bf16.numel() / 2));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const uint32_t u = (static_cast<uint32_t>(bytes[2 * i + 1]) << 24) | (static_cast<uint32_t>(bytes[2 * i]) << 16);
-    std::memcpy(&values[i], &u, sizeof u);
-  }
-  return Tensor::from_vector(shape, values);
+  AE_CHECK(bf16.defined() && bf16.dtype() == DType::bf16, "cudnn_ref::from_bf16: needs a bf16 tensor, got "
+                                                              << (bf16.defined() ? bf16.desc() : std::string("undefined")));
+  return ops::cast(bf16, DType::f32).to(Device::cpu());
 }
 
 Conv::Conv(Handle& handle, const ops::Conv2dParams& p, const Shape& x_shape, int64_t out_channels,

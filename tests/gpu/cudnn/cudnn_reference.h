@@ -69,11 +69,10 @@ enum class Precision {
 };
 const char* precision_name(Precision precision);  // "f32", "tf32", "bf16"
 
-// aesthete has no bfloat16 dtype, so a BF16 tensor of logical shape S is a u8 tensor of shape S + [2]:
-// each element's two bytes (the upper half of its float32 bits after rounding, little-endian).
-// to_bf16: a float32 tensor (any device) rounded to bfloat16, nearest-even (as our bf16 conv
-// kernels round their operands), on the CUDA device. bf16_empty: an uninitialised one on the
-// device. from_bf16: back to a float32 host tensor of shape S (exact: every bfloat16 is a float32).
+// BF16 tensors are DType::bf16. to_bf16: a float32 tensor (any device) rounded to bfloat16 by
+// ops::cast (nearest-even, as our bf16 conv kernels round their operands), on the CUDA device.
+// bf16_empty: an uninitialised one on the device. from_bf16: back to a float32 host tensor
+// (exact: every bfloat16 is a float32).
 Tensor to_bf16(const Tensor& f32);
 Tensor bf16_empty(const Shape& shape);
 Tensor from_bf16(const Tensor& bf16);
