@@ -9,11 +9,12 @@
 #      tolerance" lines kept in cudnn-oracle.log
 #   4. bench_cuda_conv --batch 128: our conv forward/backward-data/backward-weight vs cuDNN per
 #      ResNet-18 layer (f32, TF32 off)
-#   4b. the same with --math bf16 (ours: f32 tensors, BF16 operands on tensor cores; cuDNN: BF16
-#      tensors, tensor-op math): issue 15's rows, >= 0.15 s of runs an entry, at most 90 s
+#   4b. the same with --math bf16 (ours: BF16 x and w in the forward, f32 tensors in the backward, BF16
+#      operands on tensor cores; cuDNN: BF16 tensors, tensor-op math): issue 15's rows, >= 0.15 s of
+#      runs an entry, at most 90 s
 #   5. bench/compare.sh --device cuda --batch 128: training step and inference, aesthete vs PyTorch
 #   5b. the same with --precision bf16 (issue 15: training step >= 1.3x PyTorch eager channels_last
-#      in BF16), if >= 160 s are left
+#      in BF16; ours also stores its activations in BF16, as autocast does), if >= 160 s are left
 #   6. compute-sanitizer memcheck of one real-GPU test binary, if time is left
 #   6b. bench_cuda_conv --math tf32 (cuDNN: f32 tensors, TF32 allowed), if >= 100 s are left
 #   6c. aesthete bench --what enhance at batch 1, 512 px: the input-gradient pass of enhancement and

@@ -8,6 +8,10 @@
 // results are bitwise those of the generic tensor-core kernel (tiled_gemm_tc.h).
 #include <cstddef>
 #include <cstdint>
+#if defined(AE_EMULATED_DEVICE)
+#include <bit>
+#include <cstring>
+#endif
 
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/tiled_gemm_tc.h"
@@ -47,10 +51,15 @@ struct Tiles {
 using Tiles64 = Tiles<64, 64, 2, 2>;     // 4 warps of 32x32
 using Tiles128 = Tiles<128, 128, 2, 4>;  // 8 warps of 64x32
 
+// Two adjacent floats as one 8-byte access (p 8-byte aligned). The emulated device copies the 8
+// bytes at once as well, so that its profile sees the one access the GPU makes (two 4-byte loads
+// would count a bank conflict the GPU does not have).
 __device__ __forceinline__ void load_pair(const float* p, float& lo, float& hi) {
 #if defined(AE_EMULATED_DEVICE)
-  lo = p[0];
-  hi = p[1];
+  uint64_t bits;
+  std::memcpy(&bits, p, sizeof bits);
+  lo = std::bit_cast<float>(static_cast<uint32_t>(bits));
+  hi = std::bit_cast<float>(static_cast<uint32_t>(bits >> 32));
 #else
   const float2 v = *reinterpret_cast<const float2*>(p);
   lo = v.x;
@@ -60,8 +69,8 @@ __device__ __forceinline__ void load_pair(const float* p, float& lo, float& hi) 
 
 __device__ __forceinline__ void store_pair(float* p, float lo, float hi) {
 #if defined(AE_EMULATED_DEVICE)
-  p[0] = lo;
-  p[1] = hi;
+  const uint64_t bits = std::bit_cast<uint32_t>(lo) | (uint64_t{std::bit_cast<uint32_t>(hi)} << 32);
+  std::memcpy(p, &bits, sizeof bits);
 #else
   *reinterpret_cast<float2*>(p) = make_float2(lo, hi);
 #endif

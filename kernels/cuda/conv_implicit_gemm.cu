@@ -91,8 +91,13 @@
 //   - the 8 threads that copy one row's 8 chunks write 8 different chunks: conflict-free;
 //   - an ldmatrix matrix is 8 consecutive rows (a multiple of 8 first) at one logical chunk: the
 //     XOR spreads them over the 8 physical chunks, i.e. all 32 banks: conflict-free;
-//   - bf16 fragments are read as 8-byte pairs: rows g = 0..3 of a half-warp, chunk pairs {0,1} or
-//     {2,3} XOR (g % 8): two rows share each chunk pair, a 2-way conflict (not measured).
+//   - bf16 fragments from an f32 stage are read as 8-byte pairs: rows g = 0..3 of a half-warp,
+//     chunk pairs {0,1} or {2,3} XOR (g % 8): two rows share each chunk pair, a 2-way conflict on
+//     every such load (counted by the emulated profile: one extra wavefront per phase, bench/
+//     RESULTS.md). XOR with r % 8's bits rotated left by one (0 2 4 6 1 3 5 7) removes it (the
+//     profile counts 0) but cost registers at sm_90 (128x128 f32-stage bf16: 128 -> 212, two
+//     blocks per SM -> one; 64x64: 128 -> 165), so it waits for a GPU to time both. The bf16
+//     stage (ldmatrix only) has no conflicts.
 //
 // tf32 fragments via ldmatrix: an ldmatrix matrix row is 16 bytes = 4 f32 words, and lane l gets
 // word l % 4 of row l / 4, i.e. (row g, word tig): exactly the m16n8k8 tf32 A register a0 for the

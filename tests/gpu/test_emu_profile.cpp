@@ -128,6 +128,22 @@ ae::Tensor device_iota(int64_t n) {
   return to_device(ae::Tensor::from_vector({n}, v));
 }
 
+// Two training-size convolution layers the manual profiles below compare paths on.
+struct ProfiledLayer {
+  const char* name;
+  int64_t n, h, c, o;
+  int k, stride, pad;
+  ae::ops::Conv2dParams params() const {
+    ae::ops::Conv2dParams p;
+    p.kernel_h = p.kernel_w = k;
+    p.stride_h = p.stride_w = stride;
+    p.pad_h = p.pad_w = pad;
+    return p;
+  }
+};
+const ProfiledLayer kProfiledLayers[] = {{"layer1 3x3 64->64 @28, batch 4", 4, 28, 64, 64, 3, 1, 1},
+                                         {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
+
 bool instrumented() {
 #if defined(AE_EMU_PROFILE_INSTRUMENTED)
   return true;
@@ -484,23 +500,13 @@ TEST_CASE("profile of the convolution kernels on ResNet-18 layers (manual: --no-
 //   tests/gpu_test_emu_profile --no-skip -tc='*training convolution*'
 TEST_CASE("profile of a training convolution + BatchNorm: fused against layers (manual: --no-skip)" * doctest::skip()) {
   AE_GPU_TEST_PRELUDE();
-  struct Layer {
-    const char* name;
-    int64_t n, h, c, o;
-    int k, stride, pad;
-  };
-  const Layer layers[] = {{"layer1 3x3 64->64 @28, batch 4", 4, 28, 64, 64, 3, 1, 1},
-                          {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
   const ae::cuda::ConvMath saved = ae::cuda::conv_math();
   ae::cuda::set_conv_math(ae::cuda::ConvMath::tf32);
   // Unsplit, as at training batch sizes (at these small batches the automatic split-K would run, and
   // with it the statistics' separate pass instead of the epilogue).
   const ae::cuda::ScopedConvForwardSplitK unsplit(1);
-  for (const Layer& l : layers) {
-    ae::ops::Conv2dParams p;
-    p.kernel_h = p.kernel_w = l.k;
-    p.stride_h = p.stride_w = l.stride;
-    p.pad_h = p.pad_w = l.pad;
+  for (const ProfiledLayer& l : kProfiledLayers) {
+    const ae::ops::Conv2dParams p = l.params();
     const int64_t oh = p.out_h(l.h);
     const ae::Tensor x = to_device(ae::test::random_tensor({l.n, l.h, l.h, l.c}, 1));
     const ae::Tensor w = to_device(ae::test::random_tensor({l.o, l.k, l.k, l.c}, 2, -0.05f, 0.05f));
@@ -537,20 +543,10 @@ TEST_CASE("profile of a training convolution + BatchNorm: fused against layers (
 //   tests/gpu_test_emu_profile --no-skip -tc='*bf16 storage*'
 TEST_CASE("profile of the bf16 conv forward: f32 storage against bf16 storage (manual: --no-skip)" * doctest::skip()) {
   AE_GPU_TEST_PRELUDE();
-  struct Layer {
-    const char* name;
-    int64_t n, h, c, o;
-    int k, stride, pad;
-  };
-  const Layer layers[] = {{"layer1 3x3 64->64 @28, batch 4", 4, 28, 64, 64, 3, 1, 1},
-                          {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
   const ae::cuda::ScopedConvMath bf16(ae::cuda::ConvMath::bf16);
   const ae::cuda::ScopedConvForwardSplitK unsplit(1);  // as at training batch sizes
-  for (const Layer& l : layers) {
-    ae::ops::Conv2dParams p;
-    p.kernel_h = p.kernel_w = l.k;
-    p.stride_h = p.stride_w = l.stride;
-    p.pad_h = p.pad_w = l.pad;
+  for (const ProfiledLayer& l : kProfiledLayers) {
+    const ae::ops::Conv2dParams p = l.params();
     const ae::Tensor x = to_device(ae::test::random_tensor({l.n, l.h, l.h, l.c}, 1));
     const ae::Tensor w = to_device(ae::test::random_tensor({l.o, l.k, l.k, l.c}, 2, -0.05f, 0.05f));
     const ae::Tensor xb = ae::ops::cast(x, ae::DType::bf16), wb = ae::ops::cast(w, ae::DType::bf16);
