@@ -39,7 +39,7 @@ Tensor relu_forward(const Tensor& x) {
 
 Tensor relu_backward(const Tensor& y, const Tensor& dy) {
   const char* op = "relu_backward";
-  if (!y.defined() || y.dtype() != DType::bf16) check_f32(op, "y", y);  // bf16: a stored activation
+  check_f32_or_bf16(op, "y", y);
   check_same_shape(op, "dy", dy, "y", y);
   const Backend& be = backend_for(op, {&y, &dy});
   return be.relu_backward(y, dy);

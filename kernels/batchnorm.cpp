@@ -90,7 +90,7 @@ BatchNormGrads batchnorm_backward_train(const Tensor& x, const Tensor& dy, const
   if (relu_y.defined()) {
     AE_CHECK(relu_y.shape() == x.shape(), op << ": relu_y has shape " << shape_str(relu_y.shape())
                                              << ", expected x's shape " << shape_str(x.shape()));
-    if (relu_y.dtype() != DType::bf16) check_f32(op, "relu_y", relu_y);  // bf16: a stored activation
+    check_f32_or_bf16(op, "relu_y", relu_y);
   }
   const Backend& be = relu_y.defined() ? backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd, &relu_y})
                                        : backend_for(op, {&x, &dy, &gamma, &save_mean, &save_invstd});

@@ -28,7 +28,7 @@ void check_shape_arg(const char* op, const char* arg, const Shape& s) {
 
 void check_tensor_arg(const char* op, const char* arg, const Tensor& t, bool bf16_allowed = false) {
   check_ndim(op, arg, t, 4);
-  if (!bf16_allowed || t.dtype() != DType::bf16) check_f32(op, arg, t);
+  bf16_allowed ? check_f32_or_bf16(op, arg, t) : check_f32(op, arg, t);
   for (int64_t d : t.shape()) AE_CHECK(d >= 1, op << ": " << arg << " " << t.desc() << " has an empty dimension");
 }
 
@@ -98,7 +98,7 @@ ConvBatchNormTrainOut conv2d_batchnorm_train(const Conv2dParams& conv, const Bat
   const Shape y_shape = check_x_w(op, conv, "x", x.shape(), "w", w.shape(), x.device().str());
   check_batchnorm_train_args(op, bn, y_shape, gamma, beta, running_mean, running_var);
   if (residual.defined()) {
-    if (residual.dtype() != DType::bf16) check_f32(op, "residual", residual);
+    check_f32_or_bf16(op, "residual", residual);
     AE_CHECK(residual.shape() == y_shape, op << ": residual has shape " << shape_str(residual.shape())
                                              << ", expected the convolution's output shape " << shape_str(y_shape));
   }

@@ -19,7 +19,7 @@ void check_batchnorm_apply_args(const char* op, const BatchNormApplyParams& p, c
                                         << "] f32 (C = the channels of " << shape_str(x_shape) << ")");
   }
   if (residual.defined()) {
-    if (residual.dtype() != DType::bf16) check_f32(op, "residual", residual);
+    check_f32_or_bf16(op, "residual", residual);
     AE_CHECK(residual.shape() == x_shape, op << ": residual has shape " << shape_str(residual.shape())
                                              << ", expected " << shape_str(x_shape) << " (the normalised tensor's)");
   }

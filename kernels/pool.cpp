@@ -43,7 +43,7 @@ void check_adaptive_params(const char* op, const AdaptiveAvgPool2dParams& p, con
 
 MaxPoolOut maxpool2d_forward(const MaxPool2dParams& p, const Tensor& x) {
   const char* op = "maxpool2d_forward";
-  if (x.dtype() != DType::bf16) check_f32(op, "x", x);
+  check_f32_or_bf16(op, "x", x);
   check_ndim(op, "x", x, 4);
   check_maxpool_params(op, p);
   check_maxpool_output(op, p, x.shape());
@@ -67,7 +67,7 @@ Tensor maxpool2d_backward(const MaxPool2dParams& p, const Tensor& dy, const Tens
 
 Tensor adaptive_avgpool2d_forward(const AdaptiveAvgPool2dParams& p, const Tensor& x) {
   const char* op = "adaptive_avgpool2d_forward";
-  if (x.dtype() != DType::bf16) check_f32(op, "x", x);
+  check_f32_or_bf16(op, "x", x);
   check_ndim(op, "x", x, 4);
   check_adaptive_params(op, p, x.shape());
   const Backend& be = backend_for(op, {&x});

@@ -19,7 +19,7 @@ struct ReluMask {
   // so the branch never diverges.
   AE_BF16_HD float through(const float* dy, int64_t i) const {
     const float g = dy[i];
-    if (bf16 != nullptr) return bf16_to_float(bf16[i].bits) > 0.0f ? g : 0.0f;
+    if (bf16 != nullptr) return load_as_float(bf16, i) > 0.0f ? g : 0.0f;
     return f32 == nullptr || f32[i] > 0.0f ? g : 0.0f;
   }
 };

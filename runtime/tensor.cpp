@@ -234,6 +234,10 @@ void check_f32(const char* op, const char* arg, const Tensor& t) {
   AE_CHECK(t.dtype() == DType::f32, op << ": " << arg << " " << t.desc() << " must be f32");
 }
 
+void check_f32_or_bf16(const char* op, const char* arg, const Tensor& t) {
+  if (!t.defined() || t.dtype() != DType::bf16) check_f32(op, arg, t);
+}
+
 void check_same_device(const char* op, std::initializer_list<const Tensor*> tensors) {
   const Tensor* first = nullptr;
   for (const Tensor* t : tensors) {

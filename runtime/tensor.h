@@ -135,6 +135,9 @@ class TensorIdentity {
 void check_shape(const char* op, const char* arg, const Tensor& t, const Shape& expected);
 void check_ndim(const char* op, const char* arg, const Tensor& t, int64_t ndim);
 void check_f32(const char* op, const char* arg, const Tensor& t);
+// An activation an op may read as stored: f32, or bf16 (kernels/ops.h says which ops); otherwise
+// check_f32's error.
+void check_f32_or_bf16(const char* op, const char* arg, const Tensor& t);
 void check_same_device(const char* op, std::initializer_list<const Tensor*> tensors);
 
 }  // namespace ae

@@ -1,7 +1,6 @@
 // CPU elementwise ops on same-shape f32 tensors, and the f32 <-> bf16 cast (validated by
 // kernels/elementwise.cpp). Each element is computed independently, so threading never changes the
 // bits.
-#include <bit>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel_loop.h"
@@ -56,11 +55,11 @@ Tensor cast(const Tensor& x, DType to) {
   if (to == DType::bf16) {
     const float* xp = x.f32();
     BFloat16* op = out.data<BFloat16>();
-    parallel_elements(n, [=](int64_t i) { op[i].bits = bf16_bits_rne(std::bit_cast<uint32_t>(xp[i])); });
+    parallel_elements(n, [=](int64_t i) { op[i].bits = float_to_bf16(xp[i]); });
   } else {
     const BFloat16* xp = x.data<BFloat16>();
     float* op = out.f32();
-    parallel_elements(n, [=](int64_t i) { op[i] = std::bit_cast<float>(f32_bits_of_bf16(xp[i].bits)); });
+    parallel_elements(n, [=](int64_t i) { op[i] = bf16_to_float(xp[i].bits); });
   }
   return out;
 }
