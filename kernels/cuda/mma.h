@@ -78,6 +78,49 @@ AE_HOST_DEVICE FragCoord mma_m16n8k16_bf16_b(int lane, int i) {
   return {2 * (lane & 3) + (i & 1) + 8 * (i >> 1), lane >> 2};
 }
 
+#if defined(AE_EMULATED_DEVICE)
+// One m16n8kK mma as the emulated lane `lane` sees it. Its four D elements lie in rows g and g+8
+// and columns 2tig and 2tig+1 (mma_m16n8k8_c), so it needs only those two rows of A, which the
+// four lanes of its quad (4g..4g+3) hold, and those two columns of B, which lanes 4c..4c+3 hold
+// for c = 2tig, 2tig+1: 8 lanes' fragments instead of the whole warp's. Elements are placed by the
+// layout functions above (a_at, b_at), never by a second spelling of the layout; `element(regs, i)`
+// reads element i of a fragment. Sums k = 0..K-1 in double from c and rounds once.
+template <int K, int kAElems, int kBElems, class ACoord, class BCoord, class Element>
+void emulated_mma(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], ACoord a_at, BCoord b_at,
+                  Element element) {
+  struct Fragments {
+    uint32_t a[4], b[2];
+  };
+  const Fragments mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
+  const int lane = ::ae::emu::this_thread().lane, g = lane >> 2, tig = lane & 3;
+  float rows[2][K], cols[K][2];  // A rows g, g+8; B columns 2tig, 2tig+1
+  ::ae::emu::warp_exchange(kFullMask, mine, [&](auto slot) {
+    for (int q = 0; q < 4; ++q) {
+      const int l = 4 * g + q;
+      const Fragments f = slot(l);
+      for (int i = 0; i < kAElems; ++i) {
+        const FragCoord p = a_at(l, i);  // row g or g + 8
+        rows[p.row >> 3][p.col] = element(f.a, i);
+      }
+    }
+    for (int j = 0; j < 2; ++j) {
+      for (int q = 0; q < 4; ++q) {
+        const int l = 4 * (2 * tig + j) + q;
+        const Fragments f = slot(l);
+        for (int i = 0; i < kBElems; ++i) cols[b_at(l, i).row][j] = element(f.b, i);  // column 2tig + j
+      }
+    }
+    return 0;
+  });
+  for (int i = 0; i < 4; ++i) {
+    const FragCoord p = mma_m16n8k8_c(lane, i);
+    double acc = c[i];
+    for (int k = 0; k < K; ++k) acc += static_cast<double>(rows[p.row >> 3][k]) * cols[k][p.col - 2 * tig];
+    d[i] = static_cast<float>(acc);
+  }
+}
+#endif
+
 // cvt.rna.tf32.f32: round to the nearest tf32 value, ties away from zero; returned as the .b32
 // register the mma reads (low 13 bits zero).
 __device__ __forceinline__ uint32_t to_tf32(float x) {
@@ -97,33 +140,9 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
 __device__ __forceinline__ void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2],
                                                  const float c[4]) {
 #if defined(AE_EMULATED_DEVICE)
-  struct Fragments {
-    uint32_t a[4], b[2];
-  };
-  Fragments mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
-  const int lane = ::ae::emu::this_thread().lane;
-  // Gather the whole A and B from the warp, then compute this lane's four D elements.
-  float A[16][8], B[8][8];
-  ::ae::emu::warp_exchange(kFullMask, mine, [&](auto slot) {
-    for (int l = 0; l < kWarp; ++l) {
-      const Fragments f = slot(l);
-      for (int i = 0; i < 4; ++i) {
-        const FragCoord p = mma_m16n8k8_tf32_a(l, i);
-        A[p.row][p.col] = __uint_as_float(f.a[i] & 0xFFFFE000u);
-      }
-      for (int i = 0; i < 2; ++i) {
-        const FragCoord p = mma_m16n8k8_tf32_b(l, i);
-        B[p.row][p.col] = __uint_as_float(f.b[i] & 0xFFFFE000u);
-      }
-    }
-    return 0;
-  });
-  for (int i = 0; i < 4; ++i) {
-    const FragCoord p = mma_m16n8k8_c(lane, i);
-    double acc = c[i];
-    for (int k = 0; k < 8; ++k) acc += static_cast<double>(A[p.row][k]) * B[k][p.col];
-    d[i] = static_cast<float>(acc);
-  }
+  emulated_mma<8, 4, 2>(
+      d, a, b, c, [](int l, int i) { return mma_m16n8k8_tf32_a(l, i); },
+      [](int l, int i) { return mma_m16n8k8_tf32_b(l, i); }, [](const uint32_t* regs, int i) { return __uint_as_float(regs[i] & 0xFFFFE000u); });
 #else
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -151,35 +170,10 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
                                                   const float c[4]) {
 #if defined(AE_EMULATED_DEVICE)
-  struct Fragments {
-    uint32_t a[4], b[2];
-  };
-  Fragments mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
-  const int lane = ::ae::emu::this_thread().lane;
-  const auto element = [](const uint32_t* regs, int i) {
-    return __uint_as_float((regs[i >> 1] >> (16 * (i & 1)) & 0xFFFFu) << 16);
-  };
-  float A[16][16], B[16][8];
-  ::ae::emu::warp_exchange(kFullMask, mine, [&](auto slot) {
-    for (int l = 0; l < kWarp; ++l) {
-      const Fragments f = slot(l);
-      for (int i = 0; i < 8; ++i) {
-        const FragCoord p = mma_m16n8k16_bf16_a(l, i);
-        A[p.row][p.col] = element(f.a, i);
-      }
-      for (int i = 0; i < 4; ++i) {
-        const FragCoord p = mma_m16n8k16_bf16_b(l, i);
-        B[p.row][p.col] = element(f.b, i);
-      }
-    }
-    return 0;
-  });
-  for (int i = 0; i < 4; ++i) {
-    const FragCoord p = mma_m16n8k8_c(lane, i);
-    double acc = c[i];
-    for (int k = 0; k < 16; ++k) acc += static_cast<double>(A[p.row][k]) * B[k][p.col];
-    d[i] = static_cast<float>(acc);
-  }
+  emulated_mma<16, 8, 4>(
+      d, a, b, c, [](int l, int i) { return mma_m16n8k16_bf16_a(l, i); },
+      [](int l, int i) { return mma_m16n8k16_bf16_b(l, i); },
+      [](const uint32_t* regs, int i) { return __uint_as_float((regs[i >> 1] >> (16 * (i & 1)) & 0xFFFFu) << 16); });
 #else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "

@@ -40,11 +40,12 @@ inline void __threadfence_block() {}
 namespace ae::emu {
 
 // One warp-wide exchange: every lane of mask publishes `mine`; read(slot_of) runs once every lane
-// has published, and its result is returned after every lane has finished reading.
+// has published (scheduler.h, warp_exchange_slots, says when the slots may be reused).
 template <typename T, typename Read>
 auto warp_exchange(unsigned mask, const T& mine, Read read) {
   static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kWarpSlotBytes, "value too large for a warp slot");
-  unsigned char* slots = warp_slots();
+  const ExchangeSlots ex = warp_exchange_slots(mask);
+  unsigned char* const slots = ex.bytes;
   const int lane = this_thread().lane;
   std::memcpy(slots + static_cast<std::size_t>(lane) * kWarpSlotBytes, &mine, sizeof(T));
   sync_warp(mask);
@@ -54,7 +55,7 @@ auto warp_exchange(unsigned mask, const T& mine, Read read) {
     return v;
   };
   auto result = read(slot);
-  sync_warp(mask);
+  if (ex.reuse_sync) sync_warp(mask);
   return result;
 }
 

@@ -122,11 +122,14 @@ struct Fiber {
   ThreadState pub;
   FiberState state = FiberState::ready;
   unsigned warp_mask = 0;
+  unsigned whole_warp_exchanges = 0;  // how many this lane has begun in this block (its bank's parity)
   void* asan_fake_stack = nullptr;  // ASan's save slot while this fiber is switched out
 };
 
+// Banks 0 and 1 alternate between whole-warp exchanges, bank 2 serves the others
+// (scheduler.h, warp_exchange_slots).
 struct alignas(16) WarpSlots {
-  unsigned char bytes[kWarpSize][kWarpSlotBytes];
+  unsigned char bytes[3][kWarpSize][kWarpSlotBytes];
 };
 
 // Stacks for up to 1024 fibers, each below a PROT_NONE guard page so that a kernel overflowing
@@ -345,6 +348,7 @@ void run_block(Block& b, StackPool& stacks, const Context& prototype, std::mt199
   for (std::size_t i = 0; i < n; ++i) {
     Fiber& f = b.fibers[i];
     f.state = FiberState::ready;
+    f.whole_warp_exchanges = 0;
     asan_unpoison(stacks.stack(static_cast<int>(i)), stacks.stack_bytes());
 #ifdef AE_EMU_FAST_SWITCH
     (void)prototype;
@@ -442,9 +446,12 @@ void sync_warp(unsigned mask) {
   yield_to_scheduler();
 }
 
-unsigned char* warp_slots() {
+ExchangeSlots warp_exchange_slots(unsigned mask) {
   Block& b = current_block();
-  return &b.warps[static_cast<std::size_t>(t_fiber->pub.warp)].bytes[0][0];
+  const std::size_t warp = static_cast<std::size_t>(t_fiber->pub.warp);
+  WarpSlots& w = b.warps[warp];
+  if (mask == b.existing_lanes[warp]) return {&w.bytes[t_fiber->whole_warp_exchanges++ & 1u][0][0], false};
+  return {&w.bytes[2][0][0], true};
 }
 
 unsigned warp_existing_lanes() {

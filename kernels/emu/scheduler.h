@@ -51,9 +51,19 @@ const BlockState& this_block();
 
 void sync_block();               // __syncthreads()
 void sync_warp(unsigned mask);   // __syncwarp(mask): every lane of mask must arrive
-// This warp's exchange slots: kWarpSize slots of kWarpSlotBytes. A lane writes its own slot,
-// sync_warp(mask), reads others, sync_warp(mask) again before the slots are reused.
-unsigned char* warp_slots();
+// This warp's slots for one exchange among the lanes of `mask`: kWarpSize slots of
+// kWarpSlotBytes. A lane writes its own slot, sync_warp(mask), reads others, and then, only if
+// `reuse_sync`, sync_warp(mask) again before the slots may be reused. When mask is every lane the
+// warp has, its exchanges alternate between two banks and need no second sync: a lane that writes
+// exchange n's bank has passed exchange n-1's sync, which every lane reached only after reading
+// exchange n-2's (the same bank). Every lane takes part in every such exchange, so the lanes agree
+// on n. Any other mask uses a third bank and syncs twice. (Half the fiber switches of an emulated
+// mma, shuffle or ldmatrix.)
+struct ExchangeSlots {
+  unsigned char* bytes;
+  bool reuse_sync;
+};
+ExchangeSlots warp_exchange_slots(unsigned mask);
 // Lanes of this thread's warp that exist in the block (a partial last warp has fewer than 32).
 unsigned warp_existing_lanes();
 

@@ -70,6 +70,49 @@ __global__ void warp_drift_kernel(int* max_lag) {
   if (lane == 0) max_lag[warp] = lag;
 }
 
+// Back-to-back warp exchanges with nothing between them: whole-warp shuffles and ballots (which
+// alternate between two slot banks and sync once, kernels/emu/scheduler.h) and, every third step,
+// a shuffle among 8 lanes (a third bank, synced twice). Between two exchanges a lane may run a whole
+// exchange ahead of a slower one, so a bank reused one exchange too early hands the slow lane a
+// value of the wrong step. Block of 48 threads: the second warp has 16 lanes, its whole mask 0xFFFF.
+constexpr int kExchangeSteps = 48;
+__global__ void back_to_back_exchanges_kernel(unsigned* out) {
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const unsigned lanes = warp == 0 ? 32u : blockDim.x - 32u;
+  const unsigned whole = lanes == 32 ? 0xFFFFFFFFu : (1u << lanes) - 1u;
+  unsigned v = lane * 7u + 1u + 1000u * warp;
+  for (int step = 0; step < kExchangeSteps; ++step) {
+    v = __shfl_sync(whole, v, static_cast<int>((lane + static_cast<unsigned>(step)) % lanes)) * 3u +
+        static_cast<unsigned>(step);
+    if (step % 3 == 0 && lane < 8) v = __shfl_xor_sync(0xFFu, v, 3);
+    v ^= __ballot_sync(whole, v & 1u) >> (lane % 16);
+  }
+  out[threadIdx.x] = v;
+}
+
+// The same on the host, warp by warp.
+std::vector<unsigned> back_to_back_exchanges_expected(int threads) {
+  std::vector<unsigned> out;
+  for (int warp = 0; warp * 32 < threads; ++warp) {
+    const int lanes = std::min(32, threads - warp * 32);
+    std::vector<unsigned> v(static_cast<std::size_t>(lanes)), next(v.size());
+    for (int l = 0; l < lanes; ++l) v[l] = static_cast<unsigned>(l) * 7u + 1u + 1000u * static_cast<unsigned>(warp);
+    for (int step = 0; step < kExchangeSteps; ++step) {
+      for (int l = 0; l < lanes; ++l) next[l] = v[(l + step) % lanes] * 3u + static_cast<unsigned>(step);
+      v = next;
+      if (step % 3 == 0) {
+        for (int l = 0; l < 8; ++l) next[l] = v[l ^ 3];
+        v = next;
+      }
+      unsigned ballot = 0;
+      for (int l = 0; l < lanes; ++l) ballot |= (v[l] & 1u) << l;
+      for (int l = 0; l < lanes; ++l) v[l] ^= ballot >> (l % 16);
+    }
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("warps drift apart between block barriers, so warp-synchronous code is not run in lockstep") {
@@ -85,6 +128,26 @@ TEST_CASE("warps drift apart between block barriers, so warp-synchronous code is
   }
   MESSAGE("largest lead of one warp over another: " << largest << " steps");
   CHECK(largest >= 2);
+  require_guards_intact();
+}
+
+TEST_CASE("back-to-back warp exchanges give every lane its own step's values, whatever the lanes' order") {
+  AE_GPU_TEST_PRELUDE();
+  constexpr int kThreads = 48;
+  const std::vector<unsigned> expected = back_to_back_exchanges_expected(kThreads);
+  const uint64_t saved = ae::emu::seed();
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    INFO("seed " << seed);
+    ae::emu::set_seed(seed);
+    ae::Tensor out = ae::Tensor::zeros({kThreads * 4}, ae::DType::u8, device());
+    AE_LAUNCH(back_to_back_exchanges_kernel, dim3(2), dim3(kThreads), 0, nullptr,
+              reinterpret_cast<unsigned*>(out.data<uint8_t>()));
+    const ae::Tensor host = out.to(ae::Device::cpu());
+    std::vector<unsigned> got(kThreads);
+    std::memcpy(got.data(), host.raw(), sizeof(unsigned) * kThreads);
+    CHECK(got == expected);
+  }
+  ae::emu::set_seed(saved);
   require_guards_intact();
 }
 
