@@ -14,6 +14,7 @@
 // "Split-K"): deterministic, but not bitwise equal to the unsplit kernel (another summation
 // order); set_conv_forward_split_k(1) turns it off. bf16 x and w (both) run the pipelined kernel
 // with bf16 staging in bf16 math, or are widened to f32 first (conv_implicit_gemm.h, "bf16 storage").
+// The C = 3 stem is padded to 4 channels first in tf32 / bf16 (conv_backward.h, "stem path").
 #include <atomic>
 
 #include "kernels/conv_geometry.h"
@@ -83,6 +84,10 @@ Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, Con
   if (bf16_storage && !conv_forward_bf16_storage_runs(math, g, x.raw(), w.raw())) {
     note_conv_forward_bf16_widened();  // exact: the f32 path computes on the same values
     return forward(p, cuda::cast(x, DType::f32), cuda::cast(w, DType::f32), stats);
+  }
+  if (!bf16_storage && conv_stem_padding_applies(g.c, true)) {  // the stem path (conv_backward.h)
+    note_conv_forward_stem_padded();
+    return forward(p, pad_channels_3_to_4(x), pad_channels_3_to_4(w), stats);
   }
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   // Split-K (late layers: few output tiles, long K): partial y per slice in a workspace from the

@@ -238,7 +238,6 @@ Tensor conv2d_backward_data(const ops::Conv2dParams& p, const Tensor& dy, const 
 
 Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const Tensor& dy, const Shape& w_shape) {
   const ConvShape g(p, x.shape(), w_shape[0]);
-  Tensor dw = Tensor::empty(w_shape, DType::f32, x.device());
   gemm::GemmShape s;
   s.m = g.o;
   s.n = g.kh * g.kw * g.c;
@@ -248,8 +247,26 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
   const int64_t rows_per_slice = (s.k + wanted - 1) / wanted;
   s.k_per_split = (rows_per_slice + gemm::kTileK - 1) / gemm::kTileK * gemm::kTileK;
   const int64_t slices = (s.k + s.k_per_split - 1) / s.k_per_split;  // rounding may drop one
-  const int64_t elements = dw.numel();
   const ConvMath math = conv_math();
+  if (conv_stem_padding_applies(g.c, false)) {  // the stem path (conv_backward.h): same slices, same bits
+    const Tensor x4 = pad_channels_3_to_4(x);
+    const ConvShape g4(p, x4.shape(), g.o);
+    const int64_t elements4 = g4.o * g4.kh * g4.kw * g4.c;
+    Tensor dw4 = Tensor::empty({g4.o, g4.kh, g4.kw, g4.c}, DType::f32, x.device());
+    Tensor partials4;
+    if (slices > 1) partials4 = Tensor::empty({slices * elements4}, DType::f32, x.device());
+    ae::emu::profile_next_launch_flops(2.0 * s.m * elements4 / g4.o * s.k, conv_math_name(math));
+    const LaunchSite site{"conv2d_backward_weight (pipelined implicit GEMM, stem padded to 4 channels)", __FILE__,
+                          __LINE__};
+    if (conv_backward_weight_pipelined(site, math, g4, x4.f32(), dy.f32(), slices > 1 ? partials4.f32() : dw4.f32(),
+                                       s.k_per_split, slices)) {
+      note_conv_backward_weight_stem_padded();
+      if (slices > 1) sum_conv_slices(partials4.f32(), slices, elements4, dw4.f32());
+      return drop_fourth_channel(dw4);
+    }
+  }
+  Tensor dw = Tensor::empty(w_shape, DType::f32, x.device());
+  const int64_t elements = dw.numel();
   ae::emu::profile_next_launch_flops(2.0 * s.m * s.n * s.k, conv_math_name(math));  // emulated-device profile
   // One slice: straight into dw; several: one partial dw per slice, summed below in slice order.
   Tensor partials;
@@ -272,6 +289,55 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
 void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, float* out) {
   AE_LAUNCH(sum_slices_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, partials, slices,
             elements, out);
+}
+
+namespace {
+
+// One thread per pixel: three 4-byte reads (a warp reads 384 contiguous bytes) and one 16-byte store.
+struct alignas(16) Pixel4 {
+  float v[4];
+};
+__global__ void pad_channels_3_to_4_kernel(const float* __restrict__ in, Pixel4* __restrict__ out, int64_t pixels) {
+  for (int64_t i = first_index(); i < pixels; i += index_stride())
+    out[i] = Pixel4{{in[3 * i], in[3 * i + 1], in[3 * i + 2], 0.0f}};
+}
+
+__global__ void drop_fourth_channel_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t elements) {
+  for (int64_t i = first_index(); i < elements; i += index_stride()) out[i] = in[i / 3 * 4 + i % 3];
+}
+
+}  // namespace
+
+Tensor pad_channels_3_to_4(const Tensor& t) {
+  AE_CHECK(t.dtype() == DType::f32 && t.ndim() >= 1 && t.dim(t.ndim() - 1) == 3,
+           "pad_channels_3_to_4: expected f32 [..., 3], got " << t.desc());
+  Shape shape = t.shape();
+  shape.back() = 4;
+  Tensor out = Tensor::empty(shape, DType::f32, t.device());
+  const int64_t pixels = t.numel() / 3;
+  if (pixels == 0) return out;
+  AE_LAUNCH(pad_channels_3_to_4_kernel, dim3(blocks_for(pixels, kThreads)), dim3(kThreads), 0, nullptr, t.f32(),
+            reinterpret_cast<Pixel4*>(out.f32()), pixels);
+  return out;
+}
+
+Tensor drop_fourth_channel(const Tensor& t) {
+  AE_CHECK(t.dtype() == DType::f32 && t.ndim() >= 1 && t.dim(t.ndim() - 1) == 4,
+           "drop_fourth_channel: expected f32 [..., 4], got " << t.desc());
+  Shape shape = t.shape();
+  shape.back() = 3;
+  Tensor out = Tensor::empty(shape, DType::f32, t.device());
+  const int64_t elements = out.numel();
+  if (elements == 0) return out;
+  AE_LAUNCH(drop_fourth_channel_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, t.f32(),
+            out.f32(), elements);
+  return out;
+}
+
+bool conv_stem_padding_applies(int64_t c, bool forward) {
+  const bool automatic = forward ? conv_forward_kernel() == ConvForwardKernel::automatic
+                                 : conv_backward_weight_kernel() == ConvBackwardWeightKernel::automatic;
+  return c == 3 && conv_math() != ConvMath::f32 && automatic;
 }
 
 }  // namespace ae::cuda

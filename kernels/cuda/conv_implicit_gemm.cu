@@ -392,7 +392,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(ArgsOf<Elem> p)
 }
 
 std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
-std::atomic<int64_t> g_pipelined_split{0}, g_pipelined_bf16{0}, g_bf16_widened{0};
+std::atomic<int64_t> g_pipelined_split{0}, g_pipelined_bf16{0}, g_bf16_widened{0}, g_stem_padded{0};
 std::atomic<int> g_kernel{static_cast<int>(ConvForwardKernel::automatic)};
 std::atomic<int64_t> g_split_k{0};  // set_conv_forward_split_k
 std::atomic<int64_t> g_dgrad_f32_tiled{0}, g_dgrad_tc_tiled{0}, g_dgrad64{0}, g_dgrad128{0}, g_dgrad_narrow{0};
@@ -454,9 +454,11 @@ ConvForwardLaunches conv_forward_launches() {
   l.pipelined_split_k = igemm::g_pipelined_split.load();
   l.pipelined_bf16_storage = igemm::g_pipelined_bf16.load();
   l.bf16_widened = igemm::g_bf16_widened.load();
+  l.stem_padded = igemm::g_stem_padded.load();
   return l;
 }
 void note_conv_forward_bf16_widened() { ++igemm::g_bf16_widened; }
+void note_conv_forward_stem_padded() { ++igemm::g_stem_padded; }
 void note_conv_forward_f32_tiled() { ++igemm::g_f32_tiled; }
 void note_conv_forward_tc_tiled() { ++igemm::g_tc_tiled; }
 

@@ -14,9 +14,10 @@
 //           pixel (4 consecutive k, never straddling a kernel tap) or 4 consecutive k of a weight row
 //           (K = KH*KW*C is then % 4 too). bf16 needs nothing more: its k-pairs are formed from
 //           the f32 words when fragments are read.
-//   4-byte: any other shape (C = 3 of the stem, odd C, a view at an odd offset): the same kernel
-//           with one 4-byte cp.async per element, each with its own incrementally advanced
-//           (kh, kw, c). Slower copies, same pipeline, same bits.
+//   4-byte: any other shape (odd C, a view at an odd offset, C = 3 under a forced kernel): the
+//           same kernel with one 4-byte cp.async per element, each with its own incrementally
+//           advanced (kh, kw, c). Slower copies, same pipeline, same bits. The automatic choice
+//           pads a C = 3 input (the stem) to 4 channels instead (conv_backward.h, "stem path").
 // Both need the grid to fit (ceil(O / 64) <= 65535 blocks in y) and sizes below 2^30; otherwise,
 // and when conv_forward_kernel() is `tiled`, conv2d_forward runs the tiled kernel.
 //
@@ -98,11 +99,14 @@ struct ConvForwardLaunches {
   int64_t pipelined_split_k = 0;  // of the two above, launches split over K (grid.z > 1, then a slice sum)
   int64_t pipelined_bf16_storage = 0;  // of the two above, launches reading bf16 x and w (bf16 staging)
   int64_t bf16_widened = 0;        // conv2d_forward calls whose bf16 x and w were widened to f32 first
+  int64_t stem_padded = 0;  // conv2d_forward calls whose C = 3 x and w were padded to 4 channels first
+                            // (conv_backward.h, "stem path"; the launch is counted above as well)
 };
 ConvForwardLaunches conv_forward_launches();
 void note_conv_forward_f32_tiled();
 void note_conv_forward_tc_tiled();
 void note_conv_forward_bf16_widened();
+void note_conv_forward_stem_padded();
 
 // Whether the pipelined kernel can run this forward, and whether with 16-byte copies (the
 // conditions above).
@@ -245,10 +249,12 @@ struct ConvBackwardWeightLaunches {
   int64_t pipelined_64x64 = 0;    // the pipelined kernel, 64x64 block tiles
   int64_t pipelined_128x128 = 0;  // the pipelined kernel, 128x128 block tiles
   int64_t pipelined_4byte = 0;    // of the two above, launches with 4-byte copies of dy or of x
+  int64_t stem_padded = 0;        // of the two above, launches on x padded from C = 3 to 4 channels
 };
 ConvBackwardWeightLaunches conv_backward_weight_launches();
 void note_conv_backward_weight_f32_tiled();
 void note_conv_backward_weight_tc_tiled();
+void note_conv_backward_weight_stem_padded();
 
 bool conv_backward_weight_pipelined_supported(const ConvGeometry& g, const float* x, const float* dy);
 // 16-byte copies of dy (O % 4 == 0, dy 16-byte aligned) and of x (C % 4 == 0, x 16-byte aligned).

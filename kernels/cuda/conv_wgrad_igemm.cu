@@ -284,6 +284,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_wgrad_igemm_kernel(WgradArgs
 }
 
 std::atomic<int64_t> g_f32_tiled{0}, g_tc_tiled{0}, g_pipelined64{0}, g_pipelined128{0}, g_pipelined_narrow{0};
+std::atomic<int64_t> g_stem_padded{0};
 std::atomic<int> g_kernel{static_cast<int>(ConvBackwardWeightKernel::automatic)};
 
 template <class Math, class T, bool kWideA>
@@ -323,8 +324,10 @@ ConvBackwardWeightLaunches conv_backward_weight_launches() {
   l.pipelined_64x64 = igemm::g_pipelined64.load();
   l.pipelined_128x128 = igemm::g_pipelined128.load();
   l.pipelined_4byte = igemm::g_pipelined_narrow.load();
+  l.stem_padded = igemm::g_stem_padded.load();
   return l;
 }
+void note_conv_backward_weight_stem_padded() { ++igemm::g_stem_padded; }
 void note_conv_backward_weight_f32_tiled() { ++igemm::g_f32_tiled; }
 void note_conv_backward_weight_tc_tiled() { ++igemm::g_tc_tiled; }
 

@@ -54,6 +54,15 @@ std::string describe(const Precision& pr, const ConvCase& c) {
   return os.str();
 }
 
+// t [..., 3] -> [..., 4] with a zero fourth channel, on the host: what the stem path pads to.
+Tensor pad_channels_on_host(const Tensor& t) {
+  Shape shape = t.shape();
+  shape.back() = 4;
+  Tensor out = Tensor::zeros(shape, DType::f32, Device::cpu());
+  for (int64_t i = 0; i < t.numel(); ++i) out.f32()[i / 3 * 4 + i % 3] = t.f32()[i];
+  return out;
+}
+
 int64_t launches_of(ConvForwardKernel k) {
   const cuda::ConvForwardLaunches l = cuda::conv_forward_launches();
   switch (k) {
@@ -138,18 +147,30 @@ TEST_CASE("conv forward kernel choice: automatic takes the pipelined kernel, 4-b
 #endif
   CHECK(test::bitwise_equal(y_auto, forward_with(ConvForwardKernel::tiled, p, x, w)));
 
-  // C = 3 (not a multiple of 4): the 4-byte variant, same bits as the tiled kernel.
+  // C = 3 (not a multiple of 4): a forced pipelined kernel takes the 4-byte variant, same bits as
+  // the tiled kernel; the automatic choice pads x and w to 4 channels first (the stem path,
+  // conv_backward.h) and gives the wide kernel's bits on the padded tensors.
   const ConvCase c3{1, 6, 5, 3, 5, 3, 1, 1};
-  const Tensor x3 = to_device(test::random_tensor({c3.n, c3.h, c3.w, c3.c}, 73));
-  const Tensor w3 = to_device(test::random_tensor({c3.o, c3.k, c3.k, c3.c}, 74));
+  const Tensor x3_host = test::random_tensor({c3.n, c3.h, c3.w, c3.c}, 73);
+  const Tensor w3_host = test::random_tensor({c3.o, c3.k, c3.k, c3.c}, 74);
+  const Tensor x3 = to_device(x3_host), w3 = to_device(w3_host);
   CHECK(cuda::conv_forward_pipelined_supported(ConvGeometry(p, x3.shape(), c3.o), x3.f32(), w3.f32()));
   CHECK_FALSE(cuda::conv_forward_pipelined_wide(ConvGeometry(p, x3.shape(), c3.o), x3.f32(), w3.f32()));
   before = cuda::conv_forward_launches();
+  const Tensor y3_narrow = forward_with(ConvForwardKernel::pipelined_64x64, p, x3, w3);
+  after = cuda::conv_forward_launches();
+  CHECK(after.pipelined_4byte - before.pipelined_4byte == 1);
+  CHECK(after.stem_padded == before.stem_padded);
+  CHECK(test::bitwise_equal(y3_narrow, forward_with(ConvForwardKernel::tiled, p, x3, w3)));
+  before = cuda::conv_forward_launches();
   const Tensor y3 = ops::conv2d_forward(p, x3, w3);
   after = cuda::conv_forward_launches();
+  CHECK(after.stem_padded - before.stem_padded == 1);
   CHECK(after.pipelined_64x64 - before.pipelined_64x64 == 1);
-  CHECK(after.pipelined_4byte - before.pipelined_4byte == 1);
-  CHECK(test::bitwise_equal(y3, forward_with(ConvForwardKernel::tiled, p, x3, w3)));
+  CHECK(after.pipelined_4byte == before.pipelined_4byte);
+  const Tensor x4 = to_device(pad_channels_on_host(x3_host)), w4 = to_device(pad_channels_on_host(w3_host));
+  CHECK(test::bitwise_equal(y3, forward_with(ConvForwardKernel::pipelined_64x64, p, x4, w4)));
+  test::require_cuda_close(y3, ops::conv2d_forward(p, x3_host, w3_host), {0.5, 0.05, 1e-3}, "stem path");
 
   // x as a view one float into its storage: not 16-byte aligned, so 4-byte copies even with C = 8.
   const Tensor storage = to_device(test::random_tensor({1 + c.n * c.h * c.w * c.c}, 75));

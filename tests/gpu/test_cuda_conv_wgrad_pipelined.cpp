@@ -230,6 +230,40 @@ TEST_CASE("conv backward-weight kernel choice: automatic takes the pipelined ker
   require_guards_intact();
 }
 
+TEST_CASE("the C = 3 stem's backward-weight runs on x padded to 4 channels, with the 4-byte kernel's bits") {
+  AE_GPU_TEST_PRELUDE();
+  // The stem in small, unsplit and split into K slices (the slices are the unpadded problem's).
+  const WgradCase cases[] = {{{1, 14, 14, 3}, 64, 7, 7, 2, 2, 3, 3}, {{2, 46, 30, 3}, 8, 7, 7, 2, 2, 3, 3}};
+  bool split_seen = false;
+  uint64_t seed = 1500;
+  for (const WgradCase& c : cases) {
+    split_seen = split_seen || slices_of(c).count > 1;
+    const Tensor x = test::random_tensor(c.x, seed++);
+    const Tensor dy = test::random_tensor(dy_shape_of(c), seed++);
+    const Tensor ref = ops::conv2d_backward_weight(params_of(c), x, dy, w_shape_of(c));  // CPU float32
+    const Tensor xd = to_device(x), dyd = to_device(dy);
+    for (const Precision& pr : kPrecisions) {
+      const std::string what = describe(pr, c) + " slices " + std::to_string(slices_of(c).count);
+      INFO(what);
+      const cuda::ScopedConvMath mode(pr.math);
+      const cuda::ScopedConvBackwardWeightKernel automatic(ConvBackwardWeightKernel::automatic);
+      const cuda::ConvBackwardWeightLaunches before = cuda::conv_backward_weight_launches();
+      const Tensor dw = ops::conv2d_backward_weight(params_of(c), xd, dyd, w_shape_of(c));
+      const cuda::ConvBackwardWeightLaunches after = cuda::conv_backward_weight_launches();
+      CHECK(after.stem_padded - before.stem_padded == 1);
+      CHECK(after.pipelined_4byte == before.pipelined_4byte);  // 16-byte copies of x and dy
+      CHECK(total(after) - total(before) == 1);
+      CHECK(dw.shape() == w_shape_of(c));
+      // Per element the same products over the same k-steps and slices as the forced 4-byte kernel.
+      const Tensor narrow = wgrad_with(ConvBackwardWeightKernel::pipelined_64x64, c, xd, dyd);
+      CHECK(test::bitwise_equal(dw, narrow));
+      test::require_cuda_close(dw, ref, {0.5, 0.05, 1e-3}, what);
+    }
+  }
+  CHECK(split_seen);
+  require_guards_intact();
+}
+
 #if defined(AE_EMULATED_DEVICE)
 #include <cstdio>
 
