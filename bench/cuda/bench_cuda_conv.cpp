@@ -7,7 +7,8 @@
 //         accumulation. cuDNN: f32 tensors in and out, CUDNN_DEFAULT_MATH (TF32 tensor cores
 //         allowed, as PyTorch's cudnn.allow_tf32; never FP16 down-conversion).
 //   bf16  ours: the forward reads the same BF16 x and w as cuDNN (bf16 storage,
-//         conv_implicit_gemm.h; the C = 3 stem widens them to f32 first, inside the timed call)
+//         conv_implicit_gemm.h; the C = 3 stem widens them to f32 and pads x and w to 4 channels
+//         first, conv_backward.h "stem path", inside the timed call)
 //         and writes an f32 y; the backward passes take f32 tensors and round the GEMM operands to
 //         BF16 (nearest even) on tensor cores; f32 accumulation throughout. cuDNN: BF16 tensors in
 //         and out (x, w, dy read and y, dx, dw written as bfloat16: the same inputs rounded the

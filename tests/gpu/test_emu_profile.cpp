@@ -567,6 +567,45 @@ TEST_CASE("profile of the bf16 conv forward: f32 storage against bf16 storage (m
   }
 }
 
+// Not run by ctest either: the C = 3 stem's forward and backward-weight with 4-byte copies (a
+// forced pipelined kernel) against the stem path (automatic: x and w padded to 4 channels, 16-byte
+// copies; conv_backward.h), for bench/RESULTS.md. Batch 2 at 112x112. The padded rows include the
+// padding pass and the dropping of dw's fourth channel.
+//   tests/gpu_test_emu_profile --no-skip -tc='*stem*'
+TEST_CASE("profile of the stem: 4-byte copies against x padded to 4 channels (manual: --no-skip)" * doctest::skip()) {
+  AE_GPU_TEST_PRELUDE();
+  const ProfiledLayer stem{"stem 7x7/2 3->64 @112, batch 2", 2, 112, 3, 64, 7, 2, 3};
+  const ae::ops::Conv2dParams p = stem.params();
+  const ae::Tensor x = to_device(ae::test::random_tensor({stem.n, stem.h, stem.h, stem.c}, 1));
+  const ae::Tensor w = to_device(ae::test::random_tensor({stem.o, stem.k, stem.k, stem.c}, 2, -0.05f, 0.05f));
+  const int64_t oh = p.out_h(stem.h);
+  const ae::Tensor dy = to_device(ae::test::random_tensor({stem.n, oh, oh, stem.o}, 3));
+  for (const ae::cuda::ConvMath math : {ae::cuda::ConvMath::tf32, ae::cuda::ConvMath::bf16}) {
+    const ae::cuda::ScopedConvMath mode(math);
+    double loads[2] = {0, 0}, bytes[2] = {0, 0}, estimate[2] = {0, 0};
+    for (int padded = 0; padded < 2; ++padded) {
+      const ae::cuda::ScopedConvForwardKernel fk(padded ? ae::cuda::ConvForwardKernel::automatic
+                                                        : ae::cuda::ConvForwardKernel::pipelined_64x64);
+      const ae::cuda::ScopedConvBackwardWeightKernel wk(padded ? ae::cuda::ConvBackwardWeightKernel::automatic
+                                                               : ae::cuda::ConvBackwardWeightKernel::pipelined_64x64);
+      Profiling on;
+      (void)ae::ops::conv2d_forward(p, x, w);
+      (void)ae::ops::conv2d_backward_weight(p, x, dy, {stem.o, stem.k, stem.k, stem.c});
+      for (const KernelProfile& k : ae::emu::profile_results()) {
+        loads[padded] += static_cast<double>(k.global_load.accesses);
+        bytes[padded] += static_cast<double>(k.global_sector_bytes());
+        estimate[padded] += ae::emu::roofline_h200(k).estimate_s;
+      }
+      std::printf("\n### %s, %s, %s\n\n%s", stem.name, ae::cuda::conv_math_name(math),
+                  padded ? "padded to 4 channels" : "4-byte copies", ae::emu::profile_table().c_str());
+    }
+    std::printf("\n%s %s: warp-level global loads %.0f -> %.0f, sector MB %.3f -> %.3f, ESTIMATE us %.2f -> %.2f\n",
+                stem.name, ae::cuda::conv_math_name(math), loads[0], loads[1], bytes[0] / 1e6, bytes[1] / 1e6,
+                estimate[0] * 1e6, estimate[1] * 1e6);
+    CHECK(loads[1] < loads[0]);
+  }
+}
+
 #else
 
 TEST_CASE("emulated-device profile (emulated device only)") {
