@@ -87,7 +87,7 @@ Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, Con
   }
   if (!bf16_storage && conv_stem_padding_applies(g.c, true)) {  // the stem path (conv_backward.h)
     note_conv_forward_stem_padded();
-    return forward(p, pad_channels_3_to_4(x), pad_channels_3_to_4(w), stats);
+    return forward(p, resize_channels(x, 4), resize_channels(w, 4), stats);
   }
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   // Split-K (late layers: few output tiles, long K): partial y per slice in a workspace from the

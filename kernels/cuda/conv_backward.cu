@@ -249,7 +249,7 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
   const int64_t slices = (s.k + s.k_per_split - 1) / s.k_per_split;  // rounding may drop one
   const ConvMath math = conv_math();
   if (conv_stem_padding_applies(g.c, false)) {  // the stem path (conv_backward.h): same slices, same bits
-    const Tensor x4 = pad_channels_3_to_4(x);
+    const Tensor x4 = resize_channels(x, 4);
     const ConvShape g4(p, x4.shape(), g.o);
     const int64_t elements4 = g4.o * g4.kh * g4.kw * g4.c;
     Tensor dw4 = Tensor::empty({g4.o, g4.kh, g4.kw, g4.c}, DType::f32, x.device());
@@ -262,7 +262,7 @@ Tensor conv2d_backward_weight(const ops::Conv2dParams& p, const Tensor& x, const
                                        s.k_per_split, slices)) {
       note_conv_backward_weight_stem_padded();
       if (slices > 1) sum_conv_slices(partials4.f32(), slices, elements4, dw4.f32());
-      return drop_fourth_channel(dw4);
+      return resize_channels(dw4, 3);
     }
   }
   Tensor dw = Tensor::empty(w_shape, DType::f32, x.device());
@@ -293,42 +293,30 @@ void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, fl
 
 namespace {
 
-// One thread per output element, so that a warp's loads cover 96 contiguous bytes and its stores
-// 128 (one thread per pixel with a 16-byte store read three times at a 12-byte stride: 33 % of each
-// load's sectors used, in the emulated profile).
-__global__ void pad_channels_3_to_4_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t elements) {
-  for (int64_t i = first_index(); i < elements; i += index_stride()) out[i] = i % 4 < 3 ? in[i / 4 * 3 + i % 4] : 0.0f;
-}
-
-__global__ void drop_fourth_channel_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t elements) {
-  for (int64_t i = first_index(); i < elements; i += index_stride()) out[i] = in[i / 3 * 4 + i % 3];
+// out[..., j] = in[..., j] for j < min(from, to), 0 beyond. One thread per output element, so that
+// a warp's loads cover contiguous bytes and its stores 128 (one thread per pixel with a 16-byte
+// store reads at a 12-byte stride: 33 % of each load's sectors used, in the emulated profile).
+__global__ void resize_channels_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t elements,
+                                       int64_t from, int64_t to) {
+  for (int64_t i = first_index(); i < elements; i += index_stride()) {
+    const int64_t j = i % to;
+    out[i] = j < from ? in[i / to * from + j] : 0.0f;
+  }
 }
 
 }  // namespace
 
-Tensor pad_channels_3_to_4(const Tensor& t) {
-  AE_CHECK(t.dtype() == DType::f32 && t.ndim() >= 1 && t.dim(t.ndim() - 1) == 3,
-           "pad_channels_3_to_4: expected f32 [..., 3], got " << t.desc());
+Tensor resize_channels(const Tensor& t, int64_t channels) {
+  AE_CHECK(t.dtype() == DType::f32 && t.ndim() >= 1 && channels > 0,
+           "resize_channels: expected f32 [..., C] and channels > 0, got " << t.desc() << " and " << channels);
   Shape shape = t.shape();
-  shape.back() = 4;
+  const int64_t from = shape.back();
+  shape.back() = channels;
   Tensor out = Tensor::empty(shape, DType::f32, t.device());
   const int64_t elements = out.numel();
   if (elements == 0) return out;
-  AE_LAUNCH(pad_channels_3_to_4_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, t.f32(),
-            out.f32(), elements);
-  return out;
-}
-
-Tensor drop_fourth_channel(const Tensor& t) {
-  AE_CHECK(t.dtype() == DType::f32 && t.ndim() >= 1 && t.dim(t.ndim() - 1) == 4,
-           "drop_fourth_channel: expected f32 [..., 4], got " << t.desc());
-  Shape shape = t.shape();
-  shape.back() = 3;
-  Tensor out = Tensor::empty(shape, DType::f32, t.device());
-  const int64_t elements = out.numel();
-  if (elements == 0) return out;
-  AE_LAUNCH(drop_fourth_channel_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, t.f32(),
-            out.f32(), elements);
+  AE_LAUNCH(resize_channels_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, t.f32(),
+            out.f32(), elements, from, channels);
   return out;
 }
 

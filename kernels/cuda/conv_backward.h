@@ -28,10 +28,9 @@ void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, fl
 // not depend on the others, and the slices are the unpadded problem's). The forward's k-steps
 // group other elements, so its y is not the 4-byte path's bits (another tf32 / bf16 rounding per
 // mma) but is the wide kernel's on the padded tensors, bit for bit.
-// pad_channels_3_to_4: t [..., 3] f32 -> [..., 4] with a zero fourth channel.
-Tensor pad_channels_3_to_4(const Tensor& t);
-// drop_fourth_channel: t [..., 4] f32 -> [..., 3].
-Tensor drop_fourth_channel(const Tensor& t);
+// resize_channels: t [..., C] f32 -> [..., channels], the first min(C, channels) channels copied
+// and any others zero (the stem path pads with channels = 4 and drops with 3).
+Tensor resize_channels(const Tensor& t, int64_t channels);
 // Whether the stem path applies to a convolution with c input channels in `math` under the
 // current kernel choice (`forward`: conv_forward_kernel(), else conv_backward_weight_kernel()).
 bool conv_stem_padding_applies(int64_t c, bool forward);
