@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # gpu-check.sh: the one command to run on a GPU machine (about 8 minutes on an H200). In order:
 #   1. configure and build for sm_90 only (Release, -j16): aesthete, bench_cuda_conv and every
-#      real-GPU test (gpu_real_test_*); the emulated-device tests are CI's job and are not built
+#      real-GPU test (gpu_real_tests: every tests/gpu file, one CTest test each); the emulated-device tests are CI's job and are not built
 #   2. ctest -L gpu on the real device (the gpu-real/* tests; a skip there is a failure here)
-#   2b. the 1-rank NCCL smoke test (gpu_real_test_nccl_smoke: libnccl loads, a 1-rank communicator
+#   2b. the 1-rank NCCL smoke test (gpu_real_tests, test_nccl_smoke.cpp's cases: libnccl loads, a 1-rank communicator
 #      all-reduces on its own stream, the training loop's NCCL gradient sum) with its log kept
-#   3. the cuDNN oracle (gpu_real_test_cudnn_oracle) once more with its per-layer "% of
+#   3. the cuDNN oracle (gpu_real_tests, test_cudnn_oracle.cpp's cases) once more with its per-layer "% of
 #      tolerance" lines kept in cudnn-oracle.log
 #   4. bench_cuda_conv --batch 128: our conv forward/backward-data/backward-weight vs cuDNN per
 #      ResNet-18 layer (f32, TF32 off)
@@ -113,14 +113,14 @@ fi
 BUILT=0
 if step configure 120 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90; then
   if ((DRY_RUN == 1)); then
-    targets="aesthete bench_cuda_conv gpu_real_test_..."
+    targets="aesthete bench_cuda_conv gpu_real_tests"
   else
     grep -E "aesthete: (CUDA|cuDNN|NCCL)" "$LOGS/configure.log" | sed 's/^-- //' >"$LOGS/configure-summary.txt" || true
     targets="aesthete $(cmake --build "$BUILD" --target help 2>/dev/null |
-      grep -oE '\b(bench_cuda_conv|gpu_real_test_[A-Za-z0-9_]+)\b' | sort -u | tr '\n' ' ')"
+      grep -oE '\b(bench_cuda_conv|gpu_real_tests)\b' | sort -u | tr '\n' ' ')"
   fi
-  if [[ "$targets" != *gpu_real_test_* || "$targets" != *bench_cuda_conv* ]]; then
-    row targets FAILED 0 "no gpu_real_test_* or bench_cuda_conv target: is nvcc/cuDNN found? see configure.log"
+  if [[ "$targets" != *gpu_real_tests* || "$targets" != *bench_cuda_conv* ]]; then
+    row targets FAILED 0 "no gpu_real_tests or bench_cuda_conv target: is nvcc/cuDNN found? see configure.log"
     FAILED=1
   fi
   # Keep going past a target that fails to build, so the others still build and run.
@@ -149,10 +149,10 @@ fi
 
 # ---- 2b. NCCL on one rank (the multi-rank path needs several GPUs; NCCL refuses two ranks on one).
 # Exit 77 (skipped: no NCCL in this build) counts as a failure here, as every skip on a GPU does.
-step nccl-smoke 60 "$BUILD/gpu_real_test_nccl_smoke"
+step nccl-smoke 60 "$BUILD/gpu_real_tests" --source-file='*/tests/gpu/test_nccl_smoke.cpp'
 
 # ---- 3. the cuDNN oracle's per-layer error table
-step cudnn-oracle 90 "$BUILD/gpu_real_test_cudnn_oracle"
+step cudnn-oracle 90 "$BUILD/gpu_real_tests" --source-file='*/tests/gpu/test_cudnn_oracle.cpp'
 
 # ---- 4. our convolutions vs cuDNN
 step bench_cuda_conv 150 "$BUILD/bench_cuda_conv" --batch "$BATCH"
@@ -173,11 +173,12 @@ fi
 
 # ---- 6. memory checking of one real-GPU test binary, when the sanitizer exists and time allows
 sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
-exe="$BUILD/gpu_real_test_cuda_elementwise"
+exe="$BUILD/gpu_real_tests"
+only="--source-file=*/tests/gpu/test_cuda_elementwise.cpp"
 if ((DRY_RUN == 1)); then
-  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe"
+  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe" "$only"
 elif ((HAVE_GPU == 1 && BUILT == 1)) && [[ -x "$sanitizer" && -x "$exe" ]] && (($(remaining) > 90)); then
-  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe"
+  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$exe" "$only"
 else
   row memcheck info 0 "not run (no sanitizer, binary or time)"
 fi

@@ -6,7 +6,7 @@
 Reads, when present (a missing log is reported, never guessed):
   steps.txt             one row per step: name|status|seconds|note (written by gpu-check.sh)
   ctest-gpu.log         ctest -L gpu output: pass/fail/skip counts and the names of failures
-  cudnn-oracle.log      gpu_real_test_cudnn_oracle output: per-comparison "% of tolerance" lines
+  cudnn-oracle.log      gpu_real_tests (test_cudnn_oracle.cpp) output: per-comparison "% of tolerance" lines
   bench_cuda_conv.log   "RESULT conv ..." lines: per-layer TFLOP/s of ours and cuDNN and ratios (f32)
   bench_cuda_conv_bf16.log   the same with --math bf16: per-layer ratios against issue 15's target
   bench_cuda_conv_tf32.log   the same with --math tf32; optional (gpu-check.sh runs it only when time

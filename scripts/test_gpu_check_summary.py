@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Tests of scripts/gpu_check_summary.py on fake logs in the exact formats the GPU steps print
-(ctest, gpu_real_test_cudnn_oracle, bench_cuda_conv [--math bf16|tf32], bench/compare.sh), so the
+(ctest, gpu_real_tests --source-file=*/test_cudnn_oracle.cpp, bench_cuda_conv [--math bf16|tf32], bench/compare.sh), so the
 table code is checked on a machine without a GPU.
 
   python3 scripts/test_gpu_check_summary.py                   # run the tests
