@@ -23,7 +23,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-sanitize}
 jobs=${JOBS:-$(nproc)}
-build_jobs=${BUILD_JOBS:-$((jobs + 1))}  # one compile more than cores (Makefile, BUILD_JOBS)
 fuzz_seconds=${AE_FUZZ_SECONDS:-20}
 
 UNIT_INCLUDED=(test_runtime test_thread_pool test_atomic_file test_write_failures test_safetensors test_pth_reader
@@ -51,7 +50,7 @@ for t in "${unit[@]}"; do targets+=("unit_$t"); done
 for t in "${GPU_INCLUDED[@]}"; do targets+=("gpu_$t"); done
 for t in $(sed -n 's/^set(AE_FUZZ_TARGETS \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt); do targets+=("fuzz_$t"); done
 echo "sanitize: building ${#targets[@]} targets"
-cmake --build "$build" -j "$build_jobs" --target "${targets[@]}"
+cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 # Reports end the process with a non-zero status; leaks are reported at exit.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=0}
