@@ -23,7 +23,7 @@ void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, fl
 // automatic kernel choice, conv2d_forward and conv2d_backward_weight first pad x (and the forward's
 // w) with a zero fourth channel, so that one 16-byte cp.async moves one pixel: a quarter of the
 // copy instructions, whole sectors, for a third more MMA work (the zero channel's) and one pass
-// over x (read 12, write 16 bytes a pixel). Backward-weight then drops the fourth channel of its
+// over x per call (read 12, write 16 bytes a pixel). Backward-weight then drops the fourth channel of its
 // dw; each element of dw is the 4-byte path's bits (a column of the weight-gradient GEMM does
 // not depend on the others, and the slices are the unpadded problem's). The forward's k-steps
 // group other elements, so its y is not the 4-byte path's bits (another tf32 / bf16 rounding per
@@ -31,7 +31,7 @@ void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, fl
 // resize_channels: t [..., C] f32 -> [..., channels], the first min(C, channels) channels copied
 // and any others zero (the stem path pads with channels = 4 and drops with 3).
 Tensor resize_channels(const Tensor& t, int64_t channels);
-// Whether the stem path applies to a convolution with c input channels in `math` under the
+// Whether the stem path applies to a convolution with c input channels in conv_math() under the
 // current kernel choice (`forward`: conv_forward_kernel(), else conv_backward_weight_kernel()).
 bool conv_stem_padding_applies(int64_t c, bool forward);
 
