@@ -48,8 +48,13 @@ struct Tiles {
   static_assert(kRowsPerPass % 8 == 0, "a copy pass covers whole swizzle periods");
   static_assert(kWarpTileM % 16 == 0 && kWarpTileN % 16 == 0, "warp tiles of m16 tiles and pairs of n8 tiles");
 };
+// 128x128 blocks take 64x64 warp tiles (4 warps), as CUTLASS's sm80 tensor-op defaults do: per mma
+// k-step a warp reads 4 A + 4 B ldmatrix.x4 for 32 mma (64x32 warp tiles: 4 + 2 for 16), a third
+// less shared-memory reading per FLOP (the emulated profile's counts, bench/RESULTS.md "64x64 warp
+// tiles"), and at 242-255 registers two 128-thread blocks fit an sm_90 SM where one 256-thread
+// block of 64x32 warps (153-168 registers) did. Not yet timed on a GPU.
 using Tiles64 = Tiles<64, 64, 2, 2>;     // 4 warps of 32x32
-using Tiles128 = Tiles<128, 128, 2, 4>;  // 8 warps of 64x32
+using Tiles128 = Tiles<128, 128, 2, 2>;  // 4 warps of 64x64
 
 // Two adjacent floats as one 8-byte access (p 8-byte aligned). The emulated device copies the 8
 // bytes at once as well, so that its profile sees the one access the GPU makes (two 4-byte loads
@@ -106,8 +111,9 @@ __device__ __forceinline__ void mma_warp_tile(float (&acc)[T::kMmaTilesM][T::kMm
   }
 }
 
-// Blocks of 128x128 only when they make at least about one wave on a large GPU (H200: 132 SMs);
-// below that the 64x64 tiles give 4x the blocks. A guess to be replaced by measurements.
+// Blocks of 128x128 only when there are at least as many as a large GPU has SMs (H200: 132; two
+// such blocks fit an SM, so this is half a wave); below that the 64x64 tiles give 4x the blocks.
+// A guess to be replaced by measurements.
 constexpr int64_t kLargeTileMinBlocks = 132;
 
 // The automatic tile choice for an m x n output computed `slices` times (split-K).

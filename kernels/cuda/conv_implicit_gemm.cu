@@ -35,11 +35,12 @@
 //   out_off + img * out_img + i * out_row + j * out_col + n.
 //
 // What changes against the generic kernel:
-//  1. No per-element division. Each thread loads the same 4 rows of A (and of B) in every K tile,
-//     so it computes each row's image base offset and (ih0, iw0) = (i*step_h + off_h, ...) once,
-//     in registers, at kernel start; and each thread always loads the same 16-byte column chunk of
-//     a K tile, so its (th, tw, c) is decomposed once and then advanced by 32 per tile with
-//     additions (c += 32; carry into tw, then th), B's offset of k along with it.
+//  1. No per-element division. Each thread loads the same rows of A (and of B) in every K tile (4
+//     with 64x64 tiles, 8 with 128x128), so it computes each row's image base offset and (ih0, iw0)
+//     = (i*step_h + off_h, ...) once, in registers, at kernel start; and each thread always loads
+//     the same 16-byte column chunk of a K tile, so its (th, tw, c) is decomposed once and then
+//     advanced by 32 per tile with additions (c += 32; carry into tw, then th), B's offset of k
+//     along with it.
 //  2. 16-byte cp.async copies (4 channels of one pixel; 4 k of one weight row) straight from
 //     global to shared memory, the padding and the ragged edges of the tile zero-filled by the
 //     copy itself (src-size 0), into a 3-stage ring of shared tiles. When c % 4 != 0 (or a tensor
@@ -47,8 +48,8 @@
 //     element k+e with its own (th, tw, c) advanced the same way; everything else is shared.
 //  3. Raw float32 words in shared memory: rounding to tf32 / bf16 happens when fragments are read.
 //  4. XOR-swizzled tiles and ldmatrix for the tf32 fragments (see "Swizzle").
-//  5. Larger block tiles: 128x128 (8 warps of 64x32) when the grid is large, 64x64 (4 warps of
-//     32x32) otherwise.
+//  5. Larger block tiles: 128x128 (4 warps of 64x64) when the grid is large, 64x64 (4 warps of
+//     32x32) otherwise (conv_igemm_pipeline.h).
 //
 // Split-K (forward only). When the output has few block tiles and K is long (ResNet layer4: 7x7
 // outputs, K = 4608), grid.z = slices and slice z runs k in [z * k_per_split, min(K, (z + 1) *

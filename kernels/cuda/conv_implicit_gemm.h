@@ -94,7 +94,7 @@ struct ConvForwardLaunches {
   int64_t f32_tiled = 0;          // CUDA-core tiled GEMM (conv_math f32)
   int64_t tc_tiled = 0;           // tensor-core tiled GEMM, gather per element (tiled_gemm_tc.h)
   int64_t pipelined_64x64 = 0;    // this kernel, 64x64 block tiles (4 warps)
-  int64_t pipelined_128x128 = 0;  // this kernel, 128x128 block tiles (8 warps)
+  int64_t pipelined_128x128 = 0;  // this kernel, 128x128 block tiles (4 warps of 64x64)
   int64_t pipelined_4byte = 0;    // of the two above, launches with 4-byte copies (not C % 4, unaligned)
   int64_t pipelined_split_k = 0;  // of the two above, launches split over K (grid.z > 1, then a slice sum)
   int64_t pipelined_bf16_storage = 0;  // of the two above, launches reading bf16 x and w (bf16 staging)

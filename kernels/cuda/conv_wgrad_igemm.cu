@@ -10,8 +10,9 @@
 // holds kTileK = 32 k-rows (32 consecutive r) of kBlockM floats of A and 32 of kBlockN floats of B,
 // stored [k][row]: one stage row is one r, and a 16-byte cp.async moves 4 consecutive o of one dy
 // pixel, or 4 consecutive c (of one tap, as C % 4 == 0) of one x pixel. Thread t always copies the
-// same column chunk (4 rows o / j) at k-rows t / (kBlockM / 4) + 8 i: the column's (kh, kw, c) is
-// decomposed once at kernel start, and each of the thread's 4 k-rows keeps its r = (img, oh, ow) in
+// same column chunk (4 rows o / j) at k-rows t / (kBlockM / 4) + p i, p = kThreads / (kBlockM / 4)
+// (8 with 64x64 tiles, 4 with 128x128): the column's (kh, kw, c) is decomposed once at kernel
+// start, and each of the thread's 32 / p k-rows (4 or 8) keeps its r = (img, oh, ow) in
 // registers, advanced by 32 per tile with a mixed-radix addition (32 = step_img*OH*OW +
 // step_oh*OW + step_ow, precomputed on the host) instead of divisions. Without C % 4 (the C = 3
 // stem, odd C) or a 16-byte aligned x, B takes four 4-byte copies per chunk, element j+e with its
@@ -154,7 +155,7 @@ __global__ __launch_bounds__(T::kThreads) void conv_wgrad_igemm_kernel(WgradArgs
   float* const smem = dynamic_shared<float>();
   static_assert(T::kBlockM == T::kBlockN, "A and B share the thread -> (chunk, k-row) map");
   constexpr int kChunks = T::kBlockM / 4;                // 16-byte chunks per stage row
-  constexpr int kKRowsPerPass = T::kThreads / kChunks;   // 8 for both tilings
+  constexpr int kKRowsPerPass = T::kThreads / kChunks;   // 8 (64x64 tiles) or 4 (128x128)
   constexpr int kLoads = kTileK / kKRowsPerPass;         // k-rows per thread and tile
   static_assert(T::kThreads % kChunks == 0 && kTileK % kKRowsPerPass == 0, "whole copy passes");
   const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarp;

@@ -606,6 +606,48 @@ TEST_CASE("profile of the stem: 4-byte copies against x padded to 4 channels (ma
   }
 }
 
+// Not run by ctest either: the three pipelined convolution kernels forced to 128x128 block tiles
+// (forward, backward-data, backward-weight; tf32 and bf16, unsplit forward), for bench/RESULTS.md's
+// comparison of warp tilings: what a warp reads from shared memory per FLOP falls with a larger warp
+// tile (fragment reads per mma k-step: (tiles_m + tiles_n / 2) ldmatrix.x4 for tiles_m x tiles_n mma).
+//   tests/gpu_test_emu_profile --no-skip -tc='*128x128 tiles*'
+TEST_CASE("profile of the 128x128 tiles: shared-memory reads per FLOP (manual: --no-skip)" * doctest::skip()) {
+  AE_GPU_TEST_PRELUDE();
+  const ProfiledLayer layers[] = {{"layer2 3x3 128->128 @14, batch 8", 8, 14, 128, 128, 3, 1, 1},
+                                  {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
+  const ae::cuda::ScopedConvForwardKernel fk(ae::cuda::ConvForwardKernel::pipelined_128x128);
+  const ae::cuda::ScopedConvBackwardDataKernel dk(ae::cuda::ConvBackwardDataKernel::pipelined_128x128);
+  const ae::cuda::ScopedConvBackwardWeightKernel wk(ae::cuda::ConvBackwardWeightKernel::pipelined_128x128);
+  const ae::cuda::ScopedConvForwardSplitK unsplit(1);
+  for (const ProfiledLayer& l : layers) {
+    const ae::ops::Conv2dParams p = l.params();
+    const int64_t oh = p.out_h(l.h);
+    const ae::Shape x_shape{l.n, l.h, l.h, l.c}, w_shape{l.o, l.k, l.k, l.c};
+    const ae::Tensor x = to_device(ae::test::random_tensor(x_shape, 1));
+    const ae::Tensor w = to_device(ae::test::random_tensor(w_shape, 2, -0.05f, 0.05f));
+    const ae::Tensor dy = to_device(ae::test::random_tensor({l.n, oh, oh, l.o}, 3));
+    for (const ae::cuda::ConvMath math : {ae::cuda::ConvMath::tf32, ae::cuda::ConvMath::bf16}) {
+      const ae::cuda::ScopedConvMath mode(math);
+      Profiling on;
+      (void)ae::ops::conv2d_forward(p, x, w);
+      (void)ae::ops::conv2d_backward_data(p, dy, w, x_shape);
+      (void)ae::ops::conv2d_backward_weight(p, x, dy, w_shape);
+      double flops = 0, wavefronts = 0, conflicts = 0, estimate = 0;
+      for (const KernelProfile& k : ae::emu::profile_results()) {
+        flops += k.flops();
+        wavefronts += static_cast<double>(k.shared_load.wavefronts);
+        conflicts += static_cast<double>(k.shared_load.conflicts() + k.shared_store.conflicts());
+        estimate += ae::emu::roofline_h200(k).estimate_s;
+      }
+      std::printf("\n### %s, %s, 128x128 tiles\n\n%s", l.name, ae::cuda::conv_math_name(math),
+                  ae::emu::profile_table().c_str());
+      std::printf("\n%s %s: shared-load wavefronts %.0f (%.1f FLOP per wavefront), shared conflicts %.0f, ESTIMATE us %.2f\n",
+                  l.name, ae::cuda::conv_math_name(math), wavefronts, flops / wavefronts, conflicts, estimate * 1e6);
+      CHECK(wavefronts > 0);
+    }
+  }
+}
+
 #else
 
 TEST_CASE("emulated-device profile (emulated device only)") {
