@@ -48,12 +48,12 @@ struct InputPatch {
   __device__ __forceinline__ float operator()(int64_t m, int64_t k) const { return gather_input(g, x, m, k); }
 };
 
-// W[o, k] = w[o, kh, kw, c]: the OHWI weight read as an [O, K] matrix.
+// W[o, k] = w[o, kh, kw, c]: the OHWI weight read as an [O, K] matrix, rows `row` floats apart.
 struct WeightRow {
   static constexpr bool kAlongK = true;
   const float* __restrict__ w;
-  int64_t k;
-  __device__ __forceinline__ float operator()(int64_t o, int64_t kk) const { return w[o * k + kk]; }
+  int64_t row;
+  __device__ __forceinline__ float operator()(int64_t o, int64_t kk) const { return w[o * row + kk]; }
 };
 
 struct StoreOutput {
@@ -76,8 +76,10 @@ static_assert(gemm::kTileM == kStatsTileRows, "conv_output_stats_doubles sizes f
 std::atomic<int64_t> g_stats_epilogue{0}, g_stats_separate{0};
 
 // y = conv(x, w), and with `stats` its per-tile statistics (conv_stats.h). x and w are both f32 or
-// both bf16 (conv_implicit_gemm.h, "bf16 storage").
-Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, ConvOutputStats* stats) {
+// both bf16 (conv_implicit_gemm.h, "bf16 storage"). w is read as an [O, K] matrix whose rows are
+// w_row floats apart (0: K, a dense OHWI weight; the stem path's padded f32 weight is wider).
+Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, ConvOutputStats* stats,
+               int64_t w_row = 0) {
   const ConvGeometry g(p, x.shape(), w.dim(0));
   const ConvMath math = conv_math();
   const bool bf16_storage = x.dtype() == DType::bf16;
@@ -87,8 +89,10 @@ Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, Con
   }
   if (!bf16_storage && conv_stem_padding_applies(g.c, true)) {  // the stem path (conv_backward.h)
     note_conv_forward_stem_padded();
-    return forward(p, resize_channels(x, 4), resize_channels(w, 4), stats);
+    const Tensor w4 = pad_stem_weight(w);
+    return forward(p, resize_channels(x, 4), w4, stats, w4.dim(1));
   }
+  if (w_row == 0) w_row = g.k();
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.o}, DType::f32, x.device());
   // Split-K (late layers: few output tiles, long K): partial y per slice in a workspace from the
   // tensor allocator (no host synchronisation: CUDA Graph capture stays possible), summed in slice
@@ -106,7 +110,7 @@ Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, Con
   const bool ran = bf16_storage ? conv_forward_pipelined_bf16(pipelined, g, x.data<BFloat16>(), w.data<BFloat16>(),
                                                               y.f32(), used_split, used_partials, stats)
                                 : conv_forward_pipelined(pipelined, math, g, x.f32(), w.f32(), y.f32(), used_split,
-                                                         used_partials, stats);
+                                                         used_partials, stats, w_row);
   AE_CHECK(ran || !bf16_storage, "conv2d_forward: the bf16-storage kernel refused " << x.desc() << " * " << w.desc()
                                                                                      << " after accepting it");
   if (ran) {
@@ -141,10 +145,10 @@ Tensor forward(const ops::Conv2dParams& p, const Tensor& x, const Tensor& w, Con
   if (stats != nullptr) {
     stats->tile_rows = kStatsTileRows;
     ++g_stats_epilogue;
-    gemm::run_gemm(site, math, s, InputPatch{g, x.f32()}, WeightRow{w.f32(), g.k()},
+    gemm::run_gemm(site, math, s, InputPatch{g, x.f32()}, WeightRow{w.f32(), w_row},
                    StoreOutputGatherStats{{y.f32(), g.o}, stats->partials});
   } else {
-    gemm::run_gemm(site, math, s, InputPatch{g, x.f32()}, WeightRow{w.f32(), g.k()}, StoreOutput{y.f32(), g.o});
+    gemm::run_gemm(site, math, s, InputPatch{g, x.f32()}, WeightRow{w.f32(), w_row}, StoreOutput{y.f32(), g.o});
   }
   return y;
 }

@@ -293,31 +293,45 @@ void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, fl
 
 namespace {
 
-// out[..., j] = in[..., j] for j < min(from, to), 0 beyond. One thread per output element, so that
-// a warp's loads cover contiguous bytes and its stores 128 (one thread per pixel with a 16-byte
-// store reads at a 12-byte stride: 33 % of each load's sectors used, in the emulated profile).
+// Pixels of `from` channels to pixels of `to` channels (the first min(from, to) copied, zeros
+// beyond), `row_pixels` output pixels per output row of `row_out` floats (zeros after the pixels).
+// One thread per output element, so that a warp's loads cover contiguous bytes and its stores 128
+// (one thread per pixel with a 16-byte store reads at a 12-byte stride: 33 % of each load's sectors
+// used, in the emulated profile).
 __global__ void resize_channels_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t elements,
-                                       int64_t from, int64_t to) {
+                                       int64_t from, int64_t to, int64_t row_pixels, int64_t row_out) {
   for (int64_t i = first_index(); i < elements; i += index_stride()) {
-    const int64_t j = i % to;
-    out[i] = j < from ? in[i / to * from + j] : 0.0f;
+    const int64_t row = i / row_out, j = i % row_out, ch = j % to;
+    out[i] = j < row_pixels * to && ch < from ? in[(row * row_pixels + j / to) * from + ch] : 0.0f;
   }
+}
+
+// t [..., C] -> rows of row_pixels pixels of `channels` channels, each row padded to row_out floats.
+Tensor resize_channels_into_rows(const Tensor& t, int64_t channels, Shape shape, int64_t row_pixels, int64_t row_out) {
+  AE_CHECK(t.dtype() == DType::f32 && t.ndim() >= 1 && channels > 0,
+           "resize_channels: expected f32 [..., C] and channels > 0, got " << t.desc() << " and " << channels);
+  Tensor out = Tensor::empty(shape, DType::f32, t.device());
+  const int64_t elements = out.numel();
+  if (elements == 0) return out;
+  AE_LAUNCH(resize_channels_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, t.f32(),
+            out.f32(), elements, t.shape().back(), channels, row_pixels, row_out);
+  return out;
 }
 
 }  // namespace
 
 Tensor resize_channels(const Tensor& t, int64_t channels) {
-  AE_CHECK(t.dtype() == DType::f32 && t.ndim() >= 1 && channels > 0,
-           "resize_channels: expected f32 [..., C] and channels > 0, got " << t.desc() << " and " << channels);
   Shape shape = t.shape();
-  const int64_t from = shape.back();
-  shape.back() = channels;
-  Tensor out = Tensor::empty(shape, DType::f32, t.device());
-  const int64_t elements = out.numel();
-  if (elements == 0) return out;
-  AE_LAUNCH(resize_channels_kernel, dim3(blocks_for(elements, kThreads)), dim3(kThreads), 0, nullptr, t.f32(),
-            out.f32(), elements, from, channels);
-  return out;
+  if (!shape.empty()) shape.back() = channels;
+  return resize_channels_into_rows(t, channels, shape, 1, channels);
+}
+
+int64_t stem_weight_row(int64_t taps) { return (taps * 4 + 7) / 8 * 8; }
+
+Tensor pad_stem_weight(const Tensor& w) {
+  AE_CHECK(w.ndim() == 4 && w.dim(3) == 3, "pad_stem_weight: expected a weight [O, KH, KW, 3], got " << w.desc());
+  const int64_t taps = w.dim(1) * w.dim(2), row = stem_weight_row(taps);
+  return resize_channels_into_rows(w, 4, {w.dim(0), row}, taps, row);
 }
 
 bool conv_stem_padding_applies(int64_t c, bool forward) {

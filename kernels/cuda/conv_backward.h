@@ -31,6 +31,14 @@ void sum_conv_slices(const float* partials, int64_t slices, int64_t elements, fl
 // resize_channels: t [..., C] f32 -> [..., channels], the first min(C, channels) channels copied
 // and any others zero (the stem path pads with channels = 4 and drops with 3).
 Tensor resize_channels(const Tensor& t, int64_t channels);
+// The forward's stem weight: w [O, KH, KW, 3] f32 -> [O, stem_weight_row(KH*KW)], row o = w[o]'s
+// taps padded to 4 channels, then zeros to a multiple of 8 floats. The forward reads it as its
+// [O, K] matrix with that row stride (K = KH*KW*4 columns used), so that every row starts on a
+// 32-byte sector: with K = 196 (7x7x4) every other row sat 16 bytes off one, and each 128-byte
+// stage-row copy of it touched 5 sectors instead of 4 (the emulated profile: the weight's copies
+// 87.5 % sector-efficient, 98 % aligned). The padding columns are never read (k < K).
+int64_t stem_weight_row(int64_t taps);
+Tensor pad_stem_weight(const Tensor& w);
 // Whether the stem path applies to a convolution with c input channels in conv_math() under the
 // current kernel choice (`forward`: conv_forward_kernel(), else conv_backward_weight_kernel()).
 bool conv_stem_padding_applies(int64_t c, bool forward);

@@ -135,6 +135,7 @@
 #include "kernels/cuda/channel_tile_stats.h"
 #include "kernels/cuda/conv_igemm_pipeline.h"
 #include "kernels/cuda/conv_stats.h"
+#include "runtime/error.h"
 
 namespace ae::cuda {
 namespace igemm {
@@ -563,13 +564,16 @@ bool prepare_launch(igemm::ArgsOf<Elem>& a, const ConvForwardSplit& split, ConvO
 
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
                             const float* w, float* y, const ConvForwardSplit& split, float* partials,
-                            ConvOutputStats* stats) {
+                            ConvOutputStats* stats, int64_t w_row) {
+  AE_CHECK(w_row == 0 || w_row >= g.k(),
+           "conv_forward_pipelined: weight rows " << w_row << " floats apart, shorter than K = " << g.k());
   if (math == ConvMath::f32 || conv_forward_kernel() == ConvForwardKernel::tiled ||
       !conv_forward_pipelined_supported(g, x, w) || !split_usable(g, y, split, partials)) {
     return false;
   }
   igemm::Args a = forward_args(g, x, w, y, split, partials);
-  const bool wide = conv_forward_pipelined_wide(g, x, w);
+  if (w_row != 0) a.b_row = w_row;
+  const bool wide = conv_forward_pipelined_wide(g, x, w) && a.b_row % 4 == 0;
   if (!wide) ++igemm::g_pipelined_narrow;
   const bool large = prepare_launch(a, split, stats);
   igemm::run(site, math, large, wide, a, split.slices > 1 ? split.slices : 1);

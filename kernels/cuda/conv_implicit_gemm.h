@@ -155,9 +155,11 @@ ConvForwardSplit conv_forward_split_plan(const ConvGeometry& g);
 // conv_forward_split_plan(g).
 // With `stats` (unsplit only: ignored when split.slices > 1), each block also writes its output
 // tile's per-channel statistics to stats->partials and stats->tile_rows is set (conv_stats.h).
+// w is read as an [O, K] matrix with rows w_row floats apart (0: K, the dense OHWI weight; the
+// stem path's is wider, conv_backward.h's pad_stem_weight); 16-byte copies need w_row % 4 == 0.
 bool conv_forward_pipelined(const LaunchSite& site, ConvMath math, const ConvGeometry& g, const float* x,
                             const float* w, float* y, const ConvForwardSplit& split = {},
-                            float* partials = nullptr, ConvOutputStats* stats = nullptr);
+                            float* partials = nullptr, ConvOutputStats* stats = nullptr, int64_t w_row = 0);
 
 // Whether bf16 x and w run the bf16-storage kernel in `math` ("bf16 storage" above).
 bool conv_forward_bf16_storage_runs(ConvMath math, const ConvGeometry& g, const void* x, const void* w);

@@ -15,6 +15,7 @@
 
 #include <sstream>
 
+#include "kernels/cuda/conv_backward.h"
 #include "kernels/cuda/conv_implicit_gemm.h"
 #include "kernels/cuda/conv_math.h"
 #include "kernels/ops.h"
@@ -171,6 +172,20 @@ TEST_CASE("conv forward kernel choice: automatic takes the pipelined kernel, 4-b
   const Tensor x4 = to_device(pad_channels_on_host(x3_host)), w4 = to_device(pad_channels_on_host(w3_host));
   CHECK(test::bitwise_equal(y3, forward_with(ConvForwardKernel::pipelined_64x64, p, x4, w4)));
   test::require_cuda_close(y3, ops::conv2d_forward(p, x3_host, w3_host), {0.5, 0.05, 1e-3}, "stem path");
+  // The stem path's weight as the kernel reads it: rows of 9 taps x 4 channels padded to 40 floats
+  // (32-byte multiples), the fourth channel and the row's tail zero.
+  REQUIRE(cuda::stem_weight_row(9) == 40);
+  CHECK(cuda::stem_weight_row(49) == 200);
+  CHECK(cuda::stem_weight_row(2) == 8);
+  const Tensor w_rows = cuda::pad_stem_weight(w3).to(Device::cpu());
+  REQUIRE(w_rows.shape() == Shape{c3.o, 40});
+  for (int64_t o = 0; o < c3.o; ++o) {
+    for (int64_t j = 0; j < 40; ++j) {
+      const float want = j < 36 && j % 4 < 3 ? w3_host.f32()[o * 27 + j / 4 * 3 + j % 4] : 0.0f;
+      REQUIRE(w_rows.f32()[o * 40 + j] == want);
+    }
+  }
+  test::require_error([&] { (void)cuda::pad_stem_weight(x); }, {"pad_stem_weight", "[O, KH, KW, 3]"});
 
   // x as a view one float into its storage: not 16-byte aligned, so 4-byte copies even with C = 8.
   const Tensor storage = to_device(test::random_tensor({1 + c.n * c.h * c.w * c.c}, 75));
