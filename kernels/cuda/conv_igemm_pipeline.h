@@ -10,7 +10,8 @@
 #include <cstdint>
 #if defined(AE_EMULATED_DEVICE)
 #include <bit>
-#include <cstring>
+
+#include "kernels/emu/profile.h"
 #endif
 
 #include "kernels/cuda/launch.h"
@@ -57,12 +58,13 @@ using Tiles64 = Tiles<64, 64, 2, 2>;     // 4 warps of 32x32
 using Tiles128 = Tiles<128, 128, 2, 2>;  // 4 warps of 64x64
 
 // Two adjacent floats as one 8-byte access (p 8-byte aligned). The emulated device copies the 8
-// bytes at once as well, so that its profile sees the one access the GPU makes (two 4-byte loads
-// would count a bank conflict the GPU does not have).
+// bytes at once as well and reports them as one access (kernels/emu/profile.h, load_reported), so
+// that its profile sees the one access the GPU makes (two 4-byte loads would count a bank conflict
+// the GPU does not have), in every build.
 __device__ __forceinline__ void load_pair(const float* p, float& lo, float& hi) {
 #if defined(AE_EMULATED_DEVICE)
   uint64_t bits;
-  std::memcpy(&bits, p, sizeof bits);
+  ::ae::emu::load_reported(&bits, p, sizeof bits);
   lo = std::bit_cast<float>(static_cast<uint32_t>(bits));
   hi = std::bit_cast<float>(static_cast<uint32_t>(bits >> 32));
 #else
@@ -72,10 +74,22 @@ __device__ __forceinline__ void load_pair(const float* p, float& lo, float& hi) 
 #endif
 }
 
+// One float of a stage (backward-weight's fragment words). The emulated device reports the read
+// (load_reported) so that its profile counts it in every build, as it does load_pair's.
+__device__ __forceinline__ float load_word(const float* p) {
+#if defined(AE_EMULATED_DEVICE)
+  float v;
+  ::ae::emu::load_reported(&v, p, sizeof v);
+  return v;
+#else
+  return *p;
+#endif
+}
+
 __device__ __forceinline__ void store_pair(float* p, float lo, float hi) {
 #if defined(AE_EMULATED_DEVICE)
   const uint64_t bits = std::bit_cast<uint32_t>(lo) | (uint64_t{std::bit_cast<uint32_t>(hi)} << 32);
-  std::memcpy(p, &bits, sizeof bits);
+  ::ae::emu::store_reported(p, &bits, sizeof bits);
 #else
   *reinterpret_cast<float2*>(p) = make_float2(lo, hi);
 #endif

@@ -88,17 +88,23 @@
 //   The groups still pending at exit are the empty ones of the last iterations (nothing to drain).
 //
 // Swizzle. A stage holds rows of 32 floats = 128 bytes = one pass over the 32 banks, as 8 chunks
-// of 16 bytes; logical chunk j of row r is stored at physical chunk j ^ (r % 8). Then
+// of 16 bytes; logical chunk j of row r is stored at physical chunk j ^ s(r), s(r) = the bits of
+// r % 8 rotated left by one (r % 8 = 0..7 -> s = 0 2 4 6 1 3 5 7). s is a bijection of 0..7, so
 //   - the 8 threads that copy one row's 8 chunks write 8 different chunks: conflict-free;
 //   - an ldmatrix matrix is 8 consecutive rows (a multiple of 8 first) at one logical chunk: the
 //     XOR spreads them over the 8 physical chunks, i.e. all 32 banks: conflict-free;
-//   - bf16 fragments from an f32 stage are read as 8-byte pairs: rows g = 0..3 of a half-warp,
-//     chunk pairs {0,1} or {2,3} XOR (g % 8): two rows share each chunk pair, a 2-way conflict on
-//     every such load (counted by the emulated profile: one extra wavefront per phase, bench/
-//     RESULTS.md). XOR with r % 8's bits rotated left by one (0 2 4 6 1 3 5 7) removes it (the
-//     profile counts 0) but cost registers at sm_90 (128x128 f32-stage bf16: 128 -> 212, two
-//     blocks per SM -> one; 64x64: 128 -> 165), so it waits for a GPU to time both. The bf16
-//     stage (ldmatrix only) has no conflicts.
+//   - bf16 fragments from an f32 stage are read as 8-byte pairs, a half-warp per phase: rows
+//     g = 0..3 (or 4..7), each at logical chunks {b, b + 1} (b even), words 2 (tig & 1) + {0, 1}.
+//     s(g) is 0 2 4 6 (or 1 3 5 7): four different even offsets (or, for 4..7, odd ones, which
+//     swap b and b + 1), so the four rows' chunk pairs are disjoint and the 16 lanes cover all 32
+//     banks once: conflict-free. With the plain s(r) = r % 8 rows 0 and 1 (2 and 3) shared a pair,
+//     a 2-way conflict on every such read (bench/RESULTS.md, "bf16 storage in the conv forward").
+// Every row a lane addresses in a fragment read, and every row a thread copies, has the same r % 8
+// (warp tiles, 16-row mma tiles and copy passes are multiples of 8 rows), so each computes its
+// mask once (swizzle_mask) and the chunk XOR folds into a few per-lane offsets. ptxas (sm_90):
+// computed per access, the rotation cost registers (f32-stage bf16, 64x64 4-byte 128 -> 160;
+// 128x128 spilled 12 and 108 bytes); with the masks it costs none, and the 64x64 wide kernels
+// fell from 126-128 to 96 registers (bench/RESULTS.md, "conflict-free bf16 fragment reads").
 //
 // tf32 fragments via ldmatrix: an ldmatrix matrix row is 16 bytes = 4 f32 words, and lane l gets
 // word l % 4 of row l / 4, i.e. (row g, word tig): exactly the m16n8k8 tf32 A register a0 for the
@@ -168,8 +174,16 @@ struct ArgsOf {
 };
 using Args = ArgsOf<float>;
 
-// Float index of logical 16-byte chunk `chunk` of row `row` in a stage (see "Swizzle").
-__device__ __forceinline__ int swizzle(int row, int chunk) { return row * kTileK + ((chunk ^ (row & 7)) << 2); }
+// The XOR mask s(row) of a stage row: row % 8 with its 3 bits rotated left by one (see "Swizzle").
+// Callers whose rows all share row % 8 (a lane's fragment rows, a thread's copy rows) compute it
+// once.
+__device__ __forceinline__ int swizzle_mask(int row) {
+  const int r = row & 7;
+  return ((r << 1) | (r >> 2)) & 7;
+}
+
+// Float index of logical 16-byte chunk `chunk` of row `row` in a stage, mask = swizzle_mask(row).
+__device__ __forceinline__ int swizzle(int row, int chunk, int mask) { return row * kTileK + ((chunk ^ mask) << 2); }
 
 // The A and B fragments of one mma k-step (k floats [k0, k0 + Math::kStepK) of the stage) for a
 // warp tile at rows warp_m of A and warp_n of B.
@@ -183,15 +197,15 @@ __device__ __forceinline__ void load_fragments(const float* as, const float* bs,
     // bf16 stage: matrix j of an A x4 is rows + 8 (j & 1), k + 8 (j >> 1), lane l gets the k-pair
     // (2 (l % 4), +1) of row l / 4: register q = j of m16n8k16 (mma.h). B: matrix j is n rows
     // + 8 (j >> 1), k + 8 (j & 1), i.e. b[ni][0], b[ni][1], b[ni + 1][0], b[ni + 1][1].
-    const int j = lane >> 3, i = lane & 7, chunk0 = k0 / 8;
+    const int j = lane >> 3, i = lane & 7, chunk0 = k0 / 8, mask = swizzle_mask(i);
     AE_IGEMM_UNROLL
     for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
-      ldmatrix_m8n8_b16<4>(a[mi], as + swizzle(warp_m + 16 * mi + i + 8 * (j & 1), chunk0 + (j >> 1)));
+      ldmatrix_m8n8_b16<4>(a[mi], as + swizzle(warp_m + 16 * mi + i + 8 * (j & 1), chunk0 + (j >> 1), mask));
     }
     AE_IGEMM_UNROLL
     for (int ni = 0; ni < T::kMmaTilesN; ni += 2) {
       uint32_t r[4];
-      ldmatrix_m8n8_b16<4>(r, bs + swizzle(warp_n + 8 * ni + i + 8 * (j >> 1), chunk0 + (j & 1)));
+      ldmatrix_m8n8_b16<4>(r, bs + swizzle(warp_n + 8 * ni + i + 8 * (j >> 1), chunk0 + (j & 1), mask));
       b[ni][0] = r[0];
       b[ni][1] = r[1];
       b[ni + 1][0] = r[2];
@@ -199,18 +213,18 @@ __device__ __forceinline__ void load_fragments(const float* as, const float* bs,
     }
   } else if constexpr (Math::kElemsPerWord == 1) {
     // tf32: ldmatrix.x4, lane l addressing row l % 8 of matrix l / 8 (see the top of the file).
-    const int j = lane >> 3, i = lane & 7, chunk0 = k0 / 4;
+    const int j = lane >> 3, i = lane & 7, chunk0 = k0 / 4, mask = swizzle_mask(i);
     AE_IGEMM_UNROLL
     for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
       uint32_t r[4];
-      ldmatrix_m8n8_b16<4>(r, as + swizzle(warp_m + 16 * mi + i + 8 * (j & 1), chunk0 + (j >> 1)));
+      ldmatrix_m8n8_b16<4>(r, as + swizzle(warp_m + 16 * mi + i + 8 * (j & 1), chunk0 + (j >> 1), mask));
       AE_IGEMM_UNROLL
       for (int q = 0; q < 4; ++q) a[mi][q] = to_tf32(__uint_as_float(r[q]));
     }
     AE_IGEMM_UNROLL
     for (int ni = 0; ni < T::kMmaTilesN; ni += 2) {
       uint32_t r[4];
-      ldmatrix_m8n8_b16<4>(r, bs + swizzle(warp_n + 8 * ni + i + 8 * (j >> 1), chunk0 + (j & 1)));
+      ldmatrix_m8n8_b16<4>(r, bs + swizzle(warp_n + 8 * ni + i + 8 * (j >> 1), chunk0 + (j & 1), mask));
       b[ni][0] = to_tf32(__uint_as_float(r[0]));
       b[ni][1] = to_tf32(__uint_as_float(r[1]));
       b[ni + 1][0] = to_tf32(__uint_as_float(r[2]));
@@ -219,14 +233,14 @@ __device__ __forceinline__ void load_fragments(const float* as, const float* bs,
   } else {
     // bf16: register q of A holds k (2 tig, 2 tig + 1) + 8 (q >> 1) of row g + 8 (q & 1); register
     // q of B holds k (2 tig, 2 tig + 1) + 8 q of column g (mma.h).
-    const int g = lane >> 2, tig = lane & 3;
+    const int g = lane >> 2, tig = lane & 3, mask = swizzle_mask(g);
     AE_IGEMM_UNROLL
     for (int mi = 0; mi < T::kMmaTilesM; ++mi) {
       AE_IGEMM_UNROLL
       for (int q = 0; q < 4; ++q) {
         const int row = warp_m + 16 * mi + g + 8 * (q & 1), f = k0 + 2 * tig + 8 * (q >> 1);
         float lo, hi;
-        load_pair(as + swizzle(row, f >> 2) + (f & 3), lo, hi);
+        load_pair(as + swizzle(row, f >> 2, mask) + (f & 3), lo, hi);
         a[mi][q] = pack_bf16x2(lo, hi);
       }
     }
@@ -236,7 +250,7 @@ __device__ __forceinline__ void load_fragments(const float* as, const float* bs,
       for (int q = 0; q < 2; ++q) {
         const int row = warp_n + 8 * ni + g, f = k0 + 2 * tig + 8 * q;
         float lo, hi;
-        load_pair(bs + swizzle(row, f >> 2) + (f & 3), lo, hi);
+        load_pair(bs + swizzle(row, f >> 2, mask) + (f & 3), lo, hi);
         b[ni][q] = pack_bf16x2(lo, hi);
       }
     }
@@ -263,6 +277,8 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(ArgsOf<Elem> p)
 
   // ---- per-thread tables: the rows this thread copies, and its k position ------------------
   const int chunk = tid % kChunksPerRow, row_first = tid / kChunksPerRow;
+  static_assert(T::kRowsPerPass % 8 == 0, "a thread's copy rows share row % 8, so one swizzle mask");
+  const int copy_mask = swizzle_mask(row_first);
   int64_t a_base[T::kLoadsA];  // offset of the row's image in the source
   int a_ih0[T::kLoadsA], a_iw0[T::kLoadsA];
   AE_IGEMM_UNROLL
@@ -312,9 +328,9 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(ArgsOf<Elem> p)
         const bool ok = k_ok && ih >= 0 && ih < p.h && iw >= 0 && iw < p.wd;
         const Elem* src = ok ? p.a + a_base[i] + (static_cast<int64_t>(ih) * p.wd + iw) * p.c + kc[e] : p.a;
         if constexpr (kWide) {
-          cp_async_cg_16(as + swizzle(row, chunk), src, ok ? 16 : 0);
+          cp_async_cg_16(as + swizzle(row, chunk, copy_mask), src, ok ? 16 : 0);
         } else {
-          cp_async_ca<4>(as + swizzle(row, chunk) + e, src, ok ? 4 : 0);
+          cp_async_ca<4>(as + swizzle(row, chunk, copy_mask) + e, src, ok ? 4 : 0);
         }
       }
       AE_IGEMM_UNROLL
@@ -323,9 +339,9 @@ __global__ __launch_bounds__(T::kThreads) void conv_igemm_kernel(ArgsOf<Elem> p)
         const bool ok = k_ok && n0 + row < p.n;
         const Elem* src = ok ? p.b + static_cast<int64_t>(n0 + row) * p.b_row + bk[e] : p.b;
         if constexpr (kWide) {
-          cp_async_cg_16(bs + swizzle(row, chunk), src, ok ? 16 : 0);
+          cp_async_cg_16(bs + swizzle(row, chunk, copy_mask), src, ok ? 16 : 0);
         } else {
-          cp_async_ca<4>(bs + swizzle(row, chunk) + e, src, ok ? 4 : 0);
+          cp_async_ca<4>(bs + swizzle(row, chunk, copy_mask) + e, src, ok ? 4 : 0);
         }
       }
       kc[e] += kStageK;

@@ -119,13 +119,15 @@ __device__ __forceinline__ void load_fragments_k_major(const float* as, const fl
       AE_IGEMM_UNROLL
       for (int q = 0; q < 4; ++q) {
         const int x = 2 * (mi & 1) + (q & 1), h = q >> 1;  // row warp_m + g + 8 x + 32 (mi >> 1)
-        a[mi][q] = to_tf32(ak[a_base[x ^ h] + 4 * h * kWa + 32 * (mi >> 1)]);
+        a[mi][q] = to_tf32(load_word(ak + a_base[x ^ h] + 4 * h * kWa + 32 * (mi >> 1)));
       }
     }
     AE_IGEMM_UNROLL
     for (int ni = 0; ni < T::kMmaTilesN; ++ni) {
       AE_IGEMM_UNROLL
-      for (int q = 0; q < 2; ++q) b[ni][q] = to_tf32(bk[b_base[(ni & 3) ^ q] + 4 * q * kWb + 32 * (ni >> 2)]);
+      for (int q = 0; q < 2; ++q) {
+        b[ni][q] = to_tf32(load_word(bk + b_base[(ni & 3) ^ q] + 4 * q * kWb + 32 * (ni >> 2)));
+      }
     }
   } else {
     // bf16: register q of A holds k (2 tig, 2 tig + 1) + 8 (q >> 1) of row g + 8 (q & 1); register
@@ -135,7 +137,7 @@ __device__ __forceinline__ void load_fragments_k_major(const float* as, const fl
       AE_IGEMM_UNROLL
       for (int q = 0; q < 4; ++q) {
         const int x = 2 * (mi & 1) + (q & 1), at = 8 * (q >> 1) * kWa + 32 * (mi >> 1);
-        a[mi][q] = pack_bf16x2(ak[a_base[x] + at], ak[a_base[x ^ 1] + at + kWa]);
+        a[mi][q] = pack_bf16x2(load_word(ak + a_base[x] + at), load_word(ak + a_base[x ^ 1] + at + kWa));
       }
     }
     AE_IGEMM_UNROLL
@@ -143,7 +145,7 @@ __device__ __forceinline__ void load_fragments_k_major(const float* as, const fl
       AE_IGEMM_UNROLL
       for (int q = 0; q < 2; ++q) {
         const int x = ni & 3, at = 8 * q * kWb + 32 * (ni >> 2);
-        b[ni][q] = pack_bf16x2(bk[b_base[x] + at], bk[b_base[x ^ 1] + at + kWb]);
+        b[ni][q] = pack_bf16x2(load_word(bk + b_base[x] + at), load_word(bk + b_base[x ^ 1] + at + kWb));
       }
     }
   }

@@ -57,6 +57,7 @@
 #include <cstring>
 
 #include "kernels/emu/async_copy.h"
+#include "kernels/emu/profile.h"
 #include "runtime/error.h"
 #endif
 
@@ -267,7 +268,7 @@ __device__ __forceinline__ void ldmatrix_m8n8_b16(uint32_t (&r)[kMatrices], cons
       AE_CHECK(reinterpret_cast<std::uintptr_t>(p) % 16 == 0,
                "ldmatrix: row address " << static_cast<const void*>(p) << " of matrix " << j << " (lane "
                                         << 8 * j + lane / 4 << ") is not 16-byte aligned");
-      std::memcpy(&out.v[j], p + 4 * (lane % 4), 4);
+      ::ae::emu::load_reported(&out.v[j], p + 4 * (lane % 4), 4);  // counted once in every build
     }
     return out;
   });

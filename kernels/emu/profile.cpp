@@ -45,8 +45,7 @@ namespace {
 std::atomic<std::size_t> g_max_pending{32768};
 constexpr int kSiteBits = 19;  // distinct call sites per launch
 
-// -1: not yet read from AE_EMU_PROFILE; 0 off; 1 on.
-std::atomic<int> g_mode{-1};
+using profile_detail::g_mode;
 
 enum class Math { f32, tf32, bf16 };
 
@@ -536,6 +535,16 @@ void set_profiling(bool on) { g_mode.store(on ? 1 : 0); }
 
 void profile_access(const void* addr, std::size_t bytes, bool store, const void* site) {
   on_access(reinterpret_cast<uintptr_t>(addr), bytes, store, site);
+}
+
+void profile_detail::load_reported_slow(void* to, const void* from, std::size_t bytes) {
+  on_access(reinterpret_cast<uintptr_t>(from), bytes, /*store=*/false, __builtin_return_address(0));
+  std::memcpy(to, from, bytes);
+}
+
+void profile_detail::store_reported_slow(void* to, const void* from, std::size_t bytes) {
+  on_access(reinterpret_cast<uintptr_t>(to), bytes, /*store=*/true, __builtin_return_address(0));
+  std::memcpy(to, from, bytes);
 }
 
 void set_profile_max_pending(std::size_t accesses) { g_max_pending.store(std::max<std::size_t>(accesses, 1)); }

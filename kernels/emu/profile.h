@@ -27,8 +27,10 @@
 // covering the bytes of its active lanes; the ideal is ceil(distinct bytes / 32). There is no
 // cache model: every warp-level access's sectors count as traffic, so for kernels that re-read
 // data (GEMM tiles) the bytes and the memory time are upper bounds of DRAM traffic.
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -116,6 +118,36 @@ RooflineEstimate roofline_h200(const KernelProfile& k);
 // profiled kernel is running on this thread. For cp.async:
 //   profile_access(src, src_bytes, false, site); profile_access(dst, bytes, true, (const char*)site + 1);
 void profile_access(const void* addr, std::size_t bytes, bool store, const void* site);
+
+namespace profile_detail {
+// -1: not yet read from AE_EMU_PROFILE; 0 off; 1 on (profiling(), set_profiling()).
+inline std::atomic<int> g_mode{-1};
+void load_reported_slow(void* to, const void* from, std::size_t bytes);
+void store_reported_slow(void* to, const void* from, std::size_t bytes);
+}  // namespace profile_detail
+
+// An emulation helper's copy that stands for one access of the GPU (ldmatrix's reads, the 8-byte
+// pairs and fragment words of the pipelined convolutions): copies `bytes` from `from` to `to` and,
+// when profiling may be on, reports the load of `from` (load_reported) or the store to `to`
+// (store_reported) as one access at the call site. The reporting copy lives in kernels/emu, which
+// is never instrumented, so the access is counted once in every build: where the kernels are
+// instrumented (-DAE_EMU_PROFILE=ON) and where they are not (the default build, where a test can
+// then count a conv kernel's fragment reads). Profiling off, it is an inline memcpy (the out-of-line
+// call every time cost the emulated bf16 training test a fifth of its time).
+inline void load_reported(void* to, const void* from, std::size_t bytes) {
+  if (profile_detail::g_mode.load(std::memory_order_relaxed) != 0) {
+    profile_detail::load_reported_slow(to, from, bytes);
+  } else {
+    std::memcpy(to, from, bytes);
+  }
+}
+inline void store_reported(void* to, const void* from, std::size_t bytes) {
+  if (profile_detail::g_mode.load(std::memory_order_relaxed) != 0) {
+    profile_detail::store_reported_slow(to, from, bytes);
+  } else {
+    std::memcpy(to, from, bytes);
+  }
+}
 
 // Whether launches are being profiled: AE_EMU_PROFILE=1 in the environment until set_profiling().
 bool profiling();

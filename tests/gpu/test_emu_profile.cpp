@@ -490,6 +490,51 @@ TEST_CASE("the stem path's operand copies are at least 90 % sector-efficient (fo
   CHECK(wgrad4 < 0.60);
 }
 
+// Issue 15's "no bank conflicts in the conv main loops", for the three pipelined convolutions in
+// tf32 and bf16 with both tilings. Their shared-memory traffic is cp.async stores, ldmatrix reads
+// and 8-byte fragment pairs, all of which the emulation reports in every build
+// (kernels/emu/profile.h, load_reported), so this runs in CI's default build. With the plain
+// swizzle (row % 8) the bf16 pairs read from f32 stages had a 2-way conflict each (the forward and
+// backward-data rows here fail then).
+TEST_CASE("the pipelined convolutions read and write shared memory without bank conflicts (tf32, bf16)") {
+  AE_GPU_TEST_PRELUDE();
+  const ProfiledLayer layer{"3x3 64->64 @8", 2, 8, 64, 64, 3, 1, 1};
+  const ae::ops::Conv2dParams p = layer.params();
+  const ae::Shape x_shape{layer.n, layer.h, layer.h, layer.c}, w_shape{layer.o, layer.k, layer.k, layer.c};
+  const ae::Tensor x = to_device(ae::test::random_tensor(x_shape, 1));
+  const ae::Tensor w = to_device(ae::test::random_tensor(w_shape, 2, -0.05f, 0.05f));
+  const ae::Tensor dy = to_device(ae::test::random_tensor({layer.n, layer.h, layer.h, layer.o}, 3));
+  for (const bool large : {false, true}) {
+    const ae::cuda::ScopedConvForwardKernel fk(large ? ae::cuda::ConvForwardKernel::pipelined_128x128
+                                                     : ae::cuda::ConvForwardKernel::pipelined_64x64);
+    const ae::cuda::ScopedConvBackwardDataKernel dk(large ? ae::cuda::ConvBackwardDataKernel::pipelined_128x128
+                                                          : ae::cuda::ConvBackwardDataKernel::pipelined_64x64);
+    const ae::cuda::ScopedConvBackwardWeightKernel wk(large ? ae::cuda::ConvBackwardWeightKernel::pipelined_128x128
+                                                            : ae::cuda::ConvBackwardWeightKernel::pipelined_64x64);
+    for (const ae::cuda::ConvMath math : {ae::cuda::ConvMath::tf32, ae::cuda::ConvMath::bf16}) {
+      const ae::cuda::ScopedConvMath mode(math);
+      Profiling on;
+      (void)ae::ops::conv2d_forward(p, x, w);
+      (void)ae::ops::conv2d_backward_data(p, dy, w, x_shape);
+      (void)ae::ops::conv2d_backward_weight(p, x, dy, w_shape);
+      int kernels = 0;
+      for (const KernelProfile& k : ae::emu::profile_results()) {
+        if (k.kernel.find("pipelined") == std::string::npos) continue;
+        ++kernels;
+        CAPTURE(k.kernel);
+        const std::string math_name = ae::cuda::conv_math_name(math);
+        CAPTURE(math_name);
+        CAPTURE(large);
+        CHECK(k.shared_load.accesses > 0);
+        CHECK(k.shared_store.accesses > 0);
+        CHECK(k.shared_load.conflicts() == 0);
+        CHECK(k.shared_store.conflicts() == 0);
+      }
+      CHECK(kernels == 3);
+    }
+  }
+}
+
 // Not run by ctest (doctest skip): the profile of the real convolution kernels on ResNet-18 layer
 // shapes at batch 1 and a 112x112 input, for bench/RESULTS.md. Needs a -DAE_EMU_PROFILE=ON build:
 //   tests/gpu_test_emu_profile --no-skip -tc='*ResNet-18*'
