@@ -129,7 +129,7 @@ ae::Tensor device_iota(int64_t n) {
   return to_device(ae::Tensor::from_vector({n}, v));
 }
 
-// Two training-size convolution layers the manual profiles below compare paths on.
+// A convolution layer the convolution cases below profile (square input and kernel).
 struct ProfiledLayer {
   const char* name;
   int64_t n, h, c, o;
@@ -141,7 +141,48 @@ struct ProfiledLayer {
     p.pad_h = p.pad_w = pad;
     return p;
   }
+  ae::Shape x_shape() const { return {n, h, h, c}; }
+  ae::Shape w_shape() const { return {o, k, k, c}; }
+  ae::Shape y_shape() const {
+    const int64_t oh = params().out_h(h);
+    return {n, oh, oh, o};
+  }
 };
+
+// Random device operands of a layer: x, w (small, as trained weights) and an output gradient dy.
+struct LayerOperands {
+  ae::Tensor x, w, dy;
+};
+LayerOperands operands_of(const ProfiledLayer& l) {
+  return {to_device(ae::test::random_tensor(l.x_shape(), 1)),
+          to_device(ae::test::random_tensor(l.w_shape(), 2, -0.05f, 0.05f)),
+          to_device(ae::test::random_tensor(l.y_shape(), 3))};
+}
+
+// The stem's forward and backward-weight: with the stem path (the automatic choice pads x to 4
+// channels) or with a forced pipelined kernel's 4-byte copies.
+void run_stem_passes(const ProfiledLayer& stem, const LayerOperands& t, bool padded) {
+  const ae::cuda::ScopedConvForwardKernel fk(padded ? ae::cuda::ConvForwardKernel::automatic
+                                                    : ae::cuda::ConvForwardKernel::pipelined_64x64);
+  const ae::cuda::ScopedConvBackwardWeightKernel wk(padded ? ae::cuda::ConvBackwardWeightKernel::automatic
+                                                           : ae::cuda::ConvBackwardWeightKernel::pipelined_64x64);
+  (void)ae::ops::conv2d_forward(stem.params(), t.x, t.w);
+  (void)ae::ops::conv2d_backward_weight(stem.params(), t.x, t.dy, stem.w_shape());
+}
+
+// Forward, backward-data and backward-weight of a layer, each pipelined kernel forced to 64x64
+// (or 128x128) block tiles.
+void run_forced_pipelined_passes(const ProfiledLayer& l, const LayerOperands& t, bool large) {
+  const ae::cuda::ScopedConvForwardKernel fk(large ? ae::cuda::ConvForwardKernel::pipelined_128x128
+                                                   : ae::cuda::ConvForwardKernel::pipelined_64x64);
+  const ae::cuda::ScopedConvBackwardDataKernel dk(large ? ae::cuda::ConvBackwardDataKernel::pipelined_128x128
+                                                        : ae::cuda::ConvBackwardDataKernel::pipelined_64x64);
+  const ae::cuda::ScopedConvBackwardWeightKernel wk(large ? ae::cuda::ConvBackwardWeightKernel::pipelined_128x128
+                                                          : ae::cuda::ConvBackwardWeightKernel::pipelined_64x64);
+  (void)ae::ops::conv2d_forward(l.params(), t.x, t.w);
+  (void)ae::ops::conv2d_backward_data(l.params(), t.dy, t.w, l.x_shape());
+  (void)ae::ops::conv2d_backward_weight(l.params(), t.x, t.dy, l.w_shape());
+}
 const ProfiledLayer kProfiledLayers[] = {{"layer1 3x3 64->64 @28, batch 4", 4, 28, 64, 64, 3, 1, 1},
                                          {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
 
@@ -458,21 +499,11 @@ TEST_CASE("with profiling off nothing is recorded") {
 TEST_CASE("the stem path's operand copies are at least 90 % sector-efficient (forward and backward-weight)") {
   AE_GPU_TEST_PRELUDE();
   const ProfiledLayer stem{"stem 7x7/2 3->64 @64", 1, 64, 3, 64, 7, 2, 3};
-  const ae::ops::Conv2dParams p = stem.params();
-  const ae::Shape w_shape{stem.o, stem.k, stem.k, stem.c};
-  const ae::Tensor x = to_device(ae::test::random_tensor({stem.n, stem.h, stem.h, stem.c}, 1));
-  const ae::Tensor w = to_device(ae::test::random_tensor(w_shape, 2, -0.05f, 0.05f));
-  const int64_t oh = p.out_h(stem.h);
-  const ae::Tensor dy = to_device(ae::test::random_tensor({stem.n, oh, oh, stem.o}, 3));
+  const LayerOperands t = operands_of(stem);
   const ae::cuda::ScopedConvMath tf32(ae::cuda::ConvMath::tf32);
   const auto efficiencies = [&](bool padded) {
-    const ae::cuda::ScopedConvForwardKernel fk(padded ? ae::cuda::ConvForwardKernel::automatic
-                                                      : ae::cuda::ConvForwardKernel::pipelined_64x64);
-    const ae::cuda::ScopedConvBackwardWeightKernel wk(padded ? ae::cuda::ConvBackwardWeightKernel::automatic
-                                                             : ae::cuda::ConvBackwardWeightKernel::pipelined_64x64);
     Profiling on;
-    (void)ae::ops::conv2d_forward(p, x, w);
-    (void)ae::ops::conv2d_backward_weight(p, x, dy, w_shape);
+    run_stem_passes(stem, t, padded);
     const KernelProfile fwd = profile_of("conv2d_forward (pipelined implicit GEMM)");
     const KernelProfile wgrad = profile_of(padded ? "conv2d_backward_weight (pipelined implicit GEMM, stem padded to 4 channels)"
                                                   : "conv2d_backward_weight (pipelined implicit GEMM)");
@@ -499,24 +530,12 @@ TEST_CASE("the stem path's operand copies are at least 90 % sector-efficient (fo
 TEST_CASE("the pipelined convolutions read and write shared memory without bank conflicts (tf32, bf16)") {
   AE_GPU_TEST_PRELUDE();
   const ProfiledLayer layer{"3x3 64->64 @8", 2, 8, 64, 64, 3, 1, 1};
-  const ae::ops::Conv2dParams p = layer.params();
-  const ae::Shape x_shape{layer.n, layer.h, layer.h, layer.c}, w_shape{layer.o, layer.k, layer.k, layer.c};
-  const ae::Tensor x = to_device(ae::test::random_tensor(x_shape, 1));
-  const ae::Tensor w = to_device(ae::test::random_tensor(w_shape, 2, -0.05f, 0.05f));
-  const ae::Tensor dy = to_device(ae::test::random_tensor({layer.n, layer.h, layer.h, layer.o}, 3));
+  const LayerOperands t = operands_of(layer);
   for (const bool large : {false, true}) {
-    const ae::cuda::ScopedConvForwardKernel fk(large ? ae::cuda::ConvForwardKernel::pipelined_128x128
-                                                     : ae::cuda::ConvForwardKernel::pipelined_64x64);
-    const ae::cuda::ScopedConvBackwardDataKernel dk(large ? ae::cuda::ConvBackwardDataKernel::pipelined_128x128
-                                                          : ae::cuda::ConvBackwardDataKernel::pipelined_64x64);
-    const ae::cuda::ScopedConvBackwardWeightKernel wk(large ? ae::cuda::ConvBackwardWeightKernel::pipelined_128x128
-                                                            : ae::cuda::ConvBackwardWeightKernel::pipelined_64x64);
     for (const ae::cuda::ConvMath math : {ae::cuda::ConvMath::tf32, ae::cuda::ConvMath::bf16}) {
       const ae::cuda::ScopedConvMath mode(math);
       Profiling on;
-      (void)ae::ops::conv2d_forward(p, x, w);
-      (void)ae::ops::conv2d_backward_data(p, dy, w, x_shape);
-      (void)ae::ops::conv2d_backward_weight(p, x, dy, w_shape);
+      run_forced_pipelined_passes(layer, t, large);
       int kernels = 0;
       for (const KernelProfile& k : ae::emu::profile_results()) {
         if (k.kernel.find("pipelined") == std::string::npos) continue;
@@ -594,10 +613,8 @@ TEST_CASE("profile of a training convolution + BatchNorm: fused against layers (
   const ae::cuda::ScopedConvForwardSplitK unsplit(1);
   for (const ProfiledLayer& l : kProfiledLayers) {
     const ae::ops::Conv2dParams p = l.params();
-    const int64_t oh = p.out_h(l.h);
-    const ae::Tensor x = to_device(ae::test::random_tensor({l.n, l.h, l.h, l.c}, 1));
-    const ae::Tensor w = to_device(ae::test::random_tensor({l.o, l.k, l.k, l.c}, 2, -0.05f, 0.05f));
-    const ae::Tensor r = to_device(ae::test::random_tensor({l.n, oh, oh, l.o}, 3));
+    const LayerOperands t = operands_of(l);
+    const ae::Tensor &x = t.x, &w = t.w, &r = t.dy;  // dy's shape serves as the residual
     const ae::Tensor gamma = to_device(ae::Tensor::full({l.o}, 1.0f)), beta = to_device(ae::Tensor::zeros({l.o}));
     double totals[2] = {0, 0};
     for (int fused = 0; fused < 2; ++fused) {
@@ -616,7 +633,7 @@ TEST_CASE("profile of a training convolution + BatchNorm: fused against layers (
                     ae::emu::profile_table().c_str());
       }
     }
-    const double y_bytes = static_cast<double>(l.n * oh * oh * l.o) * 4.0;
+    const double y_bytes = static_cast<double>(ae::shape_numel(l.y_shape())) * 4.0;
     std::printf("\n%s: global sector bytes, layers %.3f MB, fused %.3f MB (the output is %.3f MB)\n", l.name,
                 totals[0] / 1e6, totals[1] / 1e6, y_bytes / 1e6);
     CHECK(totals[1] < totals[0]);
@@ -634,8 +651,8 @@ TEST_CASE("profile of the bf16 conv forward: f32 storage against bf16 storage (m
   const ae::cuda::ScopedConvForwardSplitK unsplit(1);  // as at training batch sizes
   for (const ProfiledLayer& l : kProfiledLayers) {
     const ae::ops::Conv2dParams p = l.params();
-    const ae::Tensor x = to_device(ae::test::random_tensor({l.n, l.h, l.h, l.c}, 1));
-    const ae::Tensor w = to_device(ae::test::random_tensor({l.o, l.k, l.k, l.c}, 2, -0.05f, 0.05f));
+    const LayerOperands t = operands_of(l);
+    const ae::Tensor &x = t.x, &w = t.w;
     const ae::Tensor xb = ae::ops::cast(x, ae::DType::bf16), wb = ae::ops::cast(w, ae::DType::bf16);
     double bytes[2] = {0, 0}, conflicts[2] = {0, 0};
     for (int storage = 0; storage < 2; ++storage) {
@@ -662,22 +679,13 @@ TEST_CASE("profile of the bf16 conv forward: f32 storage against bf16 storage (m
 TEST_CASE("profile of the stem: 4-byte copies against x padded to 4 channels (manual: --no-skip)" * doctest::skip()) {
   AE_GPU_TEST_PRELUDE();
   const ProfiledLayer stem{"stem 7x7/2 3->64 @112, batch 2", 2, 112, 3, 64, 7, 2, 3};
-  const ae::ops::Conv2dParams p = stem.params();
-  const ae::Tensor x = to_device(ae::test::random_tensor({stem.n, stem.h, stem.h, stem.c}, 1));
-  const ae::Tensor w = to_device(ae::test::random_tensor({stem.o, stem.k, stem.k, stem.c}, 2, -0.05f, 0.05f));
-  const int64_t oh = p.out_h(stem.h);
-  const ae::Tensor dy = to_device(ae::test::random_tensor({stem.n, oh, oh, stem.o}, 3));
+  const LayerOperands t = operands_of(stem);
   for (const ae::cuda::ConvMath math : {ae::cuda::ConvMath::tf32, ae::cuda::ConvMath::bf16}) {
     const ae::cuda::ScopedConvMath mode(math);
     double loads[2] = {0, 0}, bytes[2] = {0, 0}, estimate[2] = {0, 0};
     for (int padded = 0; padded < 2; ++padded) {
-      const ae::cuda::ScopedConvForwardKernel fk(padded ? ae::cuda::ConvForwardKernel::automatic
-                                                        : ae::cuda::ConvForwardKernel::pipelined_64x64);
-      const ae::cuda::ScopedConvBackwardWeightKernel wk(padded ? ae::cuda::ConvBackwardWeightKernel::automatic
-                                                               : ae::cuda::ConvBackwardWeightKernel::pipelined_64x64);
       Profiling on;
-      (void)ae::ops::conv2d_forward(p, x, w);
-      (void)ae::ops::conv2d_backward_weight(p, x, dy, {stem.o, stem.k, stem.k, stem.c});
+      run_stem_passes(stem, t, padded == 1);
       for (const KernelProfile& k : ae::emu::profile_results()) {
         loads[padded] += static_cast<double>(k.global_load.accesses);
         bytes[padded] += static_cast<double>(k.global_sector_bytes());
@@ -702,23 +710,13 @@ TEST_CASE("profile of the 128x128 tiles: shared-memory reads per FLOP (manual: -
   AE_GPU_TEST_PRELUDE();
   const ProfiledLayer layers[] = {{"layer2 3x3 128->128 @14, batch 8", 8, 14, 128, 128, 3, 1, 1},
                                   {"layer3 3x3 256->256 @7, batch 8", 8, 7, 256, 256, 3, 1, 1}};
-  const ae::cuda::ScopedConvForwardKernel fk(ae::cuda::ConvForwardKernel::pipelined_128x128);
-  const ae::cuda::ScopedConvBackwardDataKernel dk(ae::cuda::ConvBackwardDataKernel::pipelined_128x128);
-  const ae::cuda::ScopedConvBackwardWeightKernel wk(ae::cuda::ConvBackwardWeightKernel::pipelined_128x128);
   const ae::cuda::ScopedConvForwardSplitK unsplit(1);
   for (const ProfiledLayer& l : layers) {
-    const ae::ops::Conv2dParams p = l.params();
-    const int64_t oh = p.out_h(l.h);
-    const ae::Shape x_shape{l.n, l.h, l.h, l.c}, w_shape{l.o, l.k, l.k, l.c};
-    const ae::Tensor x = to_device(ae::test::random_tensor(x_shape, 1));
-    const ae::Tensor w = to_device(ae::test::random_tensor(w_shape, 2, -0.05f, 0.05f));
-    const ae::Tensor dy = to_device(ae::test::random_tensor({l.n, oh, oh, l.o}, 3));
+    const LayerOperands t = operands_of(l);
     for (const ae::cuda::ConvMath math : {ae::cuda::ConvMath::tf32, ae::cuda::ConvMath::bf16}) {
       const ae::cuda::ScopedConvMath mode(math);
       Profiling on;
-      (void)ae::ops::conv2d_forward(p, x, w);
-      (void)ae::ops::conv2d_backward_data(p, dy, w, x_shape);
-      (void)ae::ops::conv2d_backward_weight(p, x, dy, w_shape);
+      run_forced_pipelined_passes(l, t, /*large=*/true);
       double flops = 0, wavefronts = 0, conflicts = 0, estimate = 0;
       for (const KernelProfile& k : ae::emu::profile_results()) {
         flops += k.flops();
