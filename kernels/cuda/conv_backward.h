@@ -35,8 +35,9 @@ Tensor resize_channels(const Tensor& t, int64_t channels);
 // taps padded to 4 channels, then zeros to a multiple of 8 floats. The forward reads it as its
 // [O, K] matrix with that row stride (K = KH*KW*4 columns used), so that every row starts on a
 // 32-byte sector: with K = 196 (7x7x4) every other row sat 16 bytes off one, and each 128-byte
-// stage-row copy of it touched 5 sectors instead of 4 (the emulated profile: the weight's copies
-// 87.5 % sector-efficient, 98 % aligned). The padding columns are never read (k < K).
+// stage-row copy of it touched 5 sectors instead of 4 (a model of the weight's copies: 87.5 %
+// sector-efficient, 98 % with the rows aligned; the emulated profile counts the stem forward's
+// loads at 87.0 -> 93.2 %, bench/RESULTS.md). The padding columns are never read (k < K).
 int64_t stem_weight_row(int64_t taps);
 Tensor pad_stem_weight(const Tensor& w);
 // Whether the stem path applies to a convolution with c input channels in conv_math() under the
