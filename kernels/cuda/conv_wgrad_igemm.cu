@@ -180,6 +180,18 @@ __global__ __launch_bounds__(T::kThreads) void conv_wgrad_igemm_kernel(WgradArgs
     r_oh[i] = pix / p.ow;
     r_ow[i] = pix % p.ow;
   }
+  // The swizzle of a k-row depends on k % 8 alone, and this thread's k-rows krow_first + p i
+  // (p = kKRowsPerPass) take 8 / p values of it (p = 4) or one (p = 8): the swizzled chunk offsets
+  // are computed once, as for the forward's copies (conv_implicit_gemm.cu, "Swizzle").
+  static_assert(kKRowsPerPass % 8 == 0 || 8 % kKRowsPerPass == 0, "k % 8 repeats over a thread's k-rows");
+  constexpr int kSwizzlePeriod = kKRowsPerPass >= 8 ? 1 : 8 / kKRowsPerPass;
+  int a_chunk_at[kSwizzlePeriod], b_chunk_at[kSwizzlePeriod];  // kswizzle(krow, chunk) - krow * width
+  AE_IGEMM_UNROLL
+  for (int i = 0; i < kSwizzlePeriod; ++i) {
+    const int krow = krow_first + i * kKRowsPerPass;
+    a_chunk_at[i] = kswizzle<T::kBlockM>(krow, chunk) - krow * T::kBlockM;
+    b_chunk_at[i] = kswizzle<T::kBlockN>(krow, chunk) - krow * T::kBlockN;
+  }
   // A: this thread's o = m0 + 4 chunk (+ e). B: its j = n0 + 4 chunk (+ e) as (c, kh - ph, kw - pw).
   const int a_o = m0 + 4 * chunk;
   constexpr int kPartsB = kWideB ? 1 : 4;
@@ -201,17 +213,19 @@ __global__ __launch_bounds__(T::kThreads) void conv_wgrad_igemm_kernel(WgradArgs
     AE_IGEMM_UNROLL
     for (int i = 0; i < kLoads; ++i) {
       const int krow = krow_first + i * kKRowsPerPass;
+      float* const a_dst = as + krow * T::kBlockM + a_chunk_at[i % kSwizzlePeriod];
+      float* const b_dst = bs + krow * T::kBlockN + b_chunk_at[i % kSwizzlePeriod];
       const bool r_ok = r[i] < k_end;
       // A: dy[r, o .. o + 3]
       const float* dy_row = p.dy + static_cast<int64_t>(r[i]) * p.o;
       if constexpr (kWideA) {
         const bool ok = r_ok && a_o < p.o;  // O % 4 == 0: the chunk is all in or all out
-        cp_async_cg_16(as + kswizzle<T::kBlockM>(krow, chunk), ok ? dy_row + a_o : p.dy, ok ? 16 : 0);
+        cp_async_cg_16(a_dst, ok ? dy_row + a_o : p.dy, ok ? 16 : 0);
       } else {
         AE_IGEMM_UNROLL
         for (int e = 0; e < 4; ++e) {
           const bool ok = r_ok && a_o + e < p.o;
-          cp_async_ca<4>(as + kswizzle<T::kBlockM>(krow, chunk) + e, ok ? dy_row + a_o + e : p.dy, ok ? 4 : 0);
+          cp_async_ca<4>(a_dst + e, ok ? dy_row + a_o + e : p.dy, ok ? 4 : 0);
         }
       }
       // B: x under tap (kh, kw) of output pixel r, channels c .. c + 3 (or one element each)
@@ -221,9 +235,9 @@ __global__ __launch_bounds__(T::kThreads) void conv_wgrad_igemm_kernel(WgradArgs
         const bool ok = r_ok && b_ok[e] && ih >= 0 && ih < p.h && iw >= 0 && iw < p.w;
         const float* src = ok ? p.x + r_img[i] + (static_cast<int64_t>(ih) * p.w + iw) * p.c + b_c[e] : p.x;
         if constexpr (kWideB) {
-          cp_async_cg_16(bs + kswizzle<T::kBlockN>(krow, chunk), src, ok ? 16 : 0);
+          cp_async_cg_16(b_dst, src, ok ? 16 : 0);
         } else {
-          cp_async_ca<4>(bs + kswizzle<T::kBlockN>(krow, chunk) + e, src, ok ? 4 : 0);
+          cp_async_ca<4>(b_dst + e, src, ok ? 4 : 0);
         }
       }
       // r += 32, as a mixed-radix addition
